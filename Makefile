@@ -1,0 +1,51 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages the tests drive as real peers (DCMTK tools, Orthanc) or use (fonts for PDF reports).
+DEBS   := dcmtk orthanc fonts-wqy-microhei
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test debs bench clean help
+
+help:
+	@echo "make run    - create $(VENV), install Yilian, start 'yilian up' with the example consortium"
+	@echo "make test   - install test needs (pip extras + Debian packages) and run the whole suite"
+	@echo "make bench  - run the benchmarks in bench/ (see docs/performance.md)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/yilian up --consortium deploy/consortium.example.yaml
+
+# Installs the Debian packages the suite needs when they are missing (needs root or sudo).
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: debs install-test
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: debs install-test
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache test-artifacts

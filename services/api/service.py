@@ -1,0 +1,39 @@
+"""The api service: an aiohttp server on ``YILIAN_HTTP_PORT``."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..core.runtime import Runtime
+from .app import create_app
+
+log = logging.getLogger("yilian.api")
+
+
+class ApiService:
+    name = "api"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.ready = False
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        app = create_app(self.rt)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.rt.settings.bind_host, self.rt.settings.http_port,
+                           reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.ready = True
+        log.info("http listening", extra={"listener": "http", "host": self.rt.settings.bind_host,
+                                          "port": self.port})
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,157 @@
+"""``yilian``: run the consortium backend, one service, or issue a token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from .core import logs
+from .core.consortium import ConfigError, consortium_summary, load_consortium
+from .core.runtime import SERVICE_NAMES, Runtime, run
+from .core.settings import Settings
+
+log = logging.getLogger("yilian")
+
+ENVIRONMENT_HELP = """\
+environment:
+  YILIAN_DATA_DIR        data directory for the embedded default (default ./var)
+  YILIAN_CONSORTIUM      consortium YAML file (default deploy/consortium.example.yaml)
+  YILIAN_STORE_URL       sqlite:///PATH (default $YILIAN_DATA_DIR/yilian.db) or mongodb://...
+  YILIAN_BUS_URL         embedded: (default) or kafka://HOST:PORT[,HOST:PORT]
+  YILIAN_BLOB_URL        file:///DIR (default $YILIAN_DATA_DIR/blobs) or gridfs: (default with MongoDB)
+  YILIAN_HTTP_PORT       HTTP API port (default 8080)
+  YILIAN_DICOM_PORT      DICOM port of the PACS gateway (default 11112)
+  YILIAN_AE_TITLE        the gateway's called AE title (default YILIAN)
+  YILIAN_JWT_SECRET      token signing secret (default: generated once under the data directory)
+  See docs/configuration.md for every variable.
+"""
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _announce(rt: Runtime) -> None:
+    listeners = {}
+    for service in rt.services:
+        for attr in ("port", "dicom_port"):
+            if getattr(service, attr, None):
+                listeners[service.name] = getattr(service, attr)
+    log.info("yilian ready", extra={"listeners": listeners, "store": _redact(rt.settings.store_url),
+                                    "bus": _redact(rt.settings.bus_url), "consortium": rt.consortium.id})
+    print(json.dumps({"ready": True, "http_port": listeners.get("api"),
+                      "dicom_port": listeners.get("pacs_gateway"), "ae_title": rt.settings.ae_title}),
+          flush=True)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before logging it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+async def _run(settings: Settings, names: tuple[str, ...]) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    await run(settings, names, ready=_announce, stop=stop)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(consortium=args.consortium)
+    logs.configure(settings.log_level)
+    asyncio.run(_run(settings, SERVICE_NAMES))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(consortium=args.consortium)
+    logs.configure(settings.log_level)
+    asyncio.run(_run(settings, (args.name,)))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .core.auth import AuthError, issue_token
+    settings = Settings.from_env(consortium=args.consortium)
+    consortium = load_consortium(settings.consortium_path)
+    try:
+        print(issue_token(consortium, args.user, settings.secret(), ttl=args.ttl))
+    except AuthError as exc:
+        print(f"yilian token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(consortium=args.consortium)
+    consortium = load_consortium(settings.consortium_path)
+    print(json.dumps(consortium_summary(consortium), ensure_ascii=False))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="yilian", description="Yilian (医联): telemedicine collaboration backend of a medical consortium.",
+        epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def consortium_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--consortium", metavar="PATH",
+                        help="consortium YAML file (default $YILIAN_CONSORTIUM or deploy/consortium.example.yaml)")
+
+    up = sub.add_parser("up", help="run every service in one process",
+                        description="Run every service (pacs_gateway, workflow, api, delivery, monitor) in one "
+                                    "asyncio process. Embedded default: SQLite, files and the in-process durable "
+                                    "bus under $YILIAN_DATA_DIR; set YILIAN_STORE_URL / YILIAN_BUS_URL for MongoDB "
+                                    "and Kafka. Prints a JSON line {\"ready\": true, ...} when both listeners accept "
+                                    "connections; stops cleanly on SIGINT/SIGTERM.",
+                        epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    consortium_arg(up)
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run one service (scale-out deployment)",
+                           description="Run one service, normally against Kafka (YILIAN_BUS_URL=kafka://...) and "
+                                       "MongoDB (YILIAN_STORE_URL=mongodb://...). Every process answers /healthz, "
+                                       "/readyz and /metrics on YILIAN_HTTP_PORT.",
+                           epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("name", choices=SERVICE_NAMES, help="the service to run")
+    consortium_arg(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="print a bearer token for a user of the consortium",
+                           description="Print a signed bearer token (JWT) for USER_ID of the loaded consortium, "
+                                       "carrying the user's organisation, role and centre.")
+    token.add_argument("--user", required=True, metavar="USER_ID", help="a user id from the consortium file")
+    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS", help="lifetime (default 28800)")
+    consortium_arg(token)
+    token.set_defaults(func=cmd_token)
+
+    check = sub.add_parser("check-config", help="validate the consortium file and print a summary",
+                           description="Load and validate the consortium YAML; errors name the line.")
+    consortium_arg(check)
+    check.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"yilian: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Directory-tree adapter of the blob store (embedded default): ``file:///var/yilian/blobs``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .port import CHUNK, BlobInfo, BlobNotFound, BlobStore
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileBlobStore(BlobStore):
+    def __init__(self, url: str, *, fsync: bool = True) -> None:
+        self.url = url
+        parsed = urlparse(url)
+        self.root = Path(parsed.path if not parsed.netloc else parsed.netloc + parsed.path)
+        self.fsync = fsync
+
+    async def open(self) -> None:
+        (self.root / ".staging").mkdir(parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        pass
+
+    def staging_dir(self) -> Path:
+        return self.root / ".staging"
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise ValueError(f"bad blob key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def _commit(self, tmp: Path, key: str) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, dest)  # atomic: readers see all or nothing
+        if self.fsync:
+            _fsync_dir(dest.parent)
+
+    async def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo:
+        def _put() -> BlobInfo:
+            digest = sha256 or _sha256_file(path)
+            size = path.stat().st_size
+            staged = path
+            if path.parent.resolve() != self.staging_dir().resolve():
+                # Different filesystem or directory: copy into staging first so the rename is atomic.
+                fd, tmp = tempfile.mkstemp(dir=self.staging_dir())
+                with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+                path.unlink()
+                staged = Path(tmp)
+            self._commit(staged, key)
+            return BlobInfo(key, size, digest)
+        return await asyncio.to_thread(_put)
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> BlobInfo:
+        fd, tmp = tempfile.mkstemp(dir=self.staging_dir())
+        h, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    h.update(chunk)
+                    size += len(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+            await asyncio.to_thread(self._commit, Path(tmp), key)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return BlobInfo(key, size, h.hexdigest())
+
+    async def read_chunks(self, key: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        try:
+            while chunk := await asyncio.to_thread(f.read, chunk_size):
+                yield chunk
+        finally:
+            f.close()
+
+    async def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    async def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    async def keys(self, prefix: str = "") -> AsyncIterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                yield Path(dirpath, name).relative_to(self.root).as_posix()

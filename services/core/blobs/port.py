@@ -1,0 +1,69 @@
+"""The blob store port: DICOM files by key, streamed, never whole large files in memory.
+
+Keys are slash-separated (``<study>/<series>/<sop>.dcm``).  A blob appears atomically:
+readers see the whole file or nothing.  The gateway writes the blob first and the index
+second, so a crash between them leaves an unreferenced blob (swept at start), never an
+index entry without its file.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+    sha256: str
+
+
+class BlobStore(ABC):
+    url: str
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def staging_dir(self) -> Path:
+        """A local directory for receiving files before :meth:`put_file` (same filesystem when possible)."""
+
+    @abstractmethod
+    async def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo:
+        """Store the local file ``path`` under ``key`` (replacing any), consuming ``path``."""
+
+    @abstractmethod
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> BlobInfo: ...
+
+    @abstractmethod
+    def read_chunks(self, key: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        """Stream the blob; raise :class:`BlobNotFound` when it is absent."""
+
+    async def read(self, key: str) -> bytes:
+        return b"".join([c async for c in self.read_chunks(key)])
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every key under ``prefix`` (for sweeping orphans)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file behind ``key`` if this store keeps files locally (lets senders avoid a copy)."""
+        return None

@@ -1,0 +1,452 @@
+"""The consortium (医联体) as data: organisations, AE titles, reading centres, routes, SLAs, users.
+
+Loaded from YAML (``deploy/consortium.example.yaml`` documents every key) and validated
+before anything starts: unknown keys, wrong types, dangling references and duplicate AE
+titles are :class:`ConfigError` naming the file and line.  The model is I/O free and
+immutable; the admin API replaces it whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LEVELS = ("city", "county", "township", "village")
+KINDS = ("imaging", "ecg")
+PRIORITIES = ("stat", "urgent", "routine")
+ROLES = ("clinic", "reader", "coordinator", "admin", "auditor")
+GREEN_CHANNELS = ("胸痛", "卒中", "高危孕产妇", "危重新生儿")
+AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
+ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+
+
+class ConfigError(ValueError):
+    def __init__(self, message: str, *, source: str = "", line: int | None = None) -> None:
+        where = f"{source}:{line}: " if line is not None else (f"{source}: " if source else "")
+        super().__init__(f"{where}{message}")
+        self.line = line
+
+
+def parse_duration(text: str | int) -> int:
+    """``30m`` -> 1800 seconds."""
+    if isinstance(text, int):
+        return text
+    m = DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"bad duration {text!r} (use e.g. 90s, 30m, 2h, 1d)")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A DICOM application entity that Yilian calls: the clinic's own receiving SCP."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str
+    secret_env: str  # name of the environment variable that holds the HMAC secret
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: str
+    name: str
+    level: str
+    parent: str | None = None
+    modality_aes: tuple[str, ...] = ()  # calling AE titles of its modalities (C-STORE senders)
+    workstation_aes: tuple[str, ...] = ()  # AE titles of its reading workstations (C-FIND/C-GET/C-MOVE)
+    scp: Endpoint | None = None  # where results are C-STOREd back to
+    webhook: Webhook | None = None
+    contact: str | None = None  # who is told when a critical result goes unacknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class Centre:
+    """A reading centre (影像诊断中心 / 心电诊断中心) inside an organisation."""
+
+    id: str
+    name: str
+    organization: str
+    kinds: tuple[str, ...]
+    escalation: str | None = None  # the upper centre for second opinions
+    capacity_per_reader_per_hour: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which centre reads a kind (and modalities) for which origins; overflow in order."""
+
+    kind: str
+    centre: str
+    origins: tuple[str, ...] = ()  # organisation ids; their whole subtree is covered
+    modalities: tuple[str, ...] = ()  # empty: any
+    overflow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRule:
+    """Create a reading request automatically when a matching study is received."""
+
+    organization: str
+    kind: str
+    modalities: tuple[str, ...] = ()
+    priority: str = "routine"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    name: str
+    role: str
+    organization: str
+    centre: str | None = None
+    on_duty: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Consortium:
+    id: str
+    name: str
+    organizations: dict[str, Organization]
+    centres: dict[str, Centre]
+    routes: tuple[Route, ...]
+    sla: dict[str, dict[str, int]]  # kind -> priority -> seconds
+    priority_boost: tuple[str, ...]  # what moves a request ahead within its priority
+    site_rules: tuple[SiteRule, ...]
+    users: dict[str, User]
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # --- lookups the services need ---------------------------------------------------
+    def organization_of_ae(self, ae_title: str) -> Organization | None:
+        ae = ae_title.strip()
+        for org in self.organizations.values():
+            if ae in org.modality_aes or ae in org.workstation_aes:
+                return org
+        return None
+
+    def endpoint(self, ae_title: str) -> Endpoint | None:
+        """A registered SCP by AE title (C-MOVE destinations, result delivery)."""
+        for org in self.organizations.values():
+            if org.scp is not None and org.scp.ae_title == ae_title.strip():
+                return org.scp
+        return None
+
+    def ancestors(self, org_id: str) -> list[str]:
+        """``org_id`` and its parents up to the root."""
+        chain = []
+        current: str | None = org_id
+        while current is not None:
+            chain.append(current)
+            current = self.organizations[current].parent
+        return chain
+
+    def routes_for(self, origin: str, kind: str, modality: str | None) -> list[Route]:
+        """Routes that cover ``origin`` for ``kind``/``modality``, the most specific origin first."""
+        chain = self.ancestors(origin)
+        found: list[tuple[int, int, Route]] = []
+        for order, route in enumerate(self.routes):
+            if route.kind != kind:
+                continue
+            if route.modalities and (modality or "") not in route.modalities:
+                continue
+            if route.origins:
+                depth = min((chain.index(o) for o in route.origins if o in chain), default=None)
+                if depth is None:
+                    continue
+            else:
+                depth = len(chain)
+            found.append((depth, order, route))
+        return [r for _, _, r in sorted(found, key=lambda t: (t[0], t[1]))]
+
+    def sla_seconds(self, kind: str, priority: str) -> int:
+        return self.sla[kind][priority]
+
+    def centres_of(self, org_id: str) -> list[Centre]:
+        return [c for c in self.centres.values() if c.organization == org_id]
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.source, sort_keys=True, ensure_ascii=False)
+                              .encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.source
+
+
+# --- loading ------------------------------------------------------------------------------
+
+class _Node:
+    """A YAML value with the line it came from (for error messages)."""
+
+    def __init__(self, node: yaml.Node, source: str) -> None:
+        self.node, self.source = node, source
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, line=self.line)
+
+
+class _Loader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def wrap(self, node: yaml.Node) -> _Node:
+        return _Node(node, self.source)
+
+    def mapping(self, node: _Node, what: str, keys: dict[str, bool]) -> dict[str, _Node]:
+        """Check ``node`` is a mapping with only ``keys`` (name -> required)."""
+        if not isinstance(node.node, yaml.MappingNode):
+            raise node.error(f"{what} must be a mapping")
+        out: dict[str, _Node] = {}
+        for key_node, value_node in node.node.value:
+            key = key_node.value
+            if key not in keys:
+                raise self.wrap(key_node).error(
+                    f"unknown key {key!r} in {what} (allowed: {', '.join(sorted(keys))})")
+            if key in out:
+                raise self.wrap(key_node).error(f"duplicate key {key!r} in {what}")
+            out[key] = self.wrap(value_node)
+        for key, required in keys.items():
+            if required and key not in out:
+                raise node.error(f"{what} lacks required key {key!r}")
+        return out
+
+    def seq(self, node: _Node | None, what: str) -> list[_Node]:
+        if node is None:
+            return []
+        if not isinstance(node.node, yaml.SequenceNode):
+            raise node.error(f"{what} must be a list")
+        return [self.wrap(n) for n in node.node.value]
+
+    def scalar(self, node: _Node, what: str, *, pattern: re.Pattern[str] | None = None,
+               choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(node.node, yaml.ScalarNode) or node.node.value == "":
+            raise node.error(f"{what} must be a non-empty scalar")
+        value = str(node.node.value)
+        if pattern is not None and not pattern.match(value):
+            raise node.error(f"{what} {value!r} is malformed")
+        if choices is not None and value not in choices:
+            raise node.error(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def opt(self, fields: dict[str, _Node], key: str, what: str, **kw: Any) -> str | None:
+        return self.scalar(fields[key], f"{what}.{key}", **kw) if key in fields else None
+
+    def integer(self, node: _Node, what: str, lo: int, hi: int) -> int:
+        try:
+            value = int(self.scalar(node, what))
+        except ValueError:
+            raise node.error(f"{what} must be an integer") from None
+        if not lo <= value <= hi:
+            raise node.error(f"{what} must be between {lo} and {hi}")
+        return value
+
+    def boolean(self, node: _Node, what: str) -> bool:
+        value = self.scalar(node, what).lower()
+        if value not in ("true", "false", "yes", "no"):
+            raise node.error(f"{what} must be true or false")
+        return value in ("true", "yes")
+
+    def strings(self, node: _Node | None, what: str, **kw: Any) -> tuple[str, ...]:
+        return tuple(self.scalar(n, f"{what}[]", **kw) for n in self.seq(node, what))
+
+
+def load_consortium(path: str | Path) -> Consortium:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read consortium file: {exc}", source=str(path)) from None
+    return parse_consortium(text, source=str(path))
+
+
+def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
+                          line=mark.line + 1 if mark else None) from None
+    if root is None:
+        raise ConfigError("empty consortium file", source=source)
+    L = _Loader(source)
+    top = L.mapping(L.wrap(root), "consortium file", {
+        "consortium": True, "organizations": True, "centres": True, "routes": True,
+        "sla": True, "priority_boost": False, "site_rules": False, "users": True})
+
+    head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True})
+    orgs: dict[str, Organization] = {}
+    org_lines: dict[str, _Node] = {}
+    ae_seen: dict[str, str] = {}
+
+    def claim_ae(node: _Node, ae: str, owner: str) -> None:
+        if ae in ae_seen:
+            raise node.error(f"duplicate AE title {ae!r} (already used by {ae_seen[ae]})")
+        ae_seen[ae] = owner
+
+    for n in L.seq(top["organizations"], "organizations"):
+        f = L.mapping(n, "organization", {
+            "id": True, "name": True, "level": True, "parent": False, "modality_aes": False,
+            "workstation_aes": False, "scp": False, "webhook": False, "contact": False})
+        oid = L.scalar(f["id"], "organization.id", pattern=ID)
+        if oid in orgs:
+            raise f["id"].error(f"duplicate organization id {oid!r}")
+        ae_fields = {}
+        for key in ("modality_aes", "workstation_aes"):
+            aes = L.strings(f.get(key), f"organization.{key}", pattern=AE_TITLE)
+            for ae_node, ae in zip(L.seq(f.get(key), key), aes):
+                claim_ae(ae_node, ae, oid)
+            ae_fields[key] = aes
+        scp = None
+        if "scp" in f:
+            s = L.mapping(f["scp"], "organization.scp", {"ae_title": True, "host": True, "port": True, "tls": False})
+            ae = L.scalar(s["ae_title"], "scp.ae_title", pattern=AE_TITLE)
+            claim_ae(s["ae_title"], ae, oid)
+            scp = Endpoint(ae, L.scalar(s["host"], "scp.host"), L.integer(s["port"], "scp.port", 1, 65535),
+                           L.boolean(s["tls"], "scp.tls") if "tls" in s else False)
+        webhook = None
+        if "webhook" in f:
+            w = L.mapping(f["webhook"], "organization.webhook", {"url": True, "secret_env": True})
+            url = L.scalar(w["url"], "webhook.url")
+            if not url.startswith(("https://", "http://")):
+                raise w["url"].error("webhook.url must be an http(s) URL")
+            webhook = Webhook(url, L.scalar(w["secret_env"], "webhook.secret_env",
+                                            pattern=re.compile(r"^[A-Z][A-Z0-9_]*$")))
+        orgs[oid] = Organization(
+            id=oid, name=L.scalar(f["name"], "organization.name"),
+            level=L.scalar(f["level"], "organization.level", choices=LEVELS),
+            parent=L.opt(f, "parent", "organization"), scp=scp, webhook=webhook,
+            contact=L.opt(f, "contact", "organization"), **ae_fields)
+        org_lines[oid] = n
+    for oid, org in orgs.items():
+        if org.parent is not None and org.parent not in orgs:
+            raise org_lines[oid].error(f"organization {oid!r} names unknown parent {org.parent!r}")
+    for oid in orgs:  # no cycles
+        seen, current = set(), oid
+        while current is not None:
+            if current in seen:
+                raise org_lines[oid].error(f"organization {oid!r} is in a parent cycle")
+            seen.add(current)
+            current = orgs[current].parent
+
+    centres: dict[str, Centre] = {}
+    centre_lines: dict[str, _Node] = {}
+    for n in L.seq(top["centres"], "centres"):
+        f = L.mapping(n, "centre", {"id": True, "name": True, "organization": True, "kinds": True,
+                                    "escalation": False, "capacity_per_reader_per_hour": False})
+        cid = L.scalar(f["id"], "centre.id", pattern=ID)
+        if cid in centres:
+            raise f["id"].error(f"duplicate centre id {cid!r}")
+        org = L.scalar(f["organization"], "centre.organization")
+        if org not in orgs:
+            raise f["organization"].error(f"centre {cid!r} names unknown organization {org!r}")
+        kinds = L.strings(f["kinds"], "centre.kinds", choices=KINDS)
+        if not kinds:
+            raise f["kinds"].error("centre.kinds must list at least one kind")
+        centres[cid] = Centre(cid, L.scalar(f["name"], "centre.name"), org, kinds,
+                              L.opt(f, "escalation", "centre"),
+                              L.integer(f["capacity_per_reader_per_hour"], "centre.capacity_per_reader_per_hour", 1, 1000)
+                              if "capacity_per_reader_per_hour" in f else 6)
+        centre_lines[cid] = f.get("escalation", n)
+    for cid, c in centres.items():
+        if c.escalation is not None and c.escalation not in centres:
+            raise centre_lines[cid].error(f"centre {cid!r} escalates to unknown centre {c.escalation!r}")
+
+    def centre_ref(node: _Node, what: str) -> str:
+        cid = L.scalar(node, what)
+        if cid not in centres:
+            raise node.error(f"{what} names unknown centre {cid!r}")
+        return cid
+
+    def org_refs(node: _Node | None, what: str) -> tuple[str, ...]:
+        refs = []
+        for item in L.seq(node, what):
+            oid = L.scalar(item, f"{what}[]")
+            if oid not in orgs:
+                raise item.error(f"{what} names unknown organization {oid!r}")
+            refs.append(oid)
+        return tuple(refs)
+
+    routes = []
+    for n in L.seq(top["routes"], "routes"):
+        f = L.mapping(n, "route", {"kind": True, "centre": True, "origins": False, "modalities": False,
+                                   "overflow": False})
+        kind = L.scalar(f["kind"], "route.kind", choices=KINDS)
+        centre = centre_ref(f["centre"], "route.centre")
+        if kind not in centres[centre].kinds:
+            raise f["centre"].error(f"centre {centre!r} does not read {kind}")
+        overflow = tuple(centre_ref(o, "route.overflow[]") for o in L.seq(f.get("overflow"), "route.overflow"))
+        routes.append(Route(kind, centre, org_refs(f.get("origins"), "route.origins"),
+                            L.strings(f.get("modalities"), "route.modalities"), overflow))
+
+    sla: dict[str, dict[str, int]] = {}
+    sla_fields = L.mapping(top["sla"], "sla", {k: True for k in KINDS})
+    for kind, node in sla_fields.items():
+        per = L.mapping(node, f"sla.{kind}", {p: True for p in PRIORITIES})
+        sla[kind] = {}
+        for prio, pn in per.items():
+            try:
+                sla[kind][prio] = parse_duration(L.scalar(pn, f"sla.{kind}.{prio}"))
+            except ValueError as exc:
+                raise pn.error(str(exc)) from None
+
+    boost = L.strings(top.get("priority_boost"), "priority_boost",
+                      choices=("green_channel", "signed_resident")) or ("green_channel", "signed_resident")
+
+    rules = []
+    for n in L.seq(top.get("site_rules"), "site_rules"):
+        f = L.mapping(n, "site rule", {"organization": True, "kind": True, "modalities": False, "priority": False})
+        org = L.scalar(f["organization"], "site_rule.organization")
+        if org not in orgs:
+            raise f["organization"].error(f"site rule names unknown organization {org!r}")
+        rules.append(SiteRule(org, L.scalar(f["kind"], "site_rule.kind", choices=KINDS),
+                              L.strings(f.get("modalities"), "site_rule.modalities"),
+                              L.opt(f, "priority", "site_rule", choices=PRIORITIES) or "routine"))
+
+    users: dict[str, User] = {}
+    for n in L.seq(top["users"], "users"):
+        f = L.mapping(n, "user", {"id": True, "name": True, "role": True, "organization": True,
+                                  "centre": False, "on_duty": False})
+        uid = L.scalar(f["id"], "user.id", pattern=ID)
+        if uid in users:
+            raise f["id"].error(f"duplicate user id {uid!r}")
+        role = L.scalar(f["role"], "user.role", choices=ROLES)
+        org = L.scalar(f["organization"], "user.organization")
+        if org not in orgs:
+            raise f["organization"].error(f"user {uid!r} names unknown organization {org!r}")
+        centre = centre_ref(f["centre"], "user.centre") if "centre" in f else None
+        if role in ("reader", "coordinator") and centre is None:
+            raise n.error(f"user {uid!r} with role {role} needs a centre")
+        if centre is not None and centres[centre].organization != org:
+            raise f["centre"].error(f"centre {centre!r} is not part of organization {org!r}")
+        users[uid] = User(uid, L.scalar(f["name"], "user.name"), role, org, centre,
+                          L.boolean(f["on_duty"], "user.on_duty") if "on_duty" in f else True)
+
+    head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
+    return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
+                      sla, boost, tuple(rules), users, source=data)
+
+
+def consortium_summary(c: Consortium) -> dict[str, Any]:
+    """Counts for logs and ``config.loaded``."""
+    return {"consortium_id": c.id, "digest": c.digest(), "organizations": len(c.organizations)}
+
+
+def as_plain(obj: Any) -> Any:
+    return asdict(obj)

@@ -1,0 +1,28 @@
+"""Every collection Yilian keeps, and the indexes its queries need.
+
+One declaration for both adapters: SQLite builds expression indexes from it, MongoDB
+``create_index`` calls.  A service adding a collection adds it here.
+"""
+
+from __future__ import annotations
+
+from .port import Index
+
+COLLECTIONS: dict[str, tuple[Index, ...]] = {
+    # core
+    "config": (),
+    "handled_events": (Index(("group",)),),
+    "dead_letters": (Index(("group",)), Index(("type",))),
+    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",))),
+    "revoked_tokens": (),
+    # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
+    "patients": (Index(("organization", "patient_id")),),
+    "studies": (Index(("organization",)), Index(("patient_id",)), Index(("study_date",)),
+                Index(("state", "last_update_at"))),
+    "series": (Index(("study_uid",)),),
+    "instances": (Index(("study_uid",)), Index(("series_uid",))),
+}
+
+
+def indexes(collection: str) -> tuple[Index, ...]:
+    return COLLECTIONS.get(collection, ())

@@ -1,0 +1,42 @@
+"""The adapters each contract suite runs against.  Add an adapter here and it must pass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from services.core.events import registry
+from services.core.store.port import Store
+
+StoreFactory = Callable[[Path], "asynccontextmanager[Store]"]
+
+
+@asynccontextmanager
+async def sqlite_store(tmp: Path) -> AsyncIterator[Store]:
+    from services.core.store.sqlite import SqliteStore
+    store = SqliteStore(f"sqlite:///{tmp / 'contract.db'}", validate=registry().validate)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+STORE_ADAPTERS: dict[str, Callable] = {"sqlite": sqlite_store}
+
+
+@asynccontextmanager
+async def embedded_bus(tmp: Path, *, retry=None) -> AsyncIterator[tuple["Bus", Store]]:
+    """An embedded bus over its own SQLite store; yields (bus, store)."""
+    from services.core.bus.embedded import EmbeddedBus
+    from services.core.bus.port import RetryPolicy
+    async with sqlite_store(tmp) as store:
+        yield EmbeddedBus(store, validate=registry().validate, poll_interval=0.05,
+                          retry=retry or RetryPolicy(max_attempts=3, first_backoff=0.01)), store
+
+
+# name -> factory(tmp_path) yielding (bus, store).  A new bus over the same tmp_path must see the
+# same durable state (offsets, log), which the restart test relies on.
+BUS_ADAPTERS: dict[str, Callable] = {"embedded": embedded_bus}
