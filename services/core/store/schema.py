@@ -21,6 +21,10 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                 Index(("state", "last_update_at"))),
     "series": (Index(("study_uid",)),),
     "instances": (Index(("study_uid",)), Index(("series_uid",))),
+    # workflow: reading requests (the worklist) and reports
+    "reading_requests": (Index(("centre", "state")), Index(("organization", "state")), Index(("study_uid",)),
+                         Index(("state", "lease_expires_at")), Index(("state", "deadline"))),
+    "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",))),
 }
 
 
