@@ -1,0 +1,96 @@
+"""Ingest benchmark: DCMTK storescu sends the same corpora to Yilian, Orthanc and DCMTK storescp.
+
+Yilian runs on the embedded default with everything durable (SQLite index in WAL with
+synchronous=FULL, fsynced blobs, instance.stored events in the durable log).  Each peer is
+started fresh for each run; each run is checked: every instance sent must be held.
+Prints instances/s and MB/s per peer, and Yilian's ratios to Orthanc and to storescp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import corpus, peers
+
+CLINIC_AES = ["CG_DR1", "CG_US1", "CG_CT1", "CG_ECG1", "DB_DR1", "DB_US1", "DB_ECG1", "HM_DR1"]
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def send(peer: peers.Peer, directory: Path, calling_ae: str = "CG_CT1") -> None:
+    cmd = [peers.STORESCU, "-aet", calling_ae, "-aec", peer.ae_title, "+sd", "+r", "+sp", "*.dcm",
+           "127.0.0.1", str(peer.port), str(directory)]
+    result = subprocess.run(cmd, env=peers.ENV, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"storescu to {peer.name} failed ({result.returncode}): {result.stderr[-2000:]}")
+
+
+def timed_run(start, directory: Path, expected: int, *, concurrent: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="yilian-bench-") as tmp, start(Path(tmp)) as peer:
+        t0 = time.perf_counter()
+        if concurrent:
+            dirs = sorted(p for p in directory.iterdir() if p.is_dir())
+            with ThreadPoolExecutor(len(dirs)) as pool:
+                list(pool.map(lambda pair: send(peer, pair[1], CLINIC_AES[pair[0]]), enumerate(dirs)))
+        else:
+            send(peer, directory)
+        elapsed = time.perf_counter() - t0
+        held = _settled_count(peer, expected)
+        if held != expected:
+            raise RuntimeError(f"{peer.name} holds {held} instances after the run, expected {expected}")
+        return elapsed
+
+
+def _settled_count(peer: peers.Peer, expected: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while (n := peer.count()) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small corpora, one repetition")
+    p.add_argument("--repeat", type=int, default=None, help="runs per peer and corpus (best is kept)")
+    p.add_argument("--workers", type=int, default=None, help="Yilian gateway worker processes (default: cores)")
+    args = p.parse_args(argv)
+    import os
+    repeat = args.repeat or (1 if args.quick else 3)
+    workers = args.workers or os.cpu_count() or 1
+
+    scenarios = [("small", False), ("mixed", False), ("clinics", True)]
+    systems = {
+        "yilian": lambda d: peers.yilian(d, workers=1),
+        f"yilian-{workers}w": lambda d: peers.yilian(d, workers=workers),
+        "orthanc": peers.orthanc,
+        "storescp": peers.storescp,
+    }
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name, concurrent in scenarios:
+        directory = corpus.build(name, quick=args.quick)
+        count, size = corpus.size_and_count(directory)
+        results[name] = {}
+        for system, start in systems.items():
+            if concurrent and system == "storescp":
+                start = lambda d: peers.storescp(d, fork=True)  # noqa: E731 - one process per association
+            best = min(timed_run(start, directory, count, concurrent=concurrent) for _ in range(repeat))
+            results[name][system] = {"seconds": best, "instances_per_s": count / best,
+                                     "mb_per_s": size / best / 1e6, "instances": count, "bytes": size}
+        print(f"\n{name}: {count} instances, {size / 1e6:.1f} MB"
+              f"{' over 8 concurrent associations' if concurrent else ''} (best of {repeat})")
+        print(f"  {'system':<14}{'inst/s':>10}{'MB/s':>10}{'seconds':>10}")
+        for system, r in results[name].items():
+            print(f"  {system:<14}{r['instances_per_s']:>10.1f}{r['mb_per_s']:>10.1f}{r['seconds']:>10.2f}")
+        for y in (s for s in systems if s.startswith("yilian")):
+            ours = results[name][y]["instances_per_s"]
+            print(f"  {y} / orthanc = {ours / results[name]['orthanc']['instances_per_s']:.2f}x   "
+                  f"{y} / storescp = {ours / results[name]['storescp']['instances_per_s']:.2f}x")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "ingest.json").write_text(json.dumps(results, indent=2))
+    print(f"\nresults written to {OUT / 'ingest.json'}")
+    return 0
