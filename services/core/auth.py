@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import jwt
 
 from .consortium import Consortium
+from .events import utc_now
+from .store.port import DuplicateKey, Store, Transaction
 
 ISSUER = "yilian"
 ALGORITHM = "HS256"
@@ -27,6 +29,7 @@ class Principal:
     organization: str
     centre: str | None
     token_id: str
+    expires_at: int | None = None  # the token's ``exp`` (seconds since the epoch)
 
 
 def issue_token(consortium: Consortium, user_id: str, secret: str, *, ttl: int = 8 * 3600) -> str:
@@ -51,4 +54,21 @@ def verify_token(token: str, secret: str, consortium: Consortium) -> Principal:
     user = consortium.users.get(claims["sub"])
     if user is None or user.role != claims.get("role") or user.organization != claims.get("org"):
         raise AuthError("token's user is no longer in the consortium with that role")
-    return Principal(user.id, user.role, user.organization, user.centre, claims["jti"])
+    return Principal(user.id, user.role, user.organization, user.centre, claims["jti"], claims["exp"])
+
+
+# --- revocation: a token id in ``revoked_tokens`` is refused until it would have expired anyway ---
+
+async def revoke(tx: Transaction, token_id: str, *, by: str, expires_at: int | None = None,
+                 reason: str | None = None) -> bool:
+    """Record ``token_id`` as revoked; False if it already was."""
+    try:
+        await tx.insert("revoked_tokens", {"id": token_id, "revoked_at": utc_now(), "revoked_by": by,
+                                           "expires_at": expires_at, "reason": reason})
+    except DuplicateKey:
+        return False
+    return True
+
+
+async def is_revoked(store: Store, token_id: str) -> bool:
+    return await store.get("revoked_tokens", token_id) is not None
