@@ -20,6 +20,16 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -63,7 +73,7 @@ class Settings:
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
-            study_quiet_seconds=float(env.get("YILIAN_STUDY_QUIET_SECONDS") or 30),
+            study_quiet_seconds=_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
             duplicate_policy=env.get("YILIAN_DUPLICATE_POLICY") or "keep_first",
             dicom_tls_cert=env.get("YILIAN_DICOM_TLS_CERT") or None,
