@@ -38,15 +38,21 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 
 def _announce(rt: Runtime) -> None:
-    listeners = {}
+    # A service says where it listens through ``port`` (HTTP) and ``dicom_port`` (DIMSE);
+    # a ``serve`` process without the api has the runtime's own health listener.
+    listeners: dict[str, int] = {}
     for service in rt.services:
-        for attr in ("port", "dicom_port"):
+        for attr, kind in (("port", "http"), ("dicom_port", "dicom")):
             if getattr(service, attr, None):
-                listeners[service.name] = getattr(service, attr)
-    log.info("yilian ready", extra={"listeners": listeners, "store": _redact(rt.settings.store_url),
+                listeners[kind] = getattr(service, attr)
+    if "http" not in listeners and rt.shared.get("health_port"):
+        listeners["http"] = rt.shared["health_port"]
+    log.info("yilian ready", extra={"listeners": listeners, "services": [s.name for s in rt.services],
+                                    "store": _redact(rt.settings.store_url),
                                     "bus": _redact(rt.settings.bus_url), "consortium": rt.consortium.id})
-    print(json.dumps({"ready": True, "http_port": listeners.get("api"),
-                      "dicom_port": listeners.get("pacs_gateway"), "ae_title": rt.settings.ae_title}),
+    print(json.dumps({"ready": True, "services": [s.name for s in rt.services],
+                      "http_port": listeners.get("http"), "dicom_port": listeners.get("dicom"),
+                      "ae_title": rt.settings.ae_title}),
           flush=True)
 
 
@@ -148,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"yilian: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # Settings and adapter choice refuse bad environment values with a message.
+        print(f"yilian: configuration error: {exc.code}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -120,6 +120,30 @@ def load_service(rt: Runtime, name: str) -> Service:
     return module.build(rt)
 
 
+class _HealthListener:
+    """``/healthz`` and ``/readyz`` on ``YILIAN_HTTP_PORT`` for a process that does not run the api."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def _health_listener(rt: Runtime) -> _HealthListener:
+    from aiohttp import web
+
+    from .health import add_health_routes
+    app = web.Application()
+    add_health_routes(app, rt)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, rt.settings.bind_host, rt.settings.http_port, reuse_address=True).start()
+    rt.shared["health_port"] = runner.addresses[0][1]
+    log.info("health listening", extra={"listener": "http", "port": rt.shared["health_port"]})
+    return _HealthListener(runner)
+
+
 async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Runtime], None] | None = None,
               stop: asyncio.Event | None = None) -> None:
     """Build, start ``names``, wait for ``stop``, then stop everything in reverse order."""
@@ -131,6 +155,9 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
         for service in rt.services:
             await service.start()
             log.info("service started", extra={"service": service.name})
+        if "api" not in names:
+            # Orchestrators probe every process, not only the api's.
+            rt._background.append(await _health_listener(rt))
         if rt.bus.relays_outbox:
             from .bus.relay import OutboxRelay
             relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*names, "runtime")])
