@@ -1,22 +1,66 @@
-"""The workflow service (to be built out by its issue)."""
+"""The workflow service: reading requests from request to signed report.
+
+Commands come from the API through :func:`.service.execute`; ``study.received`` events
+(consumer group ``workflow``) apply site rules and queue waiting requests; a sweeper
+returns expired leases to the queue and flags tasks at SLA risk.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
+from ..core.events import Event
 from ..core.runtime import Runtime
+from .leases import WorkflowSettings
+from .service import SETTINGS_KEY, expire_leases, flag_sla_risks, on_study_received, settings_of
+
+log = logging.getLogger("yilian.workflow")
+
+GROUP = "workflow"
 
 
-class _Service:
+class WorkflowService:
     name = "workflow"
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, settings: WorkflowSettings | None = None) -> None:
         self.rt = rt
+        if settings is not None:
+            rt.shared[SETTINGS_KEY] = settings
+        self.settings = settings_of(rt)
+        self._sweeper: asyncio.Task[None] | None = None
+        rt.bus.subscribe(GROUP, ["study.received"], self._on_study_received)
+
+    async def _on_study_received(self, event: Event) -> None:
+        await on_study_received(self.rt, event)
 
     async def start(self) -> None:
-        pass
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="workflow:sweeper")
 
     async def stop(self) -> None:
-        pass
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def sweep(self) -> tuple[int, int]:
+        """One pass: (leases expired, tasks newly flagged at SLA risk)."""
+        return await expire_leases(self.rt), await flag_sla_risks(self.rt)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                expired, at_risk = await self.sweep()
+                if expired or at_risk:
+                    log.info("workflow sweep", extra={"leases_expired": expired, "sla_at_risk": at_risk})
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the store may come back; try again next time
+                log.exception("workflow sweep failed")
+            await asyncio.sleep(self.settings.sweep_interval)
 
 
-def build(rt: Runtime) -> _Service:
-    return _Service(rt)
+def build(rt: Runtime) -> WorkflowService:
+    return WorkflowService(rt)

@@ -1,0 +1,54 @@
+"""Leases and time: how long a claim lasts, and a clock tests can drive.
+
+A claim is a lease of ``YILIAN_LEASE_SECONDS`` (default 900 s), renewed by the reader's
+client while he works (every draft save renews too).  The service's sweeper returns
+expired leases to the queue.  Times in documents are ISO 8601 UTC strings with
+milliseconds, which sort as text, so the store compares them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+Clock = Callable[[], float]  # seconds since the epoch
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    lease_seconds: float = 900.0
+    sweep_interval: float = 5.0  # how often expired leases and SLA risks are looked for
+    sla_risk_fraction: float = 0.8  # a queued task is at risk once this much of its SLA has passed
+    clock: Clock = time.time
+
+    @classmethod
+    def from_env(cls, **overrides) -> WorkflowSettings:
+        values = dict(lease_seconds=_float("YILIAN_LEASE_SECONDS", 900.0),
+                      sweep_interval=_float("YILIAN_WORKFLOW_SWEEP_SECONDS", 5.0),
+                      sla_risk_fraction=_float("YILIAN_SLA_RISK_FRACTION", 0.8))
+        values.update(overrides)
+        return cls(**values)
+
+    def now(self) -> float:
+        return self.clock()

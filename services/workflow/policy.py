@@ -1,0 +1,61 @@
+"""Who may see and do what in the reading workflow.  I/O free.
+
+Scope: a clinic sees its organisation's studies and requests, a reader or coordinator
+his centre's requests, an admin everything, an auditor none (he reads the audit log).
+What the caller may not see is reported as not found, never as forbidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.auth import Principal
+
+# action -> roles that may do it (scope is checked separately)
+ROLES_FOR: dict[str, tuple[str, ...]] = {
+    "request": ("clinic", "admin"),
+    "cancel": ("clinic", "admin"),
+    "claim": ("reader",),
+    "renew": ("reader",),
+    "release": ("reader", "coordinator", "admin"),
+    "save_draft": ("reader",),
+    "sign": ("reader",),
+    "addendum": ("reader",),
+    "escalate": ("reader",),
+    "return": ("reader",),
+    "move": ("coordinator", "admin"),
+}
+
+# actions that only the reader holding the lease may do (release also by coordinator/admin)
+HOLDER_ACTIONS = ("renew", "release", "save_draft", "sign", "escalate", "return")
+
+
+def may(actor: Principal, action: str) -> bool:
+    return actor.role in ROLES_FOR[action]
+
+
+def sees_request(actor: Principal, doc: dict[str, Any]) -> bool:
+    if actor.role == "admin":
+        return True
+    if actor.role == "clinic":
+        return doc.get("organization") == actor.organization
+    if actor.role in ("reader", "coordinator"):
+        return actor.centre is not None and doc.get("centre") == actor.centre
+    return False
+
+
+def sees_study(actor: Principal, study: dict[str, Any]) -> bool:
+    """Whether a clinic (or admin) may ask for a reading of ``study``."""
+    if actor.role == "admin":
+        return True
+    return actor.role == "clinic" and study.get("organization") == actor.organization
+
+
+def sees_report(actor: Principal, report: dict[str, Any]) -> bool:
+    if actor.role == "admin":
+        return True
+    if actor.role == "clinic":
+        return report.get("organization") == actor.organization
+    if actor.role in ("reader", "coordinator"):
+        return actor.centre is not None and report.get("centre") == actor.centre
+    return False

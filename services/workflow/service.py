@@ -1,0 +1,555 @@
+"""Command and event handlers of the reading workflow.
+
+:func:`execute` is the one entry point for the API: it checks the caller's role and
+scope, then applies the command in ONE store transaction that writes the document
+change, emits its event(s) (outbox) and appends the audit record.  The handlers of
+``study.received`` (site rules, waiting requests) and the lease sweeper work the same
+way with the actor ``system:workflow``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import audit
+from ..core.auth import Principal
+from ..core.consortium import GREEN_CHANNELS, KINDS, PRIORITIES
+from ..core.events import Event, new_traceparent
+from ..core.runtime import Runtime
+from ..core.store.port import Transaction
+from . import commands as c
+from . import model, policy, routing
+from .errors import Conflict, Forbidden, IllegalTransition, Invalid, NotFound
+from .leases import WorkflowSettings, iso
+
+RR = "reading_requests"
+SYSTEM = Principal("system:workflow", "system", "", None, "")
+SETTINGS_KEY = "workflow.settings"
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+MAX_TEXT = 20_000
+
+Doc = dict[str, Any]
+
+
+def settings_of(rt: Runtime) -> WorkflowSettings:
+    settings = rt.shared.get(SETTINGS_KEY)
+    if settings is None:
+        settings = rt.shared[SETTINGS_KEY] = WorkflowSettings.from_env()
+    return settings
+
+
+@dataclass
+class _Ctx:
+    """One command's (or event's) context: who, from where, when, and its correlation."""
+
+    rt: Runtime
+    tx: Transaction
+    actor: Principal
+    remote: str | None
+    now: float
+    traceparent: str
+
+    @property
+    def at(self) -> str:
+        return iso(self.now)
+
+    @property
+    def settings(self) -> WorkflowSettings:
+        return settings_of(self.rt)
+
+    def event(self, type: str, doc: Doc, **data: Any) -> Event:
+        body = {"request_id": doc["id"], "study_uid": doc["study_uid"], "organization": doc["organization"],
+                "kind": doc["kind"], "priority": doc["priority"], "state": doc["state"],
+                "centre": doc.get("centre"), "actor": self.actor.user_id, **data}
+        event = Event(type, subject=doc["id"], data=body, source=self.rt.source("workflow"),
+                      traceparent=self.traceparent)
+        self.tx.emit(event)
+        return event
+
+    async def audit(self, action: str, resource: str, organization: str | None, **detail: Any) -> None:
+        await audit.record(self.tx, actor=self.actor.user_id, role=self.actor.role, action=action,
+                           resource=resource, organization=organization, remote=self.remote,
+                           detail=detail, traceparent=self.traceparent)
+
+
+async def execute(rt: Runtime, command: c.Command, *, actor: Principal, remote: str | None = None) -> Doc:
+    """Apply ``command`` as ``actor``; return the updated reading request (the report for
+    :class:`~.commands.Addendum`).  Raises a :class:`~.errors.WorkflowError`; then nothing changed."""
+    handler = _HANDLERS.get(type(command))
+    if handler is None:
+        raise Invalid(f"unknown workflow command {type(command).__name__}")
+    async with rt.store.transaction() as tx:
+        ctx = _Ctx(rt, tx, actor, remote, settings_of(rt).now(), new_traceparent())
+        return await handler(ctx, command)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+async def _visible_request(ctx: _Ctx, request_id: str, action: str) -> Doc:
+    doc = await ctx.tx.get(RR, request_id) if isinstance(request_id, str) else None
+    if doc is None or not policy.sees_request(ctx.actor, doc):
+        raise NotFound(f"no reading request {request_id!r}")
+    if not policy.may(ctx.actor, action):
+        raise Forbidden(f"a {ctx.actor.role} may not {action.replace('_', ' ')} a reading request")
+    return doc
+
+
+def _check_holder(ctx: _Ctx, doc: Doc, action: str) -> None:
+    """The lease holder's actions: allowed state, held by the caller, lease still valid."""
+    if not model.allowed(doc["state"], action):
+        raise IllegalTransition(doc["state"], action, model._why(doc["state"]))
+    if ctx.actor.role != "reader":
+        return  # coordinator/admin releasing on a reader's behalf
+    if doc.get("claimed_by") != ctx.actor.user_id:
+        raise Conflict(f"reading request {doc['id']} is held by another reader")
+    if (doc.get("lease_expires_at") or "") < ctx.at:
+        raise Conflict(f"your lease on reading request {doc['id']} expired at {doc['lease_expires_at']}; "
+                       "claim it again")
+
+
+async def _apply(ctx: _Ctx, doc: Doc, action: str, changes: Doc | None = None) -> Doc:
+    """Write ``action``'s transition with a compare-and-set on ``version``; return the new document."""
+    update = model.transition(doc, action, at=ctx.at, by=ctx.actor.user_id, changes=changes)
+    if not await ctx.tx.update(RR, doc["id"], update, where={"version": doc.get("version", 0)}):
+        raise Conflict(f"reading request {doc['id']} changed concurrently; reload and try again")
+    return {**doc, **update}
+
+
+def _text(value: Any, what: str, *, required: bool = True, limit: int = MAX_TEXT) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"{what} must be a string")
+    if required and not value.strip():
+        raise Invalid(f"{what} must not be empty")
+    if len(value) > limit:
+        raise Invalid(f"{what} is longer than {limit} characters")
+    return value
+
+
+def _user_name(ctx: _Ctx) -> str:
+    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
+    return user.name if user else ctx.actor.user_id
+
+
+def _lease_until(ctx: _Ctx) -> str:
+    return iso(ctx.now + ctx.settings.lease_seconds)
+
+
+def _arrived(study: Doc | None) -> bool:
+    """A study has fully arrived once announced by ``study.received`` at least once."""
+    return study is not None and (study.get("state") == "received" or (study.get("revision") or 0) > 0)
+
+
+def new_request(consortium, *, id: str, study_uid: str, organization: str, kind: str, priority: str,
+                clinical_question: str, green_channel: str | None, signed_resident: bool, source: str,
+                requested_by: str, at: str, study: Doc | None) -> Doc:
+    """A fresh reading request document in state ``requested``."""
+    study = study or {}
+    return {
+        "id": id, "study_uid": study_uid, "organization": organization, "kind": kind,
+        "modality": None, "priority": priority, "priority_rank": model.PRIORITY_RANK[priority],
+        "boost_rank": model.boost_rank(consortium.priority_boost, green_channel=green_channel,
+                                       signed_resident=signed_resident),
+        "clinical_question": clinical_question, "green_channel": green_channel,
+        "signed_resident": bool(signed_resident), "source": source, "requested_by": requested_by,
+        "requested_at": at, "state": "requested", "centre": None, "routed_centre": None,
+        "deadline": None, "queued_at": None, "sla_risk_at": None, "sla_at_risk": False, "overflow": None,
+        "moves": [], "patient_id": study.get("patient_id"), "patient_name": study.get("patient_name"),
+        "accession_number": study.get("accession_number"), "study_description": study.get("study_description"),
+        "claimed_by": None, "claimed_by_name": None, "claimed_at": None, "lease_expires_at": None,
+        "draft": None, "report_id": None, "signed_at": None, "signed_by": None, "addenda": [],
+        "escalated_to": None, "escalated_from": None, "escalation_reason": None,
+        "return": None, "cancellation": None, "version": 0, "updated_at": at,
+        "history": [{"action": "request", "state": "requested", "at": at, "by": requested_by}],
+    }
+
+
+async def _load(ctx: _Ctx, centre: str, doc: Doc, deadline: str) -> routing.CentreLoad:
+    """How much the centre has to read before ``doc`` (counted outside the transaction: an estimate)."""
+    consortium = ctx.rt.consortium
+    p, b = doc["priority_rank"], doc["boost_rank"]
+    ahead = await ctx.rt.store.count(RR, {"centre": centre, "state": {"$in": ["queued", "claimed", "draft"]},
+                                          "$or": [{"priority_rank": {"$lt": p}},
+                                                  {"priority_rank": p, "boost_rank": {"$lt": b}},
+                                                  {"priority_rank": p, "boost_rank": b,
+                                                   "deadline": {"$lte": deadline}}]})
+    return routing.CentreLoad(centre, ahead, routing.on_duty_readers(consortium, centre),
+                              consortium.centres[centre].capacity_per_reader_per_hour)
+
+
+async def _route_and_queue(ctx: _Ctx, doc: Doc, study: Doc, *, centres: list[str] | None = None) -> Doc:
+    """requested -> queued: choose the centre (SLA-aware), stamp the deadline, emit ``reading.queued``."""
+    consortium = ctx.rt.consortium
+    modality = routing.reading_modality(consortium, doc["organization"], doc["kind"], study.get("modalities") or [])
+    candidates = centres or routing.centres_for(consortium, doc["organization"], doc["kind"], modality)
+    sla = consortium.sla_seconds(doc["kind"], doc["priority"])
+    deadline = iso(ctx.now + sla)
+    loads = [await _load(ctx, centre, doc, deadline) for centre in candidates]
+    decision = routing.choose(loads, sla)
+    overflow = None
+    moves = list(doc.get("moves", []))
+    if decision.overflow:
+        overflow = {"from": decision.routed_centre, "to": decision.centre, "reason": decision.overflow_reason}
+        moves.append({**overflow, "by": "system:workflow", "at": ctx.at, "manual": False})
+    patient = {k: study.get(k) or doc.get(k) for k in ("patient_id", "patient_name", "accession_number",
+                                                        "study_description")}
+    doc = await _apply(ctx, doc, "route", {
+        "modality": modality, "centre": decision.centre, "routed_centre": decision.routed_centre,
+        "deadline": deadline, "queued_at": ctx.at,
+        "sla_risk_at": iso(ctx.now + sla * ctx.settings.sla_risk_fraction),
+        "estimated_finish_seconds": decision.estimated_finish_seconds, "overflow": overflow, "moves": moves,
+        **patient})
+    ctx.event("reading.queued", doc, deadline=deadline, modality=modality,
+              routed_centre=decision.routed_centre, overflow=overflow,
+              estimated_finish_seconds=decision.estimated_finish_seconds,
+              green_channel=doc["green_channel"], signed_resident=doc["signed_resident"])
+    await ctx.audit("reading.queue", f"reading/{doc['id']}", doc["organization"], centre=decision.centre,
+                    overflow=overflow)
+    return doc
+
+
+# --- command handlers -------------------------------------------------------------------
+
+async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
+    if not policy.may(ctx.actor, "request"):
+        raise Forbidden(f"a {ctx.actor.role} may not request readings")
+    if not isinstance(cmd.study_uid, str) or not UID.match(cmd.study_uid) or len(cmd.study_uid) > 64:
+        raise Invalid(f"study_uid {cmd.study_uid!r} is not a DICOM UID")
+    if cmd.kind not in KINDS:
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {cmd.kind!r}")
+    if cmd.priority not in PRIORITIES:
+        raise Invalid(f"priority must be one of {', '.join(PRIORITIES)}, not {cmd.priority!r}")
+    if cmd.green_channel is not None and cmd.green_channel not in GREEN_CHANNELS:
+        raise Invalid(f"green_channel must be one of {', '.join(GREEN_CHANNELS)}, not {cmd.green_channel!r}")
+    if not isinstance(cmd.signed_resident, bool):
+        raise Invalid("signed_resident must be true or false")
+    question = _text(cmd.clinical_question, "clinical_question", limit=4000)
+    study = await ctx.tx.get("studies", cmd.study_uid)
+    if study is not None and not policy.sees_study(ctx.actor, study):
+        raise NotFound(f"no study {cmd.study_uid}")
+    if study is None and ctx.actor.role != "clinic":
+        raise NotFound(f"no study {cmd.study_uid} (only its clinic may request a reading before it arrives)")
+    organization = study["organization"] if study else ctx.actor.organization
+    existing = await ctx.tx.find(RR, {"study_uid": cmd.study_uid, "kind": cmd.kind,
+                                      "state": {"$in": list(model.OPEN_STATES)}}, limit=1)
+    if existing:
+        raise Conflict(f"study {cmd.study_uid} already has an open {cmd.kind} reading request {existing[0]['id']}")
+    doc = new_request(ctx.rt.consortium, id=f"rr-{uuid.uuid4().hex[:20]}", study_uid=cmd.study_uid,
+                      organization=organization, kind=cmd.kind, priority=cmd.priority,
+                      clinical_question=question, green_channel=cmd.green_channel,
+                      signed_resident=cmd.signed_resident, source="clinic", requested_by=ctx.actor.user_id,
+                      at=ctx.at, study=study)
+    if _arrived(study):
+        # Fail before writing anything if no centre reads this.
+        routing.centres_for(ctx.rt.consortium, organization, cmd.kind,
+                            routing.reading_modality(ctx.rt.consortium, organization, cmd.kind,
+                                                     study.get("modalities") or []))
+    await ctx.tx.insert(RR, doc)
+    ctx.event("reading.requested", doc, source="clinic", clinical_question=question,
+              green_channel=cmd.green_channel, signed_resident=cmd.signed_resident, waiting=not _arrived(study))
+    await ctx.audit("reading.request", f"reading/{doc['id']}", organization, study_uid=cmd.study_uid,
+                    kind=cmd.kind, priority=cmd.priority)
+    if _arrived(study):
+        doc = await _route_and_queue(ctx, doc, study)
+    return doc
+
+
+async def _cancel(ctx: _Ctx, cmd: c.CancelReading) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "cancel")
+    reason = _text(cmd.reason, "reason", limit=2000)
+    doc = await _apply(ctx, doc, "cancel", {"cancellation": {"reason": reason, "by": ctx.actor.user_id,
+                                                             "at": ctx.at}})
+    ctx.event("reading.cancelled", doc, reason=reason)
+    await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"], reason=reason)
+    return doc
+
+
+async def _claim(ctx: _Ctx, cmd: c.Claim) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "claim")
+    if doc["state"] in model.HELD_STATES:
+        if doc.get("claimed_by") == ctx.actor.user_id:
+            return await _renew(ctx, c.RenewLease(cmd.request_id), doc=doc)
+        raise Conflict(f"reading request {doc['id']} is already claimed by another reader")
+    until = _lease_until(ctx)
+    doc = await _apply(ctx, doc, "claim", {"claimed_by": ctx.actor.user_id, "claimed_by_name": _user_name(ctx),
+                                           "claimed_at": ctx.at, "lease_expires_at": until})
+    ctx.event("reading.claimed", doc, reader_id=ctx.actor.user_id, lease_expires_at=until)
+    await ctx.audit("reading.claim", f"reading/{doc['id']}", doc["organization"], lease_expires_at=until)
+    return doc
+
+
+async def _renew(ctx: _Ctx, cmd: c.RenewLease, *, doc: Doc | None = None) -> Doc:
+    doc = doc or await _visible_request(ctx, cmd.request_id, "renew")
+    _check_holder(ctx, doc, "renew")
+    until = _lease_until(ctx)
+    doc = await _apply(ctx, doc, "renew", {"lease_expires_at": until})
+    await ctx.audit("reading.renew", f"reading/{doc['id']}", doc["organization"], lease_expires_at=until)
+    return doc
+
+
+async def _release(ctx: _Ctx, cmd: c.Release) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "release")
+    _check_holder(ctx, doc, "release")
+    held_by = doc.get("claimed_by")
+    doc = await _apply(ctx, doc, "release")
+    ctx.event("reading.released", doc, reader_id=held_by)
+    await ctx.audit("reading.release", f"reading/{doc['id']}", doc["organization"], reader_id=held_by)
+    return doc
+
+
+def _report_values(cmd: c.SaveDraft | c.Sign, draft: Doc | None) -> tuple[str, str, bool, str | None]:
+    draft = draft or {}
+    findings = cmd.findings if cmd.findings is not None else draft.get("findings")
+    impression = cmd.impression if cmd.impression is not None else draft.get("impression")
+    critical = cmd.critical if cmd.critical is not None else draft.get("critical", False)
+    category = cmd.critical_category if cmd.critical is not None or cmd.critical_category is not None \
+        else draft.get("critical_category")
+    for value, what in ((findings, "findings"), (impression, "impression")):
+        if value is not None:
+            _text(value, what, required=False)
+    if not isinstance(critical, bool):
+        raise Invalid("critical must be true or false")
+    if category is not None:
+        _text(category, "critical_category", limit=200)
+    return findings or "", impression or "", critical, category or None
+
+
+async def _save_draft(ctx: _Ctx, cmd: c.SaveDraft) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "save_draft")
+    _check_holder(ctx, doc, "save_draft")
+    findings, impression, critical, category = _report_values(cmd, None)
+    if not critical and category:
+        raise Invalid("critical_category is only allowed with critical=true")
+    draft = {"findings": findings, "impression": impression, "critical": critical, "critical_category": category,
+             "saved_at": ctx.at, "by": ctx.actor.user_id}
+    until = _lease_until(ctx)  # working on it renews the lease
+    doc = await _apply(ctx, doc, "save_draft", {"draft": draft, "lease_expires_at": until})
+    ctx.event("reading.draft_saved", doc, reader_id=ctx.actor.user_id, critical=critical, lease_expires_at=until)
+    await ctx.audit("reading.draft", f"reading/{doc['id']}", doc["organization"], critical=critical)
+    return doc
+
+
+def _report_event_data(report: Doc, request: Doc) -> Doc:
+    keys = ("study_uid", "organization", "centre", "reader_id", "reader_name", "signed_at", "findings",
+            "impression", "critical", "critical_category", "addendum_of", "kind", "patient_id", "patient_name",
+            "accession_number")
+    return {"report_id": report["id"], **{k: report.get(k) for k in keys}, "priority": request["priority"]}
+
+
+def _emit_report(ctx: _Ctx, report: Doc, request: Doc) -> None:
+    data = {"request_id": request["id"], "state": request["state"], "actor": ctx.actor.user_id,
+            **_report_event_data(report, request)}
+    ctx.tx.emit(Event("report.signed", subject=request["id"], data=data, source=ctx.rt.source("workflow"),
+                      traceparent=ctx.traceparent))
+
+
+async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "sign")
+    _check_holder(ctx, doc, "sign")
+    findings, impression, critical, category = _report_values(cmd, doc.get("draft"))
+    problems = model.validate_report(findings, impression, critical, category)
+    if problems:
+        raise Invalid("cannot sign: " + "; ".join(problems))
+    report = {"id": f"rp-{uuid.uuid4().hex[:20]}", "request_id": doc["id"], "study_uid": doc["study_uid"],
+              "organization": doc["organization"], "centre": doc["centre"], "kind": doc["kind"],
+              "modality": doc.get("modality"), "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
+              "signed_at": ctx.at, "findings": findings, "impression": impression, "critical": critical,
+              "critical_category": category, "addendum_of": None, "addenda": [],
+              "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"),
+              "accession_number": doc.get("accession_number"), "clinical_question": doc.get("clinical_question"),
+              "escalated_from": doc.get("escalated_from")}
+    await ctx.tx.insert("reports", report)
+    doc = await _apply(ctx, doc, "sign", {"report_id": report["id"], "signed_at": ctx.at,
+                                          "signed_by": ctx.actor.user_id})
+    _emit_report(ctx, report, doc)
+    await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
+                    critical=critical, critical_category=category)
+    return doc
+
+
+async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
+    original = await ctx.tx.get("reports", cmd.report_id) if isinstance(cmd.report_id, str) else None
+    if original is None or not policy.sees_report(ctx.actor, original):
+        raise NotFound(f"no report {cmd.report_id!r}")
+    if not policy.may(ctx.actor, "addendum"):
+        raise Forbidden(f"a {ctx.actor.role} may not add an addendum to a report")
+    text = _text(cmd.text, "text")
+    request = await ctx.tx.get(RR, original["request_id"])
+    report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
+                                               "modality", "patient_id", "patient_name", "accession_number",
+                                               "clinical_question", "impression", "critical",
+                                               "critical_category")},
+              "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
+              "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": []}
+    await ctx.tx.insert("reports", report)
+    # The original stays immutable; only its list of addenda (a link) grows.
+    await ctx.tx.update("reports", original["id"], {"addenda": [*original.get("addenda", []), report["id"]]})
+    request = await _apply(ctx, request, "addendum", {"addenda": [*request.get("addenda", []), report["id"]]})
+    _emit_report(ctx, report, request)
+    await ctx.audit("report.addendum", f"report/{report['id']}", report["organization"],
+                    addendum_of=original["id"], request_id=request["id"])
+    return report
+
+
+async def _escalate(ctx: _Ctx, cmd: c.Escalate) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "escalate")
+    _check_holder(ctx, doc, "escalate")
+    reason = _text(cmd.reason, "reason", limit=2000)
+    upper = ctx.rt.consortium.centres[doc["centre"]].escalation
+    if upper is None:
+        raise Invalid(f"centre {doc['centre']} has no escalation centre configured")
+    linked = new_request(ctx.rt.consortium, id=f"rr-{uuid.uuid4().hex[:20]}", study_uid=doc["study_uid"],
+                         organization=doc["organization"], kind=doc["kind"], priority=doc["priority"],
+                         clinical_question=doc["clinical_question"], green_channel=doc["green_channel"],
+                         signed_resident=doc["signed_resident"], source="escalation",
+                         requested_by=ctx.actor.user_id, at=ctx.at, study=doc)
+    linked.update(escalated_from=doc["id"], escalation_reason=reason, draft=doc.get("draft"))
+    doc = await _apply(ctx, doc, "escalate", {"escalated_to": linked["id"], "escalation_reason": reason})
+    await ctx.tx.insert(RR, linked)
+    ctx.event("reading.escalated", doc, to_centre=upper, escalated_to=linked["id"], reason=reason,
+              reader_id=ctx.actor.user_id)
+    await ctx.audit("reading.escalate", f"reading/{doc['id']}", doc["organization"], to_centre=upper,
+                    escalated_to=linked["id"], reason=reason)
+    ctx.event("reading.requested", linked, source="escalation", escalated_from=doc["id"],
+              clinical_question=linked["clinical_question"], green_channel=linked["green_channel"],
+              signed_resident=linked["signed_resident"], waiting=False)
+    study = await ctx.tx.get("studies", doc["study_uid"]) or {"modalities": [doc["modality"]] if doc.get("modality") else []}
+    await _route_and_queue(ctx, linked, study, centres=[upper])
+    return doc
+
+
+async def _return(ctx: _Ctx, cmd: c.ReturnForRescan) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "return")
+    if cmd.reason_code not in c.RETURN_REASONS:
+        raise Invalid(f"reason_code must be one of {', '.join(c.RETURN_REASONS)}, not {cmd.reason_code!r}")
+    comment = _text(cmd.comment, "comment", required=False, limit=2000)
+    _check_holder(ctx, doc, "return")
+    returned = {"reason_code": cmd.reason_code, "comment": comment, "by": ctx.actor.user_id, "at": ctx.at}
+    doc = await _apply(ctx, doc, "return", {"return": returned})
+    ctx.event("reading.returned", doc, reason_code=cmd.reason_code, comment=comment, reader_id=ctx.actor.user_id,
+              patient_id=doc.get("patient_id"), patient_name=doc.get("patient_name"))
+    await ctx.audit("reading.return", f"reading/{doc['id']}", doc["organization"], reason_code=cmd.reason_code)
+    return doc
+
+
+async def _move(ctx: _Ctx, cmd: c.MoveToCentre) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "move")
+    reason = _text(cmd.reason, "reason", limit=2000)
+    target = ctx.rt.consortium.centres.get(cmd.centre) if isinstance(cmd.centre, str) else None
+    if target is None:
+        raise Invalid(f"no reading centre {cmd.centre!r}")
+    if doc["kind"] not in target.kinds:
+        raise Invalid(f"centre {target.id} does not read {doc['kind']}")
+    if not model.allowed(doc["state"], "move"):
+        raise IllegalTransition(doc["state"], "move", model._why(doc["state"]))
+    if target.id == doc["centre"]:
+        raise Invalid(f"reading request {doc['id']} is already at centre {target.id}")
+    move = {"from": doc["centre"], "to": target.id, "reason": reason, "by": ctx.actor.user_id, "at": ctx.at,
+            "manual": True}
+    doc = await _apply(ctx, doc, "move", {"centre": target.id, "moves": [*doc.get("moves", []), move]})
+    ctx.event("reading.moved", doc, from_centre=move["from"], to_centre=target.id, reason=reason, manual=True)
+    await ctx.audit("reading.move", f"reading/{doc['id']}", doc["organization"], from_centre=move["from"],
+                    to_centre=target.id, reason=reason)
+    return doc
+
+
+_HANDLERS = {c.RequestReading: _request, c.CancelReading: _cancel, c.Claim: _claim, c.RenewLease: _renew,
+             c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Addendum: _addendum,
+             c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move}
+_ACTION = {c.RequestReading: "request", c.CancelReading: "cancel", c.Claim: "claim", c.RenewLease: "renew",
+           c.Release: "release", c.SaveDraft: "save_draft", c.Sign: "sign", c.Addendum: "addendum",
+           c.Escalate: "escalate", c.ReturnForRescan: "return", c.MoveToCentre: "move"}
+
+
+# --- event handlers and the sweeper -------------------------------------------------------
+
+def site_rule_request_id(study_uid: str, kind: str) -> str:
+    """Deterministic, so a redelivered or re-announced study never creates a second request."""
+    return "rr-auto-" + hashlib.sha256(f"{study_uid}|{kind}".encode()).hexdigest()[:20]
+
+
+async def on_study_received(rt: Runtime, event: Event) -> None:
+    """Apply site rules and queue the requests that waited for this study.  Idempotent."""
+    async with rt.store.transaction() as tx:
+        if not await tx.first_time("workflow", event.id):
+            return
+        ctx = _Ctx(rt, tx, SYSTEM, None, settings_of(rt).now(), event.traceparent)
+        data = event.data
+        study = await tx.get("studies", data["study_uid"]) or {
+            "id": data["study_uid"], "organization": data["organization"], "modalities": data.get("modalities") or [],
+            "patient_id": data.get("patient_id"), "patient_name": data.get("patient_name")}
+        study.setdefault("modalities", data.get("modalities") or [])
+        organization = study["organization"]
+        modalities = set(study.get("modalities") or [])
+        for rule in rt.consortium.site_rules:
+            if rule.organization != organization or (rule.modalities and not modalities & set(rule.modalities)):
+                continue
+            rid = site_rule_request_id(study["id"], rule.kind)
+            if await tx.get(RR, rid) is not None or await tx.find(
+                    RR, {"study_uid": study["id"], "kind": rule.kind, "state": {"$in": list(model.OPEN_STATES)}},
+                    limit=1):
+                continue  # already created (earlier revision) or the clinic asked explicitly
+            doc = new_request(rt.consortium, id=rid, study_uid=study["id"], organization=organization,
+                              kind=rule.kind, priority=rule.priority,
+                              clinical_question=f"site rule: every {rule.kind} of {organization}",
+                              green_channel=None, signed_resident=False, source="site_rule",
+                              requested_by="system:workflow", at=ctx.at, study=study)
+            await tx.insert(RR, doc)
+            ctx.event("reading.requested", doc, source="site_rule", clinical_question=doc["clinical_question"],
+                      green_channel=None, signed_resident=False, waiting=False)
+            await ctx.audit("reading.request", f"reading/{rid}", organization, study_uid=study["id"],
+                            kind=rule.kind, priority=rule.priority, site_rule=True)
+        for doc in await tx.find(RR, {"study_uid": study["id"], "state": "requested"}, sort=(("requested_at", 1),)):
+            if doc["organization"] != organization:
+                # Asked for before arrival by a clinic that does not own the study: never queue it.
+                doc = await _apply(ctx, doc, "cancel", {"cancellation": {
+                    "reason": "the study belongs to another organization", "by": SYSTEM.user_id, "at": ctx.at}})
+                ctx.event("reading.cancelled", doc, reason="study_not_owned")
+                await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"],
+                                reason="study_not_owned")
+                continue
+            await _route_and_queue(ctx, doc, study)
+
+
+async def expire_leases(rt: Runtime) -> int:
+    """Return every task whose lease has expired to its queue; how many were returned."""
+    now = settings_of(rt).now()
+    due = await rt.store.find(RR, {"state": {"$in": list(model.HELD_STATES)}, "lease_expires_at": {"$lt": iso(now)}},
+                              sort=(("lease_expires_at", 1),), limit=500)
+    returned = 0
+    for stale in due:
+        async with rt.store.transaction() as tx:
+            ctx = _Ctx(rt, tx, SYSTEM, None, now, new_traceparent())
+            doc = await tx.get(RR, stale["id"])
+            if doc is None or doc["state"] not in model.HELD_STATES or (doc.get("lease_expires_at") or "") >= ctx.at:
+                continue  # renewed or finished meanwhile
+            held_by = doc.get("claimed_by")
+            doc = await _apply(ctx, doc, "expire_lease")
+            ctx.event("reading.lease_expired", doc, reader_id=held_by)
+            await ctx.audit("reading.lease_expire", f"reading/{doc['id']}", doc["organization"], reader_id=held_by)
+            returned += 1
+    return returned
+
+
+async def flag_sla_risks(rt: Runtime) -> int:
+    """Flag open tasks past ``sla_risk_fraction`` of their SLA (``reading.sla_at_risk``, once each)."""
+    now = settings_of(rt).now()
+    due = await rt.store.find(RR, {"state": {"$in": ["queued", "claimed", "draft"]}, "sla_at_risk": False,
+                                   "sla_risk_at": {"$lt": iso(now)}}, sort=(("sla_risk_at", 1),), limit=500)
+    flagged = 0
+    for stale in due:
+        async with rt.store.transaction() as tx:
+            doc = await tx.get(RR, stale["id"])
+            if doc is None or doc.get("sla_at_risk") or doc["state"] not in ("queued", "claimed", "draft"):
+                continue
+            if not await tx.update(RR, doc["id"], {"sla_at_risk": True}, where={"version": doc["version"]}):
+                continue
+            ctx = _Ctx(rt, tx, SYSTEM, None, now, new_traceparent())
+            ctx.event("reading.sla_at_risk", {**doc, "sla_at_risk": True}, deadline=doc["deadline"])
+            flagged += 1
+    return flagged
