@@ -24,7 +24,40 @@ async def sqlite_store(tmp: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-STORE_ADAPTERS: dict[str, Callable] = {"sqlite": sqlite_store}
+@asynccontextmanager
+async def mongomock_store(tmp: Path) -> AsyncIterator[Store]:
+    """The MongoDB adapter over mongomock-motor (no server, no transactions)."""
+    from mongomock_motor import AsyncMongoMockClient
+
+    from services.core.store.mongo import MongoStore
+    store = MongoStore("mongodb://mongomock/contract", validate=registry().validate,
+                       client=AsyncMongoMockClient())
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def mongodb_store(tmp: Path) -> AsyncIterator[Store]:
+    """The MongoDB adapter over the real server at YILIAN_TEST_MONGO_URL, one database per test."""
+    import uuid
+
+    from services.core.store.mongo import MongoStore
+    store = MongoStore(os.environ["YILIAN_TEST_MONGO_URL"], validate=registry().validate,
+                       database=f"yilian_test_{uuid.uuid4().hex[:12]}")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store._client.drop_database(store.database)
+        await store.close()
+
+
+STORE_ADAPTERS: dict[str, Callable] = {"sqlite": sqlite_store, "mongomock": mongomock_store}
+if os.environ.get("YILIAN_TEST_MONGO_URL"):
+    STORE_ADAPTERS["mongodb"] = mongodb_store
 
 
 @asynccontextmanager
