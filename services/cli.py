@@ -23,10 +23,19 @@ environment:
   YILIAN_STORE_URL       sqlite:///PATH (default $YILIAN_DATA_DIR/yilian.db) or mongodb://...
   YILIAN_BUS_URL         embedded: (default) or kafka://HOST:PORT[,HOST:PORT]
   YILIAN_BLOB_URL        file:///DIR (default $YILIAN_DATA_DIR/blobs) or gridfs: (default with MongoDB)
-  YILIAN_HTTP_PORT       HTTP API port (default 8080)
+  YILIAN_BIND_HOST       address the listeners bind to (default 0.0.0.0)
+  YILIAN_HTTP_PORT       HTTP API port; health port of a 'serve' process (default 8080)
   YILIAN_DICOM_PORT      DICOM port of the PACS gateway (default 11112)
   YILIAN_AE_TITLE        the gateway's called AE title (default YILIAN)
   YILIAN_JWT_SECRET      token signing secret (default: generated once under the data directory)
+  YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
+  YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)
+  YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
+  YILIAN_STUDY_QUIET_SECONDS  quiet time before study.received (default 30)
+  YILIAN_MAX_INSTANCE_BYTES   largest accepted DICOM instance (default 2 GiB)
+  YILIAN_DUPLICATE_POLICY  keep_first (default) or replace, for a re-sent SOP instance
+  YILIAN_DICOM_TLS_CERT, YILIAN_DICOM_TLS_KEY, YILIAN_DICOM_TLS_CA  DICOM TLS (PEM files)
+  YILIAN_CORS_ORIGINS    comma-separated origins allowed to call the HTTP API
   See docs/configuration.md for every variable.
 """
 
@@ -126,10 +135,11 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one service (scale-out deployment)",
                            description="Run one service, normally against Kafka (YILIAN_BUS_URL=kafka://...) and "
-                                       "MongoDB (YILIAN_STORE_URL=mongodb://...). Every process answers /healthz, "
-                                       "/readyz and /metrics on YILIAN_HTTP_PORT.",
+                                       "MongoDB (YILIAN_STORE_URL=mongodb://...). Every process answers /healthz and "
+                                       "/readyz on YILIAN_HTTP_PORT (the api's port when it runs the api).",
                            epilog=ENVIRONMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("name", choices=SERVICE_NAMES, help="the service to run")
+    serve.add_argument("name", choices=SERVICE_NAMES, metavar="NAME",
+                       help=f"the service to run: {', '.join(SERVICE_NAMES)}")
     consortium_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
