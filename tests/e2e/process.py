@@ -1,0 +1,123 @@
+"""``yilian up`` as a real subprocess: start, wait for its ready line, stop or kill it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ..support import free_port
+
+
+def yilian_command() -> list[str]:
+    """The installed ``yilian`` script next to this interpreter, else ``python -m services.cli``."""
+    script = shutil.which("yilian", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "services.cli"]
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test's environment without inherited ``YILIAN_*`` settings, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_")}
+    env.update(overrides)
+    return env
+
+
+class YilianProcess:
+    """One ``yilian`` process with its data dir; ports are chosen once and kept across restarts."""
+
+    def __init__(self, data_dir: Path, *, args: tuple[str, ...] = ("up",), **env: str) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.http_port = int(env.pop("YILIAN_HTTP_PORT", 0) or free_port())
+        self.dicom_port = int(env.pop("YILIAN_DICOM_PORT", 0) or free_port())
+        self.env = clean_env(YILIAN_DATA_DIR=str(data_dir), YILIAN_HTTP_PORT=str(self.http_port),
+                             YILIAN_DICOM_PORT=str(self.dicom_port), YILIAN_BIND_HOST="127.0.0.1",
+                             YILIAN_JWT_SECRET="test-secret-not-for-production", **env)
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready: dict | None = None
+        self.runs = 0
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}-run{self.runs}.log"
+
+    def start(self, *, timeout: float = 30.0) -> dict:
+        """Start and wait for the ``{"ready": true, ...}`` line; returns it."""
+        self.runs += 1
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lines = queue.Queue()
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
+        self.proc = subprocess.Popen([*yilian_command(), *self.args], env=self.env, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, bufsize=1)
+        threading.Thread(target=self._pump, args=(self.proc, self._lines), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                pytest.fail(f"yilian not ready after {timeout}s; log:\n{self.log_tail()}")
+            if line is None:
+                pytest.fail(f"yilian exited with {self.proc.wait()} before ready; log:\n{self.log_tail()}")
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if message.get("ready"):
+                self.ready = message
+                return message
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def http(self, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def terminate(self, *, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit status (fails the test if it does not stop in time)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"yilian did not stop within {timeout}s of SIGTERM; log:\n{self.log_tail()}")
+        finally:
+            self.log.close()
+
+    def kill(self) -> None:
+        """``kill -9``: no chance to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if not self.log.closed:
+            self.log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

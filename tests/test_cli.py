@@ -1,0 +1,225 @@
+"""The ``yilian`` command: help, tokens, config checks, and ``yilian up`` as a real process."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from services.cli import parser
+from services.core.auth import verify_token
+from services.core.consortium import load_consortium
+from services.core.runtime import SERVICE_NAMES
+from services.core.settings import Settings
+
+from .e2e.process import YilianProcess, clean_env, yilian_command
+from .support import EXAMPLE_CONSORTIUM, ROOT
+
+SECRET = "cli-test-secret-0123456789abcdef0123"
+
+
+def yilian(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*yilian_command(), *args], capture_output=True, text=True, timeout=timeout,
+                          env=clean_env(**env), cwd=ROOT)
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+# --- help --------------------------------------------------------------------------------------
+
+def test_top_level_help_lists_every_command_and_the_environment():
+    out = yilian("--help")
+    assert out.returncode == 0, out.stderr
+    for name in subcommands():
+        assert name in out.stdout
+    assert "docs/configuration.md" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config"])
+def test_subcommand_help_mentions_every_option(command):
+    sp = subcommands()[command]
+    out = yilian(command, "--help")
+    assert out.returncode == 0, out.stderr
+    for action in sp._actions:
+        for option in action.option_strings:
+            assert option in out.stdout, f"{command} --help does not mention {option}"
+        if not action.option_strings:  # a positional: its name and every choice
+            assert (action.metavar or action.dest) in out.stdout
+            for choice in action.choices or ():
+                assert choice in out.stdout
+    assert sp.description and sp.description.split()[0] in out.stdout
+
+
+def test_every_command_is_tested_here():
+    assert set(subcommands()) == {"up", "serve", "token", "check-config"}
+
+
+def test_serve_offers_exactly_the_services():
+    serve = subcommands()["serve"]
+    name = next(a for a in serve._actions if a.dest == "name")
+    assert tuple(name.choices) == SERVICE_NAMES
+
+
+@pytest.mark.parametrize("command", ["up", "serve"])
+def test_help_lists_every_environment_variable_settings_read(command):
+    source = (ROOT / "services" / "core" / "settings.py").read_text()
+    variables = set(re.findall(r"YILIAN_[A-Z0-9_]+", source))
+    assert len(variables) >= 10 and dataclasses.fields(Settings)
+    out = yilian(command, "--help").stdout
+    missing = sorted(v for v in variables if v not in out)
+    assert not missing, f"yilian {command} --help does not mention {missing}"
+
+
+def test_unknown_service_is_refused():
+    out = yilian("serve", "radiology")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr and "pacs_gateway" in out.stderr
+
+
+# --- token -------------------------------------------------------------------------------------
+
+def test_token_for_a_reader_verifies_with_role_and_organisation():
+    out = yilian("token", "--user", "dr-wang", YILIAN_JWT_SECRET=SECRET)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    assert token.count(".") == 2 and "\n" not in token
+    principal = verify_token(token, SECRET, load_consortium(EXAMPLE_CONSORTIUM))
+    assert (principal.user_id, principal.role, principal.organization, principal.centre) == \
+        ("dr-wang", "reader", "county-hospital", "county-imaging")
+    assert principal.expires_at - time.time() == pytest.approx(8 * 3600, abs=60)
+
+
+def test_token_ttl_and_a_wrong_secret():
+    out = yilian("token", "--user", "zz-clinic", "--ttl", "60", YILIAN_JWT_SECRET=SECRET)
+    assert out.returncode == 0, out.stderr
+    consortium = load_consortium(EXAMPLE_CONSORTIUM)
+    principal = verify_token(out.stdout.strip(), SECRET, consortium)
+    assert principal.role == "clinic" and principal.organization == "zhangzhuang-vc"
+    assert principal.expires_at - time.time() == pytest.approx(60, abs=10)
+    from services.core.auth import AuthError
+    with pytest.raises(AuthError):
+        verify_token(out.stdout.strip(), "another-secret-0123456789abcdef0123", consortium)
+
+
+def test_token_without_a_secret_uses_one_kept_under_the_data_dir(tmp_path):
+    first = yilian("token", "--user", "admin", YILIAN_DATA_DIR=str(tmp_path))
+    second = yilian("token", "--user", "admin", YILIAN_DATA_DIR=str(tmp_path))
+    assert first.returncode == second.returncode == 0
+    secret_file = tmp_path / "jwt.secret"
+    assert secret_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+    consortium = load_consortium(EXAMPLE_CONSORTIUM)
+    for out in (first, second):
+        assert verify_token(out.stdout.strip(), secret_file.read_text().strip(), consortium).role == "admin"
+
+
+def test_token_for_an_unknown_user_exits_2():
+    out = yilian("token", "--user", "dr-nobody", YILIAN_JWT_SECRET=SECRET)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "dr-nobody" in out.stderr and "demo-county" in out.stderr
+
+
+def test_token_needs_a_user():
+    out = yilian("token")
+    assert out.returncode == 2 and "--user" in out.stderr
+
+
+# --- check-config ------------------------------------------------------------------------------
+
+def test_check_config_on_the_example():
+    out = yilian("check-config")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["consortium_id"] == "demo-county" and summary["organizations"] == 7
+
+
+def test_check_config_on_a_broken_file_names_the_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    lines = EXAMPLE_CONSORTIUM.read_text("utf-8").splitlines()
+    n = next(i for i, line in enumerate(lines) if "parent: dongba-thc" in line)
+    lines[n] = lines[n].replace("dongba-thc", "no-such-thc")
+    broken.write_text("\n".join(lines), "utf-8")
+    for args, env in ((("check-config", "--consortium", str(broken)), {}),
+                      (("check-config",), {"YILIAN_CONSORTIUM": str(broken)})):
+        out = yilian(*args, **env)
+        assert out.returncode == 2, out
+        assert "configuration error" in out.stderr and "no-such-thc" in out.stderr
+        # The error names the organisation entry that holds the dangling parent.
+        entry = max(i for i in range(n) if lines[i].lstrip().startswith("- id:")) + 1
+        assert f"{broken}:{entry}:" in out.stderr
+
+
+def test_check_config_on_a_missing_file():
+    out = yilian("check-config", "--consortium", "/nonexistent/consortium.yaml")
+    assert out.returncode == 2 and "cannot read" in out.stderr
+
+
+# --- yilian up as a process --------------------------------------------------------------------
+
+def test_up_is_ready_answers_readyz_and_stops_cleanly_on_sigterm(tmp_path):
+    yl = YilianProcess(tmp_path / "data")
+    ready = yl.start()
+    assert ready["http_port"] == yl.http_port
+    assert set(ready["services"]) == set(SERVICE_NAMES)
+    assert ready["ae_title"] == "YILIAN"
+    status, body = yl.http("/readyz")
+    assert status == 200, body
+    assert json.loads(body)["status"] == "ready"
+    assert yl.http("/healthz")[0] == 200
+    assert (tmp_path / "data" / "yilian.db").exists()
+    started = time.monotonic()
+    assert yl.terminate(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    log = yl.log_path.read_text()
+    assert '"message": "stopped"' in log
+    for line in log.splitlines():  # every log line is one JSON object
+        json.loads(line)
+
+
+def test_up_announces_the_dicom_port_once_the_gateway_listens(tmp_path):
+    yl = YilianProcess(tmp_path / "data", YILIAN_AE_TITLE="COUNTY_GW")
+    ready = yl.start()
+    try:
+        assert ready["ae_title"] == "COUNTY_GW"
+        from services import pacs_gateway
+        if getattr(pacs_gateway, "_Service", None) is not None:
+            pytest.xfail("the PACS gateway is still a stub: no DICOM listener to announce yet")
+        assert ready["dicom_port"] == yl.dicom_port
+    finally:
+        assert yl.terminate() == 0
+
+
+def test_serve_one_service_answers_readyz(tmp_path):
+    yl = YilianProcess(tmp_path / "data", args=("serve", "workflow"))
+    ready = yl.start()
+    assert ready["services"] == ["workflow"] and ready["http_port"] == yl.http_port
+    status, body = yl.http("/readyz")
+    assert status == 200 and json.loads(body)["services"] == ["workflow"]
+    assert yl.terminate() == 0
+
+
+def test_up_with_a_bad_store_url_scheme_is_a_clear_error(tmp_path):
+    out = yilian("up", YILIAN_DATA_DIR=str(tmp_path), YILIAN_STORE_URL="postgres://db/yilian",
+                 YILIAN_HTTP_PORT="0", YILIAN_DICOM_PORT="0")
+    assert out.returncode == 2
+    assert "YILIAN_STORE_URL" in out.stderr and "postgres://db/yilian" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("variable,value", [("YILIAN_BUS_URL", "amqp://rabbit"), ("YILIAN_BLOB_URL", "s3://bucket"),
+                                            ("YILIAN_HTTP_PORT", "eighty"),
+                                            ("YILIAN_STUDY_QUIET_SECONDS", "soon")])
+def test_up_with_a_bad_setting_is_a_clear_error(tmp_path, variable, value):
+    env = {"YILIAN_DATA_DIR": str(tmp_path), "YILIAN_HTTP_PORT": "0", "YILIAN_DICOM_PORT": "0", variable: value}
+    out = yilian("up", **env)
+    assert out.returncode == 2, out
+    assert variable in out.stderr and value in out.stderr
+    assert "Traceback" not in out.stderr
