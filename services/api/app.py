@@ -1,17 +1,32 @@
-"""The aiohttp application factory: routes in one place, dependencies passed in."""
+"""The aiohttp application factory: routes in one place, dependencies passed in.
+
+Middlewares, outermost first: every error becomes ``application/problem+json``; then every
+request but the public paths must carry a valid, unrevoked bearer token.
+"""
 
 from __future__ import annotations
+
+import os
 
 from aiohttp import web
 
 from ..core.health import add_health_routes
 from ..core.runtime import Runtime
+from .auth import auth_middleware, parse_networks
+from .context import RUNTIME, TRUSTED_PROXIES
+from .problems import problem_middleware
+from .routes import add_routes
 
-RUNTIME = web.AppKey("runtime", Runtime)
+__all__ = ["RUNTIME", "create_app"]
 
 
-def create_app(rt: Runtime) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024**2)
+def create_app(rt: Runtime, *, trusted_proxies: str | None = None) -> web.Application:
+    """``trusted_proxies``: comma-separated addresses/networks whose ``X-Forwarded-For`` is
+    believed (default ``YILIAN_TRUSTED_PROXIES``; none)."""
+    app = web.Application(client_max_size=64 * 1024**2, middlewares=[problem_middleware, auth_middleware(rt)])
     app[RUNTIME] = rt
+    proxies = trusted_proxies if trusted_proxies is not None else os.environ.get("YILIAN_TRUSTED_PROXIES", "")
+    app[TRUSTED_PROXIES] = parse_networks(proxies)
     add_health_routes(app, rt)
+    add_routes(app)
     return app

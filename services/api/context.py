@@ -1,0 +1,59 @@
+"""Per-request helpers the route handlers share: who calls, from where, may he, audit it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..core import audit
+from ..core.auth import Principal
+from ..core.runtime import Runtime
+from .auth import PRINCIPAL, Network, remote_of
+from .problems import Problem
+
+RUNTIME = web.AppKey("runtime", Runtime)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
+
+
+def runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def remote(request: web.Request) -> str | None:
+    proxies: tuple[Network, ...] = request.app.get(TRUSTED_PROXIES, ())
+    return remote_of(request, proxies)
+
+
+def require_role(request: web.Request, *roles: str) -> Principal:
+    """403 for a role that may not use this endpoint at all (the endpoint is public knowledge)."""
+    who = principal(request)
+    if who.role not in roles:
+        raise Problem(403, f"role {who.role!r} may not {request.method} {request.match_info.route.resource.canonical}"
+                           f" (allowed: {', '.join(roles)})")
+    return who
+
+
+async def record(request: web.Request, action: str, resource: str, *, organization: str | None = None,
+                 outcome: str = "success", detail: dict[str, Any] | None = None) -> None:
+    """One audit record for a read (or refused access) of patient data, in its own transaction."""
+    who = principal(request)
+    async with runtime(request).store.transaction() as tx:
+        await audit.record(tx, actor=who.user_id, role=who.role, action=action, resource=resource,
+                           organization=organization, outcome=outcome, remote=remote(request),
+                           detail=detail, traceparent=request.headers.get("traceparent"))
+
+
+async def not_found(request: web.Request, action: str, resource: str, what: str) -> Problem:
+    """Audit a refused or failed lookup and build the 404 (the same whether absent or out of scope)."""
+    await record(request, action, resource, outcome="not_found")
+    return Problem(404, f"no {what}")
+
+
+def page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    return {"items": items, "limit": limit, "offset": offset,
+            "next_offset": offset + limit if len(items) == limit else None}

@@ -1,0 +1,100 @@
+"""Errors as ``application/problem+json`` (RFC 9457): type, title, status, detail, instance.
+
+Handlers raise :class:`Problem` (or a workflow error, mapped here); the middleware turns
+every failure, including aiohttp's own 404/405/413, into one problem document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("yilian.api")
+
+CONTENT_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:yilian:problem:"
+
+_dumps = partial(json.dumps, ensure_ascii=False)
+
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+    422: "Unprocessable Content", 500: "Internal Server Error", 503: "Service Unavailable",
+}
+SLUGS = {
+    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+    409: "conflict", 413: "body-too-large", 415: "unsupported-media-type", 422: "invalid-body",
+    500: "internal-error", 503: "unavailable",
+}
+
+
+class Problem(Exception):
+    """An HTTP error with a precise, human-readable ``detail``."""
+
+    def __init__(self, status: int, detail: str, *, slug: str | None = None, title: str | None = None,
+                 headers: dict[str, str] | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+        self.slug = slug or SLUGS.get(status, "error")
+        self.title = title or TITLES.get(status, "Error")
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON with Chinese kept readable (no ``\\u`` escapes)."""
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def problem_response(request: web.Request, problem: Problem) -> web.Response:
+    body = {"type": TYPE_PREFIX + problem.slug, "title": problem.title, "status": problem.status,
+            "detail": problem.detail, "instance": request.path, **problem.extensions}
+    return web.Response(status=problem.status, text=_dumps(body), content_type=CONTENT_TYPE,
+                        headers=problem.headers)
+
+
+def from_workflow(exc: Exception) -> Problem:
+    """NotFound -> 404; Forbidden -> 403 (the workflow raises it only for what the caller
+    already sees; what he may not know exists is NotFound); IllegalTransition/Conflict -> 409;
+    Invalid -> 422."""
+    name = type(exc).__name__
+    detail = str(exc) or name
+    if name == "NotFound":
+        return Problem(404, detail, slug="not-found")
+    if name == "Forbidden":
+        return Problem(403, detail, slug="forbidden")
+    if name == "IllegalTransition":
+        return Problem(409, detail, slug="illegal-transition")
+    if name == "Conflict":
+        return Problem(409, detail, slug="conflict")
+    if name == "Invalid":
+        return Problem(422, detail, slug="invalid")
+    return Problem(400, detail)
+
+
+def _is_workflow_error(exc: Exception) -> bool:
+    return any(c.__name__ == "WorkflowError" for c in type(exc).__mro__)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem_response(request, problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = {404: f"no route {request.path}", 405: f"method {request.method} not allowed on {request.path}",
+                  413: "request body too large"}.get(exc.status, exc.text or exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return problem_response(request, Problem(exc.status, detail, headers=headers))
+    except Exception as exc:
+        if _is_workflow_error(exc):
+            return problem_response(request, from_workflow(exc))
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return problem_response(request, Problem(500, "internal error; it has been logged"))

@@ -1,0 +1,12 @@
+"""Routes by user role; every ``/api/v1`` path is declared here and in ``schemas/openapi.yaml``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import admin, clinic, commands, reader, session
+
+
+def add_routes(app: web.Application) -> None:
+    for module in (session, clinic, reader, commands, admin):
+        app.router.add_routes(module.routes)

@@ -1,0 +1,69 @@
+"""Admin: the consortium configuration.  Audit: the append-only log, read-only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from ..context import page, record, require_role, runtime
+from ..problems import Problem, json_response
+from ..validation import known_query, query_int
+
+routes = web.RouteTableDef()
+
+AUDIT_QUERY = ("actor", "resource", "action", "organization", "from", "to", "limit", "offset")
+
+
+@routes.get("/api/v1/consortium")
+async def consortium(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    rt = runtime(request)
+    await record(request, "config.read", f"consortium/{rt.consortium.id}")
+    return json_response({"id": rt.consortium.id, "digest": rt.consortium.digest(), "document": rt.consortium.to_dict()})
+
+
+def _instant(request: web.Request, name: str) -> str | None:
+    """An ISO 8601 instant, normalised to the audit log's ``...Z`` form so strings compare."""
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(422, f"query parameter {name!r} must be an ISO 8601 date-time, not {raw!r}",
+                      slug="invalid-query") from None
+    if moment.tzinfo is None:
+        raise Problem(422, f"query parameter {name!r} needs a time zone (e.g. 2026-11-23T10:00:00Z)",
+                      slug="invalid-query")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@routes.get("/api/v1/audit")
+async def audit_log(request: web.Request) -> web.Response:
+    """Newest first.  ``resource`` ending in ``*`` is a prefix (``study/*``)."""
+    require_role(request, "auditor", "admin")
+    known_query(request, AUDIT_QUERY)
+    limit, offset = query_int(request, "limit", 100, 1, 1000), query_int(request, "offset", 0, 0, 10**9)
+    where: dict[str, Any] = {}
+    for name in ("actor", "action", "organization"):
+        if value := request.query.get(name):
+            where[name] = value
+    if resource := request.query.get("resource"):
+        where["resource"] = {"$prefix": resource[:-1]} if resource.endswith("*") else resource
+    start, end = _instant(request, "from"), _instant(request, "to")
+    if start and end and start >= end:
+        raise Problem(422, f"'from' ({start}) must be before 'to' ({end})", slug="invalid-query")
+    time: dict[str, str] = {}
+    if start:
+        time["$gte"] = start
+    if end:
+        time["$lt"] = end
+    if time:
+        where["time"] = time
+    items = await runtime(request).store.find("audit", where, sort=(("time", -1), ("id", 1)), limit=limit,
+                                              offset=offset)
+    # Reading the audit log is itself audited (after the query, so it does not see itself).
+    await record(request, "audit.read", "audit", detail={"filters": {k: v for k, v in request.query.items()}})
+    return json_response(page(items, limit, offset))

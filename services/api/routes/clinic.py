@@ -1,0 +1,101 @@
+"""Clinic views: its studies with their requests' states, its requests, its results."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+
+from ...workflow import queries
+from ...workflow.model import STATES
+from ...workflow.policy import sees_report, sees_request
+from ..context import not_found, page, record, require_role, runtime
+from ..problems import json_response
+from ..validation import known_query, query_choice, query_int
+
+routes = web.RouteTableDef()
+
+REQUEST_SUMMARY = ("id", "state", "kind", "priority", "centre", "deadline", "requested_at")
+
+
+@routes.get("/api/v1/studies")
+async def list_studies(request: web.Request) -> web.Response:
+    who = require_role(request, "clinic", "admin")
+    known_query(request, ("limit", "offset", "patient_id"))
+    limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
+    where: dict[str, Any] = {} if who.role == "admin" else {"organization": who.organization}
+    if patient_id := request.query.get("patient_id"):
+        where["patient_id"] = patient_id
+    store = runtime(request).store
+    studies = await store.find("studies", where, sort=(("last_update_at", -1), ("id", 1)), limit=limit,
+                               offset=offset)
+    by_study: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if studies:
+        found = await store.find("reading_requests", {"study_uid": {"$in": [s["id"] for s in studies]}},
+                                 sort=(("requested_at", 1),))
+        for r in found:
+            if sees_request(who, r):
+                by_study[r["study_uid"]].append({k: r.get(k) for k in REQUEST_SUMMARY})
+    items = [{**s, "reading_requests": by_study.get(s["id"], [])} for s in studies]
+    await record(request, "study.list", "studies", organization=where.get("organization"),
+                 detail={"study_uids": [s["id"] for s in studies]})
+    return json_response(page(items, limit, offset))
+
+
+@routes.get("/api/v1/reading-requests")
+async def list_requests(request: web.Request) -> web.Response:
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    known_query(request, ("state", "study_uid", "limit", "offset"))
+    limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
+    scope: dict[str, Any] = {}
+    if who.role == "clinic":
+        scope["organization"] = who.organization
+    elif who.role in ("reader", "coordinator"):
+        scope["centre"] = who.centre
+    items = await queries.requests_of(runtime(request).store, **scope, state=query_choice(request, "state", STATES),
+                                      study_uid=request.query.get("study_uid") or None, limit=limit, offset=offset)
+    await record(request, "reading.list", "reading-requests", organization=scope.get("organization"),
+                 detail={"request_ids": [r["id"] for r in items], **scope})
+    return json_response(page(items, limit, offset))
+
+
+@routes.get("/api/v1/reading-requests/{request_id}")
+async def get_request(request: web.Request) -> web.Response:
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    request_id = request.match_info["request_id"]
+    doc = await queries.get_request(runtime(request).store, request_id)
+    if doc is None or not sees_request(who, doc):
+        raise await not_found(request, "reading.read", f"reading/{request_id}", f"reading request {request_id!r}")
+    await record(request, "reading.read", f"reading/{request_id}", organization=doc.get("organization"))
+    return json_response(doc)
+
+
+@routes.get("/api/v1/reports")
+async def list_reports(request: web.Request) -> web.Response:
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    known_query(request, ("study_uid", "limit", "offset"))
+    limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
+    store = runtime(request).store
+    organization = who.organization if who.role == "clinic" else None
+    centre = who.centre if who.role in ("reader", "coordinator") else None
+    if study_uid := request.query.get("study_uid"):
+        items = [r for r in await queries.reports_of_study(store, study_uid, organization=organization,
+                                                           limit=limit, offset=offset) if sees_report(who, r)]
+    else:
+        items = await queries.reports_of(store, organization=organization, centre=centre, limit=limit, offset=offset)
+    await record(request, "report.list", "reports", organization=organization,
+                 detail={"report_ids": [r["id"] for r in items]})
+    return json_response(page(items, limit, offset))
+
+
+@routes.get("/api/v1/reports/{report_id}")
+async def get_report(request: web.Request) -> web.Response:
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    report_id = request.match_info["report_id"]
+    doc = await queries.report(runtime(request).store, report_id)
+    if doc is None or not sees_report(who, doc):
+        raise await not_found(request, "report.read", f"report/{report_id}", f"report {report_id!r}")
+    await record(request, "report.read", f"report/{report_id}", organization=doc.get("organization"))
+    return json_response(doc)
+

@@ -1,0 +1,112 @@
+"""Workflow commands: parse the validated body, build the command, hand it to ``execute``.
+
+``execute`` checks role and scope and writes the change, its events and its audit record in
+one transaction; a refused command changes nothing and is audited here with its outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from ...workflow import commands as c
+from ...workflow.errors import WorkflowError
+from ...workflow.service import execute
+from ..context import record, remote, require_role, runtime
+from ..problems import from_workflow, json_response
+from ..validation import json_body
+
+routes = web.RouteTableDef()
+
+OUTCOMES = {404: "not_found", 403: "forbidden", 409: "conflict", 422: "invalid"}
+
+
+async def _run(request: web.Request, action: str, resource: str, build: Callable[[dict[str, Any]], c.Command],
+               *, status: int = 200) -> web.Response:
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    body = await json_body(request)
+    try:
+        result = await execute(runtime(request), build(body), actor=who, remote=remote(request))
+    except WorkflowError as exc:
+        problem = from_workflow(exc)
+        await record(request, action, resource, outcome=OUTCOMES.get(problem.status, "refused"),
+                     detail={"error": problem.detail})
+        raise problem from None
+    return json_response(result, status=status)
+
+
+def _rid(request: web.Request) -> str:
+    return request.match_info["request_id"]
+
+
+@routes.post("/api/v1/reading-requests")
+async def create(request: web.Request) -> web.Response:
+    return await _run(request, "reading.request", "reading-requests", lambda b: c.RequestReading(
+        study_uid=b["study_uid"], kind=b["kind"], priority=b["priority"], clinical_question=b["clinical_question"],
+        green_channel=b.get("green_channel"), signed_resident=b.get("signed_resident", False)), status=201)
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.cancel", f"reading/{rid}", lambda b: c.CancelReading(rid, b["reason"]))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/claim")
+async def claim(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.claim", f"reading/{rid}", lambda b: c.Claim(rid))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/renew")
+async def renew(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.renew", f"reading/{rid}", lambda b: c.RenewLease(rid))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/release")
+async def release(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.release", f"reading/{rid}", lambda b: c.Release(rid))
+
+
+@routes.put("/api/v1/reading-requests/{request_id}/draft")
+async def draft(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.draft", f"reading/{rid}", lambda b: c.SaveDraft(
+        rid, b["findings"], b["impression"], b.get("critical", False), b.get("critical_category")))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/sign")
+async def sign(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "report.sign", f"reading/{rid}", lambda b: c.Sign(
+        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category")))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/escalate")
+async def escalate(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.escalate", f"reading/{rid}", lambda b: c.Escalate(rid, b["reason"]))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/return")
+async def return_for_rescan(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.return", f"reading/{rid}",
+                      lambda b: c.ReturnForRescan(rid, b["reason_code"], b.get("comment", "")))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/move")
+async def move(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.move", f"reading/{rid}", lambda b: c.MoveToCentre(rid, b["centre"], b["reason"]))
+
+
+@routes.post("/api/v1/reports/{report_id}/addenda")
+async def addendum(request: web.Request) -> web.Response:
+    report_id = request.match_info["report_id"]
+    return await _run(request, "report.addendum", f"report/{report_id}",
+                      lambda b: c.Addendum(report_id, b["text"]), status=201)

@@ -1,0 +1,96 @@
+"""Reader and coordinator views: the worklist, study metadata and priors, the centre's queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ...core.consortium import KINDS, PRIORITIES
+from ...workflow import queries
+from ...workflow.model import OPEN_STATES
+from ..context import not_found, page, principal, record, require_role, runtime
+from ..problems import Problem, json_response
+from ..scope import sees_study, visible_priors
+from ..validation import known_query, query_choice, query_int
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/worklist")
+async def worklist(request: web.Request) -> web.Response:
+    who = require_role(request, "reader", "coordinator")
+    known_query(request, ("kind", "modality", "priority", "origin", "limit", "offset"))
+    limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
+    filters = {"kind": query_choice(request, "kind", KINDS), "modality": query_choice(request, "modality"),
+               "priority": query_choice(request, "priority", PRIORITIES), "origin": query_choice(request, "origin")}
+    items = await queries.worklist(runtime(request).store, centre=who.centre, **filters, limit=limit, offset=offset)
+    await record(request, "worklist.read", f"centre/{who.centre}/worklist",
+                 detail={"filters": {k: v for k, v in filters.items() if v}, "request_ids": [r["id"] for r in items]})
+    return json_response(page(items, limit, offset))
+
+
+async def _study(request: web.Request, action: str) -> dict[str, Any]:
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    uid = request.match_info["study_uid"]
+    store = runtime(request).store
+    study = await store.get("studies", uid)
+    if study is None or not await sees_study(store, who, study):
+        raise await not_found(request, action, f"study/{uid}", f"study {uid!r}")
+    return study
+
+
+@routes.get("/api/v1/studies/{study_uid}")
+async def study_metadata(request: web.Request) -> web.Response:
+    study = await _study(request, "study.read")
+    store = runtime(request).store
+    series = await store.find("series", {"study_uid": study["id"]}, sort=(("series_number", 1), ("id", 1)))
+    instances = await store.find("instances", {"study_uid": study["id"]},
+                                 sort=(("series_uid", 1), ("instance_number", 1), ("id", 1)))
+    await record(request, "study.read", f"study/{study['id']}", organization=study.get("organization"))
+    return json_response({**study, "series": series, "instances": instances})
+
+
+@routes.get("/api/v1/studies/{study_uid}/priors")
+async def priors(request: web.Request) -> web.Response:
+    study = await _study(request, "study.priors")
+    priors = await visible_priors(runtime(request).store, principal(request), study)
+    await record(request, "study.priors", f"study/{study['id']}", organization=study.get("organization"),
+                 detail={"prior_uids": [p["id"] for p in priors],
+                         "organizations": sorted({p.get("organization") or "" for p in priors})})
+    return json_response({"items": priors})
+
+
+
+
+@routes.get("/api/v1/queues")
+async def queues(request: web.Request) -> web.Response:
+    """Depth, oldest waiting and the tasks of every open state, per centre."""
+    who = require_role(request, "coordinator", "admin")
+    known_query(request, ("centre",))
+    rt = runtime(request)
+    wanted = request.query.get("centre")
+    if who.role == "coordinator":
+        if wanted and wanted != who.centre:
+            raise Problem(403, f"a coordinator sees only his own centre's queues ({who.centre})")
+        centres = [who.centre]
+    elif wanted:
+        if wanted not in rt.consortium.centres:
+            raise Problem(404, f"no centre {wanted!r}")
+        centres = [wanted]
+    else:
+        centres = list(rt.consortium.centres)
+    out: dict[str, Any] = {}
+    for centre in centres:
+        tasks = await queries.worklist(rt.store, centre=centre, state=OPEN_STATES, limit=500)
+        by_state: dict[str, Any] = {}
+        for state in OPEN_STATES:
+            of_state = [t for t in tasks if t["state"] == state]
+            depth = await rt.store.count("reading_requests", {"centre": centre, "state": state})
+            first = await rt.store.find("reading_requests", {"centre": centre, "state": state},
+                                        sort=(("requested_at", 1),), limit=1)
+            oldest = first[0].get("requested_at") if first else None
+            by_state[state] = {"depth": depth, "oldest_requested_at": oldest, "items": of_state}
+        out[centre] = by_state
+    await record(request, "queue.read", "queues", detail={"centres": centres})
+    return json_response({"centres": out})
