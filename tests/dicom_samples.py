@@ -1,0 +1,230 @@
+"""Helpers that build DICOM test datasets and drive DCMTK, shared by the gateway tests.
+
+Everything here writes real Part 10 files with pydicom; nothing is mocked.  Charset
+helpers encode text in the dataset's own Specific Character Set (GB18030, GBK, UTF-8),
+so a test can check the raw bytes really are what a Chinese modality would send.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID,
+                         generate_uid)
+
+DCMTK = "/usr/bin"  # full paths: pynetdicom's own storescu/echoscu shadow DCMTK's in a venv
+ECHOSCU = f"{DCMTK}/echoscu"
+STORESCU = f"{DCMTK}/storescu"
+FINDSCU = f"{DCMTK}/findscu"
+GETSCU = f"{DCMTK}/getscu"
+MOVESCU = f"{DCMTK}/movescu"
+
+CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")
+MR_IMAGE = UID("1.2.840.10008.5.1.4.1.1.4")
+DX_IMAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage - For Presentation
+CR_IMAGE = UID("1.2.840.10008.5.1.4.1.1.1")
+US_IMAGE = UID("1.2.840.10008.5.1.4.1.1.6.1")
+US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
+SC_IMAGE = UID("1.2.840.10008.5.1.4.1.1.7")
+TWELVE_LEAD_ECG = UID("1.2.840.10008.5.1.4.1.1.9.1.1")
+GENERAL_ECG = UID("1.2.840.10008.5.1.4.1.1.9.1.2")
+AMBULATORY_ECG = UID("1.2.840.10008.5.1.4.1.1.9.1.3")
+ENCAPSULATED_PDF = UID("1.2.840.10008.5.1.4.1.1.104.1")
+BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
+
+# pydicom's bundled real files, by what they exercise.
+REAL_FILES = {
+    "CT_small.dcm": "CT, explicit VR LE",
+    "MR_small.dcm": "MR, explicit VR LE",
+    "MR_small_implicit.dcm": "MR, implicit VR LE",
+    "waveform_ecg.dcm": "12-lead ECG waveform",
+    "test-SR.dcm": "SR",
+    "JPEG2000.dcm": "JPEG 2000",
+    "MR_small_RLE.dcm": "RLE lossless",
+    "MR_small_jpeg_ls_lossless.dcm": "JPEG-LS lossless",
+    "SC_rgb_jpeg_dcmtk.dcm": "SC, JPEG baseline",
+    "JPGExtended.dcm": "JPEG extended",
+}
+
+# Person names as a township modality would send them.
+CHINESE_NAMES = {"GB18030": "张^三", "GBK": "李^四", "ISO_IR 192": "王^小明"}
+PYTHON_CODEC = {"GB18030": "gb18030", "GBK": "gbk", "ISO_IR 192": "utf-8"}
+
+
+def real_file(name: str) -> Path:
+    """A real file from pydicom's test data (``CT_small.dcm``, ``waveform_ecg.dcm``, ...)."""
+    return Path(get_testdata_file(name))
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes of a Part 10 file after its File Meta Information: the dataset as sent on the wire."""
+    raw = Path(path).read_bytes()
+    if raw[128:132] != b"DICM":
+        return raw
+    # (0002,0000) File Meta Information Group Length: UL, value starts at 132 + 8.
+    (group_length,) = struct.unpack("<I", raw[140:144])
+    return raw[144 + group_length:]
+
+
+def make_instance(*, study_uid: str | None = None, series_uid: str | None = None,
+                  sop_instance_uid: str | None = None, sop_class_uid: str = CT_IMAGE, modality: str = "CT",
+                  patient_id: str = "P001", patient_name: str = "TEST^PATIENT", charset: str | None = None,
+                  instance_number: int = 1, series_number: int = 1, rows: int = 8, columns: int = 8,
+                  number_of_frames: int | None = None, transfer_syntax: str = ExplicitVRLittleEndian,
+                  study_date: str = "20261123", accession_number: str = "ACC1",
+                  study_description: str = "", pixel_value: int = 0) -> Dataset:
+    """A small but complete image instance with File Meta, ready for :func:`write`."""
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = patient_name
+    ds.PatientBirthDate = "19600101"
+    ds.PatientSex = "M"
+    ds.StudyDate = study_date
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = accession_number
+    ds.StudyID = "1"
+    ds.StudyDescription = study_description
+    ds.ReferringPhysicianName = ""
+    ds.Modality = modality
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    frames = number_of_frames or 1
+    if number_of_frames is not None:
+        ds.NumberOfFrames = number_of_frames
+    ds.PixelData = bytes([pixel_value & 0xFF]) * (rows * columns * frames + (rows * columns * frames) % 2)
+    ds.file_meta = file_meta(ds, transfer_syntax)
+    return ds
+
+
+def file_meta(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
+def write(ds: Dataset, path: Path) -> Path:
+    """Write ``ds`` as a Part 10 file in the transfer syntax of its File Meta."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True, implicit_vr=implicit, little_endian=True)
+    return path
+
+
+def chinese_instance(charset: str, **kw) -> Dataset:
+    """An instance whose patient name is Chinese text encoded in ``charset``."""
+    return make_instance(charset=charset, patient_name=kw.pop("patient_name", CHINESE_NAMES[charset]),
+                         study_description=kw.pop("study_description", "胸部正位"), **kw)
+
+
+def raw_patient_name(path: Path) -> bytes:
+    """The undecoded bytes of (0010,0010) in a file, to prove what charset is on disk."""
+    ds = dcmread(path, stop_before_pixels=True)
+    return ds.get_item(0x00100010).value
+
+
+@dataclass
+class Study:
+    study_uid: str
+    files: list[Path]
+
+
+def make_study(directory: Path, *, series: int = 1, instances: int = 2, modality: str = "CT",
+               sop_class_uid: str = CT_IMAGE, patient_id: str = "P001", study_uid: str | None = None,
+               **kw) -> Study:
+    """A study of ``series`` × ``instances`` small instances written under ``directory``."""
+    study_uid = study_uid or generate_uid()
+    files = []
+    for s in range(series):
+        series_uid = generate_uid()
+        for i in range(instances):
+            ds = make_instance(study_uid=study_uid, series_uid=series_uid, sop_class_uid=sop_class_uid,
+                               modality=modality, patient_id=patient_id, series_number=s + 1,
+                               instance_number=i + 1, pixel_value=i, **kw)
+            files.append(write(ds, Path(directory) / f"s{s}_i{i}_{ds.SOPInstanceUID}.dcm"))
+    return Study(study_uid, files)
+
+
+def write_large_multiframe(path: Path, size_bytes: int, *, rows: int = 1024, columns: int = 1024,
+                           **kw) -> Dataset:
+    """A multi-frame 8-bit instance of about ``size_bytes``, streamed to disk (never whole in memory).
+
+    The header comes from pydicom; Pixel Data is written by hand in chunks, so the test
+    process's own memory stays flat while building it.
+    """
+    frame = rows * columns
+    frames = max(1, size_bytes // frame)
+    ds = make_instance(rows=rows, columns=columns, sop_class_uid=kw.pop("sop_class_uid", US_MULTIFRAME),
+                       modality=kw.pop("modality", "US"), **kw)
+    ds.NumberOfFrames = frames
+    del ds.PixelData
+    path = write(ds, path)
+    length = frame * frames
+    chunk = b"\x00" * (1 << 20)
+    with open(path, "ab") as f:
+        # (7FE0,0010) OB, explicit VR LE: tag, VR, 2 reserved bytes, 4-byte length.
+        f.write(struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\x00\x00" + struct.pack("<I", length + length % 2))
+        left = length + length % 2
+        while left:
+            n = min(left, len(chunk))
+            f.write(chunk[:n])
+            left -= n
+    return ds
+
+
+@dataclass
+class Result:
+    returncode: int
+    output: str
+
+
+def _run(cmd: Sequence[str], timeout: float) -> Result:
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env)
+    return Result(proc.returncode, proc.stdout + proc.stderr)
+
+
+def echoscu(port: int, *, calling: str, called: str = "YILIAN", extra: Sequence[str] = (),
+            timeout: float = 30) -> Result:
+    return _run([ECHOSCU, "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port)], timeout)
+
+
+def storescu(port: int, files: Sequence[Path], *, calling: str, called: str = "YILIAN",
+             extra: Sequence[str] = (), timeout: float = 60) -> Result:
+    """DCMTK ``storescu`` with verbose output; ``-R`` proposes only the classes in ``files``."""
+    return _run([STORESCU, "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
+                 *map(str, files)], timeout)
+
+
+def start_storescu(port: int, files: Sequence[Path], *, calling: str, called: str = "YILIAN",
+                   extra: Sequence[str] = ()) -> subprocess.Popen:
+    """A background ``storescu`` (for concurrent associations)."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    return subprocess.Popen([STORESCU, "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
+                             *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
