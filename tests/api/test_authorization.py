@@ -1,0 +1,229 @@
+"""The authorisation matrix: every endpoint refuses bad credentials, and nobody reaches
+another clinic's patients or another centre's tasks — and nothing changes when refused."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from services.core.auth import issue_token
+
+CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"
+PUBLIC = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+
+
+async def scenario(api) -> dict[str, str]:
+    """cg-clinic has a signed report (CT) and a task claimed by dr-wang (DX), both at county-imaging."""
+    done = await api.create_request(CG_CT)
+    await api.ok("POST", f"/api/v1/reading-requests/{done['id']}/claim", "dr-wang")
+    signed = await api.ok("POST", f"/api/v1/reading-requests/{done['id']}/sign", "dr-wang",
+                          {"findings": "未见异常", "impression": "正常"})
+    task = await api.create_request(CG_DX)
+    await api.ok("POST", f"/api/v1/reading-requests/{task['id']}/claim", "dr-wang")
+    return {"study": CG_CT, "rid": task["id"], "report": signed["report_id"]}
+
+
+def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
+    rid, study, report = ids["rid"], ids["study"], ids["report"]
+    return [
+        ("GET", "/api/v1/me", None),
+        ("POST", "/api/v1/auth/revoke", {}),
+        ("GET", "/api/v1/studies", None),
+        ("GET", f"/api/v1/studies/{study}", None),
+        ("GET", f"/api/v1/studies/{study}/priors", None),
+        ("POST", "/api/v1/reading-requests", {"study_uid": study, "kind": "ecg", "priority": "stat",
+                                              "clinical_question": "胸痛"}),
+        ("GET", "/api/v1/reading-requests", None),
+        ("GET", f"/api/v1/reading-requests/{rid}", None),
+        ("POST", f"/api/v1/reading-requests/{rid}/cancel", {"reason": "duplicate"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/claim", {}),
+        ("POST", f"/api/v1/reading-requests/{rid}/renew", {}),
+        ("POST", f"/api/v1/reading-requests/{rid}/release", {}),
+        ("PUT", f"/api/v1/reading-requests/{rid}/draft", {"findings": "x", "impression": "y"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/sign", {"findings": "x", "impression": "y"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/escalate", {"reason": "second opinion"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/return", {"reason_code": "image_quality"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/move", {"centre": "city-imaging", "reason": "load"}),
+        ("GET", "/api/v1/worklist", None),
+        ("GET", "/api/v1/queues", None),
+        ("GET", "/api/v1/reports", None),
+        ("GET", f"/api/v1/reports/{report}", None),
+        ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
+        ("GET", "/api/v1/consortium", None),
+        ("GET", "/api/v1/audit", None),
+    ]
+
+
+# Endpoints that name a patient's resource by id (the ones a guesser would try).
+BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P"}) if any(x in e[1] for x in ("/R", "/S", "/P"))]
+
+
+async def snapshot(api) -> dict[str, list]:
+    out = {}
+    for collection in ("reading_requests", "reports", "studies", "revoked_tokens"):
+        out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
+    return out
+
+
+def assert_problem(body, status: int, path: str) -> None:
+    assert set(body) >= {"type", "title", "status", "detail", "instance"}, body
+    assert body["status"] == status and body["instance"] == path.split("?")[0] and body["detail"]
+
+
+async def test_matrix_covers_every_route(api):
+    ids = {"rid": "R", "study": "S", "report": "P"}
+    listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}"))
+              for m, p, _ in endpoints(ids)}
+    routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
+              if r.method != "HEAD" and r.resource.canonical not in PUBLIC}
+    assert routes == listed
+
+
+@pytest.mark.parametrize("credential", ["none", "not-bearer", "malformed", "other-secret", "expired",
+                                        "revoked", "unknown-user"])
+async def test_bad_credentials_get_401_everywhere_and_change_nothing(api, credential):
+    ids = await scenario(api)
+    tokens = {
+        "none": None,
+        "not-bearer": "Basic Y2ctY2xpbmljOnB3",
+        "malformed": "Bearer not.a.jwt",
+        "other-secret": "Bearer " + issue_token(api.rt.consortium, "admin", "another-secret-" + "y" * 32),
+        "expired": "Bearer " + api.token("admin", ttl=-5),
+        "unknown-user": None,
+    }
+    if credential == "revoked":
+        token = api.token("admin", ttl=600)
+        status, _, _ = await api.call("POST", "/api/v1/auth/revoke", token=token)
+        assert status == 200
+        tokens["revoked"] = "Bearer " + token
+    if credential == "unknown-user":
+        now = int(time.time())
+        tokens["unknown-user"] = "Bearer " + jwt.encode(
+            {"iss": "yilian", "sub": "mallory", "role": "admin", "org": "county-hospital", "iat": now,
+             "exp": now + 60, "jti": "x"}, "test-secret-" + "x" * 32, algorithm="HS256")
+    before = await snapshot(api)
+    for method, path, body in endpoints(ids):
+        headers = {"Authorization": tokens[credential]} if tokens[credential] else {}
+        status, problem, resp_headers = await api.call(method, path, json=body, headers=headers)
+        assert status == 401, (credential, method, path, status, problem)
+        assert 'error="invalid_token"' in resp_headers["WWW-Authenticate"]
+        assert resp_headers["Content-Type"].startswith("application/problem+json")
+        assert_problem(problem, 401, path)
+    assert await snapshot(api) == before
+
+
+async def test_another_clinics_ids_are_404_and_change_nothing(api):
+    ids = await scenario(api)
+    before = await snapshot(api)
+    for user in ("db-clinic", "zz-clinic"):
+        for method, path, body in endpoints(ids):
+            if not any(ids[k] in path for k in ids):
+                continue
+            status, problem, _ = await api.call(method, path, user=user, json=body)
+            assert status == 404, (user, method, path, status, problem)
+            assert_problem(problem, 404, path)
+    # guessing: an id that exists and one that does not are indistinguishable
+    _, real, _ = await api.call("GET", f"/api/v1/reading-requests/{ids['rid']}", user="db-clinic")
+    _, fake, _ = await api.call("GET", "/api/v1/reading-requests/rr-doesnotexist", user="db-clinic")
+    assert {k for k in real} == {k for k in fake} and real["title"] == fake["title"]
+    # asking for a reading of another clinic's study
+    status, _, _ = await api.call("POST", "/api/v1/reading-requests", user="db-clinic", json={
+        "study_uid": CG_DX, "kind": "ecg", "priority": "stat", "clinical_question": "?"})
+    assert status == 404
+    # lists show only its own
+    assert (await api.ok("GET", "/api/v1/studies", "db-clinic"))["items"][0]["organization"] == "dongba-thc"
+    assert all(s["organization"] == "dongba-thc" for s in (await api.ok("GET", "/api/v1/studies", "db-clinic"))["items"])
+    assert (await api.ok("GET", "/api/v1/reading-requests", "db-clinic"))["items"] == []
+    assert (await api.ok("GET", "/api/v1/reports", "db-clinic"))["items"] == []
+    assert await snapshot(api) == before
+
+
+async def test_another_centres_reader_and_coordinator_get_404_and_change_nothing(api):
+    ids = await scenario(api)
+    before = await snapshot(api)
+    for user in ("dr-chen", "dr-zhao", "coord-city"):  # city-imaging, county-ecg, city-imaging
+        for method, path, body in endpoints(ids):
+            if not any(ids[k] in path for k in ids):
+                continue
+            status, problem, _ = await api.call(method, path, user=user, json=body)
+            assert status in (403, 404), (user, method, path, status)
+            if method == "GET" or "/reading-requests/" in path or "/reports/" in path:
+                assert status == 404, (user, method, path, status, problem)
+        assert (await api.ok("GET", "/api/v1/worklist", user))["items"] == []
+        assert (await api.ok("GET", "/api/v1/reading-requests", user))["items"] == []
+    assert await snapshot(api) == before
+
+
+async def test_same_centre_but_not_the_holder_is_refused(api):
+    ids = await scenario(api)
+    before = await snapshot(api)
+    for method, action, body in (("POST", "renew", {}), ("POST", "release", {}), ("POST", "sign", {}),
+                                 ("PUT", "draft", {"findings": "x", "impression": "y"}),
+                                 ("POST", "escalate", {"reason": "r"}), ("POST", "claim", {})):
+        status, problem, _ = await api.call(method, f"/api/v1/reading-requests/{ids['rid']}/{action}",
+                                            user="dr-li", json=body)
+        assert status == 409, (action, status, problem)
+    assert await snapshot(api) == before
+
+
+ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowledge, the role may not)
+    (("GET", "/api/v1/worklist"), ("cg-clinic", "admin", "auditor")),
+    (("GET", "/api/v1/queues"), ("cg-clinic", "dr-wang", "auditor")),
+    (("GET", "/api/v1/studies"), ("dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/audit"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("GET", "/api/v1/reading-requests"), ("auditor",)),
+    (("GET", "/api/v1/reports"), ("auditor",)),
+]
+
+
+@pytest.mark.parametrize("endpoint,users", ROLE_ONLY)
+async def test_roles_outside_an_endpoint_get_403(api, endpoint, users):
+    for user in users:
+        status, problem, _ = await api.call(*endpoint, user=user)
+        assert status == 403, (endpoint, user, status)
+        assert_problem(problem, 403, endpoint[1])
+
+
+async def test_role_may_not_do_the_command_on_what_it_sees(api):
+    ids = await scenario(api)
+    before = await snapshot(api)
+    # the clinic sees its request but may not claim or sign it; the auditor sees nothing
+    for user, status in (("cg-clinic", 403), ("auditor", 403)):
+        got, _, _ = await api.call("POST", f"/api/v1/reading-requests/{ids['rid']}/sign", user=user,
+                                   json={"findings": "x", "impression": "y"})
+        assert got == status, (user, got)
+    got, _, _ = await api.call("GET", f"/api/v1/studies/{ids['study']}", user="auditor")
+    assert got == 403
+    assert await snapshot(api) == before
+
+
+async def test_revocation_takes_effect_on_the_next_request(api):
+    token = api.token("cg-clinic", ttl=600)
+    assert (await api.call("GET", "/api/v1/me", token=token))[0] == 200
+    status, body, _ = await api.call("POST", "/api/v1/auth/revoke", token=token, json={"reason": "lost laptop"})
+    assert status == 200 and body["revoked"]
+    status, problem, headers = await api.call("GET", "/api/v1/me", token=token)
+    assert status == 401 and problem["detail"] == "token revoked"
+    # another of the user's tokens still works
+    assert (await api.call("GET", "/api/v1/me", token=api.token("cg-clinic", ttl=600)))[0] == 200
+
+
+async def test_only_an_admin_revokes_someone_elses_token(api):
+    victim = api.token("dr-wang", ttl=600)
+    _, me, _ = await api.call("GET", "/api/v1/me", token=victim)
+    status, problem, _ = await api.call("POST", "/api/v1/auth/revoke", user="cg-clinic",
+                                        json={"token_id": me["token_id"]})
+    assert status == 403
+    assert (await api.call("GET", "/api/v1/me", token=victim))[0] == 200
+    await api.ok("POST", "/api/v1/auth/revoke", "admin", {"token_id": me["token_id"]})
+    assert (await api.call("GET", "/api/v1/me", token=victim))[0] == 401
+    assert (await api.call("GET", "/api/v1/me", user="admin"))[0] == 200
+
+
+async def test_public_paths_need_no_token(api):
+    for path in ("/healthz", "/readyz", "/api/v1/openapi.json"):
+        status, _, _ = await api.call("GET", path)
+        assert status == 200, path
