@@ -1,0 +1,109 @@
+"""Request bodies checked against schemas/openapi.yaml; errors as precise problem+json."""
+
+from __future__ import annotations
+
+from services.api.validation import MAX_JSON_BYTES, spec
+
+CG_CT = "1.2.826.0.1.100.1"
+CREATE = "/api/v1/reading-requests"
+
+
+def good(**kw):
+    return {"study_uid": CG_CT, "kind": "imaging", "priority": "routine", "clinical_question": "?", **kw}
+
+
+async def count_requests(api) -> int:
+    return await api.rt.store.count("reading_requests")
+
+
+async def test_malformed_json_is_400(api):
+    status, problem, headers = await api.call("POST", CREATE, user="cg-clinic", data=b'{"study_uid": ',
+                                              headers={"Content-Type": "application/json"})
+    assert status == 400 and headers["Content-Type"].startswith("application/problem+json")
+    assert problem["detail"].startswith("malformed JSON") and problem["instance"] == CREATE
+    assert await count_requests(api) == 0
+
+
+async def test_unknown_field_is_422_naming_it(api):
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic", json=good(urgentish=True))
+    assert status == 422
+    assert problem["errors"] == [{"field": "(body)", "message": "unknown field(s) 'urgentish' are not allowed"}]
+    assert "urgentish" in problem["detail"]
+    assert await count_requests(api) == 0
+
+
+async def test_each_violation_names_the_field_and_why(api):
+    body = good(priority="asap", signed_resident="yes")
+    del body["clinical_question"]
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic", json=body)
+    assert status == 422
+    fields = {e["field"]: e["message"] for e in problem["errors"]}
+    assert fields["/priority"] == "'asap' is not one of ['stat', 'urgent', 'routine']"
+    assert fields["/signed_resident"] == "'yes' is not of type 'boolean'"
+    assert fields["(body)"] == "'clinical_question' is required"
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic", json=good(study_uid="1.2.abc"))
+    assert status == 422 and problem["errors"][0]["field"] == "/study_uid"
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic", json=["not", "an", "object"])
+    assert status == 422 and "is not of type 'object'" in problem["detail"]
+    assert await count_requests(api) == 0
+
+
+async def test_oversized_body_is_413(api):
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic",
+                                        json=good(clinical_question="肺" * MAX_JSON_BYTES))
+    assert status == 413 and problem["status"] == 413
+    assert await count_requests(api) == 0
+
+
+async def test_missing_required_body_and_wrong_content_type(api):
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic")
+    assert status == 400 and "required" in problem["detail"]
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic", data=b"study_uid=1",
+                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415
+
+
+async def test_query_parameters_are_checked(api):
+    status, problem, _ = await api.call("GET", "/api/v1/worklist?priority=asap", user="dr-wang")
+    assert status == 422 and "priority" in problem["detail"]
+    status, problem, _ = await api.call("GET", "/api/v1/worklist?limit=0", user="dr-wang")
+    assert status == 422 and "limit" in problem["detail"]
+    status, problem, _ = await api.call("GET", "/api/v1/worklist?centre=city-imaging", user="dr-wang")
+    assert status == 422 and "'centre'" in problem["detail"]
+    status, problem, _ = await api.call("GET", "/api/v1/audit?from=yesterday", user="auditor")
+    assert status == 422 and "ISO 8601" in problem["detail"]
+
+
+async def test_unknown_route_and_method_are_problems(api):
+    status, problem, _ = await api.call("GET", "/api/v1/nothing-here", user="admin")
+    assert status == 404 and problem["type"].endswith("not-found")
+    status, problem, headers = await api.call("DELETE", "/api/v1/audit", user="admin")
+    assert status == 405 and "GET" in headers["Allow"]
+
+
+async def test_workflow_errors_map_to_http(api):
+    created = await api.create_request(CG_CT)
+    # a second open imaging request for the same study: Conflict -> 409
+    status, problem, _ = await api.call("POST", CREATE, user="cg-clinic", json=good())
+    assert status == 409 and problem["type"].endswith("conflict")
+    # sign before claim: IllegalTransition -> 409
+    status, problem, _ = await api.call("POST", f"{CREATE}/{created['id']}/sign", user="dr-wang", json={})
+    assert status == 409 and "queued" in problem["detail"]
+    # signing an empty report: Invalid -> 422
+    await api.ok("POST", f"{CREATE}/{created['id']}/claim", "dr-wang")
+    status, problem, _ = await api.call("POST", f"{CREATE}/{created['id']}/sign", user="dr-wang", json={})
+    assert status == 422 and "findings" in problem["detail"]
+
+
+async def test_openapi_document_is_served_and_matches_the_routes(api):
+    status, doc, _ = await api.call("GET", "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1") and doc == spec()
+    declared = {(m.upper(), p) for p, item in doc["paths"].items() for m in item if m in ("get", "put", "post")}
+    routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes() if r.method != "HEAD"}
+    assert declared == routes
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if "requestBody" in op:
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+                assert schema.get("additionalProperties") is False, (method, path)
