@@ -73,3 +73,37 @@ async def embedded_bus(tmp: Path, *, retry=None) -> AsyncIterator[tuple["Bus", S
 # name -> factory(tmp_path) yielding (bus, store).  A new bus over the same tmp_path must see the
 # same durable state (offsets, log), which the restart test relies on.
 BUS_ADAPTERS: dict[str, Callable] = {"embedded": embedded_bus}
+
+
+@asynccontextmanager
+async def file_blobs(tmp: Path) -> AsyncIterator["BlobStore"]:
+    from services.core.blobs.files import FileBlobStore
+    blobs = FileBlobStore(f"file://{tmp / 'blobs'}", fsync=False)
+    await blobs.open()
+    try:
+        yield blobs
+    finally:
+        await blobs.close()
+
+
+def _gridfs_over(store_factory: Callable) -> Callable:
+    @asynccontextmanager
+    async def gridfs_blobs(tmp: Path) -> AsyncIterator["BlobStore"]:
+        from services.core.blobs.gridfs import GridFSBlobStore
+        async with store_factory(tmp) as store:
+            blobs = GridFSBlobStore("gridfs:", store=store, staging=tmp / "staging")
+            await blobs.open()
+            try:
+                yield blobs
+            finally:
+                await blobs.close()
+    return gridfs_blobs
+
+
+# name -> factory(tmp_path) yielding an opened BlobStore.
+BLOB_ADAPTERS: dict[str, Callable] = {"file": file_blobs, "gridfs-mongomock": _gridfs_over(mongomock_store)}
+if os.environ.get("YILIAN_TEST_MONGO_URL"):
+    BLOB_ADAPTERS["gridfs-mongodb"] = _gridfs_over(mongodb_store)
+# Adapters that keep the blobs themselves in this process's memory: a memory test can only
+# bound what streaming needs beyond what the store retains.
+IN_MEMORY_BLOB_ADAPTERS = {"gridfs-mongomock"}

@@ -275,6 +275,11 @@ class MongoStore(Store):
         self._tx_lock = asyncio.Lock()
         self.on_commit: list[Callable[[], None]] = []
 
+    @property
+    def db(self) -> Any:
+        """The async database, for adapters that share it (GridFS blobs)."""
+        return self._db
+
     def validate(self, event: Event) -> None:
         if self._validate is not None:
             self._validate(event)
