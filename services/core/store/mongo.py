@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from ..events import Event
 from .port import (ConcurrentUpdate, Doc, DuplicateKey, Filter, LoggedEvent, Sort, Store,
@@ -231,15 +231,20 @@ class MongoTransaction(Transaction):
         docs = [{"_id": first + i, "event_id": e.id, "type": e.type, "subject": e.subject,
                  "source": e.source, "envelope": e.to_json(), "relayed": False}
                 for i, e in enumerate(self._events)]
+        if self._session is None:
+            # Registered first: a failed insert_many may have inserted some of them.
+            seqs = [d["_id"] for d in docs]
+            self._undo.append(lambda: self._store._db[EVENT_LOG].delete_many({"_id": {"$in": seqs}}))
         try:
             await self._store._db[EVENT_LOG].insert_many(docs, ordered=True, **self._kw)
         except DuplicateKeyError as exc:
-            raise ConcurrentUpdate(f"event log: {exc}") from exc
+            raise ConcurrentUpdate(f"event log: an event id is already logged: {exc}") from exc
+        except BulkWriteError as exc:
+            if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                raise ConcurrentUpdate(f"event log: an event id is already logged: {exc}") from exc
+            raise
         except ConnectionFailure as exc:
             raise self._store._unavailable(exc) from exc
-        if self._session is None:
-            seqs = [d["_id"] for d in docs]
-            self._undo.append(lambda: self._store._db[EVENT_LOG].delete_many({"_id": {"$in": seqs}}))
 
     async def _rollback_without_session(self) -> None:
         for undo in reversed(self._undo):
