@@ -23,8 +23,12 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "instances": (Index(("study_uid",)), Index(("series_uid",))),
     # workflow: reading requests (the worklist) and reports
     "reading_requests": (Index(("centre", "state")), Index(("organization", "state")), Index(("study_uid",)),
-                         Index(("state", "lease_expires_at")), Index(("state", "deadline"))),
-    "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",))),
+                         Index(("state", "lease_expires_at")), Index(("state", "deadline")),
+                         # the worklist: one centre's open tasks in priority/boost/deadline order
+                         Index(("centre", "state", "priority_rank", "boost_rank", "deadline")),
+                         Index(("organization", "requested_at")), Index(("state", "sla_risk_at"))),
+    "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",)),
+                Index(("centre", "signed_at"))),
 }
 
 
