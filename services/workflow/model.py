@@ -23,6 +23,7 @@ STATES = ("requested", "queued", "claimed", "draft", "signed", "escalated", "ret
 OPEN_STATES = ("requested", "queued", "claimed", "draft")
 HELD_STATES = ("claimed", "draft")  # a reader holds the lease
 FINAL_STATES = ("signed", "escalated", "returned", "cancelled")
+WORKLIST_STATES = ("queued", "claimed", "draft")  # on a centre's worklist (``on_worklist``, indexed)
 
 # action -> (states it is allowed in, the state it leads to; None keeps the state)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
@@ -62,6 +63,7 @@ def transition(doc: dict[str, Any], action: str, *, at: str, by: str,
     out = dict(changes or {})
     new_state = target or state
     out["state"] = new_state
+    out["on_worklist"] = new_state in WORKLIST_STATES
     out["version"] = doc.get("version", 0) + 1
     out["updated_at"] = at
     out["history"] = [*doc.get("history", []), {"action": action, "state": new_state, "at": at, "by": by}]

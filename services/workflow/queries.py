@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.store.port import Store
-from .model import OPEN_STATES, WORKLIST_SORT
+from .model import OPEN_STATES, WORKLIST_SORT, WORKLIST_STATES
 
 Doc = dict[str, Any]
 
@@ -18,7 +18,10 @@ async def worklist(store: Store, *, centre: str, kind: str | None = None, modali
                    limit: int = 50, offset: int = 0) -> list[Doc]:
     """A centre's open tasks in worklist order (priority, boosts, deadline)."""
     where: dict[str, Any] = {"centre": centre}
-    where["state"] = state if isinstance(state, str) else {"$in": list(state)}
+    if not isinstance(state, str) and set(state) == set(WORKLIST_STATES):
+        where["on_worklist"] = True  # the indexed form of the usual question
+    else:
+        where["state"] = state if isinstance(state, str) else {"$in": list(state)}
     for field, value in (("kind", kind), ("modality", modality), ("priority", priority),
                          ("organization", origin)):
         if value is not None:

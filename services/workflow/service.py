@@ -157,7 +157,7 @@ def new_request(consortium, *, id: str, study_uid: str, organization: str, kind:
                                        signed_resident=signed_resident),
         "clinical_question": clinical_question, "green_channel": green_channel,
         "signed_resident": bool(signed_resident), "source": source, "requested_by": requested_by,
-        "requested_at": at, "state": "requested", "centre": None, "routed_centre": None,
+        "requested_at": at, "state": "requested", "on_worklist": False, "centre": None, "routed_centre": None,
         "deadline": None, "queued_at": None, "sla_risk_at": None, "sla_at_risk": False, "overflow": None,
         "moves": [], "patient_id": study.get("patient_id"), "patient_name": study.get("patient_name"),
         "accession_number": study.get("accession_number"), "study_description": study.get("study_description"),
@@ -173,7 +173,7 @@ async def _load(ctx: _Ctx, centre: str, doc: Doc, deadline: str) -> routing.Cent
     """How much the centre has to read before ``doc`` (counted outside the transaction: an estimate)."""
     consortium = ctx.rt.consortium
     p, b = doc["priority_rank"], doc["boost_rank"]
-    ahead = await ctx.rt.store.count(RR, {"centre": centre, "state": {"$in": ["queued", "claimed", "draft"]},
+    ahead = await ctx.rt.store.count(RR, {"centre": centre, "on_worklist": True,
                                           "$or": [{"priority_rank": {"$lt": p}},
                                                   {"priority_rank": p, "boost_rank": {"$lt": b}},
                                                   {"priority_rank": p, "boost_rank": b,

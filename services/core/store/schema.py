@@ -25,7 +25,7 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "reading_requests": (Index(("centre", "state")), Index(("organization", "state")), Index(("study_uid",)),
                          Index(("state", "lease_expires_at")), Index(("state", "deadline")),
                          # the worklist: one centre's open tasks in priority/boost/deadline order
-                         Index(("centre", "state", "priority_rank", "boost_rank", "deadline")),
+                         Index(("centre", "on_worklist", "priority_rank", "boost_rank", "deadline", "requested_at")),
                          Index(("organization", "requested_at")), Index(("state", "sla_risk_at"))),
     "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",)),
                 Index(("centre", "signed_at"))),
