@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, CollectionInvalid, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from ..events import Event
 from .port import (ConcurrentUpdate, Doc, DuplicateKey, Filter, LoggedEvent, Sort, Store,
@@ -311,6 +311,15 @@ class MongoStore(Store):
         with self._errors("open"):
             await self.ping()
             self.transactions = await self._supports_transactions()
+            existing = set(await self._db.list_collection_names())
+            for name in [*COLLECTIONS, EVENT_LOG, COUNTERS, OFFSETS]:
+                if name not in existing:
+                    try:
+                        # Up front: creating a collection inside a transaction fails on older
+                        # servers and on sharded clusters.
+                        await self._db.create_collection(name)
+                    except CollectionInvalid:
+                        pass  # another process created it first
             for collection in COLLECTIONS:
                 col = self._db[collection]
                 for ix in indexes(collection):
