@@ -107,3 +107,25 @@ async def test_openapi_document_is_served_and_matches_the_routes(api):
                 ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
                 assert schema.get("additionalProperties") is False, (method, path)
+
+
+async def test_responses_match_their_declared_schemas(api):
+    """The documented response shapes are what the API returns (lists, problems)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+    doc = spec()
+    registry = Registry().with_resource("urn:t", Resource.from_contents(doc, default_specification=DRAFT202012))
+
+    def validate(name, instance):
+        Draft202012Validator({"$ref": f"urn:t#/components/schemas/{name}"}, registry=registry).validate(instance)
+
+    await api.create_request(CG_CT)
+    validate("StudyPage", await api.ok("GET", "/api/v1/studies", "cg-clinic"))
+    validate("RequestPage", await api.ok("GET", "/api/v1/worklist", "dr-wang"))
+    validate("RequestPage", await api.ok("GET", "/api/v1/reading-requests", "cg-clinic"))
+    validate("StudyDetail", await api.ok("GET", f"/api/v1/studies/{CG_CT}", "dr-wang"))
+    validate("AuditPage", await api.ok("GET", "/api/v1/audit", "auditor"))
+    validate("Me", await api.ok("GET", "/api/v1/me", "auditor"))
+    _, problem, _ = await api.call("GET", "/api/v1/worklist", user="cg-clinic")
+    validate("Problem", problem)
