@@ -1,22 +1,10 @@
-"""The pacs_gateway service (to be built out by its issue)."""
+"""The pacs_gateway service: the DICOM node township modalities and workstations talk to."""
 
 from __future__ import annotations
 
 from ..core.runtime import Runtime
+from .service import GatewayService
 
 
-class _Service:
-    name = "pacs_gateway"
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
-def build(rt: Runtime) -> _Service:
-    return _Service(rt)
+def build(rt: Runtime) -> GatewayService:
+    return GatewayService(rt)

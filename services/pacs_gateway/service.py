@@ -1,0 +1,135 @@
+"""The pacs_gateway service: the DICOM node's lifecycle and the hook other DIMSE services use.
+
+``start()`` binds the AE (``YILIAN_AE_TITLE`` on ``YILIAN_BIND_HOST:YILIAN_DICOM_PORT``),
+starts ``YILIAN_GATEWAY_WORKERS - 1`` extra ingest processes on the same port, the
+``study.received`` announcer and a sweep of blobs a crash left unreferenced.
+
+The hook for C-FIND / C-GET / C-MOVE / storage commitment: each of the modules
+``query``, ``retrieve`` and ``commitment`` in this package, when present, defines
+``install(gateway) -> list[(evt.EVT_..., handler)]``; it may add presentation contexts to
+``gateway.ae`` and use ``gateway.rt``, ``gateway.loop``, ``gateway.call(coro)`` and
+``gateway.organization_for(calling_ae)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from ..core.consortium import Organization
+from ..core.runtime import Runtime
+from .announce import StudyAnnouncer
+from .ingest import Ingest, sweep_orphans
+from .scp import GatewayAE, ReusePortServer, StorageSCP, build_ae, receive_into, server_ssl_context
+
+log = logging.getLogger("yilian.pacs_gateway")
+
+T = TypeVar("T")
+PLUGINS = ("query", "retrieve", "commitment")
+
+
+class GatewayService:
+    name = "pacs_gateway"
+
+    def __init__(self, rt: Runtime, *, role: str = "main") -> None:
+        if role not in ("main", "worker"):
+            raise ValueError(f"bad gateway role {role!r}")
+        self.rt = rt
+        self.role = role
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ae: GatewayAE | None = None
+        self.dicom_port: int | None = None
+        self.ready = False
+        self.ingest = Ingest(rt)
+        self.announcer = StudyAnnouncer(rt) if role == "main" else None
+        self.workers: Any = None  # workers.WorkerPool in the main process when gateway_workers > 1
+        self._server: ReusePortServer | None = None
+        self._sweep: asyncio.Task[int] | None = None
+
+    # --- the hook -------------------------------------------------------------------
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run ``coro`` on the service's event loop from a pynetdicom thread; return its result."""
+        assert self.loop is not None, "gateway not started"
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def organization_for(self, calling_ae: str) -> Organization | None:
+        return self.rt.consortium.organization_of_ae(calling_ae)
+
+    def _plugin_handlers(self) -> list[tuple[Any, ...]]:
+        handlers: list[tuple[Any, ...]] = []
+        for name in PLUGINS:
+            try:
+                module = importlib.import_module(f"{__package__}.{name}")
+            except ImportError as exc:
+                if exc.name != f"{__package__}.{name}":
+                    # Present but broken: say so loudly, keep ingest running.
+                    log.exception("gateway plugin failed to import", extra={"plugin": name})
+                continue
+            handlers += module.install(self)
+            log.info("gateway plugin installed", extra={"plugin": name})
+        return handlers
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        settings = self.rt.settings
+        receive_into(self.rt.blobs.staging_dir())
+        if self.role == "main":
+            self._sweep = asyncio.create_task(self._sweep_orphans(), name="pacs_gateway:sweep")
+        self.ae = build_ae(self)
+        handlers = StorageSCP(self, self.ingest).handlers() + self._plugin_handlers()
+        ssl_context = server_ssl_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
+        self._server = self.ae.make_server((settings.bind_host, settings.dicom_port), evt_handlers=handlers,
+                                           server_class=ReusePortServer, ssl_context=ssl_context)
+        self.ae._servers.append(self._server)
+        self.dicom_port = self._server.server_address[1]
+        self.loop.run_in_executor(None, self._server.serve_forever)
+        if self.role == "main":
+            if settings.gateway_workers > 1:
+                from .workers import WorkerPool
+                self.workers = WorkerPool(settings, self.dicom_port, settings.gateway_workers - 1)
+                await self.workers.start()
+            assert self.announcer is not None
+            await self.announcer.start()
+        self.ready = True
+        log.info("DICOM node listening", extra={"ae_title": settings.ae_title, "port": self.dicom_port,
+                                                "tls": ssl_context is not None, "role": self.role,
+                                                "workers": settings.gateway_workers})
+
+    async def _sweep_orphans(self) -> int:
+        try:
+            removed = await sweep_orphans(self.rt)
+        except Exception:
+            log.exception("orphan sweep failed")
+            return 0
+        if removed:
+            log.warning("orphan sweep removed files a crash left unreferenced", extra={"removed": removed})
+        return removed
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.announcer is not None:
+            await self.announcer.stop()
+        if self.workers is not None:
+            await self.workers.stop()
+            self.workers = None
+        if self._server is not None:
+            server, self._server = self._server, None
+            # Finish associations in flight briefly, then close the socket.
+            await asyncio.to_thread(server.shutdown)
+            assert self.ae is not None
+            for assoc in self.ae.active_associations:
+                assoc.abort()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
