@@ -1,0 +1,226 @@
+"""C-FIND, C-GET and C-MOVE against the gateway, driven by DCMTK and Orthanc.
+
+DCMTK's findscu, getscu and movescu (full Debian paths) are the clients; movescu's
+destinations are a DCMTK storescp and an Orthanc the test starts on free ports and
+registers in the test consortium as organisations' ``scp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+from tests import dicom_samples as ds_
+from tests.support import EXAMPLE_CONSORTIUM, free_port, wait_for
+
+from services.core.consortium import parse_consortium
+
+from .conftest import Gateway
+from .conftest import run as in_thread
+
+pytestmark = pytest.mark.timeout(120)
+
+FINDSCU, GETSCU, MOVESCU, STORESCP = "/usr/bin/findscu", "/usr/bin/getscu", "/usr/bin/movescu", "/usr/bin/storescp"
+COUNTY_WS = "COUNTY_RWS1"  # county hospital workstation: sees the whole county
+CG = "CG_CT1"  # Chengguan township modality
+DB = "DB_DR1"  # Dongba township modality (its village: Zhangzhuang)
+ZZ = "ZZ_ECG1"  # Zhangzhuang village clinic (under Dongba)
+
+
+async def run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+    return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, errors="replace",
+                                   timeout=timeout, env=env)
+
+
+async def findscu(gw: Gateway, out: Path, keys: list[str], *, calling: str = COUNTY_WS, model: str = "-S",
+                  query_file: Path | None = None, verbosity: str = "-v") -> list[Dataset]:
+    """Run findscu, extracting every response identifier (-X); return them."""
+    out.mkdir(parents=True, exist_ok=True)
+    args = [FINDSCU, verbosity, model, "-aet", calling, "-aec", gw.ae_title, "-X", "-od", str(out)]
+    for k in keys:
+        args += ["-k", k]
+    args += ["127.0.0.1", str(gw.port)]
+    if query_file is not None:
+        args.append(str(query_file))
+    result = await run(args)
+    gw.last_output = result.stdout + result.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def moved_consortium(gateway: Gateway, scp_ports: dict[str, int]) -> None:
+    """Point organisations' registered SCPs (C-MOVE destinations) at the test's own peers."""
+    data = yaml.safe_load(EXAMPLE_CONSORTIUM.read_text("utf-8"))
+    for org in data["organizations"]:
+        if org.get("scp") and org["scp"]["ae_title"] in scp_ports:
+            org["scp"]["port"] = scp_ports[org["scp"]["ae_title"]]
+    gateway.rt.consortium = parse_consortium(yaml.safe_dump(data, allow_unicode=True))
+
+
+async def store(gateway: Gateway, calling: str, files: list[Path]) -> None:
+    result = await in_thread(ds_.storescu, gateway.port, files, calling=calling, extra=["-R"])
+    assert result.returncode == 0, result.output
+
+
+@pytest.fixture
+async def gw(gateway):
+    gateway.last_output = ""
+    return gateway
+
+
+@pytest.fixture
+async def county(tmp_path, gw):
+    """Three studies C-STOREd by three organisations; Chinese names in GB18030 and UTF-8."""
+    d = tmp_path / "in"
+    cg = ds_.make_study(d / "cg", series=2, instances=2, patient_id="CG001", patient_name="Zhang^San",
+                        study_date="20240115", accession_number="CGACC1", study_description="CT CHEST")
+    db = [ds_.write(ds_.chinese_instance("GB18030", study_uid=(db_uid := generate_uid()), series_uid=generate_uid(),
+                                         patient_id="DB001", study_date="20240301", modality="DX",
+                                         sop_class_uid=ds_.DX_IMAGE, accession_number="DBACC1"),
+                    d / "db" / "1.dcm")]
+    zz = [ds_.write(ds_.chinese_instance("ISO_IR 192", patient_name="张^小红", patient_id="ZZ001",
+                                         study_date="20231231", modality="US", sop_class_uid=ds_.US_IMAGE,
+                                         accession_number="ZZACC1"), d / "zz" / "1.dcm")]
+    assert ds_.raw_patient_name(db[0]).rstrip(b" ") == "张^三".encode("gb18030")
+    await store(gw, CG, cg.files)
+    await store(gw, DB, db)
+    await store(gw, ZZ, zz)
+    zz_uid = dcmread(zz[0]).StudyInstanceUID
+    return {"cg": cg.study_uid, "db": db_uid, "zz": zz_uid, "cg_files": cg.files, "db_files": db,
+            "zz_files": zz}
+
+
+# --- C-FIND -------------------------------------------------------------------------------
+
+async def test_study_level_find_returns_requested_attributes(gw, county, tmp_path):
+    rsp = await findscu(gw, tmp_path / "f", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['cg']}",
+                                            "PatientName", "PatientID", "StudyDate", "StudyTime",
+                                            "AccessionNumber", "StudyDescription", "ModalitiesInStudy",
+                                            "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+                                            "PatientBirthDate", "PatientSex", "StudyID",
+                                            "ReferringPhysicianName", "RetrieveAETitle"])
+    assert len(rsp) == 1, gw.last_output
+    r = rsp[0]
+    assert r.StudyInstanceUID == county["cg"] and r.QueryRetrieveLevel == "STUDY"
+    assert str(r.PatientName) == "Zhang^San" and r.PatientID == "CG001"
+    assert r.StudyDate == "20240115" and r.AccessionNumber == "CGACC1" and r.StudyDescription == "CT CHEST"
+    assert r.ModalitiesInStudy == "CT"
+    assert int(r.NumberOfStudyRelatedSeries) == 2 and int(r.NumberOfStudyRelatedInstances) == 4
+    assert r.PatientBirthDate == "19600101" and r.PatientSex == "M" and r.RetrieveAETitle == gw.ae_title
+    assert "ReferringPhysicianName" in r and "SpecificCharacterSet" not in r  # all ASCII
+
+
+async def test_scope_follows_the_consortium_tree(gw, county, tmp_path):
+    async def studies(calling: str) -> set[str]:
+        rsp = await findscu(gw, tmp_path / calling, ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+                            calling=calling)
+        return {r.StudyInstanceUID for r in rsp}
+
+    assert await studies(COUNTY_WS) == {county["cg"], county["db"], county["zz"]}
+    assert await studies(DB) == {county["db"], county["zz"]}  # its own and its village's
+    assert await studies(CG) == {county["cg"]}  # another township's studies are invisible
+    assert await studies(ZZ) == {county["zz"]}
+    assert await studies("CITY_RWS1") == {county["cg"], county["db"], county["zz"]}
+
+
+async def test_wildcards_case_insensitive_names_and_date_ranges(gw, county, tmp_path):
+    async def uids(*keys: str) -> set[str]:
+        out = tmp_path / f"q{len(list(tmp_path.glob('q*')))}"
+        return {r.StudyInstanceUID for r in await findscu(gw, out, ["QueryRetrieveLevel=STUDY",
+                                                                     "StudyInstanceUID", *keys])}
+
+    assert await uids("PatientName=zhang*") == {county["cg"]}
+    assert await uids("PatientName=ZHANG^SAN") == {county["cg"]}
+    assert await uids("PatientName=zh?ng*") == {county["cg"]}
+    assert await uids("AccessionNumber=*ACC1") == {county["cg"], county["db"], county["zz"]}
+    assert await uids("StudyDate=20240101-20240131") == {county["cg"]}
+    assert await uids("StudyDate=20240101-") == {county["cg"], county["db"]}
+    assert await uids("StudyDate=-20231231") == {county["zz"]}
+    assert await uids("ModalitiesInStudy=DX\\US") == {county["db"], county["zz"]}
+    assert await uids(f"StudyInstanceUID={county['cg']}\\{county['zz']}") == {county["cg"], county["zz"]}
+    assert await uids("PatientID=NOBODY") == set()
+
+
+async def test_chinese_names_stored_in_gb18030_and_utf8_are_found_in_utf8(gw, county, tmp_path):
+    rsp = await findscu(gw, tmp_path / "f", ["QueryRetrieveLevel=STUDY", "SpecificCharacterSet=ISO_IR 192",
+                                            "PatientName=张*", "StudyInstanceUID", "StudyDescription"])
+    assert {r.StudyInstanceUID for r in rsp} == {county["db"], county["zz"]}, gw.last_output
+    for r in rsp:
+        assert r.SpecificCharacterSet == "ISO_IR 192"
+        assert r.StudyDescription == "胸部正位"
+    names = {str(r.PatientName) for r in rsp}
+    assert names == {"张^三", "张^小红"}
+    raw = {r.get_item(0x00100010).value.rstrip(b" ") for r in [dcmread(p) for p in sorted((tmp_path / "f").glob("rsp*"))]}
+    assert "张^三".encode("utf-8") in raw  # sent as UTF-8 on the wire
+
+
+async def test_query_encoded_in_gb18030_matches(gw, county, tmp_path):
+    query = Dataset()
+    query.SpecificCharacterSet = "GB18030"
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientName = "张^三"
+    query.StudyInstanceUID = ""
+    path = tmp_path / "query.dcm"
+    query.save_as(path, implicit_vr=True, little_endian=True)
+    assert "张^三".encode("gb18030") in path.read_bytes()
+    rsp = await findscu(gw, tmp_path / "f", [], query_file=path)
+    assert [r.StudyInstanceUID for r in rsp] == [county["db"]], gw.last_output
+    assert str(rsp[0].PatientName) == "张^三"
+
+
+async def test_patient_series_and_image_levels(gw, county, tmp_path):
+    pat = await findscu(gw, tmp_path / "p", ["QueryRetrieveLevel=PATIENT", "PatientID=CG001", "PatientName",
+                                            "NumberOfPatientRelatedStudies",
+                                            "NumberOfPatientRelatedInstances"], model="-P")
+    assert len(pat) == 1, gw.last_output
+    assert str(pat[0].PatientName) == "Zhang^San"
+    assert int(pat[0].NumberOfPatientRelatedStudies) == 1 and int(pat[0].NumberOfPatientRelatedInstances) == 4
+
+    study = await findscu(gw, tmp_path / "ps", ["QueryRetrieveLevel=STUDY", "PatientID=CG001",
+                                               "StudyInstanceUID"], model="-P")
+    assert [r.StudyInstanceUID for r in study] == [county["cg"]]
+
+    series = await findscu(gw, tmp_path / "s", ["QueryRetrieveLevel=SERIES", f"StudyInstanceUID={county['cg']}",
+                                               "SeriesInstanceUID", "Modality", "SeriesNumber",
+                                               "NumberOfSeriesRelatedInstances", "PatientName"])
+    assert sorted(int(r.SeriesNumber) for r in series) == [1, 2], gw.last_output
+    assert all(r.Modality == "CT" and int(r.NumberOfSeriesRelatedInstances) == 2 for r in series)
+    assert all(str(r.PatientName) == "Zhang^San" for r in series)
+
+    first = next(r for r in series if int(r.SeriesNumber) == 1).SeriesInstanceUID
+    images = await findscu(gw, tmp_path / "i", ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={county['cg']}",
+                                               f"SeriesInstanceUID={first}", "SOPInstanceUID", "SOPClassUID",
+                                               "InstanceNumber"])
+    assert sorted(int(r.InstanceNumber) for r in images) == [1, 2]
+    assert all(r.SOPClassUID == ds_.CT_IMAGE for r in images)
+    sent = {dcmread(f).SOPInstanceUID for f in county["cg_files"] if dcmread(f).SeriesInstanceUID == first}
+    assert {r.SOPInstanceUID for r in images} == sent
+
+    # Patient Root image level needs the patient's and the study's unique keys.
+    patient_root = await findscu(gw, tmp_path / "pi", ["QueryRetrieveLevel=IMAGE", "PatientID=CG001",
+                                                      f"StudyInstanceUID={county['cg']}",
+                                                      f"SeriesInstanceUID={first}", "SOPInstanceUID"], model="-P")
+    assert {r.SOPInstanceUID for r in patient_root} == sent
+
+
+async def test_bad_identifiers_get_failure_statuses_with_comments(gw, county, tmp_path):
+    assert await findscu(gw, tmp_path / "a", ["QueryRetrieveLevel=SERIES", "SeriesInstanceUID"],
+                         verbosity="-d") == []
+    assert "0xa900" in gw.last_output.lower() and "StudyInstanceUID required at STUDY level" in gw.last_output
+    await findscu(gw, tmp_path / "b", ["QueryRetrieveLevel=PATIENT", "PatientID"], verbosity="-d")
+    assert "0xa900" in gw.last_output.lower() and "not in the Study Root model" in gw.last_output
+    await findscu(gw, tmp_path / "c", ["QueryRetrieveLevel=STUDY", "StudyDate=20240301-20240101"],
+                  verbosity="-d")
+    assert "0xc000" in gw.last_output.lower() and "StudyDate: empty range" in gw.last_output
+    # The gateway is still fine afterwards.
+    assert len(await findscu(gw, tmp_path / "d", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"])) == 3
