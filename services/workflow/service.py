@@ -10,6 +10,7 @@ way with the actor ``system:workflow``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from . import commands as c
 from . import model, policy, routing
 from .errors import Conflict, Forbidden, IllegalTransition, Invalid, NotFound
 from .leases import WorkflowSettings, iso
+
+log = logging.getLogger("yilian.workflow")
 
 RR = "reading_requests"
 SYSTEM = Principal("system:workflow", "system", "", None, "")
@@ -513,7 +516,13 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
                 await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"],
                                 reason="study_not_owned")
                 continue
-            await _route_and_queue(ctx, doc, study)
+            try:
+                await _route_and_queue(ctx, doc, study)
+            except Invalid as exc:
+                # No centre reads it (configuration gap): keep the request, say why, and let the other
+                # requests of this study proceed; an admin fixes the routes and moves it.
+                log.warning("reading request cannot be routed", extra={"request_id": doc["id"], "reason": str(exc)})
+                await tx.update(RR, doc["id"], {"routing_error": str(exc)})
 
 
 async def expire_leases(rt: Runtime) -> int:

@@ -3,6 +3,8 @@ cancellation, and who may ask."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.workflow import queries
@@ -137,3 +139,12 @@ async def test_request_before_arrival_for_a_study_of_another_clinic_is_never_que
     await wait_for(lambda: world.handled(event), what="handled")
     after = await queries.get_request(world.store, doc["id"])
     assert after["state"] == "cancelled" and after["centre"] is None
+
+
+async def test_unroutable_request_waits_with_the_reason_and_the_event_is_not_lost(world):
+    world.rt.consortium = dataclasses.replace(world.rt.consortium, routes=())  # a configuration gap
+    event = await world.add_study(ECG_UID, "zhangzhuang-vc", ["ECG"])
+    await wait_for(lambda: world.handled(event), what="study.received handled")
+    doc = await queries.get_request(world.store, site_rule_request_id(ECG_UID, "ecg"))
+    assert doc["state"] == "requested" and "no reading centre is configured for ecg" in doc["routing_error"]
+    assert await world.store.count("dead_letters") == 0
