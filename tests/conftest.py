@@ -7,6 +7,7 @@ import os
 import pytest
 
 from .support import EXAMPLE_CONSORTIUM
+from .tansu import _stop_session_tansu, tansu_broker, tansu_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture

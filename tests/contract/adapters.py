@@ -72,7 +72,27 @@ async def embedded_bus(tmp: Path, *, retry=None) -> AsyncIterator[tuple["Bus", S
 
 # name -> factory(tmp_path) yielding (bus, store).  A new bus over the same tmp_path must see the
 # same durable state (offsets, log), which the restart test relies on.
-BUS_ADAPTERS: dict[str, Callable] = {"embedded": embedded_bus}
+@asynccontextmanager
+async def kafka_bus(tmp: Path, *, retry=None) -> AsyncIterator[tuple["Bus", Store]]:
+    """A KafkaBus on the session's Tansu broker, dead letters in a SQLite store; yields (bus, store).
+
+    The topic/group prefix comes from ``tmp``, so a new bus over the same tmp_path resumes the
+    same consumer groups while other tests stay apart.
+    """
+    import hashlib
+
+    from services.core.bus.kafka import KafkaBus
+    from services.core.bus.port import RetryPolicy
+
+    from ..tansu import session_broker
+    prefix = "t" + hashlib.sha1(str(tmp).encode()).hexdigest()[:12] + "."
+    url = f"{session_broker().url}?prefix={prefix}&partitions=2&session_timeout_ms=1000"
+    async with sqlite_store(tmp) as store:
+        yield KafkaBus(url, store=store, validate=registry().validate, idempotent=False,
+                       retry=retry or RetryPolicy(max_attempts=3, first_backoff=0.01)), store
+
+
+BUS_ADAPTERS: dict[str, Callable] = {"embedded": embedded_bus, "kafka": kafka_bus}
 
 
 @asynccontextmanager
