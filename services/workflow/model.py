@@ -49,6 +49,12 @@ def allowed(state: str, action: str) -> bool:
     return state in sources
 
 
+def require(state: str, action: str) -> None:
+    """Raise :class:`IllegalTransition` unless ``action`` is allowed in ``state``."""
+    if not allowed(state, action):
+        raise IllegalTransition(state, action, _why(state))
+
+
 def transition(doc: dict[str, Any], action: str, *, at: str, by: str,
                changes: dict[str, Any] | None = None, detail: str = "") -> dict[str, Any]:
     """The top-level fields to set on ``doc`` for ``action``; raise :class:`IllegalTransition`.

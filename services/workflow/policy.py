@@ -26,9 +26,6 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "move": ("coordinator", "admin"),
 }
 
-# actions that only the reader holding the lease may do (release also by coordinator/admin)
-HOLDER_ACTIONS = ("renew", "release", "save_draft", "sign", "escalate", "return")
-
 
 def may(actor: Principal, action: str) -> bool:
     return actor.role in ROLES_FOR[action]

@@ -24,7 +24,7 @@ from ..core.runtime import Runtime
 from ..core.store.port import Transaction
 from . import commands as c
 from . import model, policy, routing
-from .errors import Conflict, Forbidden, IllegalTransition, Invalid, NotFound
+from .errors import Conflict, Forbidden, Invalid, NotFound
 from .leases import WorkflowSettings, iso
 
 log = logging.getLogger("yilian.workflow")
@@ -103,8 +103,7 @@ async def _visible_request(ctx: _Ctx, request_id: str, action: str) -> Doc:
 
 def _check_holder(ctx: _Ctx, doc: Doc, action: str) -> None:
     """The lease holder's actions: allowed state, held by the caller, lease still valid."""
-    if not model.allowed(doc["state"], action):
-        raise IllegalTransition(doc["state"], action, model._why(doc["state"]))
+    model.require(doc["state"], action)
     if ctx.actor.role != "reader":
         return  # coordinator/admin releasing on a reader's behalf
     if doc.get("claimed_by") != ctx.actor.user_id:
@@ -448,8 +447,7 @@ async def _move(ctx: _Ctx, cmd: c.MoveToCentre) -> Doc:
         raise Invalid(f"no reading centre {cmd.centre!r}")
     if doc["kind"] not in target.kinds:
         raise Invalid(f"centre {target.id} does not read {doc['kind']}")
-    if not model.allowed(doc["state"], "move"):
-        raise IllegalTransition(doc["state"], "move", model._why(doc["state"]))
+    model.require(doc["state"], "move")
     if target.id == doc["centre"]:
         raise Invalid(f"reading request {doc['id']} is already at centre {target.id}")
     move = {"from": doc["centre"], "to": target.id, "reason": reason, "by": ctx.actor.user_id, "at": ctx.at,
@@ -464,9 +462,6 @@ async def _move(ctx: _Ctx, cmd: c.MoveToCentre) -> Doc:
 _HANDLERS = {c.RequestReading: _request, c.CancelReading: _cancel, c.Claim: _claim, c.RenewLease: _renew,
              c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Addendum: _addendum,
              c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move}
-_ACTION = {c.RequestReading: "request", c.CancelReading: "cancel", c.Claim: "claim", c.RenewLease: "renew",
-           c.Release: "release", c.SaveDraft: "save_draft", c.Sign: "sign", c.Addendum: "addendum",
-           c.Escalate: "escalate", c.ReturnForRescan: "return", c.MoveToCentre: "move"}
 
 
 # --- event handlers and the sweeper -------------------------------------------------------

@@ -86,3 +86,16 @@ async def test_coordinator_moves_a_queued_task(world):
         await execute(world.rt, MoveToCentre(doc["id"], "county-imaging", "back"), actor=world.who("admin"))
     moved_event = [e for e in await world.events(subject=doc["id"]) if e.type == "reading.moved"][0]
     assert moved_event.data["from_centre"] == "county-imaging" and moved_event.data["to_centre"] == "city-imaging"
+
+
+async def test_sla_risk_is_flagged_once(world):
+    doc = await request(world, 1, priority="stat")  # 30 min SLA, at risk after 80 %: 24 min
+    world.clock.advance(23 * 60)
+    assert await world.service.sweep() == (0, 0)
+    world.clock.advance(2 * 60)
+    assert await world.service.sweep() == (0, 1)
+    assert await world.service.sweep() == (0, 0)  # once
+    flagged = await queries.get_request(world.store, doc["id"])
+    assert flagged["sla_at_risk"] is True and flagged["state"] == "queued"
+    risk = [e for e in await world.events(subject=doc["id"]) if e.type == "reading.sla_at_risk"]
+    assert len(risk) == 1 and risk[0].data["deadline"] == doc["deadline"]
