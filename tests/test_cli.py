@@ -17,7 +17,8 @@ from services.core.consortium import load_consortium
 from services.core.runtime import SERVICE_NAMES
 from services.core.settings import Settings
 
-from .e2e.process import YilianProcess, clean_env, yilian_command
+from .e2e.conftest import yilian_process  # noqa: F401 - the fixture: processes killed at teardown
+from .e2e.process import clean_env, yilian_command
 from .support import EXAMPLE_CONSORTIUM, ROOT
 
 SECRET = "cli-test-secret-0123456789abcdef0123"
@@ -164,8 +165,8 @@ def test_check_config_on_a_missing_file():
 
 # --- yilian up as a process --------------------------------------------------------------------
 
-def test_up_is_ready_answers_readyz_and_stops_cleanly_on_sigterm(tmp_path):
-    yl = YilianProcess(tmp_path / "data")
+def test_up_is_ready_answers_readyz_and_stops_cleanly_on_sigterm(tmp_path, yilian_process):
+    yl = yilian_process(tmp_path / "data")
     ready = yl.start()
     assert ready["http_port"] == yl.http_port
     assert set(ready["services"]) == set(SERVICE_NAMES)
@@ -184,21 +185,20 @@ def test_up_is_ready_answers_readyz_and_stops_cleanly_on_sigterm(tmp_path):
         json.loads(line)
 
 
-def test_up_announces_the_dicom_port_once_the_gateway_listens(tmp_path):
-    yl = YilianProcess(tmp_path / "data", YILIAN_AE_TITLE="COUNTY_GW")
+def test_up_announces_the_dicom_port_and_the_gateway_answers_c_echo(tmp_path, yilian_process):
+    yl = yilian_process(tmp_path / "data", YILIAN_AE_TITLE="COUNTY_GW")
     ready = yl.start()
-    try:
-        assert ready["ae_title"] == "COUNTY_GW"
-        from services import pacs_gateway
-        if getattr(pacs_gateway, "_Service", None) is not None:
-            pytest.xfail("the PACS gateway is still a stub: no DICOM listener to announce yet")
-        assert ready["dicom_port"] == yl.dicom_port
-    finally:
-        assert yl.terminate() == 0
+    assert ready["ae_title"] == "COUNTY_GW"
+    assert ready["dicom_port"] == yl.dicom_port
+    # Ready means the DICOM listener accepts associations: a registered modality's C-ECHO succeeds.
+    echo = subprocess.run(["/usr/bin/echoscu", "-aet", "CG_DR1", "-aec", "COUNTY_GW", "127.0.0.1",
+                           str(yl.dicom_port)], capture_output=True, text=True, timeout=30)
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    assert yl.terminate() == 0
 
 
-def test_serve_one_service_answers_readyz(tmp_path):
-    yl = YilianProcess(tmp_path / "data", args=("serve", "workflow"))
+def test_serve_one_service_answers_readyz(tmp_path, yilian_process):
+    yl = yilian_process(tmp_path / "data", args=("serve", "workflow"))
     ready = yl.start()
     assert ready["services"] == ["workflow"] and ready["http_port"] == yl.http_port
     status, body = yl.http("/readyz")
