@@ -410,7 +410,8 @@ async def _escalate(ctx: _Ctx, cmd: c.Escalate) -> Doc:
                          clinical_question=doc["clinical_question"], green_channel=doc["green_channel"],
                          signed_resident=doc["signed_resident"], source="escalation",
                          requested_by=ctx.actor.user_id, at=ctx.at, study=doc)
-    linked.update(escalated_from=doc["id"], escalation_reason=reason, draft=doc.get("draft"))
+    # The lower centre's draft is shown, not inherited: Sign() must not default to another reader's words.
+    linked.update(escalated_from=doc["id"], escalation_reason=reason, escalated_draft=doc.get("draft"))
     doc = await _apply(ctx, doc, "escalate", {"escalated_to": linked["id"], "escalation_reason": reason})
     await ctx.tx.insert(RR, linked)
     ctx.event("reading.escalated", doc, to_centre=upper, escalated_to=linked["id"], reason=reason,

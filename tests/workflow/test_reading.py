@@ -166,7 +166,8 @@ async def test_escalate_creates_a_linked_request_at_the_city_centre(world):
     assert linked["state"] == "queued" and linked["centre"] == "city-imaging"
     assert linked["escalated_from"] == doc["id"] and linked["escalation_reason"] == "疑难病例，请上级会诊"
     assert linked["organization"] == "chengguan-thc" and linked["priority"] == "urgent"
-    assert linked["draft"]["findings"] == "纵隔增宽"  # the upper centre sees what was drafted
+    assert linked["escalated_draft"]["findings"] == "纵隔增宽"  # the upper centre sees what was drafted
+    assert linked["draft"] is None  # but signs its own words
     event = [e for e in await world.events(subject=doc["id"]) if e.type == "reading.escalated"][0]
     assert event.data["to_centre"] == "city-imaging" and event.data["escalated_to"] == linked["id"]
     assert [e.type for e in await world.events(subject=linked["id"])] == ["reading.requested", "reading.queued"]
