@@ -13,7 +13,8 @@ from aiohttp import web
 from ..core.health import add_health_routes
 from ..core.runtime import Runtime
 from .auth import auth_middleware, parse_networks
-from .context import RUNTIME, TRUSTED_PROXIES
+from .auditing import AuditWriter
+from .context import AUDIT, RUNTIME, TRUSTED_PROXIES
 from .problems import problem_middleware
 from .routes import add_routes
 
@@ -27,6 +28,7 @@ def create_app(rt: Runtime, *, trusted_proxies: str | None = None) -> web.Applic
     app[RUNTIME] = rt
     proxies = trusted_proxies if trusted_proxies is not None else os.environ.get("YILIAN_TRUSTED_PROXIES", "")
     app[TRUSTED_PROXIES] = parse_networks(proxies)
+    app[AUDIT] = AuditWriter(rt.store)
     add_health_routes(app, rt)
     add_routes(app)
     return app

@@ -40,13 +40,17 @@ def bearer(request: web.Request) -> str:
 
 
 def auth_middleware(rt: Runtime) -> Any:
+    secret: list[str] = []  # read once: in the embedded default it is a file under the data dir
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS or request.method == "OPTIONS":
             return await handler(request)
         token = bearer(request)
+        if not secret:
+            secret.append(rt.settings.secret())
         try:
-            principal = verify_token(token, rt.settings.secret(), rt.consortium)
+            principal = verify_token(token, secret[0], rt.consortium)
         except AuthError as exc:
             raise unauthorized(str(exc).replace('"', "'")) from None
         if await is_revoked(rt.store, principal.token_id):

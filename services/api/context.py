@@ -6,14 +6,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core import audit
 from ..core.auth import Principal
 from ..core.runtime import Runtime
+from .auditing import AuditWriter
 from .auth import PRINCIPAL, Network, remote_of
 from .problems import Problem
 
 RUNTIME = web.AppKey("runtime", Runtime)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
+AUDIT = web.AppKey("audit", AuditWriter)
 
 
 def runtime(request: web.Request) -> Runtime:
@@ -40,12 +41,11 @@ def require_role(request: web.Request, *roles: str) -> Principal:
 
 async def record(request: web.Request, action: str, resource: str, *, organization: str | None = None,
                  outcome: str = "success", detail: dict[str, Any] | None = None) -> None:
-    """One audit record for a read (or refused access) of patient data, in its own transaction."""
+    """One audit record for a read (or refused access) of patient data; returns once it is committed."""
     who = principal(request)
-    async with runtime(request).store.transaction() as tx:
-        await audit.record(tx, actor=who.user_id, role=who.role, action=action, resource=resource,
-                           organization=organization, outcome=outcome, remote=remote(request),
-                           detail=detail, traceparent=request.headers.get("traceparent"))
+    await request.app[AUDIT].record(actor=who.user_id, role=who.role, action=action, resource=resource,
+                                    organization=organization, outcome=outcome, remote=remote(request),
+                                    detail=detail, traceparent=request.headers.get("traceparent"))
 
 
 async def not_found(request: web.Request, action: str, resource: str, what: str) -> Problem:

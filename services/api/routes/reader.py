@@ -16,6 +16,13 @@ from ..validation import known_query, query_choice, query_int
 
 routes = web.RouteTableDef()
 
+# What a worklist row shows; the whole request (history, draft) is GET /reading-requests/{id}.
+# Keeping rows small keeps the busiest endpoint fast (JSON encoding dominates its cost).
+WORKLIST_FIELDS = ("id", "study_uid", "organization", "centre", "kind", "modality", "priority", "green_channel",
+                   "signed_resident", "state", "requested_at", "queued_at", "deadline", "sla_at_risk",
+                   "claimed_by", "claimed_by_name", "lease_expires_at", "patient_id", "patient_name",
+                   "accession_number", "study_description", "clinical_question", "escalated_from", "source")
+
 
 @routes.get("/api/v1/worklist")
 async def worklist(request: web.Request) -> web.Response:
@@ -24,7 +31,8 @@ async def worklist(request: web.Request) -> web.Response:
     limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
     filters = {"kind": query_choice(request, "kind", KINDS), "modality": query_choice(request, "modality"),
                "priority": query_choice(request, "priority", PRIORITIES), "origin": query_choice(request, "origin")}
-    items = await queries.worklist(runtime(request).store, centre=who.centre, **filters, limit=limit, offset=offset)
+    tasks = await queries.worklist(runtime(request).store, centre=who.centre, **filters, limit=limit, offset=offset)
+    items = [{k: t.get(k) for k in WORKLIST_FIELDS} for t in tasks]
     await record(request, "worklist.read", f"centre/{who.centre}/worklist",
                  detail={"filters": {k: v for k, v in filters.items() if v}, "request_ids": [r["id"] for r in items]})
     return json_response(page(items, limit, offset))

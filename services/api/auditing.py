@@ -1,0 +1,47 @@
+"""Audit records of reads, committed in groups.
+
+Each request still waits until its own record is durable (nothing is answered before it is
+audited), but records of concurrent requests share one transaction: one commit (fsync) for
+many readers instead of one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..core import audit
+from ..core.store.port import Store
+
+
+class AuditWriter:
+    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def record(self, **fields: Any) -> None:
+        """Append one record (``services.core.audit.record``'s arguments); returns once committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((fields, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        # While one group commits, the next one gathers.
+        while self._pending:
+            group, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+            try:
+                async with self.store.transaction() as tx:
+                    for fields, _ in group:
+                        await audit.record(tx, **fields)
+            except Exception as exc:  # noqa: BLE001 - every waiter learns its record was not written
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
