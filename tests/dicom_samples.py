@@ -64,6 +64,17 @@ def real_file(name: str) -> Path:
     return Path(get_testdata_file(name))
 
 
+def real_file_copy(name: str, directory: Path) -> Path:
+    """A real file with a fresh SOP Instance UID (pydicom's MR variants share one), pixel data untouched."""
+    ds = dcmread(real_file(name))
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path = Path(directory) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def dataset_bytes(path: Path) -> bytes:
     """The bytes of a Part 10 file after its File Meta Information: the dataset as sent on the wire."""
     raw = Path(path).read_bytes()
@@ -197,6 +208,34 @@ def write_large_multiframe(path: Path, size_bytes: int, *, rows: int = 1024, col
     return ds
 
 
+# DCMTK storescu proposes uncompressed syntaxes unless told otherwise; these options make it
+# propose (and send, unconverted) the file's own transfer syntax.
+PROPOSE_OPTION = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.57": "-xs",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+
+def transfer_syntax_of(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+
+
+def propose_as_is(path: Path) -> list[str]:
+    """storescu options that send ``path`` in its own transfer syntax (``-R``: only the classes needed)."""
+    return ["-R", PROPOSE_OPTION[transfer_syntax_of(path)]]
+
+
 @dataclass
 class Result:
     returncode: int
@@ -219,6 +258,14 @@ def storescu(port: int, files: Sequence[Path], *, calling: str, called: str = "Y
     """DCMTK ``storescu`` with verbose output; ``-R`` proposes only the classes in ``files``."""
     return _run([STORESCU, "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
                  *map(str, files)], timeout)
+
+
+def start_storescp(port: int, directory: Path, *, ae_title: str = "STORESCP",
+                   extra: Sequence[str] = ()) -> subprocess.Popen:
+    """DCMTK ``storescp`` writing what it receives exactly as read (``+B``): the reference for bit-identity."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([f"{DCMTK}/storescp", "+B", "+xa", "-aet", ae_title, "-od", str(directory), *extra, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_storescu(port: int, files: Sequence[Path], *, calling: str, called: str = "YILIAN",

@@ -31,12 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("yilian.pacs_gateway.scp")
 
-# Accepted and stored as received, bit for bit (nothing is transcoded).
-TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+# Accepted and stored as received, bit for bit (nothing is transcoded).  pynetdicom accepts
+# the first of these the requestor proposes in a context, so the compressed syntaxes come
+# first: a modality that offers its native JPEG never has to decompress for us.
+COMPRESSED_TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
     "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
@@ -52,6 +50,13 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.203",  # High-Throughput JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
 ]
+UNCOMPRESSED_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian (the default every SCP must accept)
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+]
+TRANSFER_SYNTAXES = COMPRESSED_TRANSFER_SYNTAXES + UNCOMPRESSED_TRANSFER_SYNTAXES
 
 # A-ASSOCIATE-RJ diagnostics (PS3.8 9.3.4), source 1 = DICOM UL service-user, result 1 = permanent.
 REJECT_CALLING_AE = "calling AE title not recognised"
@@ -119,7 +124,7 @@ def build_ae(gateway: GatewayService) -> GatewayAE:
     ae.require_called_aet = True
     ae.maximum_associations = 64
     ae.maximum_pdu_size = 1 << 20  # fewer, larger PDUs: less per-message Python work
-    ae.add_supported_context(Verification, TRANSFER_SYNTAXES[:3])
+    ae.add_supported_context(Verification, UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
     return ae
