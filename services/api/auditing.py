@@ -34,14 +34,19 @@ class AuditWriter:
         while self._pending:
             group, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
             try:
-                async with self.store.transaction() as tx:
-                    for fields, _ in group:
-                        await audit.record(tx, **fields)
-            except Exception as exc:  # noqa: BLE001 - every waiter learns its record was not written
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
+                await self._write(group)
+            except Exception:  # noqa: BLE001 - one bad record must not fail its neighbours: one by one
+                for one in group:
+                    try:
+                        await self._write([one])
+                    except Exception as exc:  # noqa: BLE001 - its waiter learns it was not written
+                        if not one[1].done():
+                            one[1].set_exception(exc)
             for _, done in group:
                 if not done.done():
                     done.set_result(None)
+
+    async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        async with self.store.transaction() as tx:
+            for fields, _ in group:
+                await audit.record(tx, **fields)

@@ -108,3 +108,24 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(api):
         await runner.cleanup()
     newest = (await audit_of(api, action="study.read"))[-1]
     assert newest["remote"] == "10.9.8.7"  # the right-most address that is not a trusted proxy
+
+
+async def test_group_commit_answers_each_reader_only_once_its_record_is_stored(api):
+    import asyncio
+
+    from services.api.auditing import AuditWriter
+    writer = AuditWriter(api.rt.store)
+
+    async def one(i: int) -> int:
+        await writer.record(actor=f"u{i}", role="reader", action="study.read", resource=f"study/{i}")
+        return await api.rt.store.count("audit", {"actor": f"u{i}"})
+
+    assert await asyncio.gather(*(one(i) for i in range(100))) == [1] * 100
+    # a record that cannot be written fails its own waiter only; its neighbours are stored
+    results = await asyncio.gather(
+        writer.record(actor="good1", role="reader", action="x", resource="y"),
+        writer.record(actor="bad", role="reader", action="x", resource="y", detail={"x": object()}),
+        writer.record(actor="good2", role="reader", action="x", resource="y"), return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], TypeError) and results[2] is None
+    assert await api.rt.store.count("audit", {"actor": "bad"}) == 0
+    assert await api.rt.store.count("audit", {"actor": {"$in": ["good1", "good2"]}}) == 2
