@@ -122,7 +122,7 @@ def fit(ds: Dataset, assoc: Any) -> Dataset:
             "sop_instance_uid": str(ds.SOPInstanceUID), "transfer_syntax": str(ts)})
         return ds  # the C-STORE sub-operation fails and is reported
     try:
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)  # same instance, another transfer syntax
     except Exception as exc:  # no decoder for this syntax
         log.warning("cannot decompress for peer; sub-operation fails", extra={
             "sop_instance_uid": str(ds.SOPInstanceUID), "transfer_syntax": str(ts), "reason": str(exc)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -67,8 +68,8 @@ def moved_consortium(gateway: Gateway, scp_ports: dict[str, int]) -> None:
     gateway.rt.consortium = parse_consortium(yaml.safe_dump(data, allow_unicode=True))
 
 
-async def store(gateway: Gateway, calling: str, files: list[Path]) -> None:
-    result = await in_thread(ds_.storescu, gateway.port, files, calling=calling, extra=["-R"])
+async def store(gateway: Gateway, calling: str, files: list[Path], *propose: str) -> None:
+    result = await in_thread(ds_.storescu, gateway.port, files, calling=calling, extra=["-R", *propose])
     assert result.returncode == 0, result.output
 
 
@@ -224,3 +225,200 @@ async def test_bad_identifiers_get_failure_statuses_with_comments(gw, county, tm
     assert "0xc000" in gw.last_output.lower() and "StudyDate: empty range" in gw.last_output
     # The gateway is still fine afterwards.
     assert len(await findscu(gw, tmp_path / "d", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"])) == 3
+
+
+# --- C-GET --------------------------------------------------------------------------------
+
+async def getscu(gw: Gateway, out: Path, keys: list[str], *, calling: str = COUNTY_WS, model: str = "-S",
+                 extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    out.mkdir(parents=True, exist_ok=True)
+    args = [GETSCU, "-d", model, "-aet", calling, "-aec", gw.ae_title, "-od", str(out), "+B", *extra]
+    for k in keys:
+        args += ["-k", k]
+    return await run([*args, "127.0.0.1", str(gw.port)])
+
+
+def dimse_values(out: str, field: str) -> list[str]:
+    """Values of a field in DCMTK's -d dumps of incoming responses (e.g. "Remaining Suboperations")."""
+    return re.findall(rf"{field}\s*:\s*(\S+)", out)
+
+
+def final_status(out: str) -> str:
+    statuses = dimse_values(out, "DIMSE Status")
+    return statuses[-1].rstrip(":").lower() if statuses else ""
+
+
+def received(directory: Path) -> dict[str, Path]:
+    """Files a peer wrote, by SOP Instance UID."""
+    files = [p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in files}
+
+
+def by_uid(files: list[Path]) -> dict[str, Path]:
+    return {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in files}
+
+
+async def test_c_get_study_returns_every_instance_bit_for_bit(gw, county, tmp_path):
+    result = await getscu(gw, tmp_path / "get", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['cg']}"])
+    got = received(tmp_path / "get")
+    sent = by_uid(county["cg_files"])
+    assert set(got) == set(sent), result.stdout + result.stderr
+    for uid, path in sent.items():
+        assert ds_.dataset_bytes(got[uid]) == ds_.dataset_bytes(path)
+    out = result.stdout + result.stderr
+    assert dimse_values(out, "Remaining Suboperations")[:4] == ["3", "2", "1", "0"]  # Pending counts down
+    assert dimse_values(out, "Completed Suboperations")[-1] == "4" and final_status(out) == "0x0000"
+
+
+async def test_c_get_series_and_image_level_and_scope(gw, county, tmp_path):
+    first = dcmread(county["cg_files"][0])
+    await getscu(gw, tmp_path / "series", ["QueryRetrieveLevel=SERIES", f"StudyInstanceUID={county['cg']}",
+                                           f"SeriesInstanceUID={first.SeriesInstanceUID}"])
+    assert set(received(tmp_path / "series")) == {dcmread(p).SOPInstanceUID for p in county["cg_files"]
+                                                  if dcmread(p).SeriesInstanceUID == first.SeriesInstanceUID}
+    await getscu(gw, tmp_path / "image", ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={county['cg']}",
+                                          f"SeriesInstanceUID={first.SeriesInstanceUID}",
+                                          f"SOPInstanceUID={first.SOPInstanceUID}"])
+    assert set(received(tmp_path / "image")) == {first.SOPInstanceUID}
+    # Patient Root, PATIENT level: everything of the patient.
+    await getscu(gw, tmp_path / "patient", ["QueryRetrieveLevel=PATIENT", "PatientID=DB001"], model="-P")
+    assert set(received(tmp_path / "patient")) == set(by_uid(county["db_files"]))
+    # Chengguan township cannot pull Dongba's study: nothing matches, nothing is sent.
+    result = await getscu(gw, tmp_path / "other", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['db']}"],
+                          calling=CG)
+    assert received(tmp_path / "other") == {}
+    assert final_status(result.stdout + result.stderr) == "0x0000"
+
+
+async def test_c_get_without_unique_key_is_refused(gw, county, tmp_path):
+    result = await getscu(gw, tmp_path / "bad", ["QueryRetrieveLevel=SERIES", f"StudyInstanceUID={county['cg']}"])
+    out = result.stdout + result.stderr
+    assert received(tmp_path / "bad") == {}
+    assert "0xa900" in out.lower() and "SeriesInstanceUID required at SERIES level" in out
+
+
+async def test_c_get_transfer_syntax_the_requestor_did_not_propose(gw, tmp_path, caplog):
+    jpeg = ds_.real_file("SC_rgb_jpeg_dcmtk.dcm")  # JPEG baseline: pydicom + Pillow can decode it
+    jls = ds_.real_file("MR_small_jpeg_ls_lossless.dcm")  # JPEG-LS: no decoder installed here
+    await store(gw, CG, [jpeg], "-xy")
+    await store(gw, CG, [jls], "-xt")
+    jpeg_ds, jls_ds = dcmread(jpeg), dcmread(jls)
+    study_keys = [f"StudyInstanceUID={jpeg_ds.StudyInstanceUID}\\{jls_ds.StudyInstanceUID}"]
+
+    # Proposing JPEG baseline: it comes back as stored, bit for bit.
+    await getscu(gw, tmp_path / "jpeg", ["QueryRetrieveLevel=STUDY", *study_keys], extra=("+xy",))
+    got = received(tmp_path / "jpeg")
+    assert ds_.dataset_bytes(got[jpeg_ds.SOPInstanceUID]) == ds_.dataset_bytes(jpeg)
+
+    # Uncompressed only: JPEG is decompressed; JPEG-LS cannot be, so it fails with a warning.
+    result = await getscu(gw, tmp_path / "plain", ["QueryRetrieveLevel=STUDY", *study_keys])
+    out = result.stdout + result.stderr
+    got = received(tmp_path / "plain")
+    assert set(got) == {jpeg_ds.SOPInstanceUID}, out
+    plain = dcmread(got[jpeg_ds.SOPInstanceUID])
+    assert not plain.file_meta.TransferSyntaxUID.is_compressed
+    assert plain.pixel_array.shape == jpeg_ds.pixel_array.shape
+    assert dimse_values(out, "Failed Suboperations")[-1] == "1" and final_status(out) == "0xb000"
+    # The final Warning carries the Failed SOP Instance UID List (getscu does not read it and
+    # complains at release; the standard puts it there).
+    assert dimse_values(out, "Data Set")[-1] == "present"
+    refused = [r for r in caplog.records if r.getMessage() == "cannot decompress for peer; sub-operation fails"]
+    assert [r.sop_instance_uid for r in refused] == [jls_ds.SOPInstanceUID]
+
+
+# --- C-MOVE -------------------------------------------------------------------------------
+
+async def wait_listening(port: int, what: str, proc: subprocess.Popen | None = None) -> None:
+    import socket
+
+    def up() -> bool:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what} exited: {proc.stdout.read() if proc.stdout else ''}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    await wait_for(up, timeout=20, what=what)
+
+
+@pytest.fixture
+async def storescp(tmp_path):
+    port, out = free_port(), tmp_path / "storescp"
+    out.mkdir()
+    proc = subprocess.Popen([STORESCP, "-aet", "CG_TERM", "-od", str(out), "+B", "+xa", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    await wait_listening(port, "storescp", proc)
+    yield port, out
+    proc.terminate()
+    proc.wait(10)
+
+
+async def movescu(gw: Gateway, destination: str, keys: list[str], *, calling: str = COUNTY_WS,
+                  model: str = "-S") -> str:
+    args = [MOVESCU, "-d", model, "-aet", calling, "-aec", gw.ae_title, "-aem", destination]
+    for k in keys:
+        args += ["-k", k]
+    result = await run([*args, "127.0.0.1", str(gw.port)])
+    return result.stdout + result.stderr
+
+
+async def test_c_move_to_a_registered_storescp(gw, county, tmp_path, storescp):
+    port, out = storescp
+    moved_consortium(gw, {"CG_TERM": port})
+    log = await movescu(gw, "CG_TERM", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['cg']}\\{county['zz']}"])
+    assert final_status(log) == "0x0000", log
+    assert dimse_values(log, "Completed Suboperations")[-1] == "5"
+    got = received(out)
+    sent = by_uid(county["cg_files"] + county["zz_files"])
+    assert set(got) == set(sent)
+    for uid, path in sent.items():
+        assert ds_.dataset_bytes(got[uid]) == ds_.dataset_bytes(path)
+
+
+async def test_c_move_to_unknown_destination_and_out_of_scope(gw, county, tmp_path, storescp):
+    port, out = storescp
+    moved_consortium(gw, {"CG_TERM": port})
+    log = await movescu(gw, "NOWHERE", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['cg']}"])
+    assert final_status(log) == "0xa801"
+    # Dongba's modality moves Chengguan's study: it is invisible to Dongba, nothing is sent.
+    log = await movescu(gw, "CG_TERM", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['cg']}"],
+                        calling=DB)
+    assert final_status(log) == "0x0000" and dimse_values(log, "Completed Suboperations")[-1] == "0"
+    assert received(out) == {}
+
+
+@pytest.fixture
+async def orthanc(tmp_path):
+    dicom, http = free_port(), free_port()
+    root = tmp_path / "orthanc"
+    root.mkdir()
+    config = {"Name": "yilian-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+              "DicomAet": "COUNTY_PACS", "DicomPort": dicom, "HttpPort": http, "RemoteAccessAllowed": False,
+              "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [],
+              "DicomServerEnabled": True, "HttpServerEnabled": True, "ConcurrentJobs": 1}
+    (root / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(["/usr/sbin/Orthanc", str(root / "orthanc.json")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    await wait_listening(http, "Orthanc HTTP", proc)
+    await wait_listening(dicom, "Orthanc DICOM", proc)
+    yield dicom, f"http://127.0.0.1:{http}"
+    proc.terminate()
+    proc.wait(20)
+
+
+def orthanc_instances(base: str) -> set[str]:
+    with urllib.request.urlopen(f"{base}/instances?expand", timeout=10) as rsp:
+        return {i["MainDicomTags"]["SOPInstanceUID"] for i in json.load(rsp)}
+
+
+async def test_c_move_to_orthanc(gw, county, tmp_path, orthanc):
+    port, base = orthanc
+    moved_consortium(gw, {"COUNTY_PACS": port})
+    log = await movescu(gw, "COUNTY_PACS", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={county['db']}"],
+                        calling=COUNTY_WS)
+    assert final_status(log) == "0x0000", log
+    expected = set(by_uid(county["db_files"]))
+    await wait_for(lambda: asyncio.to_thread(orthanc_instances, base), timeout=10, what="Orthanc instances")
+    assert await asyncio.to_thread(orthanc_instances, base) == expected
+    # The Chinese name arrived intact (GB18030 as sent by the township).
+    with urllib.request.urlopen(f"{base}/patients?expand", timeout=10) as rsp:
+        names = {p["MainDicomTags"].get("PatientName") for p in json.load(rsp)}
+    assert names == {"张^三"}
