@@ -325,3 +325,23 @@ def test_no_secret_is_written_in_the_deployment(path):
     for line in compose_text.splitlines():
         if re.search(r"SECRET\s*:", line):
             assert "${" in line, f"a secret written in docker-compose.yml: {line.strip()}"
+
+
+# --- the documentation keeps up with the code -----------------------------------------------
+
+def test_configuration_doc_names_every_variable_the_code_reads():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    read = set(re.findall(r"YILIAN_[A-Z0-9_]*[A-Z0-9]", source_text()))
+    missing = sorted(v for v in read if f"`{v}`" not in doc)
+    assert not missing, f"docs/configuration.md does not document {missing}"
+
+
+def test_configuration_doc_names_every_key_of_the_consortium_file():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    loader = (ROOT / "services" / "core" / "consortium.py").read_text()
+    # Every key the loader accepts is a quoted name in a {"key": required} mapping.
+    keys = set(re.findall(r'"([a-z_]+)": (?:True|False)', loader))
+    assert {"modality_aes", "escalation", "overflow", "on_duty", "secret_env"} <= keys
+    missing = sorted(k for k in keys if f"`{k}`" not in doc and f"`scp.{k}`" not in doc
+                     and f"`webhook.{k}`" not in doc)
+    assert not missing, f"docs/configuration.md does not document consortium keys {missing}"
