@@ -135,6 +135,7 @@ async def test_priors_follow_the_matching_rule(api):
     priors = await api.ok("GET", f"/api/v1/studies/{CG_CT}/priors", "dr-wang")
     # same organisation + Patient ID, or same name (any case) + birth date at another site; never name alone
     assert {p["id"] for p in priors["items"]} == {CG_DX, HM_PRIOR}
+    # a prior from another site is open to the reader through his task's patient, nothing else is
     detail = await api.ok("GET", f"/api/v1/studies/{HM_PRIOR}", "dr-wang")
     assert detail["organization"] == "hongmiao-thc" and detail["series"] and detail["instances"]
     for uid in (HM_OTHER, DB_CT):
@@ -145,6 +146,18 @@ async def test_priors_follow_the_matching_rule(api):
     assert {p["id"] for p in mine["items"]} == {CG_DX}
     status, _, _ = await api.call("GET", f"/api/v1/studies/{HM_PRIOR}", user="cg-clinic")
     assert status == 404
+
+    # the prior's signed result, read at the city centre, travels with it (结果互认)
+    hm = await api.create_request(HM_PRIOR, user="hm-clinic")
+    await api.ok("POST", f"/api/v1/reading-requests/{hm['id']}/move", "coord-county",
+                 {"centre": "city-imaging", "reason": "专科阅片"})
+    await api.ok("POST", f"/api/v1/reading-requests/{hm['id']}/claim", "dr-chen")
+    await api.ok("POST", f"/api/v1/reading-requests/{hm['id']}/sign", "dr-chen",
+                 {"findings": "双肺纹理增粗", "impression": "慢性支气管炎"})
+    by_uid = {p["id"]: p for p in (await api.ok("GET", f"/api/v1/studies/{CG_CT}/priors", "dr-wang"))["items"]}
+    (prior_report,) = by_uid[HM_PRIOR]["reports"]
+    assert prior_report["impression"] == "慢性支气管炎" and prior_report["centre"] == "city-imaging"
+    assert by_uid[CG_DX]["reports"] == []
 
 
 async def test_expired_lease_returns_the_task(api):

@@ -16,6 +16,9 @@ from ..validation import known_query, query_choice, query_int
 
 routes = web.RouteTableDef()
 
+PRIOR_REPORT_FIELDS = ("id", "kind", "modality", "centre", "reader_name", "signed_at", "findings", "impression",
+                       "critical", "critical_category", "addendum_of")
+
 # What a worklist row shows; the whole request (history, draft) is GET /reading-requests/{id}.
 # Keeping rows small keeps the busiest endpoint fast (JSON encoding dominates its cost).
 WORKLIST_FIELDS = ("id", "study_uid", "organization", "centre", "kind", "modality", "priority", "green_channel",
@@ -62,7 +65,11 @@ async def study_metadata(request: web.Request) -> web.Response:
 @routes.get("/api/v1/studies/{study_uid}/priors")
 async def priors(request: web.Request) -> web.Response:
     study = await _study(request, "study.priors")
-    priors = await visible_priors(runtime(request).store, principal(request), study)
+    store = runtime(request).store
+    priors = await visible_priors(store, principal(request), study)
+    for prior in priors:  # 结果互认: the prior's signed results travel with it
+        prior["reports"] = [{k: r.get(k) for k in PRIOR_REPORT_FIELDS}
+                            for r in await queries.reports_of_study(store, prior["id"])]
     await record(request, "study.priors", f"study/{study['id']}", organization=study.get("organization"),
                  detail={"prior_uids": [p["id"] for p in priors],
                          "organizations": sorted({p.get("organization") or "" for p in priors})})
