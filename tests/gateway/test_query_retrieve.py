@@ -227,6 +227,24 @@ async def test_bad_identifiers_get_failure_statuses_with_comments(gw, county, tm
     assert len(await findscu(gw, tmp_path / "d", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"])) == 3
 
 
+
+async def test_cancel_stops_a_long_answer(gw, tmp_path):
+    study = ds_.make_study(tmp_path / "many", series=1, instances=200, patient_id="CG009")
+    await store(gw, CG, study.files)
+    series_uid = dcmread(study.files[0]).SeriesInstanceUID
+    keys = ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={study.study_uid}", f"SeriesInstanceUID={series_uid}",
+            "SOPInstanceUID"]
+    everything = await findscu(gw, tmp_path / "all", keys)
+    assert len(everything) == 200
+    out = tmp_path / "cancelled"
+    out.mkdir()
+    result = await run([FINDSCU, "-d", "-S", "-aet", COUNTY_WS, "-aec", gw.ae_title, "--cancel", "1", "-X", "-od",
+                        str(out), *[a for k in keys for a in ("-k", k)], "127.0.0.1", str(gw.port)])
+    log = result.stdout + result.stderr
+    assert final_status(log) == "0xfe00", log[-2000:]  # Matching terminated due to Cancel request
+    assert len(list(out.glob("rsp*.dcm"))) < 200
+
+
 # --- C-GET --------------------------------------------------------------------------------
 
 async def getscu(gw: Gateway, out: Path, keys: list[str], *, calling: str = COUNTY_WS, model: str = "-S",
