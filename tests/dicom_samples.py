@@ -182,7 +182,7 @@ def make_study(directory: Path, *, series: int = 1, instances: int = 2, modality
 
 
 def write_large_multiframe(path: Path, size_bytes: int, *, rows: int = 1024, columns: int = 1024,
-                           **kw) -> Dataset:
+                           **kw) -> Path:
     """A multi-frame 8-bit instance of about ``size_bytes``, streamed to disk (never whole in memory).
 
     The header comes from pydicom; Pixel Data is written by hand in chunks, so the test
@@ -205,7 +205,7 @@ def write_large_multiframe(path: Path, size_bytes: int, *, rows: int = 1024, col
             n = min(left, len(chunk))
             f.write(chunk[:n])
             left -= n
-    return ds
+    return path
 
 
 # DCMTK storescu proposes uncompressed syntaxes unless told otherwise; these options make it

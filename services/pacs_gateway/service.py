@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -92,7 +93,9 @@ class GatewayService:
                                            server_class=ReusePortServer, ssl_context=ssl_context)
         self.ae._servers.append(self._server)
         self.dicom_port = self._server.server_address[1]
-        self.loop.run_in_executor(None, self._server.serve_forever)
+        # Its own thread: serve_forever never returns, and must not hold a default-executor slot.
+        threading.Thread(target=self._server.serve_forever, name=f"dicom-acceptor:{self.dicom_port}",
+                         daemon=True).start()
         if self.role == "main":
             if settings.gateway_workers > 1:
                 from .workers import WorkerPool
