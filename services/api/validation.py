@@ -86,9 +86,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     validator, required = found
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise Problem(413, f"request body of {request.content_length} bytes exceeds {MAX_JSON_BYTES} bytes")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise Problem(413, f"request body exceeds {MAX_JSON_BYTES} bytes")
+    raw = await _read_limited(request)
     if not raw.strip():
         if required:
             raise Problem(400, "a JSON request body is required", slug="malformed-json")
@@ -103,6 +101,17 @@ async def json_body(request: web.Request) -> dict[str, Any]:
             raise Problem(400, f"malformed JSON: {exc}", slug="malformed-json") from None
     check(validator, data)
     return data
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    """The whole body, refusing (413) as soon as it passes the limit (chunked bodies have no length)."""
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise Problem(413, f"request body exceeds {MAX_JSON_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # --- query parameters ---------------------------------------------------------------------

@@ -55,6 +55,26 @@ async def test_oversized_body_is_413(api):
     assert await count_requests(api) == 0
 
 
+async def test_chunked_bodies_are_read_whole_and_limited(api):
+    import json
+
+    async def chunks(payload: bytes, size: int = 1000):
+        for i in range(0, len(payload), size):
+            yield payload[i:i + size]
+
+    findings = "右下肺斑片影。" * 2000  # ~40 KB, many chunks
+    created = await api.create_request(CG_CT)
+    await api.ok("POST", f"/api/v1/reading-requests/{created['id']}/claim", "dr-wang")
+    body = json.dumps({"findings": findings, "impression": "肺炎"}, ensure_ascii=False).encode()
+    status, saved, _ = await api.call("PUT", f"/api/v1/reading-requests/{created['id']}/draft", user="dr-wang",
+                                      data=chunks(body), headers={"Content-Type": "application/json"})
+    assert status == 200 and saved["draft"]["findings"] == findings
+    huge = json.dumps({"findings": "x" * (MAX_JSON_BYTES + 10), "impression": "y"}).encode()
+    status, problem, _ = await api.call("PUT", f"/api/v1/reading-requests/{created['id']}/draft", user="dr-wang",
+                                        data=chunks(huge, 64 * 1024), headers={"Content-Type": "application/json"})
+    assert status == 413 and problem["status"] == 413
+
+
 async def test_missing_required_body_and_wrong_content_type(api):
     status, problem, _ = await api.call("POST", CREATE, user="cg-clinic")
     assert status == 400 and "required" in problem["detail"]
