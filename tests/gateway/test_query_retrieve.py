@@ -179,6 +179,25 @@ async def test_query_encoded_in_gb18030_matches(gw, county, tmp_path):
     assert str(rsp[0].PatientName) == "张^三"
 
 
+
+async def test_gbk_name_found_by_gbk_and_utf8_queries(gw, tmp_path):
+    path = ds_.write(ds_.chinese_instance("GBK", patient_id="CG002"), tmp_path / "gbk.dcm")
+    assert ds_.raw_patient_name(path).rstrip(b" ") == "李^四".encode("gbk")
+    await store(gw, CG, [path])
+    query = Dataset()
+    query.SpecificCharacterSet = "GBK"
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientName = "李*"
+    query.PatientID = ""
+    qfile = tmp_path / "gbk-query.dcm"
+    query.save_as(qfile, implicit_vr=True, little_endian=True)
+    by_gbk = await findscu(gw, tmp_path / "g", [], query_file=qfile)
+    by_utf8 = await findscu(gw, tmp_path / "u", ["QueryRetrieveLevel=STUDY", "SpecificCharacterSet=ISO_IR 192",
+                                                "PatientName=李^四", "PatientID"])
+    for rsp in (by_gbk, by_utf8):
+        assert [(r.PatientID, str(r.PatientName), r.SpecificCharacterSet) for r in rsp] == \
+            [("CG002", "李^四", "ISO_IR 192")], gw.last_output
+
 async def test_patient_series_and_image_levels(gw, county, tmp_path):
     pat = await findscu(gw, tmp_path / "p", ["QueryRetrieveLevel=PATIENT", "PatientID=CG001", "PatientName",
                                             "NumberOfPatientRelatedStudies",
