@@ -149,3 +149,17 @@ async def test_responses_match_their_declared_schemas(api):
     validate("Me", await api.ok("GET", "/api/v1/me", "auditor"))
     _, problem, _ = await api.call("GET", "/api/v1/worklist", user="cg-clinic")
     validate("Problem", problem)
+
+
+def test_every_operation_documents_the_errors_it_can_answer():
+    doc = spec()
+    public = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            codes = set(op["responses"])
+            if path not in public:
+                assert "401" in codes, (method, path)
+            if "{" in path:
+                assert "404" in codes, (method, path)
+            if "requestBody" in op:
+                assert {"400", "413", "422"} <= codes, (method, path)
