@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
+from pydicom.uid import generate_uid
 
 from tests import dicom_samples as ds_
 from tests.support import EXAMPLE_CONSORTIUM, free_port, wait_for
@@ -362,6 +361,45 @@ async def test_c_get_transfer_syntax_the_requestor_did_not_propose(gw, tmp_path,
     refused = [r for r in caplog.records if r.getMessage() == "cannot decompress for peer; sub-operation fails"]
     assert [r.sop_instance_uid for r in refused] == [jls_ds.SOPInstanceUID]
 
+
+
+def get_and_cancel_after_first(port: int, study_uid: str) -> tuple[list[str], Dataset]:
+    """A pynetdicom C-GET SCU that sends C-CANCEL as soon as the first instance arrives."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    stored: list[str] = []
+
+    def on_store(event):
+        stored.append(event.request.AffectedSOPInstanceUID)
+        if len(stored) == 1:
+            get_cx = next(cx for cx in event.assoc.accepted_contexts
+                          if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+            event.assoc.send_c_cancel(1, get_cx.context_id)
+        return 0x0000
+
+    ae = AE("COUNTY_RWS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="YILIAN", ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    statuses = [status for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet,
+                                                           msg_id=1)]
+    assoc.release()
+    return stored, statuses[-1]
+
+
+async def test_c_get_cancel_stops_sub_operations(gw, tmp_path):
+    study = ds_.make_study(tmp_path / "five", series=1, instances=5, patient_id="CG003")
+    await store(gw, CG, study.files)
+    stored, final = await asyncio.to_thread(get_and_cancel_after_first, gw.port, study.study_uid)
+    assert final.Status == 0xFE00
+    assert len(stored) == 1 and final.NumberOfCompletedSuboperations == 1
+    assert final.NumberOfRemainingSuboperations == 4
 
 # --- C-MOVE -------------------------------------------------------------------------------
 
