@@ -124,9 +124,12 @@ class KafkaBus(Bus):
         groups = self._groups()
         await self._ensure_topics([self.dead_letter_topic, *self._topics_of(self.subscriptions)])
         for group, subs in groups.items():
-            consumer = self._consumer(group, self._topics_of(subs))
+            consumer = self._consumer(group)
             try:
                 await asyncio.wait_for(consumer.start(), self.timeout)
+                # Subscribing after start joins the group in the background: a rebalance
+                # (other members, a restarted broker) must not make start() time out.
+                consumer.subscribe(self._topics_of(subs))
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
@@ -136,9 +139,9 @@ class KafkaBus(Bus):
             self._consumers[group] = consumer
             self._tasks.append(asyncio.create_task(self._consume(group, subs, consumer), name=f"consume:{group}"))
 
-    def _consumer(self, group: str, topics: list[str]) -> AIOKafkaConsumer:
+    def _consumer(self, group: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            *topics, bootstrap_servers=self.config.servers, group_id=self.group_id(group),
+            bootstrap_servers=self.config.servers, group_id=self.group_id(group),
             enable_auto_commit=False, auto_offset_reset="earliest",
             request_timeout_ms=int(self.timeout * 1000),
             session_timeout_ms=self.config.session_timeout_ms,
@@ -340,6 +343,11 @@ class KafkaBus(Bus):
             log.error("dead letter kept in the store only", extra={"id": letter["id"], "reason": repr(exc)})
 
     # --- monitoring ----------------------------------------------------------------
+    def assignment(self, group: str) -> list[tuple[str, int]]:
+        """The (topic, partition) pairs this process consumes for ``group`` right now."""
+        consumer = self._consumers.get(group)
+        return sorted((tp.topic, tp.partition) for tp in consumer.assignment()) if consumer else []
+
     async def lag(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for group, subs in self._groups().items():
