@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -19,7 +21,8 @@ from services.core.settings import Settings
 
 from .e2e.conftest import yilian_process  # noqa: F401 - the fixture: processes killed at teardown
 from .e2e.process import clean_env, yilian_command
-from .support import EXAMPLE_CONSORTIUM, ROOT
+from .dicom_samples import DX_IMAGE, make_study, storescu
+from .support import EXAMPLE_CONSORTIUM, ROOT, wait_for_sync
 
 SECRET = "cli-test-secret-0123456789abcdef0123"
 
@@ -223,3 +226,44 @@ def test_up_with_a_bad_setting_is_a_clear_error(tmp_path, variable, value):
     assert out.returncode == 2, out
     assert variable in out.stderr and value in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.dcmtk
+def test_serve_gateway_and_workflow_as_separate_processes_over_kafka(tmp_path, tansu_url, yilian_process):
+    """The scale-out shape: one process per service, events through a Kafka broker (Tansu).
+
+    A DX study C-STOREd to the gateway process becomes, through ``study.received`` on Kafka,
+    the site-rule reading request of the workflow process.  (They share one SQLite file here
+    because this machine has no MongoDB server; the bus between them is Kafka.)
+    """
+    bus = f"{tansu_url}?prefix=cli{uuid.uuid4().hex[:8]}.&partitions=2&session_timeout_ms=1000"
+    common = {"YILIAN_BUS_URL": bus, "YILIAN_KAFKA_IDEMPOTENT": "false", "YILIAN_STUDY_QUIET_SECONDS": "1"}
+    data = tmp_path / "data"
+    gateway = yilian_process(data, args=("serve", "pacs_gateway"), **common)
+    workflow = yilian_process(data, args=("serve", "workflow"), **common)
+    ready = gateway.start()
+    assert ready["services"] == ["pacs_gateway"]
+    assert (ready["dicom_port"], ready["http_port"]) == (gateway.dicom_port, gateway.http_port)
+    assert workflow.start()["services"] == ["workflow"]
+    assert gateway.http("/readyz")[0] == 200 and workflow.http("/readyz")[0] == 200
+
+    study = make_study(tmp_path / "dx", instances=3, modality="DX", sop_class_uid=DX_IMAGE, patient_id="HM-1")
+    sent = storescu(gateway.dicom_port, study.files, calling="HM_DR1")  # Hongmiao: site rule for DX
+    assert sent.returncode == 0, sent.output
+
+    def requests() -> list[str]:
+        con = sqlite3.connect(f"file:{data / 'yilian.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            return [row[0] for row in con.execute(
+                "SELECT id FROM \"c_reading_requests\" WHERE json_extract(doc, '$.study_uid') = ?",
+                (study.study_uid,))]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            con.close()
+
+    wait_for_sync(lambda: len(requests()) == 1, timeout=60,
+                  what="the workflow process to create the site-rule reading request from Kafka")
+    assert gateway.terminate() == 0 and workflow.terminate() == 0
+    assert len(requests()) == 1

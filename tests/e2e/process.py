@@ -51,7 +51,7 @@ class YilianProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}-run{self.runs}.log"
+        return self.data_dir.parent / f"{self.data_dir.name}-{'-'.join(self.args)}-run{self.runs}.log"
 
     def start(self, *, timeout: float = 30.0) -> dict:
         """Start and wait for the ``{"ready": true, ...}`` line; returns it."""
