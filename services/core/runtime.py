@@ -152,12 +152,17 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
     try:
         for name in names:
             rt.services.append(load_service(rt, name))
-        for service in rt.services:
-            await service.start()
-            log.info("service started", extra={"service": service.name})
-        if "api" not in names:
-            # Orchestrators probe every process, not only the api's.
-            rt._background.append(await _health_listener(rt))
+        try:
+            for service in rt.services:
+                await service.start()
+                log.info("service started", extra={"service": service.name})
+            if "api" not in names:
+                # Orchestrators probe every process, not only the api's.
+                rt._background.append(await _health_listener(rt))
+        except OSError as exc:  # a port in use or an address not on this host
+            raise SystemExit(f"cannot listen: {exc.strerror or exc} (check YILIAN_BIND_HOST={settings.bind_host}, "
+                             f"YILIAN_HTTP_PORT={settings.http_port}, YILIAN_DICOM_PORT={settings.dicom_port})") \
+                from exc
         if rt.bus.relays_outbox:
             from .bus.relay import OutboxRelay
             relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*names, "runtime")])
