@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import time
@@ -215,6 +216,20 @@ def test_up_with_a_bad_store_url_scheme_is_a_clear_error(tmp_path):
     assert out.returncode == 2
     assert "YILIAN_STORE_URL" in out.stderr and "postgres://db/yilian" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("listener", ["YILIAN_HTTP_PORT", "YILIAN_DICOM_PORT"])
+def test_up_on_a_port_in_use_is_a_clear_error(tmp_path, listener):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = {"YILIAN_DATA_DIR": str(tmp_path), "YILIAN_BIND_HOST": "127.0.0.1", "YILIAN_HTTP_PORT": "0",
+               "YILIAN_DICOM_PORT": "0", listener: port}
+        out = yilian("up", **env)
+    assert out.returncode == 2, out
+    assert "cannot listen" in out.stderr and f"{listener}={port}" in out.stderr
+    assert "Traceback" not in out.stderr and '"ready"' not in out.stdout
 
 
 @pytest.mark.parametrize("variable,value", [("YILIAN_BUS_URL", "amqp://rabbit"), ("YILIAN_BLOB_URL", "s3://bucket"),
