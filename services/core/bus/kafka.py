@@ -147,7 +147,9 @@ class KafkaBus(Bus):
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.config.session_timeout_ms // 5),
             # Re-read metadata often enough to notice topics re-created after a broker restart.
-            metadata_max_age_ms=5000)
+            metadata_max_age_ms=5000,
+            # Tansu answers a fetch when its wait expires, not when records arrive: bound the latency.
+            fetch_max_wait_ms=100)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -206,7 +208,7 @@ class KafkaBus(Bus):
         self._ready_topics.update(missing)
 
     async def ping(self) -> None:
-        timeout = min(self.timeout, 3.0)
+        timeout = min(self.timeout, 1.5)  # under the 2 s readiness probe, so its message survives
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.servers, request_timeout_ms=int(timeout * 1000))
         try:
             await asyncio.wait_for(admin.start(), timeout)  # bootstraps with a metadata request
