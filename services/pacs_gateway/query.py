@@ -185,8 +185,8 @@ def parse_identifier(identifier: Dataset, model: Model, *, retrieve: bool = Fals
         keyword = elem.keyword or keyword_for_tag(elem.tag)
         if keyword not in ("QueryRetrieveLevel", "SpecificCharacterSet"):
             return_keys.append(int(elem.tag))
-        if elem.VR == "SQ" or keyword in MESSAGE_KEYWORDS or keyword not in known:
-            continue  # sequence matching is not supported; unknown keys are return keys only
+        if elem.VR == "SQ" or keyword in MESSAGE_KEYWORDS or keyword in PATIENT_COUNTS or keyword not in known:
+            continue  # sequence matching is not supported; counts and unknown keys are return keys only
         try:
             m = matching.parse(elem.VR if elem.VR not in ("UN", "") else dictionary_VR(elem.tag),
                                _text(elem.value))
