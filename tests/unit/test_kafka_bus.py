@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from services.core.bus.kafka import KafkaBus, KafkaConfig
 from services.core.bus.port import BusUnavailable, RetryPolicy
 from services.core.events import Event, registry
+from services.core.store.port import StoreUnavailable
 
 from ..contract.adapters import sqlite_store
 from ..support import free_port, wait_for
@@ -172,3 +173,39 @@ async def _read_all(servers: str, topics: list[str], *, expected: int) -> list:
         return records
     finally:
         await consumer.stop()
+
+
+async def test_record_is_read_again_when_dead_lettering_fails(tmp_path, tansu_url):
+    """A bad record arriving while the store is unavailable is not skipped: it waits."""
+    prefix = f"f{uuid.uuid4().hex[:10]}."
+    url = f"{tansu_url}?prefix={prefix}&partitions=1&session_timeout_ms=1000"
+    async with sqlite_store(tmp_path) as store:
+        real_transaction = store.transaction
+        refusals = []
+
+        def flaky_transaction():
+            if len(refusals) < 2:
+                refusals.append(1)
+                raise StoreUnavailable("database is restarting")
+            return real_transaction()
+        store.transaction = flaky_transaction
+        got: list[int] = []
+
+        async def handler(e: Event) -> None:
+            got.append(e.data["seq"])
+        bus = new_bus(url, store)
+        bus.subscribe("g", ["bus.probe"], handler)
+        await bus.start()
+        producer = AIOKafkaProducer(bootstrap_servers=tansu_url.removeprefix("kafka://"), enable_idempotence=False)
+        await producer.start()
+        try:
+            await bus.publish(probe(1))
+            await producer.send_and_wait(prefix + "yilian.bus", b"\xff not an envelope", key=b"study-1")
+            await bus.publish(probe(2))
+            await wait_for(lambda: got == [1, 2], timeout=30, what="the event behind the bad record")
+            assert len(refusals) == 2
+            letters = await store.find("dead_letters", {"group": "g"})
+            assert len(letters) == 1 and "not JSON" in letters[0]["reason"]
+        finally:
+            await producer.stop()
+            await bus.stop()

@@ -272,27 +272,41 @@ class KafkaBus(Bus):
 
     # --- consuming -----------------------------------------------------------------
     async def _consume(self, group: str, subs: list[Subscription], consumer: AIOKafkaConsumer) -> None:
-        failures = 0
+        failures = 0  # consecutive failed fetches, or batches stalled on a record
         while not self._stopping:
             try:
                 batch = await consumer.getmany(timeout_ms=self.poll_ms, max_records=100)
-                failures = 0
             except KafkaError as exc:  # the broker may come back
                 failures += 1
                 log.warning("kafka fetch failed", extra={"group": group, "reason": repr(exc)})
                 await asyncio.sleep(self.retry.backoff(failures))
                 continue
+            stalled = False
             for tp, records in batch.items():
                 for record in records:
                     if self._stopping or tp not in consumer.assignment():
                         break  # not committed: redelivered to whoever owns the partition next
-                    await self._handle_record(group, subs, record)
                     try:
-                        await consumer.commit({tp: record.offset + 1})
-                    except KafkaError as exc:
-                        # Partition moved to another member; it will see the record again.
-                        log.warning("kafka commit failed", extra={"group": group, "topic": tp.topic,
-                                                                  "offset": record.offset, "reason": repr(exc)})
+                        await self._handle_record(group, subs, record)
+                    except Exception:  # noqa: BLE001 - e.g. the store is down while dead-lettering
+                        log.exception("kafka record not dealt with, will read it again", extra={
+                            "group": group, "topic": tp.topic, "partition": tp.partition, "offset": record.offset})
+                        consumer.seek(tp, record.offset)  # nothing after it is skipped either
+                        stalled = True
+                        break
+                    await self._commit(group, consumer, tp, record.offset + 1)
+            failures = failures + 1 if stalled else 0
+            if stalled:
+                await asyncio.sleep(self.retry.backoff(failures))
+
+    @staticmethod
+    async def _commit(group: str, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        try:
+            await consumer.commit({tp: offset})
+        except KafkaError as exc:
+            # The partition moved to another member (or the broker is away): it is read again.
+            log.warning("kafka commit failed", extra={"group": group, "topic": tp.topic, "offset": offset,
+                                                      "reason": repr(exc)})
 
     async def _handle_record(self, group: str, subs: list[Subscription], record) -> None:
         headers = {k: v for k, v in (record.headers or ())}
