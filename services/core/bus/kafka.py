@@ -261,8 +261,10 @@ class KafkaBus(Bus):
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             # The broker may have lost its topics (restart): check them again next time.
             self._ready_topics.clear()
+            what = (f"not acknowledged within {self.timeout:g}s" if isinstance(exc, asyncio.TimeoutError)
+                    else "not published")
             raise BusUnavailable(f"kafka {self.config.servers}: {len(events)} event(s) to {', '.join(topics)} "
-                                 f"not acknowledged within {self.timeout:g}s: {exc!r}") from exc
+                                 f"{what}: {exc!r}") from exc
 
     async def _send(self, producer: AIOKafkaProducer, events: Iterable[Event]) -> None:
         pending = [await producer.send(self.topic(e.type), value=e.to_json().encode(), key=e.subject.encode(),
