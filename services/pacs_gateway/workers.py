@@ -8,13 +8,17 @@ index + ``instance.stored`` in one transaction): the embedded bus in the main pr
 reads their events from the shared event log, and only the main process announces
 ``study.received``, so the one-study-one-announcement rule holds.
 
-A worker exits when told (SIGTERM) or when its parent disappears.
+A worker follows consortium changes through the store's ``config/consortium`` document
+(where the admin API keeps the current topology), so a newly registered or removed AE
+title applies to every process within a few seconds.  A worker exits when told
+(SIGTERM) or when its parent disappears.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import multiprocessing
 import os
@@ -26,6 +30,7 @@ from ..core.settings import Settings
 log = logging.getLogger("yilian.pacs_gateway.workers")
 
 READY_TIMEOUT = 60.0
+CONSORTIUM_POLL_SECONDS = 2.0
 
 
 class WorkerPool:
@@ -86,12 +91,32 @@ async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any) ->
         log.info("gateway worker serving", extra={"worker": index, "pid": os.getpid(), "port": service.dicom_port})
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                await asyncio.wait_for(stop.wait(), timeout=CONSORTIUM_POLL_SECONDS)
             except TimeoutError:
                 if os.getppid() != parent_pid:  # orphaned: the main process died
                     log.warning("gateway worker's parent is gone; exiting", extra={"worker": index})
                     break
+                await follow_consortium(rt)
     finally:
         await service.stop()
         await rt.blobs.close()
         await rt.store.close()
+
+
+async def follow_consortium(rt: Any) -> bool:
+    """Adopt the consortium kept in the store if it changed; True when it did."""
+    from ..core.consortium import ConfigError, parse_consortium
+    try:
+        doc = await rt.store.get("config", "consortium")
+    except Exception as exc:  # the store is briefly unavailable: keep the topology we have
+        log.warning("cannot read the consortium from the store", extra={"error": str(exc)})
+        return False
+    if doc is None or doc.get("digest") == rt.consortium.digest():
+        return False
+    try:
+        rt.consortium = parse_consortium(json.dumps(doc["document"], ensure_ascii=False), source="store")
+    except (ConfigError, KeyError) as exc:
+        log.error("consortium in the store is invalid; keeping the current one", extra={"error": str(exc)})
+        return False
+    log.info("gateway worker adopted a new consortium", extra={"digest": doc.get("digest")})
+    return True

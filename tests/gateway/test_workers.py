@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ..dicom_samples import STORESCU, make_study
-from ..support import wait_for
-from .conftest import run
+from services.core.consortium import parse_consortium
+
+from ..dicom_samples import STORESCU, echoscu, make_study
+from ..support import EXAMPLE_CONSORTIUM, wait_for
+from .conftest import CHENGGUAN_CT, run
 from .test_load import CLINICS
 
 
@@ -57,3 +59,21 @@ async def test_workers_share_the_port_and_ingest_concurrently(make_gateway, tmp_
     processes = list(pool.processes)
     await gateway.service.stop()
     assert not any(p.is_alive() for p in processes)
+
+
+async def test_workers_follow_consortium_changes_kept_in_the_store(make_gateway):
+    gateway = await make_gateway(gateway_workers=2)
+    text = EXAMPLE_CONSORTIUM.read_text("utf-8").replace("[CG_DR1, CG_US1, CG_CT1, CG_ECG1]",
+                                                         "[CG_DR1, CG_US1, CG_ECG1, CG_NEW_US]")
+    changed = parse_consortium(text)
+    # What the admin API does: replace the topology in this process and in the store.
+    gateway.rt.consortium = changed
+    async with gateway.rt.store.transaction() as tx:
+        await tx.put("config", {"id": "consortium", "digest": changed.digest(), "document": changed.to_dict()})
+
+    async def everyone_agrees() -> bool:
+        results = [await run(echoscu, gateway.port, calling="CG_NEW_US") for _ in range(6)]
+        return all(r.returncode == 0 for r in results)
+    await wait_for(everyone_agrees, timeout=15, interval=0.2, what="all processes accept the new AE title")
+    dropped = [await run(echoscu, gateway.port, calling=CHENGGUAN_CT) for _ in range(6)]
+    assert all(r.returncode != 0 for r in dropped)
