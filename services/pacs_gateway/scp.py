@@ -71,7 +71,7 @@ _NamedTemporaryFile = tempfile.NamedTemporaryFile
 
 
 def _staged_temporary_file(*args: Any, **kwargs: Any) -> Any:
-    if _staging is not None:
+    if _staging is not None and _staging.is_dir():  # a stopped gateway's directory may be gone
         kwargs.setdefault("dir", _staging)
     return _NamedTemporaryFile(*args, **kwargs)
 
