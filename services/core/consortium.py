@@ -114,6 +114,14 @@ class User:
     organization: str
     centre: str | None = None
     on_duty: bool = True
+    specialty: str | None = None  # e.g. 心内科; used to route and staff consultations (远程会诊)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsultationConfig:
+    """Remote consultation (远程会诊) settings; Yilian only issues and records the meeting link."""
+
+    meeting_url_template: str | None = None  # ``{consultation_id}`` is replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +136,7 @@ class Consortium:
     site_rules: tuple[SiteRule, ...]
     users: dict[str, User]
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    consultation: ConsultationConfig = field(default_factory=ConsultationConfig)
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -288,7 +297,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     L = _Loader(source)
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
-        "sla": True, "priority_boost": False, "site_rules": False, "users": True})
+        "sla": True, "priority_boost": False, "site_rules": False, "users": True,
+        "consultation": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True})
     orgs: dict[str, Organization] = {}
@@ -422,7 +432,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     users: dict[str, User] = {}
     for n in L.seq(top["users"], "users"):
         f = L.mapping(n, "user", {"id": True, "name": True, "role": True, "organization": True,
-                                  "centre": False, "on_duty": False})
+                                  "centre": False, "on_duty": False, "specialty": False})
         uid = L.scalar(f["id"], "user.id", pattern=ID)
         if uid in users:
             raise f["id"].error(f"duplicate user id {uid!r}")
@@ -436,11 +446,22 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         if centre is not None and centres[centre].organization != org:
             raise f["centre"].error(f"centre {centre!r} is not part of organization {org!r}")
         users[uid] = User(uid, L.scalar(f["name"], "user.name"), role, org, centre,
-                          L.boolean(f["on_duty"], "user.on_duty") if "on_duty" in f else True)
+                          L.boolean(f["on_duty"], "user.on_duty") if "on_duty" in f else True,
+                          L.opt(f, "specialty", "user"))
+
+    consultation = ConsultationConfig()
+    if "consultation" in top:
+        f = L.mapping(top["consultation"], "consultation", {"meeting_url_template": False})
+        template = L.opt(f, "meeting_url_template", "consultation")
+        if template is not None and (not template.startswith(("https://", "http://"))
+                                     or "{consultation_id}" not in template):
+            raise f["meeting_url_template"].error(
+                "consultation.meeting_url_template must be an http(s) URL containing {consultation_id}")
+        consultation = ConsultationConfig(template)
 
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
-                      sla, boost, tuple(rules), users, source=data)
+                      sla, boost, tuple(rules), users, source=data, consultation=consultation)
 
 
 def consortium_summary(c: Consortium) -> dict[str, Any]:
