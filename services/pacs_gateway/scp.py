@@ -92,6 +92,15 @@ class ReusePortServer(ThreadedAssociationServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # pynetdicom does the TLS handshake here, on the one accepting thread, where a client
+        # that stalls would hold up every other connection.  Defer it: OpenSSL completes it on
+        # the association's own thread at its first read.
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
 
 class GatewayAE(AE):
     """An AE whose accepted calling AE titles are read from the consortium at each association."""

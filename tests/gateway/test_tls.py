@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -47,3 +48,11 @@ async def test_tls_with_a_ca_requires_a_client_certificate(make_gateway, server_
     mutual = await run(echoscu, gateway.port, calling=CHENGGUAN_CT,
                        extra=["+tls", str(client_key), str(client_cert), "+cf", str(cert)])
     assert mutual.returncode == 0, mutual.output
+
+
+async def test_a_stalled_tls_client_does_not_hold_up_others(make_gateway, server_cert):
+    key, cert = server_cert
+    gateway = await make_gateway(dicom_tls_cert=str(cert), dicom_tls_key=str(key))
+    with socket.create_connection(("127.0.0.1", gateway.port)):  # connects, never says hello
+        echo = await run(echoscu, gateway.port, calling=CHENGGUAN_CT, extra=["+tla", "+cf", str(cert)])
+    assert echo.returncode == 0, echo.output
