@@ -29,6 +29,13 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                          Index(("organization", "requested_at")), Index(("state", "sla_risk_at"))),
     "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",)),
                 Index(("centre", "signed_at"))),
+    # workflow: remote consultation (远程会诊); bookings hold specialists' time, one document per
+    # (specialist, 5-minute cell) with a unique id, so double-booking fails atomically
+    "consultations": (Index(("organization", "requested_at")), Index(("centre", "requested_at")),
+                      Index(("state", "slot_start")), Index(("state", "slot_end"))),
+    "consultation_notes": (Index(("consultation_id", "at")),),
+    "consultation_invitations": (Index(("specialist", "slot_start")), Index(("consultation_id",))),
+    "bookings": (Index(("consultation_id",)), Index(("specialist", "cell"))),
 }
 
 
