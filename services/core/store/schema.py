@@ -36,6 +36,15 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "consultation_notes": (Index(("consultation_id", "at")),),
     "consultation_invitations": (Index(("specialist", "slot_start")), Index(("consultation_id",))),
     "bookings": (Index(("consultation_id",)), Index(("specialist", "cell"))),
+    # monitor: its read model, fed only by events (services/monitor/readmodel.py)
+    "monitor_requests": (Index(("centre", "state")), Index(("state",)), Index(("centre", "signed_at")),
+                         Index(("organization", "state")), Index(("signed_at",)), Index(("overflow_to",)),
+                         Index(("overflow_from",)), Index(("centre", "closed_at"))),
+    "monitor_studies": (Index(("organization", "received")),),
+    "monitor_results": (Index(("centre", "dead_lettered")), Index(("centre", "critical_unacknowledged")),
+                        Index(("organization",))),
+    "monitor_totals": (),
+    "monitor_meta": (),
 }
 
 
