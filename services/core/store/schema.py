@@ -45,6 +45,11 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                         Index(("organization",))),
     "monitor_totals": (),
     "monitor_meta": (),
+    # delivery: results back to the clinic, one delivery per (result, channel)
+    "results": (Index(("organization", "signed_at")), Index(("organization", "acknowledged_at")),
+                Index(("critical", "ack_due_at")), Index(("study_uid",))),
+    "deliveries": (Index(("state", "next_attempt_at")), Index(("state", "lease_expires_at")),
+                   Index(("result_id",)), Index(("centre", "state")), Index(("organization", "state"))),
 }
 
 
