@@ -13,6 +13,7 @@ import logging
 
 from ..core.events import Event
 from ..core.runtime import Runtime
+from .consultation import reminders as consultation_reminders
 from .leases import WorkflowSettings
 from .service import SETTINGS_KEY, expire_leases, flag_sla_risks, on_study_received, settings_of
 
@@ -49,12 +50,19 @@ class WorkflowService:
         """One pass: (leases expired, tasks newly flagged at SLA risk)."""
         return await expire_leases(self.rt), await flag_sla_risks(self.rt)
 
+    async def sweep_consultations(self) -> tuple[int, int]:
+        """One pass of the consultation timers: (reminders sent, no-shows flagged)."""
+        return await consultation_reminders.sweep(self.rt)
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
                 expired, at_risk = await self.sweep()
                 if expired or at_risk:
                     log.info("workflow sweep", extra={"leases_expired": expired, "sla_at_risk": at_risk})
+                reminded, no_shows = await self.sweep_consultations()
+                if reminded or no_shows:
+                    log.info("consultation sweep", extra={"reminders": reminded, "no_shows": no_shows})
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the store may come back; try again next time
