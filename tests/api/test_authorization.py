@@ -22,7 +22,8 @@ async def scenario(api) -> dict[str, str]:
                           {"findings": "未见异常", "impression": "正常"})
     task = await api.create_request(CG_DX)
     await api.ok("POST", f"/api/v1/reading-requests/{task['id']}/claim", "dr-wang")
-    return {"study": CG_CT, "rid": task["id"], "report": signed["report_id"]}
+    return {"study": CG_CT, "rid": task["id"], "report": signed["report_id"],
+            "instance": CG_CT + ".1.1"}
 
 
 def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
@@ -33,6 +34,8 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/studies", None),
         ("GET", f"/api/v1/studies/{study}", None),
         ("GET", f"/api/v1/studies/{study}/priors", None),
+        *[("GET", f"/api/v1/studies/{study}/instances/{ids['instance']}/ecg{tail}", None)  # ECG reading view
+          for tail in ("", ".svg", ".png", "/measurements")],
         ("POST", "/api/v1/reading-requests", {"study_uid": study, "kind": "ecg", "priority": "stat",
                                               "clinical_question": "胸痛"}),
         ("GET", "/api/v1/reading-requests", None),
@@ -57,7 +60,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
 
 
 # Endpoints that name a patient's resource by id (the ones a guesser would try).
-BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P"}) if any(x in e[1] for x in ("/R", "/S", "/P"))]
+BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "instance": "N"}) if any(x in e[1] for x in ("/R", "/S", "/P"))]
 
 
 async def snapshot(api) -> dict[str, list]:
@@ -73,8 +76,9 @@ def assert_problem(body, status: int, path: str) -> None:
 
 
 async def test_matrix_covers_every_route(api):
-    ids = {"rid": "R", "study": "S", "report": "P"}
-    listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}"))
+    ids = {"rid": "R", "study": "S", "report": "P", "instance": "N"}
+    listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}")
+               .replace("/N", "/{sop_instance_uid}"))
               for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC}

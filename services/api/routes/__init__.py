@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import admin, clinic, commands, reader, session
+from . import admin, clinic, commands, ecg, reader, session
 
 
 def add_routes(app: web.Application) -> None:
     for module in (session, clinic, reader, commands, admin):
         app.router.add_routes(module.routes)
+    app.router.add_routes(ecg.routes)  # ECG reading view
