@@ -1,22 +1,80 @@
-"""The delivery service (to be built out by its issue)."""
+"""The delivery service: signed results back to the clinic that asked (docs/delivery.md).
+
+Consumes ``report.signed`` (and ``consultation.concluded`` when that schema exists) as
+consumer group ``delivery``; a loop works due deliveries (DICOM SR + PDF, webhook) and
+escalates unacknowledged critical results.  Any number of processes may run it: claims
+are compare-and-set leases in the store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+
+from ..core.events import Event
 from ..core.runtime import Runtime
+from .critical import escalate_overdue
+from .service import (GROUP, SETTINGS_KEY, WAKE_KEY, Worker, on_consultation_concluded, on_report_signed,
+                      settings_of)
+from .settings import DeliverySettings
+
+log = logging.getLogger("yilian.delivery")
 
 
-class _Service:
+class DeliveryService:
     name = "delivery"
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, settings: DeliverySettings | None = None) -> None:
         self.rt = rt
+        if settings is not None:
+            rt.shared[SETTINGS_KEY] = settings
+        self.settings = settings_of(rt)
+        self.settings.check()
+        self._wake = rt.shared[WAKE_KEY] = asyncio.Event()
+        self.worker = Worker(rt)
+        self._loop: asyncio.Task[None] | None = None
+        types = ["report.signed"]
+        if "consultation.concluded" in rt.schemas.types:
+            types.append("consultation.concluded")
+        rt.bus.subscribe(GROUP, types, self._on_event)
+        for org in rt.consortium.organizations.values():
+            if org.webhook is not None:
+                if not os.environ.get(org.webhook.secret_env):
+                    log.warning("webhook secret not set; its deliveries will be dead-lettered", extra={
+                        "organization": org.id, "secret_env": org.webhook.secret_env})
+
+    async def _on_event(self, event: Event) -> None:
+        if event.type == "consultation.concluded":
+            await on_consultation_concluded(self.rt, event)
+        else:
+            await on_report_signed(self.rt, event)
 
     async def start(self) -> None:
-        pass
+        self._loop = asyncio.create_task(self._work_forever(), name="delivery:worker")
 
     async def stop(self) -> None:
-        pass
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+        await self.worker.close()
+
+    async def _work_forever(self) -> None:
+        while True:
+            try:
+                self._wake.clear()
+                await self.worker.run_once()
+                await escalate_overdue(self.rt)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the store may come back; try again next time
+                log.exception("delivery loop failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
 
 
-def build(rt: Runtime) -> _Service:
-    return _Service(rt)
+def build(rt: Runtime) -> DeliveryService:
+    return DeliveryService(rt)

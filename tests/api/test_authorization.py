@@ -22,12 +22,18 @@ async def scenario(api) -> dict[str, str]:
                           {"findings": "未见异常", "impression": "正常"})
     task = await api.create_request(CG_DX)
     await api.ok("POST", f"/api/v1/reading-requests/{task['id']}/claim", "dr-wang")
-    return {"study": CG_CT, "rid": task["id"], "report": signed["report_id"],
+    consultation = await api.ok("POST", "/api/v1/consultations", "cg-clinic", CONSULTATION_BODY, status=201)
+    return {"study": CG_CT, "rid": task["id"], "report": signed["report_id"], "cons": consultation["id"],
             "instance": CG_CT + ".1.1"}
 
 
+CONSULTATION_BODY = {"chief_complaint": "胸闷", "question": "是否需要上转?", "urgency": "routine",
+                     "study_uids": [CG_CT]}
+SLOT = {"start": "2099-01-01T09:00:00Z", "end": "2099-01-01T10:00:00Z"}
+
+
 def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
-    rid, study, report = ids["rid"], ids["study"], ids["report"]
+    rid, study, report, cons = ids["rid"], ids["study"], ids["report"], ids["cons"]
     return [
         ("GET", "/api/v1/me", None),
         ("POST", "/api/v1/auth/revoke", {}),
@@ -56,16 +62,33 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
         ("GET", "/api/v1/consortium", None),
         ("GET", "/api/v1/audit", None),
+        # remote consultation
+        ("POST", "/api/v1/consultations", CONSULTATION_BODY),
+        ("GET", "/api/v1/consultations", None),
+        ("GET", f"/api/v1/consultations/{cons}", None),
+        ("GET", f"/api/v1/consultations/{cons}/case", None),
+        ("POST", f"/api/v1/consultations/{cons}/withdraw", {"reason": "resolved"}),
+        ("POST", f"/api/v1/consultations/{cons}/triage", {"note": "ok"}),
+        ("POST", f"/api/v1/consultations/{cons}/schedule", {**SLOT, "specialists": ["dr-wang"]}),
+        ("POST", f"/api/v1/consultations/{cons}/reschedule", {**SLOT, "reason": "clash"}),
+        ("POST", f"/api/v1/consultations/{cons}/cancel", {"reason": "duplicate"}),
+        ("POST", f"/api/v1/consultations/{cons}/start", {}),
+        ("GET", f"/api/v1/consultations/{cons}/notes", None),
+        ("POST", f"/api/v1/consultations/{cons}/notes", {"text": "note"}),
+        ("POST", f"/api/v1/consultations/{cons}/opinion", {"assessment": "x", "recommendations": {
+            "disposition": "manage_locally", "plan": "y"}}),
     ]
 
 
 # Endpoints that name a patient's resource by id (the ones a guesser would try).
-BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "instance": "N"}) if any(x in e[1] for x in ("/R", "/S", "/P"))]
+BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N"})
+         if any(x in e[1] for x in ("/R", "/S", "/P", "/C"))]
 
 
 async def snapshot(api) -> dict[str, list]:
     out = {}
-    for collection in ("reading_requests", "reports", "studies", "revoked_tokens"):
+    for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
+                       "consultation_notes", "bookings"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -76,10 +99,10 @@ def assert_problem(body, status: int, path: str) -> None:
 
 
 async def test_matrix_covers_every_route(api):
-    ids = {"rid": "R", "study": "S", "report": "P", "instance": "N"}
+    ids = {"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N"}
     listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}")
-               .replace("/N", "/{sop_instance_uid}"))
-              for m, p, _ in endpoints(ids)}
+               .replace("/N", "/{sop_instance_uid}")
+               .replace("/C", "/{consultation_id}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC}
     assert routes == listed

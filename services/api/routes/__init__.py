@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import admin, clinic, commands, ecg, reader, session
+from . import consultations  # remote consultation (远程会诊)
 
 
 def add_routes(app: web.Application) -> None:
     for module in (session, clinic, reader, commands, admin):
         app.router.add_routes(module.routes)
     app.router.add_routes(ecg.routes)  # ECG reading view
+    app.router.add_routes(consultations.routes)

@@ -54,7 +54,8 @@ async def send_reminders(rt: Runtime) -> int:
     now = settings_of(rt).now()
     lead = consultation_settings(rt).reminder_seconds
     due = await rt.store.find(CONSULTATIONS, {"state": "scheduled", "reminder_sent": False,
-                                              "slot_start": {"$lte": iso(now + lead)}},
+                                              "slot_start": {"$lte": iso(now + lead)},
+                                              "slot_end": {"$gt": iso(now)}},  # a passed slot is a no-show
                               sort=(("slot_start", 1),), limit=500)
     sent = 0
     for stale in due:
@@ -62,7 +63,7 @@ async def send_reminders(rt: Runtime) -> int:
             ctx = _Ctx(rt, tx, SYSTEM, None, now, new_traceparent())
             doc = await tx.get(CONSULTATIONS, stale["id"])
             if doc is None or doc["state"] != "scheduled" or doc.get("reminder_sent") \
-                    or doc["slot_start"] > iso(now + lead):
+                    or doc["slot_start"] > iso(now + lead) or doc["slot_end"] <= ctx.at:
                 continue  # started, rescheduled or reminded meanwhile
             doc = await _apply(ctx, doc, "remind", {"reminder_sent": True})
             ctx.event("reminder", doc, slot_start=doc["slot_start"], slot_end=doc["slot_end"],

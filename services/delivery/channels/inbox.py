@@ -1,0 +1,17 @@
+"""The inbox channel: the result is in the clinic's list the moment it is recorded.
+
+Nothing leaves the building, so it never fails: the delivery is written as delivered in
+the transaction that records the result, and its ``result.delivered`` event (carrying the
+summary below) is what the API's live stream pushes to the clinic's screens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUMMARY = ("study_uid", "patient_id", "patient_name", "accession_number", "kind", "source", "reader_name",
+           "signed_at", "critical", "critical_category", "consultation_id", "addendum_of")
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result.get(k) for k in SUMMARY}

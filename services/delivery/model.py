@@ -1,0 +1,126 @@
+"""Results and their deliveries as documents; I/O free.
+
+A *result* is what goes back to the clinic that asked: a signed report, an addendum, or a
+consultation's concluded opinion.  Each result has one *delivery* per channel (``dicom``,
+``inbox``, ``webhook``).  The DICOM SOP Instance UIDs and the webhook idempotency key are
+fixed here, when the records are created, so a retry never makes a second result at the clinic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydicom.uid import generate_uid
+
+from ..core.consortium import Consortium
+
+Doc = dict[str, Any]
+
+CHANNELS = ("dicom", "inbox", "webhook")
+# pending: waiting for its next attempt; delivering: a worker holds the lease;
+# delivered: done; dead: past the horizon or hopeless, waiting for a coordinator's re-drive.
+STATES = ("pending", "delivering", "delivered", "dead")
+
+
+def uid_for(result_id: str, what: str) -> str:
+    """Deterministic DICOM UID: the same result always gets the same SR/PDF/series UIDs."""
+    return generate_uid(entropy_srcs=[result_id, what])
+
+
+def delivery_id(result_id: str, channel: str) -> str:
+    return "dl-" + hashlib.sha256(f"{result_id}|{channel}".encode()).hexdigest()[:20]
+
+
+def _signer_names(signers: Any) -> str:
+    names = []
+    for s in signers or []:
+        if isinstance(s, dict):
+            names.append(str(s.get("name") or s.get("id") or ""))
+        else:
+            names.append(str(s))
+    return "、".join(n for n in names if n)
+
+
+def result_from_report(data: Doc, *, at: str) -> Doc:
+    """A result from ``report.signed`` data (a report or an addendum)."""
+    rid = data["report_id"]
+    return _result(rid, kind=data["kind"], source="addendum" if data.get("addendum_of") else "report",
+                   data=data, at=at, reader_name=data.get("reader_name") or data.get("reader_id") or "",
+                   findings=data.get("findings") or "", impression=data.get("impression") or "",
+                   study_uids=[data["study_uid"]], consultation_id=None)
+
+
+def result_from_consultation(data: Doc, *, at: str) -> Doc:
+    """A result from ``consultation.concluded`` (the specialists' signed opinion)."""
+    cid = data["consultation_id"]
+    rid = data.get("opinion_id") or f"cr-{cid}"
+    data = {**data, "reader_id": data.get("lead")}
+    return _result(rid, kind="consultation", source="consultation", data=data, at=at,
+                   reader_name=_signer_names(data.get("signers")), findings=data.get("assessment") or "",
+                   impression=data.get("recommendations") or "", study_uids=list(data.get("study_uids") or []),
+                   consultation_id=cid)
+
+
+def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name: str, findings: str,
+            impression: str, study_uids: list[str], consultation_id: str | None) -> Doc:
+    critical = bool(data.get("critical"))
+    return {
+        "id": rid, "source": source, "kind": kind, "organization": data["organization"],
+        "centre": data.get("centre"), "request_id": data.get("request_id"), "report_id": data.get("report_id"),
+        "consultation_id": consultation_id, "addendum_of": data.get("addendum_of"),
+        "study_uid": study_uids[0] if study_uids else None, "study_uids": study_uids,
+        "patient_id": data.get("patient_id"), "patient_name": data.get("patient_name"),
+        "accession_number": data.get("accession_number"), "reader_id": data.get("reader_id"),
+        "reader_name": reader_name, "signed_at": data["signed_at"], "findings": findings,
+        "impression": impression, "critical": critical,
+        "critical_category": data.get("critical_category") if critical else None,
+        "priority": data.get("priority"), "created_at": at,
+        "sr_sop_instance_uid": uid_for(rid, "sr"), "sr_series_uid": uid_for(rid, "sr-series"),
+        "pdf_sop_instance_uid": uid_for(rid, "pdf"), "pdf_series_uid": uid_for(rid, "pdf-series"),
+        "acknowledged_at": None, "acknowledged_by": None, "acknowledgement": None,
+        # 危急值: a person must acknowledge by ack_due_at, else escalation (critical.py)
+        "ack_due_at": None, "escalated": False, "escalations": 0, "version": 0,
+    }
+
+
+def channels_for(consortium: Consortium, result: Doc, *, study_known: bool) -> dict[str, Doc]:
+    """The channels the origin organisation's configuration gives it, with their targets.
+
+    The inbox is always there.  DICOM needs the clinic's SCP and a study in the index to
+    attach the SR to; webhook needs a configured URL.
+    """
+    org = consortium.organizations.get(result["organization"])
+    out: dict[str, Doc] = {"inbox": {"organization": result["organization"]}}
+    if org is not None and org.scp is not None and study_known:
+        out["dicom"] = {"ae_title": org.scp.ae_title, "host": org.scp.host, "port": org.scp.port,
+                        "tls": org.scp.tls}
+    if org is not None and org.webhook is not None:
+        out["webhook"] = {"url": org.webhook.url, "secret_env": org.webhook.secret_env}
+    return out
+
+
+def new_delivery(result: Doc, channel: str, target: Doc, *, at: str) -> Doc:
+    did = delivery_id(result["id"], channel)
+    return {
+        "id": did, "result_id": result["id"], "channel": channel, "organization": result["organization"],
+        "centre": result.get("centre"), "critical": result["critical"], "target": target,
+        "state": "pending", "attempts": 0, "created_at": at, "started_at": at, "next_attempt_at": at,
+        "lease_expires_at": None, "worker": None, "last_error": None, "delivered_at": None,
+        "dead_at": None, "reason": None, "sent": [],  # SOP Instance UIDs the clinic's SCP accepted
+        "idempotency_key": did, "redrives": 0, "history": [], "version": 0,
+    }
+
+
+def public_result(doc: Doc, deliveries: list[Doc] | None = None) -> Doc:
+    """What the API shows of a result."""
+    out = {k: v for k, v in doc.items() if k != "version"}
+    if deliveries is not None:
+        out["deliveries"] = [public_delivery(d) for d in sorted(deliveries, key=lambda d: d["channel"])]
+    return out
+
+
+def public_delivery(d: Doc) -> Doc:
+    return {k: d.get(k) for k in ("id", "result_id", "channel", "organization", "centre", "critical", "target",
+                                  "state", "attempts", "created_at", "next_attempt_at", "delivered_at",
+                                  "dead_at", "reason", "last_error", "redrives", "history")}

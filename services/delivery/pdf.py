@@ -1,0 +1,103 @@
+"""The report as a PDF (Chinese text in a CJK font), and as an Encapsulated PDF instance.
+
+For terminals that cannot show an SR.  Rendering is pure computation (fpdf2); the font file
+is checked when the service starts (``DeliverySettings.check``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fpdf import FPDF
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from .document import base_dataset, dicom_datetime
+from .sr import TITLES, code
+
+Doc = dict[str, Any]
+
+ENCAPSULATED_PDF = UID("1.2.840.10008.5.1.4.1.1.104.1")
+SERIES_NUMBER = 9902
+HEADINGS = {"imaging": "远程影像诊断报告", "ecg": "远程心电诊断报告", "consultation": "远程会诊意见"}
+
+
+def _pname(value: str | None) -> str:
+    """DICOM ``Family^Given`` -> a readable name."""
+    parts = [p for p in (value or "").split("=")[0].split("^") if p]
+    if len(parts) >= 2 and all(ord(ch) > 0x2E7F for ch in "".join(parts)):
+        return "".join(parts)  # 张^三 -> 张三
+    return " ".join(parts)
+
+
+def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str) -> bytes:
+    pdf = FPDF(format="A4")
+    pdf.set_title(HEADINGS.get(result["kind"], "诊断报告"))
+    pdf.set_creator("Yilian")
+    pdf.add_font("cjk", fname=font)
+    pdf.set_auto_page_break(True, margin=18)
+    pdf.add_page()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+    pdf.set_font("cjk", size=16)
+    pdf.cell(width, 10, institution, align="C", new_x="LMARGIN", new_y="NEXT")
+    heading = HEADINGS.get(result["kind"], "诊断报告")
+    if result["source"] == "addendum":
+        heading += "（补充报告）"
+    pdf.set_font("cjk", size=14)
+    pdf.cell(width, 9, heading, align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+    pdf.set_font("cjk", size=10.5)
+    rows = [("姓名", _pname(study.get("patient_name") or result.get("patient_name"))),
+            ("患者ID", study.get("patient_id") or result.get("patient_id") or ""),
+            ("性别", {"M": "男", "F": "女"}.get(study.get("sex") or "", study.get("sex") or "")),
+            ("出生日期", study.get("birth_date") or ""),
+            ("检查日期", study.get("study_date") or ""),
+            ("检查号", study.get("accession_number") or result.get("accession_number") or ""),
+            ("检查描述", study.get("study_description") or ""),
+            ("Study UID", result.get("study_uid") or "")]
+    for label, value in rows:
+        pdf.cell(28, 6.5, f"{label}：")
+        pdf.multi_cell(width - 28, 6.5, str(value), new_x="LMARGIN", new_y="NEXT")
+    if result["critical"]:
+        pdf.ln(2)
+        pdf.set_text_color(200, 0, 0)
+        pdf.set_font("cjk", size=13)
+        category = result.get("critical_category") or ""
+        pdf.multi_cell(width, 8, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+    for title, body in (("检查所见", result.get("findings") or ""), ("诊断意见", result.get("impression") or "")):
+        pdf.ln(3)
+        pdf.set_font("cjk", size=12)
+        pdf.cell(width, 8, title, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("cjk", size=10.5)
+        pdf.multi_cell(width, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(6)
+    pdf.set_font("cjk", size=10.5)
+    pdf.multi_cell(width, 6.5, f"诊断医师：{result.get('reader_name') or ''}    诊断中心：{centre}", new_x="LMARGIN",
+                   new_y="NEXT")
+    pdf.multi_cell(width, 6.5, f"签发时间：{result['signed_at']}    报告编号：{result['id']}", new_x="LMARGIN",
+                   new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution: str, station: str) -> Dataset:
+    """An Encapsulated PDF instance (PS3.3 A.45.1) in the original study."""
+    ds = base_dataset(sop_class_uid=ENCAPSULATED_PDF, sop_instance_uid=result["pdf_sop_instance_uid"], study=study,
+                      result=result, created=created, station=station)
+    ds.InstitutionName = institution
+    ds.Modality = "DOC"
+    ds.SeriesInstanceUID = result["pdf_series_uid"]
+    ds.SeriesNumber = SERIES_NUMBER
+    ds.SeriesDescription = "远程诊断报告 PDF"
+    ds.ConversionType = "WSD"  # SC Equipment: workstation
+    ds.InstanceNumber = 1
+    ds.ContentDate, ds.ContentTime = dicom_datetime(result["signed_at"])
+    ds.AcquisitionDateTime = "".join(dicom_datetime(result["signed_at"]))
+    ds.BurnedInAnnotation = "YES"
+    ds.DocumentTitle = HEADINGS.get(result["kind"], "诊断报告")
+    ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocumentLength = len(pdf)
+    ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")  # OB values have even length
+    return ds

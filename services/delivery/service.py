@@ -1,0 +1,375 @@
+"""Result delivery: record results from signed reports, work their deliveries, acknowledge.
+
+* :func:`on_report_signed` / :func:`on_consultation_concluded` (consumer group ``delivery``,
+  idempotent through ``first_time``) write the result and one delivery per channel in one
+  transaction; the inbox delivery is delivered there and then.
+* :class:`Worker` claims due deliveries with a compare-and-set lease (so one worker in the
+  whole deployment works a delivery at a time; a dead worker's lease expires), attempts the
+  channel outside any transaction, then records the outcome: delivered, retry at a jittered
+  backoff, or dead-lettered (``result.delivery_failed``) past the horizon.
+* :func:`acknowledge` (a clinic user) and the automatic acknowledgement on a successful DICOM
+  store of a routine result; :func:`redrive` (a coordinator) for dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from ..core import audit
+from ..core.events import Event, new_traceparent
+from ..core.runtime import Runtime
+from ..core.store.port import Transaction
+from . import model, pdf, sr
+from .channels import Outcome, dicom, inbox, webhook
+from .retry import Backoff
+from .settings import DeliverySettings
+
+log = logging.getLogger("yilian.delivery")
+
+GROUP = "delivery"
+SETTINGS_KEY = "delivery.settings"
+WAKE_KEY = "delivery.wake"
+SYSTEM = "system:delivery"
+RESULTS, DELIVERIES = "results", "deliveries"
+HISTORY = 20  # attempts kept on a delivery record
+
+Doc = dict[str, Any]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def settings_of(rt: Runtime) -> DeliverySettings:
+    settings = rt.shared.get(SETTINGS_KEY)
+    if settings is None:
+        settings = rt.shared[SETTINGS_KEY] = DeliverySettings.from_env()
+    return settings
+
+
+def wake(rt: Runtime) -> None:
+    """Tell this process's worker there is work now (other processes find it by polling)."""
+    event = rt.shared.get(WAKE_KEY)
+    if event is not None:
+        event.set()
+
+
+def _event(rt: Runtime, type: str, result: Doc, traceparent: str | None, **data: Any) -> Event:
+    body = {"result_id": result["id"], "organization": result["organization"], "centre": result.get("centre"),
+            "study_uid": result.get("study_uid"), "report_id": result.get("report_id"),
+            "consultation_id": result.get("consultation_id"), "critical": result["critical"], **data}
+    return Event(type, subject=result["id"], data=body, source=rt.source("delivery"),
+                 traceparent=traceparent or new_traceparent())
+
+
+async def _audit(tx: Transaction, action: str, result: Doc, *, actor: str = SYSTEM, role: str = "system",
+                 remote: str | None = None, traceparent: str | None = None, **detail: Any) -> None:
+    await audit.record(tx, actor=actor, role=role, action=action, resource=f"result/{result['id']}",
+                       organization=result["organization"], remote=remote, detail=detail,
+                       traceparent=traceparent)
+
+
+# --- results from events ------------------------------------------------------------------
+
+async def on_report_signed(rt: Runtime, event: Event) -> None:
+    now = settings_of(rt).now()
+    await _record_result(rt, event, model.result_from_report(event.data, at=iso(now)), now)
+
+
+async def on_consultation_concluded(rt: Runtime, event: Event) -> None:
+    now = settings_of(rt).now()
+    await _record_result(rt, event, model.result_from_consultation(event.data, at=iso(now)), now)
+
+
+async def _record_result(rt: Runtime, event: Event, result: Doc, now: float) -> None:
+    settings = settings_of(rt)
+    async with rt.store.transaction() as tx:
+        if not await tx.first_time(GROUP, event.id) or await tx.get(RESULTS, result["id"]) is not None:
+            return
+        study_known = bool(result["study_uid"]) and await tx.get("studies", result["study_uid"]) is not None
+        result["traceparent"] = event.traceparent
+        result["delivered_at"] = result["created_at"]  # the inbox has it from now on
+        if result["critical"]:
+            result["ack_due_at"] = iso(now + settings.critical_ack_seconds)
+        await tx.insert(RESULTS, result)
+        channels = model.channels_for(rt.consortium, result, study_known=study_known)
+        for channel, target in channels.items():
+            d = model.new_delivery(result, channel, target, at=result["created_at"])
+            if channel == "inbox":
+                d.update(state="delivered", delivered_at=result["created_at"], attempts=1, next_attempt_at=None)
+                tx.emit(_event(rt, "result.delivered", result, event.traceparent, delivery_id=d["id"],
+                               channel="inbox", attempts=1, delivered_at=d["delivered_at"],
+                               summary=inbox.summary(result)))
+            await tx.insert(DELIVERIES, d)
+        await _audit(tx, "result.route", result, traceparent=event.traceparent, channels=sorted(channels),
+                     source=result["source"], study_known=study_known)
+    log.info("result recorded", extra={"result_id": result["id"], "organization": result["organization"],
+                                       "channels": sorted(channels), "critical": result["critical"]})
+    wake(rt)
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+class Worker:
+    """Claims due deliveries and attempts them, at most ``concurrency`` at a time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings = settings_of(rt)
+        self.id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.backoff = Backoff(self.settings.first_delay, self.settings.max_delay, self.settings.horizon)
+        # A claim must outlive the slowest attempt (association + two C-STOREs), or a second
+        # worker could take over a delivery that is still being sent.
+        self.lease = max(self.settings.lease_seconds,
+                         4 * max(self.settings.dicom_timeout, self.settings.webhook_timeout) + 1)
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        for task in list(self.in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
+
+    async def due(self) -> list[Doc]:
+        now = iso(self.settings.now())
+        room = self.settings.concurrency - len(self.in_flight)
+        if room <= 0:
+            return []
+        found = await self.rt.store.find(DELIVERIES, {"state": "pending", "next_attempt_at": {"$lte": now}},
+                                         sort=(("next_attempt_at", 1),), limit=room + len(self.in_flight))
+        found += await self.rt.store.find(DELIVERIES, {"state": "delivering", "lease_expires_at": {"$lt": now}},
+                                          sort=(("lease_expires_at", 1),), limit=room + len(self.in_flight))
+        return [d for d in found if d["id"] not in self.in_flight][:room]
+
+    async def run_once(self) -> int:
+        """Claim what is due and start attempting it; how many were started."""
+        started = 0
+        for d in await self.due():
+            claimed = await self.claim(d)
+            if claimed is None:
+                continue
+            task = asyncio.create_task(self._attempt(claimed), name=f"delivery:{d['id']}")
+            self.in_flight[d["id"]] = task
+            task.add_done_callback(lambda _t, i=d["id"]: self._done(i))
+            started += 1
+        return started
+
+    def _done(self, delivery_id: str) -> None:
+        self.in_flight.pop(delivery_id, None)
+        wake(self.rt)  # a slot is free, and a quick retry may already be due
+
+    async def claim(self, d: Doc) -> Doc | None:
+        now = self.settings.now()
+        changes = {"state": "delivering", "worker": self.id, "lease_expires_at": iso(now + self.lease),
+                   "version": d["version"] + 1}
+        async with self.rt.store.transaction() as tx:
+            if not await tx.update(DELIVERIES, d["id"], changes, where={"version": d["version"], "state": d["state"]}):
+                return None  # another worker got it first
+        if d["state"] == "delivering":
+            log.warning("delivery lease expired; taking over", extra={"delivery_id": d["id"], "worker": d["worker"]})
+        return {**d, **changes}
+
+    async def _attempt(self, d: Doc) -> None:
+        try:
+            result = await self.rt.store.get(RESULTS, d["result_id"])
+            if result is None:
+                outcome = Outcome(False, f"result {d['result_id']} is gone", permanent=True)
+            elif d["channel"] == "dicom":
+                outcome = await self._dicom(result, d)
+            elif d["channel"] == "webhook":
+                outcome = await self._webhook(result, d)
+            else:
+                outcome = Outcome(True, "in the inbox")
+        except asyncio.CancelledError:
+            raise  # shutting down: the lease expires and another attempt follows
+        except Exception as exc:  # noqa: BLE001 - a bug or a bad document must not stop the worker
+            log.exception("delivery attempt failed unexpectedly", extra={"delivery_id": d["id"]})
+            outcome = Outcome(False, f"internal error: {type(exc).__name__}: {exc}")
+        try:
+            await record_outcome(self.rt, d, result or {"id": d["result_id"], "organization": d["organization"],
+                                                        "critical": d["critical"]}, outcome, self.backoff)
+        except Exception:  # noqa: BLE001 - the store may be down: the lease expires and it is tried again
+            log.exception("could not record a delivery outcome", extra={"delivery_id": d["id"]})
+
+    async def _dicom(self, result: Doc, d: Doc) -> Outcome:
+        rt, target = self.rt, d["target"]
+        study = await rt.store.get("studies", result["study_uid"]) or {}
+        by_series: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for inst in await rt.store.find("instances", {"study_uid": result["study_uid"]},
+                                        sort=(("series_uid", 1), ("instance_number", 1))):
+            by_series[inst["series_uid"]].append((inst["sop_class_uid"], inst["id"]))
+        org = rt.consortium.organizations.get(result["organization"])
+        centre = rt.consortium.centres.get(result.get("centre") or "")
+        institution = centre.name if centre else (org.name if org else "")
+        created = iso(self.settings.now())
+        station = rt.settings.ae_title
+        sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
+                            institution=institution, station=station)
+        rendered = await asyncio.to_thread(pdf.render, result, study=study, institution=org.name if org else "",
+                                           centre=institution, font=self.settings.font)
+        pdf_ds = pdf.build_pdf(result, study=study, pdf=rendered, created=created, institution=institution,
+                               station=station)
+        return await asyncio.to_thread(
+            dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
+            host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
+            already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None)
+
+    def _tls(self) -> ssl.SSLContext:
+        s = self.rt.settings
+        context = ssl.create_default_context(cafile=s.dicom_tls_ca)
+        context.check_hostname = False  # clinics' SCPs are addressed by IP; the CA is ours
+        if s.dicom_tls_cert and s.dicom_tls_key:
+            context.load_cert_chain(s.dicom_tls_cert, s.dicom_tls_key)
+        return context
+
+    async def _webhook(self, result: Doc, d: Doc) -> Outcome:
+        secret = os.environ.get(d["target"]["secret_env"])
+        if not secret:
+            return Outcome(False, f"environment variable {d['target']['secret_env']} (the webhook's HMAC secret) "
+                                  "is not set", permanent=True)
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        return await webhook.post(self.session, url=d["target"]["url"], document=webhook_document(result, d),
+                                  delivery_id=d["id"], idempotency_key=d["idempotency_key"], secret=secret,
+                                  timeout=self.settings.webhook_timeout)
+
+
+def webhook_document(result: Doc, d: Doc) -> Doc:
+    keys = ("organization", "centre", "source", "kind", "study_uid", "study_uids", "patient_id", "patient_name",
+            "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signed_at",
+            "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
+            "pdf_sop_instance_uid")
+    return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys}}
+
+
+async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff) -> None:
+    """Write one attempt's outcome, if this worker still holds the delivery."""
+    settings = settings_of(rt)
+    now = settings.now()
+    at = iso(now)
+    attempts = d["attempts"] + 1
+    entry = {"attempt": attempts, "at": at, "ok": outcome.ok, "detail": outcome.detail[:500]}
+    sent = sorted({*(d.get("sent") or []), *outcome.sent})
+    changes: Doc = {"attempts": attempts, "history": [*(d.get("history") or []), entry][-HISTORY:], "sent": sent,
+                    "lease_expires_at": None, "worker": None, "version": d["version"] + 1}
+    tp = result.get("traceparent")
+    if outcome.ok:
+        changes.update(state="delivered", delivered_at=at, next_attempt_at=None, last_error=None)
+    else:
+        following = None if outcome.permanent else backoff.next_attempt(
+            attempt=attempts, now=now, started=parse_iso(d["started_at"]))
+        if following is None:
+            reason = outcome.detail if outcome.permanent else \
+                f"no success within the horizon of {backoff.horizon:g}s; last error: {outcome.detail}"
+            changes.update(state="dead", dead_at=at, next_attempt_at=None, reason=reason, last_error=outcome.detail)
+        else:
+            changes.update(state="pending", next_attempt_at=iso(following), last_error=outcome.detail)
+    async with rt.store.transaction() as tx:
+        if not await tx.update(DELIVERIES, d["id"], changes, where={"version": d["version"]}):
+            log.warning("delivery taken over by another worker; outcome dropped", extra={"delivery_id": d["id"]})
+            return
+        if changes["state"] == "delivered":
+            tx.emit(_event(rt, "result.delivered", result, tp, delivery_id=d["id"], channel=d["channel"],
+                           attempts=attempts, delivered_at=at, target=_target_name(d)))
+            await _audit(tx, "result.deliver", result, traceparent=tp, channel=d["channel"], attempts=attempts,
+                         target=_target_name(d))
+            if d["channel"] == "dicom" and not result["critical"]:
+                await _acknowledge(rt, tx, result["id"], actor=SYSTEM, role="system", mode="dicom_store",
+                                   remote=None, note=None)
+        elif changes["state"] == "dead":
+            tx.emit(_event(rt, "result.delivery_failed", result, tp, delivery_id=d["id"], channel=d["channel"],
+                           attempts=attempts, reason=changes["reason"], target=_target_name(d)))
+            await _audit(tx, "result.dead_letter", result, traceparent=tp, channel=d["channel"], attempts=attempts,
+                         reason=changes["reason"])
+    level = logging.INFO if outcome.ok else logging.WARNING
+    log.log(level, "delivery attempt", extra={"delivery_id": d["id"], "result_id": d["result_id"],
+                                              "channel": d["channel"], "attempt": attempts, "state": changes["state"],
+                                              "detail": outcome.detail, "next_attempt_at": changes.get("next_attempt_at")})
+
+
+def _target_name(d: Doc) -> str:
+    t = d.get("target") or {}
+    if d["channel"] == "dicom":
+        return f"{t.get('ae_title')}@{t.get('host')}:{t.get('port')}"
+    if d["channel"] == "webhook":
+        return str(t.get("url"))
+    return f"inbox:{d['organization']}"
+
+
+# --- acknowledgement and re-drive ----------------------------------------------------------
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    pass
+
+
+async def _acknowledge(rt: Runtime, tx: Transaction, result_id: str, *, actor: str, role: str, mode: str,
+                       remote: str | None, note: str | None) -> Doc | None:
+    """Acknowledge once; None if it already was."""
+    result = await tx.get(RESULTS, result_id)
+    if result is None:
+        raise NotFound(result_id)
+    if result.get("acknowledged_at"):
+        return None
+    at = iso(settings_of(rt).now())
+    late = bool(result["critical"] and result.get("ack_due_at") and (result.get("escalations") or 0) > 0)
+    ack = {"by": actor, "mode": mode, "at": at, "note": note, "late": late}
+    if not await tx.update(RESULTS, result_id, {"acknowledged_at": at, "acknowledged_by": actor,
+                                               "acknowledgement": ack, "ack_due_at": None,
+                                               "version": result["version"] + 1},
+                           where={"version": result["version"]}):
+        raise Conflict(f"result {result_id} changed concurrently; try again")
+    result = {**result, "acknowledged_at": at, "acknowledged_by": actor, "acknowledgement": ack}
+    tx.emit(_event(rt, "result.acknowledged", result, result.get("traceparent"), acknowledged_by=actor, mode=mode,
+                   acknowledged_at=at, late=late, escalations=result.get("escalations") or 0))
+    await _audit(tx, "result.acknowledge", result, actor=actor, role=role, remote=remote,
+                 traceparent=result.get("traceparent"), mode=mode, late=late)
+    return result
+
+
+async def acknowledge(rt: Runtime, result_id: str, *, actor: str, role: str, remote: str | None,
+                      note: str | None = None) -> Doc:
+    """A person at the clinic acknowledges; returns the result (unchanged if already acknowledged)."""
+    async with rt.store.transaction() as tx:
+        done = await _acknowledge(rt, tx, result_id, actor=actor, role=role, mode="person", remote=remote, note=note)
+        return done or await tx.get(RESULTS, result_id)
+
+
+async def redrive(rt: Runtime, delivery_id: str, *, actor: str, role: str, remote: str | None) -> Doc:
+    """A dead letter back to pending, with a fresh horizon."""
+    now = iso(settings_of(rt).now())
+    async with rt.store.transaction() as tx:
+        d = await tx.get(DELIVERIES, delivery_id)
+        if d is None:
+            raise NotFound(delivery_id)
+        if d["state"] != "dead":
+            raise Conflict(f"delivery {delivery_id} is {d['state']}, not dead-lettered; only dead letters are re-driven")
+        changes = {"state": "pending", "next_attempt_at": now, "started_at": now, "dead_at": None, "reason": None,
+                   "redrives": (d.get("redrives") or 0) + 1, "version": d["version"] + 1,
+                   "history": [*(d.get("history") or []), {"redrive": True, "at": now, "by": actor,
+                                                          "reason": d.get("reason")}][-HISTORY:]}
+        if not await tx.update(DELIVERIES, delivery_id, changes, where={"version": d["version"]}):
+            raise Conflict(f"delivery {delivery_id} changed concurrently; try again")
+        result = await tx.get(RESULTS, d["result_id"]) or {"id": d["result_id"], "organization": d["organization"]}
+        await _audit(tx, "result.redrive", result, actor=actor, role=role, remote=remote, delivery_id=delivery_id,
+                     channel=d["channel"], previous_reason=d.get("reason"))
+    wake(rt)
+    return {**d, **changes}

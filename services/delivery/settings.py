@@ -1,0 +1,71 @@
+"""Delivery settings from the environment (``YILIAN_DELIVERY_*``, ``YILIAN_CRITICAL_*``).
+
+Documented in docs/configuration.md and docs/delivery.md.  Tests pass short values.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+
+
+def _float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    first_delay: float = 5.0  # the first retry waits up to this long (full jitter)
+    max_delay: float = 600.0  # no single wait is longer
+    horizon: float = 86400.0  # after this long without success a delivery is dead-lettered
+    lease_seconds: float = 120.0  # a worker's claim on one attempt; a dead worker's claim expires
+    poll_seconds: float = 1.0  # how often the store is looked at for due work
+    concurrency: int = 8  # attempts in flight per process
+    dicom_timeout: float = 30.0  # association, DIMSE and network timeouts of the C-STORE SCU
+    webhook_timeout: float = 10.0
+    critical_ack_seconds: float = 600.0  # 危急值 must be acknowledged by a person within this
+    critical_repeat_seconds: float = 600.0  # then escalate again every this long until acknowledged
+    font: str = DEFAULT_FONT  # a TrueType font with CJK glyphs for the PDF
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_env(cls, **overrides) -> DeliverySettings:
+        ack = _float("YILIAN_CRITICAL_ACK_SECONDS", 600.0, minimum=0.1)
+        values = dict(
+            first_delay=_float("YILIAN_DELIVERY_FIRST_DELAY_SECONDS", 5.0, minimum=0.01),
+            max_delay=_float("YILIAN_DELIVERY_MAX_DELAY_SECONDS", 600.0, minimum=0.01),
+            horizon=_float("YILIAN_DELIVERY_HORIZON_SECONDS", 86400.0, minimum=0.1),
+            lease_seconds=_float("YILIAN_DELIVERY_LEASE_SECONDS", 120.0, minimum=0.5),
+            poll_seconds=_float("YILIAN_DELIVERY_POLL_SECONDS", 1.0, minimum=0.01),
+            concurrency=int(_float("YILIAN_DELIVERY_CONCURRENCY", 8, minimum=1)),
+            dicom_timeout=_float("YILIAN_DELIVERY_DICOM_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            webhook_timeout=_float("YILIAN_DELIVERY_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            critical_ack_seconds=ack,
+            critical_repeat_seconds=_float("YILIAN_CRITICAL_REPEAT_SECONDS", ack, minimum=0.1),
+            font=os.environ.get("YILIAN_DELIVERY_FONT") or DEFAULT_FONT,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def check(self) -> None:
+        """Fail at start, not at the first report, when the PDF cannot be rendered."""
+        if not Path(self.font).is_file():
+            raise SystemExit(f"delivery: font {self.font!r} not found; install the Debian package "
+                             "fonts-wqy-microhei or set YILIAN_DELIVERY_FONT to a TrueType font with CJK glyphs")

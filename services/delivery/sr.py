@@ -1,0 +1,140 @@
+"""The Basic Text SR of a result (PS3.3 A.35.1): findings, impression, 危急值, reader, time.
+
+Same Study Instance UID as the original study, a new series, the original study's series
+and instances in the Current Requested Procedure Evidence Sequence, and — for an
+addendum — the corrected report's SR in the Predecessor Documents Sequence.  I/O free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from .document import base_dataset, dicom_datetime
+from .model import uid_for
+
+Doc = dict[str, Any]
+
+BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
+SERIES_NUMBER = 9901  # results sort after the clinic's own series
+
+# Document titles (LOINC), by result kind.
+TITLES = {"imaging": ("18748-4", "LN", "Diagnostic Imaging Report"),
+          "ecg": ("11524-6", "LN", "EKG study"),
+          "consultation": ("11488-4", "LN", "Consult note")}
+FINDINGS = ("121070", "DCM", "Findings")
+FINDING = ("121071", "DCM", "Finding")
+IMPRESSIONS = ("121072", "DCM", "Impressions")
+IMPRESSION = ("121073", "DCM", "Impression")
+OBSERVER_TYPE = ("121005", "DCM", "Observer Type")
+PERSON = ("121006", "DCM", "Person")
+PERSON_NAME = ("121008", "DCM", "Person Observer Name")
+# No standard code says "critical finding (危急值)" yet; a private scheme, values from CID 230 (Yes-No).
+CRITICAL = ("CRITICAL", "99YILIAN", "Critical finding")
+CRITICAL_CATEGORY = ("CRIT_CATEGORY", "99YILIAN", "Critical finding category")
+SIGNED_AT = ("SIGNED_AT", "99YILIAN", "Report signed")
+YES, NO = ("373066001", "SCT", "Yes"), ("373067005", "SCT", "No")
+
+
+def code(value: tuple[str, str, str]) -> Dataset:
+    ds = Dataset()
+    ds.CodeValue, ds.CodingSchemeDesignator, ds.CodeMeaning = value
+    return ds
+
+
+def _item(value_type: str, relationship: str | None, name: tuple[str, str, str]) -> Dataset:
+    ds = Dataset()
+    if relationship:
+        ds.RelationshipType = relationship
+    ds.ValueType = value_type
+    ds.ConceptNameCodeSequence = Sequence([code(name)])
+    return ds
+
+
+def text(relationship: str, name: tuple[str, str, str], value: str) -> Dataset:
+    ds = _item("TEXT", relationship, name)
+    ds.TextValue = value
+    return ds
+
+
+def container(relationship: str, name: tuple[str, str, str], children: list[Dataset]) -> Dataset:
+    ds = _item("CONTAINER", relationship, name)
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.ContentSequence = Sequence(children)
+    return ds
+
+
+def _references(study_uid: str, series: Iterable[tuple[str, list[tuple[str, str]]]]) -> Dataset:
+    """A Hierarchical SOP Instance Reference Macro item (PS3.3 C.17.2.1)."""
+    study = Dataset()
+    study.StudyInstanceUID = study_uid
+    items = []
+    for series_uid, instances in series:
+        s = Dataset()
+        s.SeriesInstanceUID = series_uid
+        refs = []
+        for sop_class, sop_instance in instances:
+            r = Dataset()
+            r.ReferencedSOPClassUID, r.ReferencedSOPInstanceUID = sop_class, sop_instance
+            refs.append(r)
+        s.ReferencedSOPSequence = Sequence(refs)
+        items.append(s)
+    study.ReferencedSeriesSequence = Sequence(items)
+    return study
+
+
+def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[str, str]]]], created: str,
+             institution: str, station: str) -> Dataset:
+    """``evidence``: ``[(series_uid, [(sop_class_uid, sop_instance_uid), ...]), ...]`` from the index."""
+    ds = base_dataset(sop_class_uid=BASIC_TEXT_SR, sop_instance_uid=result["sr_sop_instance_uid"], study=study,
+                      result=result, created=created, station=station)
+    ds.InstitutionName = institution
+    # SR Document Series (C.17.1)
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = result["sr_series_uid"]
+    ds.SeriesNumber = SERIES_NUMBER
+    ds.SeriesDescription = "远程诊断报告" if result["source"] != "addendum" else "远程诊断报告（补充）"
+    ds.ReferencedPerformedProcedureStepSequence = Sequence()
+    # SR Document General (C.17.2)
+    ds.InstanceNumber = 1
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "VERIFIED"
+    ds.ContentDate, ds.ContentTime = dicom_datetime(result["signed_at"])
+    observer = Dataset()
+    observer.VerifyingObserverName = result.get("reader_name") or ""
+    observer.VerifyingObserverIdentificationCodeSequence = Sequence()
+    observer.VerifyingOrganization = institution
+    observer.VerificationDateTime = "".join(dicom_datetime(result["signed_at"]))
+    ds.VerifyingObserverSequence = Sequence([observer])
+    ds.PerformedProcedureCodeSequence = Sequence()
+    if evidence:
+        ds.CurrentRequestedProcedureEvidenceSequence = Sequence([_references(result["study_uid"], evidence)])
+    if result.get("addendum_of"):
+        # The corrected report's SR (its UID is fixed by its id) is this one's predecessor.
+        ds.PredecessorDocumentsSequence = Sequence([_references(result["study_uid"], [
+            (uid_for(result["addendum_of"], "sr-series"), [(BASIC_TEXT_SR, uid_for(result["addendum_of"], "sr"))])])])
+    # SR Document Content (C.17.3): the content tree.
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])
+    ds.ContinuityOfContent = "SEPARATE"
+    observer_type = _item("CODE", "HAS OBS CONTEXT", OBSERVER_TYPE)
+    observer_type.ConceptCodeSequence = Sequence([code(PERSON)])
+    reader = _item("PNAME", "HAS OBS CONTEXT", PERSON_NAME)
+    reader.PersonName = result.get("reader_name") or ""
+    critical = _item("CODE", "CONTAINS", CRITICAL)
+    critical.ConceptCodeSequence = Sequence([code(YES if result["critical"] else NO)])
+    signed = _item("DATETIME", "CONTAINS", SIGNED_AT)
+    signed.DateTime = "".join(dicom_datetime(result["signed_at"]))
+    content = [observer_type, reader,
+               container("CONTAINS", FINDINGS, [text("CONTAINS", FINDING, result.get("findings") or "")]),
+               container("CONTAINS", IMPRESSIONS, [text("CONTAINS", IMPRESSION, result.get("impression") or "")]),
+               critical]
+    if result["critical"] and result.get("critical_category"):
+        content.append(text("CONTAINS", CRITICAL_CATEGORY, result["critical_category"]))
+    content.append(signed)
+    ds.ContentSequence = Sequence(content)
+    return ds
