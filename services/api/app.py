@@ -15,6 +15,7 @@ from ..core.runtime import Runtime
 from .auth import auth_middleware, parse_networks
 from .auditing import AuditWriter
 from .context import AUDIT, RUNTIME, TRUSTED_PROXIES
+from .dicomweb import add_dicomweb
 from .problems import problem_middleware
 from .routes import add_routes
 
@@ -31,4 +32,5 @@ def create_app(rt: Runtime, *, trusted_proxies: str | None = None) -> web.Applic
     app[AUDIT] = AuditWriter(rt.store)
     add_health_routes(app, rt)
     add_routes(app)
+    add_dicomweb(app)
     return app

@@ -33,7 +33,7 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     # (specialist, 5-minute cell) with a unique id, so double-booking fails atomically
     "consultations": (Index(("organization", "requested_at")), Index(("centre", "requested_at")),
                       Index(("state", "slot_start")), Index(("state", "slot_end"))),
-    "consultation_notes": (Index(("consultation_id", "at")),),
+    "consultation_notes": (Index(("consultation_id", "seq")),),
     "consultation_invitations": (Index(("specialist", "slot_start")), Index(("consultation_id",))),
     "bookings": (Index(("consultation_id",)), Index(("specialist", "cell"))),
     # monitor: its read model, fed only by events (services/monitor/readmodel.py)

@@ -48,4 +48,4 @@ async def of_specialist(store: Store, specialist: str, *, state: str | None = No
 
 
 async def notes(store: Store, consultation_id: str) -> list[Doc]:
-    return await store.find(NOTES, {"consultation_id": consultation_id}, sort=(("at", 1),))
+    return await store.find(NOTES, {"consultation_id": consultation_id}, sort=(("seq", 1),))

@@ -395,10 +395,12 @@ async def _start(ctx: _Ctx, cmd: c.Start) -> Doc:
 async def _add_note(ctx: _Ctx, cmd: c.AddNote) -> Doc:
     doc = await _visible(ctx, cmd.consultation_id, "add_note")
     text = _text(cmd.text, "text", limit=20_000)
-    note = {"id": f"cn-{uuid.uuid4().hex[:20]}", "consultation_id": doc["id"], "author_id": ctx.actor.user_id,
+    seq = doc.get("notes_count", 0) + 1  # the order notes were written in (times may tie)
+    note = {"id": f"cn-{uuid.uuid4().hex[:20]}", "consultation_id": doc["id"], "seq": seq,
+            "author_id": ctx.actor.user_id,
             "author_name": _name(ctx.rt, ctx.actor.user_id), "author_centre": ctx.actor.centre, "text": text,
             "at": ctx.at}
-    doc = await _apply(ctx, doc, "add_note", {"notes_count": doc.get("notes_count", 0) + 1})
+    doc = await _apply(ctx, doc, "add_note", {"notes_count": seq})
     await ctx.tx.insert(NOTES, note)
     ctx.event("note_added", doc, note_id=note["id"], author_id=note["author_id"], author_name=note["author_name"])
     await ctx.audit("note", doc, note_id=note["id"])
