@@ -33,4 +33,6 @@ def create_app(rt: Runtime, *, trusted_proxies: str | None = None) -> web.Applic
     add_health_routes(app, rt)
     add_routes(app)
     add_dicomweb(app)
+    from ..monitor.routes import install as install_monitor  # here: monitor.routes imports the api
+    install_monitor(app, rt)  # /dashboard, HTTP metrics
     return app

@@ -19,7 +19,8 @@ from ..core.runtime import Runtime
 from .problems import Problem
 
 PRINCIPAL = web.RequestKey("principal", Principal)
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json",
+                          "/metrics", "/dashboard"})  # aggregates, and a page with no data
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

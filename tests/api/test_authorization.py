@@ -11,7 +11,7 @@ import pytest
 from services.core.auth import issue_token
 
 CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"
-PUBLIC = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+PUBLIC = {"/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard"}
 
 
 async def scenario(api) -> dict[str, str]:
@@ -62,6 +62,13 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
         ("GET", "/api/v1/consortium", None),
         ("GET", "/api/v1/audit", None),
+        # live queue monitor (services/monitor)
+        ("GET", "/api/v1/monitor/centres", None),
+        ("GET", "/api/v1/monitor/centres/county-imaging", None),
+        ("GET", "/api/v1/monitor/sites", None),
+        ("GET", "/api/v1/monitor/consortium", None),
+        ("GET", "/api/v1/monitor/metrics", None),
+        ("GET", "/api/v1/monitor/stream", None),
         # remote consultation
         ("POST", "/api/v1/consultations", CONSULTATION_BODY),
         ("GET", "/api/v1/consultations", None),
@@ -102,7 +109,8 @@ async def test_matrix_covers_every_route(api):
     ids = {"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N"}
     listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}")
                .replace("/N", "/{sop_instance_uid}")
-               .replace("/C", "/{consultation_id}")) for m, p, _ in endpoints(ids)}
+               .replace("/C", "/{consultation_id}")
+               .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC
               and not r.resource.canonical.startswith("/dicomweb")}  # PS3.18's own matrix: tests/dicomweb
@@ -202,6 +210,11 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/studies"), ("dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/audit"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("GET", "/api/v1/monitor/centres"), ("cg-clinic", "dr-wang", "auditor")),
+    (("GET", "/api/v1/monitor/stream"), ("cg-clinic", "dr-wang", "auditor")),
+    (("GET", "/api/v1/monitor/sites"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/monitor/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/reports"), ("auditor",)),
 ]

@@ -178,3 +178,45 @@ async def test_first_time_records_handled_events_with_the_effect(store):
 async def test_unknown_collection_is_an_error(store):
     with pytest.raises(KeyError):
         await store.get("no_such_collection", "x")
+
+
+async def test_apply_reads_decides_and_commits_with_events(store):
+    from services.core.store.port import Batch
+    async with store.transaction() as tx:
+        await tx.put("studies", {"id": "a", "n": 1})
+
+    def bump(docs):
+        study, missing = docs
+        assert missing is None
+        return Batch(puts=[("studies", {**study, "n": study["n"] + 1})], events=[probe(study["n"])],
+                     result=study["n"] + 1)
+    start = await store.last_seq()
+    assert await store.apply([("studies", "a"), ("studies", "nope")], bump) == 2
+    assert (await store.get("studies", "a"))["n"] == 2
+    assert [e.event.data for e in await store.read_log(start)] == [{"seq": 1}]
+
+
+async def test_apply_concurrent_calls_each_see_the_last_write_and_one_failing_loses_only_its_own(store):
+    from services.core.store.port import Batch
+    async with store.transaction() as tx:
+        await tx.put("studies", {"id": "c", "n": 0})
+
+    def inc(docs):
+        return Batch(puts=[("studies", {"id": "c", "n": docs[0]["n"] + 1})], events=[probe(docs[0]["n"])])
+
+    def fail(docs):
+        raise ValueError("refused")
+
+    def bad_event(docs):
+        return Batch(puts=[("studies", {"id": "c", "n": -100})],
+                     events=[Event("bus.probe", subject="x", data={"seq": "not a number"})])
+    start = await store.last_seq()
+    calls = [store.apply([("studies", "c")], inc) for _ in range(20)]
+    calls[5] = store.apply([("studies", "c")], fail)
+    calls[9] = store.apply([("studies", "c")], bad_event)
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[5], ValueError)
+    assert isinstance(results[9], InvalidEvent)
+    assert sum(r is None for r in results) == 18
+    assert (await store.get("studies", "c"))["n"] == 18
+    assert sorted(e.event.data["seq"] for e in await store.read_log(start)) == list(range(18))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import admin, clinic, commands, ecg, reader, session
+from ...monitor import routes as monitor  # live queue monitor (services/monitor)
 from . import consultations  # remote consultation (远程会诊)
 
 
@@ -13,3 +14,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_routes(module.routes)
     app.router.add_routes(ecg.routes)  # ECG reading view
     app.router.add_routes(consultations.routes)
+    app.router.add_routes(monitor.routes)

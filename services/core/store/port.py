@@ -21,9 +21,9 @@ committed with the state they describe and get a gap-free, increasing ``seq``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Event
@@ -59,6 +59,15 @@ class Index:
 class LoggedEvent:
     seq: int
     event: Event
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a ``decide`` function of :meth:`Store.apply` wants written, and what to hand back."""
+
+    puts: list[tuple[str, Doc]] = field(default_factory=list)  # (collection, doc): insert or replace
+    events: list[Event] = field(default_factory=list)
+    result: Any = None
 
 
 class Transaction(ABC):
@@ -157,6 +166,23 @@ class Store(ABC):
 
     @abstractmethod
     async def set_offset(self, group: str, seq: int) -> None: ...
+
+    async def apply(self, reads: Sequence[tuple[str, str]], decide: Callable[[list[Doc | None]], Batch]) -> Any:
+        """Read ``reads`` (collection, id), let ``decide`` turn them into a :class:`Batch`, commit it.
+
+        One transaction: the documents ``decide`` saw are the ones its writes replace, and its
+        events commit with them.  ``decide`` is pure (no I/O) and may run on the adapter's own
+        thread; if it raises, nothing is written.  Returns ``Batch.result``.  Adapters may
+        override this to do it all in one round trip (SQLite also commits concurrent calls
+        together, one fsync for several).
+        """
+        async with self.transaction() as tx:
+            batch = decide([await tx.get(collection, id) for collection, id in reads])
+            for collection, doc in batch.puts:
+                await tx.put(collection, doc)
+            for event in batch.events:
+                tx.emit(event)
+        return batch.result
 
     async def append(self, *events: Event) -> None:
         """Publish events with no state change of their own."""

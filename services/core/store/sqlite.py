@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from ..events import Event
-from .port import (ConcurrentUpdate, Doc, DuplicateKey, Filter, LoggedEvent, Sort, Store,
+from .port import (Batch, ConcurrentUpdate, Doc, DuplicateKey, Filter, LoggedEvent, Sort, Store,
                    StoreUnavailable, Transaction)
 from .schema import COLLECTIONS, indexes
 
@@ -257,6 +257,8 @@ class SqliteStore(Store):
         self._reader = _Conn(self.path, synchronous=sync)
         self._tx_lock = asyncio.Lock()
         self._known: set[str] = set()
+        self._applies: list[tuple[Sequence[tuple[str, str]], Callable[[list[Doc | None]], Batch],
+                                  asyncio.Future[Batch]]] = []
         # Callbacks run after a commit that appended events (the embedded bus wakes on it).
         self.on_commit: list[Callable[[], None]] = []
 
@@ -338,6 +340,65 @@ class SqliteStore(Store):
         if tx._events:
             for callback in self.on_commit:
                 callback()
+
+    async def apply(self, reads: Sequence[tuple[str, str]], decide: Callable[[list[Doc | None]], Batch]) -> Any:
+        # Group commit: calls that arrive while the writer is busy wait on the lock, and the
+        # first of them to get it runs them all in one transaction (one fsync), each in its own
+        # savepoint so one failing leaves the others' writes intact.
+        for collection, _ in reads:
+            await self._ensure(collection)
+        future: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
+        self._applies.append((reads, decide, future))
+        async with self._tx_lock:
+            if not future.done():
+                group, self._applies = self._applies, []
+                try:
+                    outcomes = await asyncio.shield(self._writer.run(lambda db: self._apply_group(db, group)))
+                except BaseException as exc:
+                    for _, _, f in group:
+                        if not f.done():
+                            f.set_exception(exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc)))
+                    raise
+                for (_, _, f), outcome in zip(group, outcomes):
+                    if not f.done():
+                        (f.set_exception if isinstance(outcome, BaseException) else f.set_result)(outcome)
+                if any(isinstance(o, Batch) and o.events for o in outcomes):
+                    for callback in self.on_commit:
+                        callback()
+        return (await future).result
+
+    def _apply_group(self, db: sqlite3.Connection, group: list[Any]) -> list[Batch | BaseException]:
+        outcomes: list[Batch | BaseException] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for reads, decide, _ in group:
+                db.execute("SAVEPOINT apply")
+                try:
+                    batch = decide([self._get(db, collection, id) for collection, id in reads])
+                    for event in batch.events:
+                        self.validate(event)
+                    for collection, doc in batch.puts:
+                        if collection not in self._known:
+                            raise KeyError(f"collection {collection!r} is not declared in services/core/store/schema.py")
+                        db.execute(f"INSERT INTO {_table(collection)} (id, doc) VALUES (?, ?) "
+                                   "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc", (doc["id"], _dump(doc)))
+                    if batch.events:
+                        db.executemany(
+                            "INSERT INTO event_log (id, type, subject, source, envelope) VALUES (?, ?, ?, ?, ?)",
+                            [(e.id, e.type, e.subject, e.source, e.to_json()) for e in batch.events])
+                    db.execute("RELEASE apply")
+                    outcomes.append(batch)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO apply")
+                    db.execute("RELEASE apply")
+                    if isinstance(exc, sqlite3.IntegrityError):
+                        exc = DuplicateKey(str(exc))
+                    outcomes.append(exc)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return outcomes
 
     # --- reads -------------------------------------------------------------------
     @staticmethod
