@@ -211,9 +211,9 @@ async def test_apply_concurrent_calls_each_see_the_last_write_and_one_failing_lo
         return Batch(puts=[("studies", {"id": "c", "n": -100})],
                      events=[Event("bus.probe", subject="x", data={"seq": "not a number"})])
     start = await store.last_seq()
-    calls = [store.apply([("studies", "c")], inc) for _ in range(20)]
-    calls[5] = store.apply([("studies", "c")], fail)
-    calls[9] = store.apply([("studies", "c")], bad_event)
+    decisions = [inc] * 20
+    decisions[5], decisions[9] = fail, bad_event
+    calls = [store.apply([("studies", "c")], decide) for decide in decisions]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(results[5], ValueError)
     assert isinstance(results[9], InvalidEvent)
