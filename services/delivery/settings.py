@@ -1,4 +1,4 @@
-"""Delivery settings from the environment (``YILIAN_DELIVERY_*``, ``YILIAN_CRITICAL_*``).
+"""Delivery settings from the environment (the delivery and critical-result variables).
 
 Documented in docs/configuration.md and docs/delivery.md.  Tests pass short values.
 """

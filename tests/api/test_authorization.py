@@ -84,6 +84,13 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/consultations/{cons}/notes", {"text": "note"}),
         ("POST", f"/api/v1/consultations/{cons}/opinion", {"assessment": "x", "recommendations": {
             "disposition": "manage_locally", "plan": "y"}}),
+        # result delivery: the clinic's inbox (a result's id is its report's), live push, dead letters
+        ("GET", "/api/v1/results", None),
+        ("GET", "/api/v1/results/stream", None),
+        ("GET", f"/api/v1/results/{report}", None),
+        ("POST", f"/api/v1/results/{report}/acknowledge", {}),
+        ("GET", "/api/v1/deliveries/dead-letters", None),
+        ("POST", "/api/v1/deliveries/D/redrive", {}),
     ]
 
 
@@ -110,6 +117,8 @@ async def test_matrix_covers_every_route(api):
     listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}")
                .replace("/N", "/{sop_instance_uid}")
                .replace("/C", "/{consultation_id}")
+               .replace("/results/{report_id}", "/results/{result_id}")
+               .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC

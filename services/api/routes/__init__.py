@@ -7,6 +7,7 @@ from aiohttp import web
 from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
 from . import consultations  # remote consultation (远程会诊)
+from . import results  # result inbox, live push, dead letters (services/delivery)
 
 
 def add_routes(app: web.Application) -> None:
@@ -15,3 +16,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(ecg.routes)  # ECG reading view
     app.router.add_routes(consultations.routes)
     app.router.add_routes(monitor.routes)
+    results.setup(app)  # result inbox, live push, dead letters (services/delivery)
