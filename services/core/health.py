@@ -34,5 +34,11 @@ def add_health_routes(app: web.Application, rt: Runtime) -> None:
             return web.json_response({"status": "unavailable", "problems": problems}, status=503)
         return web.json_response({"status": "ready", "services": [s.name for s in rt.services]})
 
+    async def metrics(_: web.Request) -> web.Response:
+        from .metrics import CONTENT_TYPE, install_runtime_collectors
+        text = await install_runtime_collectors(rt).exposition()
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)  # Prometheus text format, every process

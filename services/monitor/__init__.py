@@ -1,22 +1,17 @@
-"""The monitor service (to be built out by its issue)."""
+"""The monitor service: a read model of queues, turnaround and volumes, fed only by events.
+
+``readmodel`` (projection, no I/O) → ``service`` (consumer group ``monitor``, replay) →
+``views`` (figures read back) → ``routes`` (JSON, SSE, ``/dashboard``) and ``instruments``
+(``/metrics``).  See docs/monitor.md.
+"""
 
 from __future__ import annotations
 
 from ..core.runtime import Runtime
+from .service import MonitorService, MonitorSettings, replay
+
+__all__ = ["MonitorService", "MonitorSettings", "build", "replay"]
 
 
-class _Service:
-    name = "monitor"
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
-def build(rt: Runtime) -> _Service:
-    return _Service(rt)
+def build(rt: Runtime) -> MonitorService:
+    return MonitorService(rt)

@@ -30,7 +30,7 @@ from .scp import GatewayAE, ReusePortServer, StorageSCP, build_ae, receive_into,
 log = logging.getLogger("yilian.pacs_gateway")
 
 T = TypeVar("T")
-PLUGINS = ("query", "retrieve", "commitment")
+PLUGINS = ("query", "retrieve", "commitment", "metrics")
 
 
 class GatewayService:

@@ -1,0 +1,139 @@
+"""The monitor service: consumer group ``monitor`` keeps the read model, durable in the store.
+
+Each event is applied in one transaction with ``first_time("monitor", event.id)``, so a
+redelivered event changes nothing.  :func:`replay` rebuilds the read model from the event
+log into another (fresh) store through the same projection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.consortium import Consortium
+from ..core.events import Event
+from ..core.metrics import metrics_of
+from ..core.runtime import Runtime
+from ..core.store.port import Store, Transaction
+from . import readmodel
+from .readmodel import TYPES, iso
+
+log = logging.getLogger("yilian.monitor")
+
+GROUP = "monitor"
+META = "monitor_meta"
+SETTINGS_KEY = "monitor.settings"
+CHANGED_KEY = "monitor.changed"
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    utc_offset_hours: float = 8.0  # the consortium's local time, for "today" (China: UTC+8, no DST)
+    sla_risk_fraction: float = 0.8  # the same fraction the workflow flags with
+    stream_interval: float = 1.0  # the SSE stream's poll of the read model, seconds
+    stream_refresh: float = 30.0  # push even without events: risks move with the clock
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_env(cls, **overrides) -> MonitorSettings:
+        values = dict(utc_offset_hours=_float("YILIAN_MONITOR_UTC_OFFSET_HOURS", 8.0),
+                      sla_risk_fraction=_float("YILIAN_SLA_RISK_FRACTION", 0.8),
+                      stream_interval=_float("YILIAN_MONITOR_STREAM_SECONDS", 1.0))
+        values.update(overrides)
+        return cls(**values)
+
+
+def settings_of(rt: Runtime) -> MonitorSettings:
+    settings = rt.shared.get(SETTINGS_KEY)
+    if settings is None:
+        settings = rt.shared[SETTINGS_KEY] = MonitorSettings.from_env()
+    return settings
+
+
+def changed_signal(rt: Runtime) -> asyncio.Event:
+    """Set after every applied event (same process); the stream also polls the store."""
+    signal = rt.shared.get(CHANGED_KEY)
+    if signal is None:
+        signal = rt.shared[CHANGED_KEY] = asyncio.Event()
+    return signal
+
+
+def sla_lookup(consortium: Consortium) -> readmodel.SlaOf:
+    return lambda kind, priority: consortium.sla.get(kind, {}).get(priority)
+
+
+def subscribed_types(known: list[str]) -> list[str]:
+    """The projection's event types that have a schema (delivery events land later)."""
+    return [t for t in TYPES if t in known]
+
+
+async def apply_in(tx: Transaction, event: Event, consortium: Consortium, *, group: str = GROUP) -> bool:
+    """Apply ``event`` to the read model inside ``tx``; False if it was already applied."""
+    if not await tx.first_time(group, event.id):
+        return False
+    docs = {key: await tx.get(*key) for key in readmodel.keys(event)}
+    for collection, doc in readmodel.apply(event, docs, sla_lookup(consortium)):
+        await tx.put(collection, doc)
+    # A change marker, not a counter: several monitor instances may write it.
+    await tx.put(META, {"id": "state", "marker": uuid.uuid4().hex, "last_event_id": event.id,
+                        "last_event_time": event.time})
+    return True
+
+
+async def replay(source: Store, target: Store, consortium: Consortium, *, batch: int = 500) -> int:
+    """Rebuild the read model in ``target`` from ``source``'s event log, from seq 0; events applied."""
+    applied, after = 0, 0
+    while True:
+        logged = await source.read_log(after, limit=batch, types=TYPES)
+        for item in logged:
+            async with target.transaction() as tx:
+                applied += await apply_in(tx, item.event, consortium, group=GROUP)
+        if len(logged) < batch:
+            return applied
+        after = logged[-1].seq
+
+
+class MonitorService:
+    name = "monitor"
+
+    def __init__(self, rt: Runtime, settings: MonitorSettings | None = None) -> None:
+        self.rt = rt
+        if settings is not None:
+            rt.shared[SETTINGS_KEY] = settings
+        self.settings = settings_of(rt)
+        self.types = subscribed_types(rt.schemas.types)
+        rt.bus.subscribe(GROUP, self.types, self.on_event)
+        from .instruments import install_collectors
+        install_collectors(rt, read_model=True)
+        self._applied = metrics_of(rt).counter("yilian_monitor_events_total",
+                                               "Events applied to the monitor's read model", ("type",))
+
+    async def on_event(self, event: Event) -> None:
+        async with self.rt.store.transaction() as tx:
+            applied = await apply_in(tx, event, self.rt.consortium)
+        if applied:
+            self._applied.inc(type=event.type)
+            changed_signal(self.rt).set()
+
+    async def start(self) -> None:
+        log.info("monitor consuming", extra={"group": GROUP, "types": self.types, "since": iso(self.settings.clock())})
+
+    async def stop(self) -> None:
+        pass
+
+
