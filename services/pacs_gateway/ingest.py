@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..core.events import Event, utc_now
 from ..core.runtime import Runtime
+from ..core.store.port import Batch
 from . import model, statuses
 from .model import InstanceHeader, StoreRefused
 
@@ -44,6 +45,7 @@ class Received:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
+    sha256: str | None = None  # the file's digest when the receiver hashed it while writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,7 @@ class Ingest:
             raise StoreRefused(statuses.CANNOT_UNDERSTAND_UNPARSABLE, f"dataset not parsable: {exc}") from None
         model.check(header, requested_sop_class=received.sop_class_uid,
                     requested_sop_instance=received.sop_instance_uid, size=size, max_size=limit)
-        return Prepared(received, header, size, _sha256(received.path))
+        return Prepared(received, header, size, received.sha256 or _sha256(received.path))
 
     # --- on the event loop ---------------------------------------------------------------
     async def commit(self, p: Prepared) -> Outcome:
@@ -136,43 +138,51 @@ class Ingest:
         return None
 
     async def _index(self, p: Prepared, key: str) -> tuple[Outcome, str | None]:
-        """Index the instance stored under ``key``; also returns a blob key nothing refers to now."""
-        rt, h, r = self.rt, p.header, p.received
-        now = utc_now()
-        async with rt.store.transaction() as tx:
-            existing = await tx.get("instances", h.sop_instance_uid)
-            if existing is not None:
-                # Another association stored it between our check and now: decide again.
-                early = self._duplicate(existing, p)
-                if early is not None:
-                    # Same bytes went to the same key; different bytes (kept first) are ours to remove.
-                    return early, None if early.result == "identical" else key
-            instance = model.instance_doc(h, organization=r.organization, calling_ae=r.calling_ae,
-                                          transfer_syntax_uid=r.transfer_syntax_uid, key=key, size=p.size,
-                                          sha256=p.sha256, now=now)
-            replaced = existing is not None
-            added = 0 if replaced else 1
-            series = await tx.get("series", h.series_uid)
-            study = await tx.get("studies", h.study_uid)
-            owner = study["organization"] if study else r.organization
-            if study is not None and owner != r.organization:
-                log.warning("instance for a study owned by another organisation; owner kept",
-                            extra={"study_uid": h.study_uid, "owner": owner, "calling_ae": r.calling_ae})
-            await tx.put("instances", instance)
-            await tx.put("series", model.series_doc(series, h, organization=owner, added=added))
-            await tx.put("studies", model.study_doc(study, h, organization=owner, added=added,
-                                                    new_series=series is None, now=now))
-            if study is None:
-                patient = await tx.get("patients", model.patient_id_of(owner, h.patient_id))
-                await tx.put("patients", model.patient_doc(patient, h, organization=owner, new_study=True))
-            tx.emit(Event("instance.stored", subject=h.study_uid, source=SOURCE,
-                          data=model.stored_event_data(h, instance, replaced=replaced)))
+        """Index the instance stored under ``key``; also returns a blob key nothing refers to now.
+
+        One :meth:`Store.apply`: one round trip to the store, and concurrent C-STOREs share a commit.
+        """
+        h, r = p.header, p.received
+        # The patient document matters only for a new study, which the sender's organisation owns.
+        reads = [("instances", h.sop_instance_uid), ("series", h.series_uid), ("studies", h.study_uid),
+                 ("patients", model.patient_id_of(r.organization, h.patient_id))]
+        return await self.rt.store.apply(reads, lambda docs: self._decide(p, key, utc_now(), *docs))
+
+    def _decide(self, p: Prepared, key: str, now: str, existing: dict | None, series: dict | None,
+                study: dict | None, patient: dict | None) -> Batch:
+        h, r = p.header, p.received
+        if existing is not None:
+            # Another association stored it between our check and now: decide again.
+            early = self._duplicate(existing, p)
+            if early is not None:
+                # Same bytes went to the same key; different bytes (kept first) are ours to remove.
+                return Batch(result=(early, None if early.result == "identical" else key))
+        instance = model.instance_doc(h, organization=r.organization, calling_ae=r.calling_ae,
+                                      transfer_syntax_uid=r.transfer_syntax_uid, key=key, size=p.size,
+                                      sha256=p.sha256, now=now)
+        replaced = existing is not None
+        added = 0 if replaced else 1
+        owner = study["organization"] if study else r.organization
+        if study is not None and owner != r.organization:
+            log.warning("instance for a study owned by another organisation; owner kept",
+                        extra={"study_uid": h.study_uid, "owner": owner, "calling_ae": r.calling_ae})
+        batch = Batch(puts=[("instances", instance),
+                            ("series", model.series_doc(series, h, organization=owner, added=added)),
+                            ("studies", model.study_doc(study, h, organization=owner, added=added,
+                                                        new_series=series is None, now=now))],
+                      events=[Event("instance.stored", subject=h.study_uid, source=SOURCE,
+                                    data=model.stored_event_data(h, instance, replaced=replaced))])
+        if study is None:
+            batch.puts.append(("patients", model.patient_doc(patient, h, organization=owner, new_study=True)))
         if replaced:
+            assert existing is not None
             log.warning("duplicate SOP Instance UID with different bytes: replaced",
                         extra={"sop_instance_uid": h.sop_instance_uid, "calling_ae": r.calling_ae,
                                "stored_sha256": existing["sha256"], "received_sha256": p.sha256})
-            return Outcome(statuses.SUCCESS, result="replaced"), existing["blob_key"]
-        return Outcome(statuses.SUCCESS), None
+            batch.result = (Outcome(statuses.SUCCESS, result="replaced"), existing["blob_key"])
+        else:
+            batch.result = (Outcome(statuses.SUCCESS), None)
+        return batch
 
 
 async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) -> int:
