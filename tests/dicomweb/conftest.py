@@ -68,7 +68,7 @@ async def start_web(tmp_path: Path, *, gateway: bool = False, **overrides: Any) 
         Settings.from_env(consortium=str(EXAMPLE_CONSORTIUM)), data_dir=tmp_path,
         store_url=f"sqlite:///{tmp_path / 'yilian.db'}", bus_url="embedded:", blob_url=f"file://{tmp_path / 'blobs'}",
         bind_host="127.0.0.1", http_port=free_port(), dicom_port=free_port(), ae_title="YILIAN", jwt_secret=SECRET,
-        cors_origins=(VIEWER_ORIGIN,), **overrides)
+        **{"cors_origins": (VIEWER_ORIGIN,), **overrides})
     rt = await build_runtime(settings)
     gw = None
     if gateway:

@@ -17,6 +17,7 @@ ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Accept"
 EXPOSE_HEADERS = "Content-Type, Content-Length, Content-Location, Location, Warning, WWW-Authenticate"
 MAX_AGE = "600"
+ORIGIN = web.RequestKey("cors_origin", str)
 
 
 def allowed_origin(origin: str | None, origins: tuple[str, ...]) -> str | None:
@@ -40,7 +41,7 @@ def cors_middleware(origins: tuple[str, ...]) -> Any:
                 "Access-Control-Allow-Headers": ALLOW_HEADERS, "Access-Control-Max-Age": MAX_AGE,
                 "Vary": "Origin"})
         if allowed is not None:
-            request["cors_origin"] = allowed  # on_prepare adds the headers, streamed responses too
+            request[ORIGIN] = allowed  # on_prepare adds the headers, streamed responses too
         return await handler(request)
 
     return cors
@@ -54,6 +55,6 @@ def _decorate(response: web.StreamResponse, allowed: str) -> None:
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Every response (errors and streamed ones included) as it is sent: aiohttp's ``on_response_prepare``."""
-    allowed = request.get("cors_origin")
+    allowed = request.get(ORIGIN)
     if allowed and "Access-Control-Allow-Origin" not in response.headers:
         _decorate(response, allowed)
