@@ -1,6 +1,6 @@
 """Automatic ECG measurements: a pre-read for the reader, never a report.
 
-The signal processing is NeuroKit2's (``ecg_process``: cleaning and R-peak detection;
+The signal processing is NeuroKit2's (``ecg_clean`` and ``ecg_peaks``: filtering and R peaks;
 ``ecg_delineate`` with the discrete wavelet method: P, QRS and T boundaries), not ours.
 We only pick the lead, take medians over the beats, apply Bazett and Fridericia, and say
 for each value whether the signal allowed it (``available``) and, if not, why.
@@ -92,13 +92,14 @@ def measure(group: MultiplexGroup, lead: str | None = None) -> dict[str, Any]:
     nk = _library()
     out: dict[str, Any] = {"kind": KIND, "lead": name, "sampling_rate": rate,
                            "duration": round(group.duration, 3), "beats": 0,
-                           "method": f"neurokit2 {nk.__version__}: ecg_process (method neurokit), "
+                           "method": f"neurokit2 {nk.__version__}: ecg_clean, ecg_peaks (method neurokit), "
                                      "ecg_delineate (method dwt); QRS onset at the Q peak; medians over beats"}
     values = {k: _unavailable("not computed") for k in UNITS}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            signals, info = nk.ecg_process(samples, sampling_rate=rate)
+            cleaned = nk.ecg_clean(samples, sampling_rate=rate, method="neurokit")
+            _, info = nk.ecg_peaks(cleaned, sampling_rate=rate, method="neurokit", correct_artifacts=True)
             peaks = np.asarray(info["ECG_R_Peaks"], dtype=int)
             out["beats"] = int(len(peaks))
             if len(peaks) < MIN_BEATS + 1:
@@ -109,7 +110,7 @@ def measure(group: MultiplexGroup, lead: str | None = None) -> dict[str, Any]:
             if not low <= values["rr"]["value"] <= high:
                 raise _NotEnough(f"median RR {values['rr']['value']:.0f} ms is outside {low:.0f}-{high:.0f} ms")
             values["heart_rate"] = _value("heart_rate", 60000.0 / values["rr"]["value"])
-            _, waves = nk.ecg_delineate(signals["ECG_Clean"], peaks, sampling_rate=rate, method="dwt")
+            _, waves = nk.ecg_delineate(cleaned, peaks, sampling_rate=rate, method="dwt")
     except _NotEnough as exc:
         return {**out, "measurements": {k: _unavailable(str(exc)) for k in UNITS}}
     except Exception as exc:  # noqa: BLE001 - whatever the library says, the reader gets "not available"
