@@ -58,8 +58,16 @@ def result_from_consultation(data: Doc, *, at: str) -> Doc:
     data = {**data, "reader_id": data.get("lead")}
     return _result(rid, kind="consultation", source="consultation", data=data, at=at,
                    reader_name=_signer_names(data.get("signers")), findings=data.get("assessment") or "",
-                   impression=data.get("recommendations") or "", study_uids=list(data.get("study_uids") or []),
+                   impression=_recommendations_text(data.get("recommendations")),
+                   study_uids=list(data.get("study_uids") or []),
                    consultation_id=cid)
+
+
+def _recommendations_text(recommendations: Any) -> str:
+    """consultation.concluded carries recommendations as an object with a readable ``text``."""
+    if isinstance(recommendations, dict):
+        return recommendations.get("text") or ""
+    return recommendations or ""
 
 
 def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name: str, findings: str,
