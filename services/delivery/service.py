@@ -330,14 +330,15 @@ async def _acknowledge(rt: Runtime, tx: Transaction, result_id: str, *, actor: s
     if result.get("acknowledged_at"):
         return None
     at = iso(settings_of(rt).now())
-    late = bool(result["critical"] and result.get("ack_due_at") and (result.get("escalations") or 0) > 0)
+    # Late: past the deadline, whether or not a sweep has escalated it yet.
+    late = bool(result["critical"] and ((result.get("escalations") or 0) > 0
+                                        or (result.get("ack_due_at") and at > result["ack_due_at"])))
     ack = {"by": actor, "mode": mode, "at": at, "note": note, "late": late}
-    if not await tx.update(RESULTS, result_id, {"acknowledged_at": at, "acknowledged_by": actor,
-                                               "acknowledgement": ack, "ack_due_at": None,
-                                               "version": result["version"] + 1},
-                           where={"version": result["version"]}):
+    changes = {"acknowledged_at": at, "acknowledged_by": actor, "acknowledgement": ack, "ack_due_at": None,
+               "version": result["version"] + 1}
+    if not await tx.update(RESULTS, result_id, changes, where={"version": result["version"]}):
         raise Conflict(f"result {result_id} changed concurrently; try again")
-    result = {**result, "acknowledged_at": at, "acknowledged_by": actor, "acknowledgement": ack}
+    result = {**result, **changes}
     tx.emit(_event(rt, "result.acknowledged", result, result.get("traceparent"), acknowledged_by=actor, mode=mode,
                    acknowledged_at=at, late=late, escalations=result.get("escalations") or 0))
     await _audit(tx, "result.acknowledge", result, actor=actor, role=role, remote=remote,
