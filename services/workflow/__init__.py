@@ -14,6 +14,7 @@ import logging
 from ..core.events import Event
 from ..core.runtime import Runtime
 from .consultation import reminders as consultation_reminders
+from . import ecg_triage
 from .leases import WorkflowSettings
 from .service import SETTINGS_KEY, expire_leases, flag_sla_risks, on_study_received, settings_of
 
@@ -32,6 +33,7 @@ class WorkflowService:
         self.settings = settings_of(rt)
         self._sweeper: asyncio.Task[None] | None = None
         rt.bus.subscribe(GROUP, ["study.received"], self._on_study_received)
+        ecg_triage.subscribe(rt)  # ECG measurements far outside normal raise the priority
 
     async def _on_study_received(self, event: Event) -> None:
         await on_study_received(self.rt, event)
