@@ -4,7 +4,8 @@ Reading requests and reports are scoped by ``services.workflow.policy``; studies
 
 * clinic — the studies its organisation sent;
 * reader, coordinator — the studies behind his centre's reading requests (any state) and
-  the other studies of those studies' patients, from any site (priors);
+  the other studies of those studies' patients, from any site (priors); a reader also those
+  of the consultations he is invited to (and their priors);
 * admin — everything; auditor — nothing (he reads the audit log).
 
 Same patient (:func:`same_patient`): the same organisation and Patient ID (0010,0020), or,
@@ -48,7 +49,18 @@ async def sees_study(store: Store, actor: Principal, study: Doc) -> bool:
         uids = [s["id"] for s in await patient_studies(store, study)] or [study["id"]]
         if study["id"] not in uids:
             uids.append(study["id"])
-        return await store.count("reading_requests", {"centre": actor.centre, "study_uid": {"$in": uids}}) > 0
+        if await store.count("reading_requests", {"centre": actor.centre, "study_uid": {"$in": uids}}) > 0:
+            return True
+        return actor.role == "reader" and await _invited_to_patient(store, actor, set(uids))
+    return False
+
+
+async def _invited_to_patient(store: Store, actor: Principal, uids: set[str]) -> bool:
+    """A specialist invited to a consultation (远程会诊) sees its attached studies and their priors."""
+    for invitation in await store.find("consultation_invitations", {"specialist": actor.user_id}, limit=500):
+        consultation = await store.get("consultations", invitation["consultation_id"])
+        if consultation is not None and uids & set(consultation.get("study_uids") or ()):
+            return True
     return False
 
 

@@ -183,3 +183,14 @@ async def test_lists_are_scoped(api, clock):
     assert (await api.ok("GET", BASE, "dr-wang"))["items"] == []  # not invited yet
     assert len((await api.ok("GET", BASE + "?state=triaged", "admin"))["items"]) == 2
     assert (await api.call("GET", BASE, user="auditor"))[0] == 403
+
+
+async def test_invited_specialists_see_the_attached_studies_and_priors(api, clock):
+    cid = (await triaged(api, study_uids=[CG_CT]))["id"]
+    for uid in (CG_CT, "1.2.826.0.1.100.3"):  # attached, and the patient's prior at hongmiao-thc
+        assert (await api.call("GET", f"/api/v1/studies/{uid}", user="dr-chen"))[0] == 404  # not invited yet
+    await api.ok("POST", f"{BASE}/{cid}/schedule", "coord-county", {**slot(2, 9), "specialists": ["dr-chen"]})
+    for uid in (CG_CT, "1.2.826.0.1.100.3"):
+        assert (await api.call("GET", f"/api/v1/studies/{uid}", user="dr-chen"))[0] == 200
+    for user, uid in (("dr-sun", CG_CT), ("dr-chen", DB_CT)):  # not invited / another patient
+        assert (await api.call("GET", f"/api/v1/studies/{uid}", user=user))[0] == 404
