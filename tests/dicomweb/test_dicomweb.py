@@ -199,3 +199,34 @@ async def test_rendered_png_and_jpeg_with_windowing(web, stored):
     assert (await web.get(base + "/rendered", user="cg-clinic", params={"window": "abc"}))[0] == 400
     assert (await web.get(base + "/rendered", user="cg-clinic", params={"viewport": "0,10"}))[0] == 400
     assert (await web.get(base + "/rendered", user="cg-clinic", headers={"Accept": "image/gif"}))[0] == 406
+
+
+async def test_multiframe_frames_and_a_waveform_without_pixels(web, tmp_path):
+    from tests.dicom_samples import make_instance, real_file, write
+    ds = make_instance(sop_class_uid="1.2.840.10008.5.1.4.1.1.3.1", modality="US", rows=8, columns=8,
+                       number_of_frames=4)
+    ds.PixelData = b"".join(bytes([10 * (f + 1)]) * 64 for f in range(4))
+    path = write(ds, tmp_path / "us.dcm")
+    ecg = real_file("waveform_ecg.dcm")
+    status, body, _ = await web.post("/studies", multipart([path.read_bytes(), ecg.read_bytes()]), STOW_TYPE,
+                                     user="cg-clinic")
+    assert status == 200, body
+    client = web.client("cg-clinic")
+    frames = await web.run(client.retrieve_instance_frames, ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                           ds.SOPInstanceUID, [3, 1])
+    assert frames == [bytes([30]) * 64, bytes([10]) * 64]
+    base = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    status, png, _ = await web.get(base + "/frames/3/rendered", user="cg-clinic", headers={"Accept": "image/png"})
+    assert status == 200 and Image.open(io.BytesIO(png)).size == (8, 8)
+    assert (await web.get(base + "/frames/5", user="cg-clinic"))[0] == 400
+    assert (await web.get(base + "/frames/5/rendered", user="cg-clinic"))[0] == 400
+    # an ECG: metadata without Pixel Data, and nothing to render
+    waveform = dcmread(ecg, stop_before_pixels=True)
+    meta = await web.run(client.retrieve_instance_metadata, waveform.StudyInstanceUID, waveform.SeriesInstanceUID,
+                         waveform.SOPInstanceUID)
+    assert "7FE00010" not in meta and meta["54000100"]["vr"] == "SQ"
+    ecg_base = (f"/studies/{waveform.StudyInstanceUID}/series/{waveform.SeriesInstanceUID}"
+                f"/instances/{waveform.SOPInstanceUID}")
+    status, body, _ = await web.get(ecg_base + "/rendered", user="cg-clinic")
+    assert status == 400 and b"no pixel data" in body
+    assert (await web.get(ecg_base + "/frames/1", user="cg-clinic"))[0] == 404

@@ -1,6 +1,7 @@
 """Rendered images (PS3.18 8.3.5.1, 9.5): one frame as PNG or JPEG, windowed, fitted to a viewport.
 
-Free of I/O: the caller reads the file.  Decoding is pydicom's (Pillow handles JPEG and
+Free of I/O: the caller reads the header and decodes the one frame (never the whole
+Pixel Data of a long multi-frame instance).  Decoding is pydicom's (Pillow handles JPEG and
 JPEG 2000 pixel data); the Modality LUT (rescale slope/intercept) comes first, then the
 VOI window — the request's ``window=center,width[,linear|linear-exact|sigmoid]``, else the
 instance's first Window Center/Width, else the frame's own range.  MONOCHROME1 is inverted
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.pixels import apply_modality_lut
 
 MEDIA_TYPES = ("image/jpeg", "image/png")
 FUNCTIONS = ("linear", "linear-exact", "sigmoid")
@@ -87,18 +88,21 @@ def _first(value: object) -> float | None:
         return None
 
 
-def render(ds: Dataset, frame: int, *, media_type: str = "image/jpeg", window: Window | None = None,
-           viewport: tuple[int, int] | None = None, quality: int = 90) -> bytes:
-    """Frame ``frame`` (1-based) of ``ds`` as ``media_type`` bytes."""
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
+def frame_count(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames") or 1)
+
+
+def check_frame(ds: Dataset, frame: int) -> None:
+    """``ds`` is the header (read up to Pixel Data); ``frame`` is 1-based."""
+    if ds.get("Rows") is None or ds.get("Columns") is None:
         raise RenderError("instance has no pixel data")
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if not 1 <= frame <= frames:
-        raise RenderError(f"frame {frame} out of range 1..{frames}")
-    try:
-        arr = pixel_array(ds, index=frame - 1) if frames > 1 else ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - no decoder, corrupt data: the caller says so
-        raise RenderError(f"pixel data cannot be decoded: {exc}") from None
+    if not 1 <= frame <= frame_count(ds):
+        raise RenderError(f"frame {frame} out of range 1..{frame_count(ds)}")
+
+
+def render(ds: Dataset, arr: np.ndarray, *, media_type: str = "image/jpeg", window: Window | None = None,
+           viewport: tuple[int, int] | None = None, quality: int = 90) -> bytes:
+    """One decoded frame ``arr`` of the instance whose header is ``ds``, as ``media_type`` bytes."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 3:
         image = Image.fromarray(_to_8bit_color(arr), "RGB")

@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 from aiohttp import web
-from pydicom import dcmread
 
 from ...core.blobs.port import BlobNotFound
 from ..context import not_found, record, require_role, runtime
@@ -289,11 +288,9 @@ async def _rendered(request: web.Request, frame: int) -> web.Response:
     except ValueError as exc:
         raise Problem(400, str(exc)) from None
     async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
-        def work() -> bytes:
-            return render.render(dcmread(path), frame, media_type=media_type, window=window, viewport=viewport,
-                                 quality=quality)
         try:
-            image = await asyncio.to_thread(work)
+            image = await asyncio.to_thread(wado.render_frame, path, frame, media_type=media_type, window=window,
+                                            viewport=viewport, quality=quality)
         except render.RenderError as exc:
             raise Problem(400, str(exc)) from None
     await record(request, "dicomweb.rendered", request.path, organization=study.get("organization"),

@@ -26,6 +26,7 @@ from pydicom.pixels import pixel_array
 
 from ...core.blobs.port import BlobStore
 from ...core.store.port import Store
+from . import render
 from .dicom_json import BINARY_VRS
 from .multipart import MediaRange
 
@@ -202,3 +203,14 @@ def read_bulk(path: Path, tag: int) -> bytes:
     if tag not in ds or ds[tag].VR not in BINARY_VRS:
         raise KeyError(tag)  # only binary values are bulk data
     return bytes(ds[tag].value or b"")
+
+
+def render_frame(path: Path, frame: int, **options: Any) -> bytes:
+    """Frame ``frame`` (1-based) rendered (see :mod:`.render`): the header, and that frame alone, decoded."""
+    header = read_header(path)
+    render.check_frame(header, frame)
+    try:
+        arr = pixel_array(path, index=frame - 1 if render.frame_count(header) > 1 else None)
+    except Exception as exc:  # noqa: BLE001 - no decoder, corrupt data: the client is told
+        raise render.RenderError(f"pixel data cannot be decoded: {exc}") from None
+    return render.render(header, arr, **options)
