@@ -84,3 +84,11 @@ def test_missing_leads_are_marked_absent():
     root = ET.fromstring(sheet.to_svg(sheet.layout(ecg)))
     labels = [t.text for t in root.iter(SVG + "text")]
     assert "V1 (absent)" in labels and "aVR (absent)" in labels and "II" in labels
+
+
+def test_pydicom_sample_renders_to_png_at_the_paper_size():
+    ds = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+    data = sheet.to_png(sheet.layout(decode(ds)), 8)
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG" and image.size == (275 * 8, 170 * 8)
+    assert np.asarray(image.convert("L")).min() == 0  # black ink on it
