@@ -52,7 +52,8 @@ def iso(ts: float) -> str:
 
 
 def _report_id(event: Event) -> str:
-    return event.data.get("report_id") or event.subject
+    """Delivery events name the result and, for a reading, its report (the monitor's key)."""
+    return event.data.get("report_id") or event.data.get("result_id") or event.subject
 
 
 def keys(event: Event) -> list[Key]:
@@ -139,7 +140,7 @@ def _signed(event: Event, docs: dict[Key, Doc | None]) -> list[tuple[str, Doc]]:
     result = docs.get((RESULTS, data["report_id"])) or {}
     out.append((RESULTS, {
         "delivered_at": None, "acknowledged_at": None, "dead_lettered": False, "dead_letter_reason": None,
-        "failures": 0, "critical_unacknowledged": False, "channels": [], **result,
+        "failures": 0, "critical_unacknowledged": False, "channels": [], "dead_channels": [], **result,
         "id": data["report_id"], "request_id": data["request_id"], "organization": data["organization"],
         "centre": data["centre"], "kind": data["kind"], "critical": bool(data.get("critical")),
         "critical_category": data.get("critical_category"), "signed_at": data["signed_at"],
@@ -191,26 +192,28 @@ def _result(event: Event, row: Doc | None) -> Doc:
                        "organization": data.get("organization"), "centre": data.get("centre"),
                        "critical": bool(data.get("critical")), "signed_at": None, "delivered_at": None,
                        "acknowledged_at": None, "dead_lettered": False, "dead_letter_reason": None, "failures": 0,
-                       "critical_unacknowledged": False, "channels": []})
+                       "critical_unacknowledged": False, "channels": [], "dead_channels": [],
+                       "result_id": data.get("result_id")})
     for field in ("request_id", "organization", "centre"):
         if not row.get(field) and data.get(field):
             row[field] = data[field]
+    channel = data.get("channel")
+    dead = [c for c in row.get("dead_channels") or [] if c != channel]
     if event.type == "result.delivered":
-        channel = data.get("channel")
         channels = list(row.get("channels") or [])
         if channel and channel not in channels:
             channels.append(channel)
-        row.update(delivered_at=row.get("delivered_at") or event.time, channels=channels)
-    elif event.type == "result.delivery_failed":
-        row.update(failures=(row.get("failures") or 0) + 1)
-        # A failure is dead-lettered when delivery gives up (retries exhausted).
-        if data.get("dead_lettered") or data.get("final") or data.get("dead_letter"):
-            row.update(dead_lettered=True, dead_letter_reason=data.get("reason") or data.get("error"),
-                       dead_lettered_at=event.time, dead_letter_channel=data.get("channel"))
+        # A re-driven channel that now delivered is no longer dead-lettered.
+        row.update(delivered_at=row.get("delivered_at") or data.get("delivered_at") or event.time,
+                   channels=channels, dead_channels=dead, dead_lettered=bool(dead))
+    elif event.type == "result.delivery_failed":  # emitted once delivery gives up on a channel
+        row.update(failures=(row.get("failures") or 0) + 1, dead_channels=[*dead, channel],
+                   dead_lettered=True, dead_letter_reason=data.get("reason"), dead_lettered_at=event.time)
     elif event.type == "result.acknowledged":
-        row.update(acknowledged_at=row.get("acknowledged_at") or event.time, critical_unacknowledged=False)
+        row.update(acknowledged_at=row.get("acknowledged_at") or data.get("acknowledged_at") or event.time,
+                   critical_unacknowledged=False)
     elif event.type == "critical.unacknowledged":
         if not row.get("acknowledged_at"):
-            row.update(critical=True, critical_unacknowledged=True,
+            row.update(critical=True, critical_unacknowledged=True, escalations=data.get("escalation"),
                        critical_unacknowledged_at=row.get("critical_unacknowledged_at") or event.time)
     return row
