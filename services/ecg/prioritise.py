@@ -1,6 +1,6 @@
 """Which automatic measurements are far enough outside normal to raise a request's priority.
 
-I/O free.  Thresholds come from ``YILIAN_ECG_*`` (docs/configuration.md) with defaults that
+I/O free.  Thresholds come from the environment (docs/configuration.md, "ECG triage") with defaults that
 do not depend on the consortium.  A breach raises a priority one step (routine -> urgent,
 urgent -> stat); stat stays stat; nothing here ever lowers one.
 """
