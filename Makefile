@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests drive as real peers (DCMTK tools, Orthanc) or use (fonts for PDF reports).
-DEBS   := dcmtk orthanc fonts-wqy-microhei
+DEBS   := dcmtk orthanc fonts-wqy-microhei chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-test debs bench clean help
