@@ -1,21 +1,27 @@
 """Authentication middleware: a bearer JWT on every request but the public paths.
 
 The token is verified by :func:`services.core.auth.verify_token` (signature, expiry, user
-still configured with that role) and checked against ``revoked_tokens`` on every request,
-so a revocation takes effect on the very next call.  The caller becomes
-``request[PRINCIPAL]``; the client address for the audit trail is :func:`remote_of`.
+still configured with that role) and checked against the revoked token ids.  Those are read
+from ``revoked_tokens`` at most once per ``REVOCATION_TTL`` second (not once per request: the
+busiest endpoints are read hundreds of times a second), and at once after a revocation through
+this process, so a revocation takes effect on the very next call here and within a second in
+every other process.  The caller becomes ``request[PRINCIPAL]``; the client address for the
+audit trail is :func:`remote_of`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
-from ..core.auth import AuthError, Principal, is_revoked, verify_token
+from ..core.auth import AuthError, Principal, verify_token
 from ..core.runtime import Runtime
+from ..core.store.port import Store
 from .problems import Problem
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -23,6 +29,58 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json",
                           "/metrics", "/dashboard"})  # aggregates, and a page with no data
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REVOKE_PATH = "/api/v1/auth/revoke"
+REVOCATION_TTL = 1.0  # seconds a process may go on accepting a token revoked by another process
+
+
+class RevokedTokens:
+    """The ids of revoked, not yet expired tokens, re-read from the store at most every ``ttl`` s.
+
+    ``invalidate()`` (after a local revocation) makes the next check read again.  A read that
+    started before an invalidation never counts as fresh, so a revocation is never missed.
+    """
+
+    def __init__(self, store: Store, *, ttl: float = REVOCATION_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.ttl, self.clock = store, ttl, clock
+        self._ids: frozenset[str] = frozenset()
+        self._fresh_until = float("-inf")
+        self._generation = 0
+        self._loading: asyncio.Future[frozenset[str]] | None = None
+        self._loading_generation = -1
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._fresh_until = float("-inf")
+
+    async def contains(self, token_id: str) -> bool:
+        if self.clock() >= self._fresh_until:
+            await self._reload()
+        return token_id in self._ids
+
+    async def _reload(self) -> None:
+        # One read for all the requests that find the set stale at once.
+        if self._loading is not None and self._loading_generation == self._generation:
+            await asyncio.shield(self._loading)
+            return
+        generation, started = self._generation, self.clock()
+        self._loading_generation = generation
+        self._loading = asyncio.get_running_loop().create_future()
+        loading = self._loading
+        try:
+            docs = await self.store.find("revoked_tokens", {"$or": [{"expires_at": None},
+                                                                   {"expires_at": {"$gt": int(time.time())}}]})
+        except BaseException as exc:
+            loading.set_exception(exc)
+            loading.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            if self._loading is loading:
+                self._loading = None
+        self._ids = frozenset(d["id"] for d in docs)
+        if generation == self._generation:
+            self._fresh_until = started + self.ttl
+        loading.set_result(self._ids)
 
 
 def unauthorized(why: str) -> Problem:
@@ -40,8 +98,9 @@ def bearer(request: web.Request) -> str:
     return token.strip()
 
 
-def auth_middleware(rt: Runtime) -> Any:
+def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None) -> Any:
     secret: list[str] = []  # read once: in the embedded default it is a file under the data dir
+    revoked = revoked or RevokedTokens(rt.store)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -54,9 +113,14 @@ def auth_middleware(rt: Runtime) -> Any:
             principal = verify_token(token, secret[0], rt.consortium)
         except AuthError as exc:
             raise unauthorized(str(exc).replace('"', "'")) from None
-        if await is_revoked(rt.store, principal.token_id):
+        if await revoked.contains(principal.token_id):
             raise unauthorized("token revoked")
         request[PRINCIPAL] = principal
+        if request.path == REVOKE_PATH:
+            try:
+                return await handler(request)
+            finally:
+                revoked.invalidate()  # effective on this process's very next request
         return await handler(request)
 
     return authenticate
