@@ -104,6 +104,8 @@ async def test_qido_bad_queries_are_400_and_unsupported_keys_warn(web, stored):
     assert status == 400
     status, body, headers = await web.get("/studies", user="cg-clinic", params={"Manufacturer": "GE"})
     assert status == 200 and "Manufacturer" in headers["Warning"]
+    status, body, headers = await web.get("/studies", user="cg-clinic", params={"includefield": "00091001,00081030"})
+    assert status == 200 and "00091001" in headers["Warning"] and b'"00081030"' in body
     status, body, headers = await web.get("/studies", user="cg-clinic", params={"PatientName": "nobody"})
     assert status == 200 and body == b"[]" and headers["Content-Type"] == "application/dicom+json"
 

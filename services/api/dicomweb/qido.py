@@ -121,7 +121,10 @@ def parse_search(level: str, params: Iterable[tuple[str, str]], fixed: Mapping[s
         if include.lower() == "all":
             search.include_all = True
             continue
-        keywords.append(_keyword(include))
+        try:
+            keywords.append(_keyword(include))
+        except SearchError:
+            search.ignored.append(include)  # a viewer asking for a private tag still gets its results
     keywords.extend(k for k, _ in search.matchers)
     search.keywords = list(dict.fromkeys(k for k in keywords if k in known or k == "InstanceAvailability"))
     if search.include_all:

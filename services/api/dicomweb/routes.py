@@ -100,8 +100,8 @@ async def _search(request: web.Request, level: str) -> web.Response:
                          "study_uids": sorted({r["StudyInstanceUID"] for r in records})})
     headers = {}
     if search.ignored:
-        headers["Warning"] = (f'299 yilian "The following attributes are not supported as matching keys '
-                              f'and were ignored: {", ".join(search.ignored)}"')
+        headers["Warning"] = (f'299 yilian "The following attributes are not supported as query keys '
+                              f'or include fields and were ignored: {", ".join(search.ignored)}"')
     return dicom_json(body, headers=headers)
 
 
