@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -246,7 +247,7 @@ async def test_bad_identifiers_get_failure_statuses_with_comments(gw, county, tm
 
 
 
-async def test_cancel_stops_a_long_answer(gw, tmp_path):
+async def test_cancel_stops_a_long_answer(gw, tmp_path, monkeypatch):
     study = ds_.make_study(tmp_path / "many", series=1, instances=200, patient_id="CG009")
     await store(gw, CG, study.files)
     series_uid = dcmread(study.files[0]).SeriesInstanceUID
@@ -256,6 +257,15 @@ async def test_cancel_stops_a_long_answer(gw, tmp_path):
     assert len(everything) == 200
     out = tmp_path / "cancelled"
     out.mkdir()
+    # Make the answer really long (5 ms a match), or the gateway may legitimately finish all 200
+    # matches before findscu's C-CANCEL arrives and answer Success, which the standard allows.
+    import services.pacs_gateway.query as query_module
+    build = query_module.response_identifier
+
+    def slow_response_identifier(*args, **kwargs):
+        time.sleep(0.005)  # runs on pynetdicom's association thread, not the event loop
+        return build(*args, **kwargs)
+    monkeypatch.setattr(query_module, "response_identifier", slow_response_identifier)
     result = await run([FINDSCU, "-d", "-S", "-aet", COUNTY_WS, "-aec", gw.ae_title, "--cancel", "1", "-X", "-od",
                         str(out), *[a for k in keys for a in ("-k", k)], "127.0.0.1", str(gw.port)])
     log = result.stdout + result.stderr
