@@ -1,0 +1,187 @@
+"""``kill -9`` of ``yilian up`` in the middle of delivering a result, then a restart.
+
+The clinic's SCP is a black hole (accepts the TCP connection, never answers) and its HIS
+holds the webhook request, so both attempts are in flight when the process is killed.  Then
+the real storescp takes the SCP's port, the process restarts on the same data directory,
+the dead worker's leases expire and the deliveries resume: the storescp ends with exactly
+one SR and one PDF, the webhook receiver applies the result exactly once (every request
+with the same Idempotency-Key), and each channel's ``result.delivered`` is published once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+
+import aiohttp
+import pytest
+from pydicom import dcmread
+
+from services.core.auth import issue_token
+from services.core.consortium import load_consortium
+from services.core.events import registry
+from services.core.store.sqlite import SqliteStore
+
+from ..dicom_samples import make_study, storescu
+from ..e2e.process import YilianProcess
+from ..support import free_port, wait_for
+from .conftest import WEBHOOK_ENV, WEBHOOK_SECRET, StoreSCP, consortium_file
+
+JWT = "test-secret-not-for-production"  # what YilianProcess sets
+
+
+class Terminal:
+    """The clinic's SCP port: first a black hole (accepts, never says a word: a hung terminal),
+    then, after :meth:`come_back`, a relay to the real storescp behind it.  One listening socket
+    throughout, so the port never has to be bound twice."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.accepted: list[socket.socket] = []
+        self.forward_to: int | None = None
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def come_back(self, port: int) -> None:
+        for conn in self.accepted:  # the hung associations die
+            conn.close()
+        self.forward_to = port
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            if self.forward_to is not None:
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.forward_to))
+                except OSError:
+                    conn.close()  # not listening yet: the delivery retries
+                    continue
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _store_of(data_dir: Path):
+    store = SqliteStore(f"sqlite:///{data_dir / 'yilian.db'}", validate=registry().validate)
+    await store.open()
+    return store
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_delivery_then_restart_delivers_each_channel_exactly_once(tmp_path, webhook_receiver):
+    scp_port = free_port()
+    hole = Terminal(scp_port)
+    webhook_receiver.hold = asyncio.Event()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    consortium = consortium_file(tmp_path, scp_port=scp_port, webhook_port=webhook_receiver.port)
+    proc = YilianProcess(data_dir, YILIAN_CONSORTIUM=str(consortium), YILIAN_STUDY_QUIET_SECONDS="0.3",
+                         YILIAN_LOG_LEVEL="INFO", YILIAN_DELIVERY_LEASE_SECONDS="1",
+                         YILIAN_DELIVERY_DICOM_TIMEOUT_SECONDS="2", YILIAN_DELIVERY_WEBHOOK_TIMEOUT_SECONDS="2",
+                         YILIAN_DELIVERY_FIRST_DELAY_SECONDS="0.2", YILIAN_DELIVERY_MAX_DELAY_SECONDS="1",
+                         YILIAN_DELIVERY_POLL_SECONDS="0.1", **{WEBHOOK_ENV: WEBHOOK_SECRET})
+    await asyncio.to_thread(proc.start)
+    scp = StoreSCP(tmp_path / "clinic-terminal", free_port())
+    c = load_consortium(consortium)
+    base = f"http://127.0.0.1:{proc.http_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def call(method: str, path: str, user: str, body=None, status: int = 200):
+                async with http.request(method, base + path, json=body,
+                                        headers={"Authorization": f"Bearer {issue_token(c, user, JWT)}"}) as r:
+                    data = await r.json()
+                    assert r.status == status, (path, r.status, data)
+                    return data
+
+            study = make_study(tmp_path / "modality", series=1, instances=2)
+            sent = await asyncio.to_thread(storescu, proc.dicom_port, study.files, calling="CG_CT1")
+            assert sent.returncode == 0, sent.output
+
+            async def received() -> bool:
+                async with http.get(base + f"/api/v1/studies/{study.study_uid}", headers={
+                        "Authorization": f"Bearer {issue_token(c, 'cg-clinic', JWT)}"}) as r:
+                    return r.status == 200 and (await r.json()).get("state") == "received"
+            await wait_for(received, timeout=20, what="study received")
+            request = await call("POST", "/api/v1/reading-requests", "cg-clinic", {
+                "study_uid": study.study_uid, "kind": "imaging", "priority": "stat", "clinical_question": "外伤"},
+                status=201)
+            await call("POST", f"/api/v1/reading-requests/{request['id']}/claim", "dr-wang", {})
+            signed = await call("POST", f"/api/v1/reading-requests/{request['id']}/sign", "dr-wang",
+                                {"findings": "右侧第5肋骨骨折。", "impression": "右侧肋骨骨折"})
+            report_id = signed["report_id"]
+
+            # both attempts in flight: the SCP has the connection, the HIS has the request
+            await wait_for(lambda: hole.accepted and webhook_receiver.requests, timeout=20, interval=0.005,
+                           what="both channels mid-delivery")
+            await asyncio.to_thread(proc.kill)
+        store = await _store_of(data_dir)
+        try:
+            states = {d["channel"]: d["state"] for d in await store.find("deliveries", {"result_id": report_id})}
+        finally:
+            await store.close()
+        assert states == {"dicom": "delivering", "webhook": "delivering", "inbox": "delivered"}, states
+
+        scp.start()
+        await wait_for(lambda: _listening(scp.port), timeout=10, what="storescp listening")
+        hole.come_back(scp.port)
+        webhook_receiver.hold.set()
+        await asyncio.to_thread(proc.start)
+
+        async def all_delivered() -> bool:
+            s = await _store_of(data_dir)
+            try:
+                return {d["state"] for d in await s.find("deliveries", {"result_id": report_id})} == {"delivered"}
+            finally:
+                await s.close()
+        await wait_for(all_delivered, timeout=40, interval=0.3, what="deliveries resumed after the restart")
+        await asyncio.to_thread(proc.terminate)
+
+        files = scp.files()
+        classes = sorted(str(dcmread(f, stop_before_pixels=True).SOPClassUID) for f in files)
+        assert classes == ["1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.88.11"]
+        keys = {r["headers"]["Idempotency-Key"] for r in webhook_receiver.requests}
+        assert len(webhook_receiver.requests) >= 2 and len(keys) == 1  # resent after the crash, same key
+        assert [a["result_id"] for a in webhook_receiver.applied()] == [report_id]
+        store = await _store_of(data_dir)
+        try:
+            delivered = [le.event.data["channel"] for le in await store.read_log(0, limit=10_000,
+                                                                               types=["result.delivered"])]
+            assert sorted(delivered) == ["dicom", "inbox", "webhook"]
+            assert await store.count("dead_letters") == 0
+        finally:
+            await store.close()
+    finally:
+        hole.close()
+        scp.stop()
+        proc.kill()
