@@ -29,6 +29,7 @@ from .waveform import MultiplexGroup
 KIND = "automatic pre-read, not a report"
 DEFAULT_LEAD = "II"
 MIN_BEATS = 2
+MAX_SECONDS = 60.0  # an ambulatory (Holter) recording is measured on its first minute
 
 # Outside these the delineation is wrong, not the patient: reported as not available.
 PLAUSIBLE_MS = {"rr": (250.0, 3000.0), "pr": (60.0, 400.0), "qrs": (40.0, 250.0), "qt": (200.0, 700.0)}
@@ -87,11 +88,12 @@ def choose_lead(group: MultiplexGroup, lead: str | None) -> str:
 def measure(group: MultiplexGroup, lead: str | None = None) -> dict[str, Any]:
     """Heart rate, RR, PR, QRS, QT, QTc of one lead (II unless asked otherwise)."""
     name = choose_lead(group, lead)
-    samples = np.nan_to_num(group.lead(name).samples)
     rate = group.sampling_rate
+    samples = np.nan_to_num(group.lead(name).samples[: int(MAX_SECONDS * rate)])
     nk = _library()
     out: dict[str, Any] = {"kind": KIND, "lead": name, "sampling_rate": rate,
-                           "duration": round(group.duration, 3), "beats": 0,
+                           "duration": round(group.duration, 3),
+                           "analysed_seconds": round(len(samples) / rate, 3), "beats": 0,
                            "method": f"neurokit2 {nk.__version__}: ecg_clean, ecg_peaks (method neurokit), "
                                      "ecg_delineate (method dwt); QRS onset at the Q peak; medians over beats"}
     values = {k: _unavailable("not computed") for k in UNITS}

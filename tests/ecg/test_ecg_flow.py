@@ -30,6 +30,17 @@ pytestmark = pytest.mark.dcmtk
 SECRET = "ecg-test-secret-" + "z" * 32
 
 
+def conforms(name: str, instance) -> None:
+    """``instance`` matches ``components.schemas.<name>`` of schemas/openapi.yaml."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    from services.api.validation import spec
+    registry = Registry().with_resource("urn:t", Resource.from_contents(spec(), default_specification=DRAFT202012))
+    Draft202012Validator({"$ref": f"urn:t#/components/schemas/{name}"}, registry=registry).validate(instance)
+
+
 def principal(rt, user_id: str) -> Principal:
     user = rt.consortium.users[user_id]
     return Principal(user.id, user.role, user.organization, user.centre, "test")
@@ -116,6 +127,7 @@ async def test_bradycardia_raises_priority_normal_does_not_and_the_view_is_scope
             status, ctype, body = await get("dr-sun")  # city-ecg: now reads the escalation
             assert status == 200 and ctype == "application/json"
             wave = json.loads(body)
+            conforms("EcgWaveform", wave)
             assert [lead["name"] for lead in wave["leads"]] == ["I", "II", "III", "aVR", "aVL", "aVF",
                                                                  "V1", "V2", "V3", "V4", "V5", "V6"]
             assert {lead["unit"] for lead in wave["leads"]} == {"mV"}
@@ -134,6 +146,7 @@ async def test_bradycardia_raises_priority_normal_does_not_and_the_view_is_scope
 
             status, _, body = await get("dr-zhao", "/measurements")
             pre = json.loads(body)
+            conforms("EcgMeasurements", pre)
             assert status == 200 and pre["kind"] == "automatic pre-read, not a report" and pre["lead"] == "II"
             assert abs(pre["measurements"]["heart_rate"]["value"] - 35) <= 3
             status, _, body = await get("dr-zhao", "/measurements?lead=V9")
