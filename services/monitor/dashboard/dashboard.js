@@ -190,7 +190,7 @@
       el("tbody", null, sites.map((s) => el("tr", { "data-site": s.organization },
         el("td", null, s.name), el("td", null, s.level), el("td", { class: "n" }, s.studies_sent),
         el("td", { class: "n" }, s.readings_requested), el("td", { class: "n" }, s.readings_signed),
-        el("td", { class: "n" }, s.results_delivered), el("td", { class: "n" }, s.results_acknowledged))))))];
+        el("td", { class: "n" }, s.results_delivered), el("td", { class: "n" }, s.results_acknowledged)))))];
   }
 
   function render(data) {
