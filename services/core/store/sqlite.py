@@ -2,8 +2,9 @@
 
 One file, WAL mode, one table per collection (``id`` + JSON ``doc``) with expression
 indexes from :mod:`.schema`.  Writes go through one connection on one thread, so the
-event loop never blocks on disk; reads use a second connection, which WAL lets run
-beside a writer.  Several processes (gateway workers) may share the file: writers
+event loop never blocks on disk; reads use a pool of reader connections, one per thread
+(``?readers=N``, default 4), which WAL lets run beside the writer and each other, so a slow
+scan does not hold up every other reader.  Several processes (gateway workers) may share the file: writers
 queue on SQLite's lock with a busy timeout.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -137,35 +139,36 @@ def _dump(doc: Doc) -> str:
 
 
 class _Conn:
-    """One sqlite3 connection confined to its own thread."""
+    """sqlite3 connections each confined to its own thread: one for the writer, ``threads`` for reads."""
 
-    def __init__(self, path: str, *, synchronous: str, readonly: bool = False) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+    def __init__(self, path: str, *, synchronous: str, readonly: bool = False, threads: int = 1) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqlite")
         self._path, self._sync, self._readonly = path, synchronous, readonly
-        self.db: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._call, fn)
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self.db is None:
+        db = getattr(self._local, "db", None)
+        if db is None:
             uri = f"file:{self._path}?mode=ro" if self._readonly else f"file:{self._path}"
-            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                                      timeout=30.0)
-            self.db.execute("PRAGMA busy_timeout = 30000")
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+            db.execute("PRAGMA busy_timeout = 30000")
             if not self._readonly:
-                self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute(f"PRAGMA synchronous = {self._sync}")
-        return fn(self.db)
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {self._sync}")
+            self._local.db = db
+            self._opened.append(db)
+        return fn(db)
 
     async def close(self) -> None:
-        def _close(db: sqlite3.Connection) -> None:
-            db.close()
-        if self.db is not None:
-            await self.run(_close)
-            self.db = None
         self._pool.shutdown(wait=True)
+        for db in self._opened:  # no thread uses them any more
+            db.close()
+        self._opened.clear()
 
 
 class SqliteTransaction(Transaction):
@@ -240,7 +243,8 @@ class SqliteTransaction(Transaction):
 
 
 class SqliteStore(Store):
-    """``sqlite:///path/to/yilian.db`` (``?synchronous=FULL|NORMAL``, default FULL)."""
+    """``sqlite:///path/to/yilian.db`` (``?synchronous=FULL|NORMAL``, default FULL; ``&readers=N``,
+    reader connections, default 4)."""
 
     def __init__(self, url: str, *, validate: Callable[[Event], None] | None = None) -> None:
         self.url = url
@@ -254,7 +258,13 @@ class SqliteStore(Store):
             raise ValueError(f"bad synchronous={sync}")
         self._validate = validate
         self._writer = _Conn(self.path, synchronous=sync)
-        self._reader = _Conn(self.path, synchronous=sync)
+        try:
+            readers = int(query.get("readers", ["4"])[0])
+        except ValueError:
+            readers = 0
+        if not 1 <= readers <= 64:
+            raise ValueError(f"bad readers={query.get('readers', [''])[0]} (1 to 64 reader connections)")
+        self._reader = _Conn(self.path, synchronous=sync, threads=readers)
         self._tx_lock = asyncio.Lock()
         self._known: set[str] = set()
         self._applies: list[tuple[Sequence[tuple[str, str]], Callable[[list[Doc | None]], Batch],
