@@ -83,3 +83,40 @@ async def test_signed_report_reaches_the_clinic_terminal_as_sr_and_pdf(make_yili
     assert result["acknowledgement"]["mode"] == "dicom_store"
     assert [e["data"]["mode"] for e in await y.events("result.acknowledged")] == ["dicom_store"]
     assert [r["result_id"] for r in webhook_receiver.applied()] == [report_id]
+
+
+async def test_addendum_and_consultation_opinion_are_delivered_too(make_yilian, clinic_scp):
+    from pydicom import dcmread
+
+    from services.core.events import Event
+    clinic_scp.start()
+    y = await make_yilian(scp_port=clinic_scp.port)
+    study_uid = await y.send_study()
+    report_id = (await y.sign(study_uid))["report_id"]
+    await wait_for(lambda: len(clinic_scp.files()) >= 2, timeout=30, what="the report's SR and PDF")
+
+    addendum = await y.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang",
+                          {"text": "补充：右肺门影增浓，建议CT复查。"}, status=201)
+    await wait_for(lambda: len(clinic_scp.files()) >= 4, timeout=30, what="the addendum's SR and PDF")
+    srs = [dcmread(f) for f in clinic_scp.files()]
+    srs = {ds.SOPInstanceUID: ds for ds in srs if ds.Modality == "SR"}
+    added = srs[uid_for(addendum["id"], "sr")]
+    assert added.StudyInstanceUID == study_uid
+    assert added.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == uid_for(report_id, "sr")
+    assert content(added, "Finding").TextValue == "补充：右肺门影增浓，建议CT复查。"
+
+    # a consultation's signed opinion (another service emits it) reaches the clinic the same way
+    await y.rt.bus.publish(Event("consultation.concluded", subject="cs-1", source="/yilian/workflow", data={
+        "consultation_id": "cs-1", "organization": "chengguan-thc", "centre": "county-imaging", "state": "concluded",
+        "actor": "dr-wang", "urgency": "routine", "requested_at": "2026-11-23T09:00:00.000Z", "opinion_id": "op-1",
+        "study_uids": [study_uid], "patient_id": "P001", "patient_name": "TEST^PATIENT",
+        "signed_at": "2026-11-23T10:00:00.000Z", "signers": [{"id": "dr-wang", "name": "王建国"}],
+        "assessment": "考虑社区获得性肺炎", "critical": False, "lead": "dr-wang",
+        "recommendations": {"disposition": "manage_locally", "text": "门诊抗感染治疗，一周后复诊"}}))
+    await wait_for(lambda: len(clinic_scp.files()) >= 6, timeout=30, what="the consultation opinion's SR and PDF")
+    inbox = (await y.ok("GET", "/api/v1/results", "cg-clinic"))["items"]
+    assert {r["id"]: r["source"] for r in inbox} == {report_id: "report", addendum["id"]: "addendum",
+                                                     "op-1": "consultation"}
+    opinion = await y.ok("GET", "/api/v1/results/op-1", "cg-clinic")
+    assert opinion["consultation_id"] == "cs-1" and opinion["impression"] == "门诊抗感染治疗，一周后复诊"
