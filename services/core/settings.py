@@ -51,6 +51,8 @@ class Settings:
     dicom_tls_cert: str | None = None
     dicom_tls_key: str | None = None
     dicom_tls_ca: str | None = None
+    dicom_native_ul: bool = True  # asyncio upper layer for C-ECHO/C-STORE; False: pynetdicom serves all
+    dicom_network_timeout: float = 60.0  # seconds a DICOM peer may stay silent (ARTIM and idle)
     cors_origins: tuple[str, ...] = ()
 
     @classmethod
@@ -79,6 +81,8 @@ class Settings:
             dicom_tls_cert=env.get("YILIAN_DICOM_TLS_CERT") or None,
             dicom_tls_key=env.get("YILIAN_DICOM_TLS_KEY") or None,
             dicom_tls_ca=env.get("YILIAN_DICOM_TLS_CA") or None,
+            dicom_native_ul=(env.get("YILIAN_DICOM_NATIVE_UL", "true").lower() not in ("0", "false", "no")),
+            dicom_network_timeout=_float("YILIAN_DICOM_NETWORK_TIMEOUT", 60.0),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
         )
 

@@ -102,6 +102,21 @@ class ReusePortServer(ThreadedAssociationServer):
         return client, address
 
 
+class HandOffServer(ThreadedAssociationServer):
+    """pynetdicom's association machinery without a listening socket of its own.
+
+    The native upper layer (``ul/``) owns the port and hands this server the associations it
+    does not serve itself (``process_request(socket, client_address)``); each runs on its own
+    thread as if pynetdicom had accepted it.
+    """
+
+    def server_bind(self) -> None:  # never listens: the native server does
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+
 class GatewayAE(AE):
     """An AE whose accepted calling AE titles are read from the consortium at each association."""
 

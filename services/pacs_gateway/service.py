@@ -25,7 +25,9 @@ from ..core.consortium import Organization
 from ..core.runtime import Runtime
 from .announce import StudyAnnouncer
 from .ingest import Ingest, sweep_orphans
-from .scp import GatewayAE, ReusePortServer, StorageSCP, build_ae, receive_into, server_ssl_context
+from .scp import (GatewayAE, HandOffServer, ReusePortServer, StorageSCP, build_ae, receive_into,
+                  server_ssl_context)
+from .ul import NativeServer
 
 log = logging.getLogger("yilian.pacs_gateway")
 
@@ -48,7 +50,8 @@ class GatewayService:
         self.ingest = Ingest(rt)
         self.announcer = StudyAnnouncer(rt) if role == "main" else None
         self.workers: Any = None  # workers.WorkerPool in the main process when gateway_workers > 1
-        self._server: ReusePortServer | None = None
+        self._server: ReusePortServer | HandOffServer | None = None
+        self._native: NativeServer | None = None
         self._sweep: asyncio.Task[int] | None = None
 
     # --- the hook -------------------------------------------------------------------
@@ -87,15 +90,28 @@ class GatewayService:
         if self.role == "main":
             self._sweep = asyncio.create_task(self._sweep_orphans(), name="pacs_gateway:sweep")
         self.ae = build_ae(self)
+        self.ae.network_timeout = settings.dicom_network_timeout
         handlers = StorageSCP(self, self.ingest).handlers() + self._plugin_handlers()
         ssl_context = server_ssl_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
-        self._server = self.ae.make_server((settings.bind_host, settings.dicom_port), evt_handlers=handlers,
-                                           server_class=ReusePortServer, ssl_context=ssl_context)
-        self.ae._servers.append(self._server)
-        self.dicom_port = self._server.server_address[1]
-        # Its own thread: serve_forever never returns, and must not hold a default-executor slot.
-        threading.Thread(target=self._server.serve_forever, name=f"dicom-acceptor:{self.dicom_port}",
-                         daemon=True).start()
+        address = (settings.bind_host, settings.dicom_port)
+        if settings.dicom_native_ul:
+            # The asyncio upper layer owns the port; pynetdicom serves what it hands off (TLS already undone).
+            self._server = self.ae.make_server(address, evt_handlers=handlers, server_class=HandOffServer)
+            self.ae._servers.append(self._server)
+            self._native = NativeServer(self, self.ingest, contexts=self.ae.supported_contexts,
+                                        hand_off=self._server, ssl_context=ssl_context,
+                                        timeout=settings.dicom_network_timeout,
+                                        max_associations=self.ae.maximum_associations,
+                                        max_pdu=self.ae.maximum_pdu_size)
+            self.dicom_port = await self._native.start(settings.bind_host, settings.dicom_port)
+        else:
+            self._server = self.ae.make_server(address, evt_handlers=handlers, server_class=ReusePortServer,
+                                               ssl_context=ssl_context)
+            self.ae._servers.append(self._server)
+            self.dicom_port = self._server.server_address[1]
+            # Its own thread: serve_forever never returns, and must not hold a default-executor slot.
+            threading.Thread(target=self._server.serve_forever, name=f"dicom-acceptor:{self.dicom_port}",
+                             daemon=True).start()
         if self.role == "main":
             if settings.gateway_workers > 1:
                 from .workers import WorkerPool
@@ -106,6 +122,7 @@ class GatewayService:
         self.ready = True
         log.info("DICOM node listening", extra={"ae_title": settings.ae_title, "port": self.dicom_port,
                                                 "tls": ssl_context is not None, "role": self.role,
+                                                "upper_layer": "native" if self._native else "pynetdicom",
                                                 "workers": settings.gateway_workers})
 
     async def _sweep_orphans(self) -> int:
@@ -125,13 +142,22 @@ class GatewayService:
         if self.workers is not None:
             await self.workers.stop()
             self.workers = None
+        if self._native is not None:
+            native, self._native = self._native, None
+            await native.stop()
         if self._server is not None:
             server, self._server = self._server, None
-            # Finish associations in flight briefly, then close the socket.
-            await asyncio.to_thread(server.shutdown)
             assert self.ae is not None
-            for assoc in self.ae.active_associations:
-                assoc.abort()
+            if isinstance(server, HandOffServer):
+                for assoc in self.ae.active_associations:
+                    assoc.abort()
+                await asyncio.to_thread(server.server_close)
+                self.ae._servers.remove(server)
+            else:
+                # Finish associations in flight briefly, then close the socket.
+                await asyncio.to_thread(server.shutdown)
+                for assoc in self.ae.active_associations:
+                    assoc.abort()
         if self._sweep is not None:
             self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,425 @@
+"""The DICOM port on asyncio: accept associations, serve C-ECHO/C-STORE, hand the rest to pynetdicom.
+
+One coroutine per association.  After the A-ASSOCIATE-RQ (PS3.8 9.3.2) is read:
+
+* rejected (A-ASSOCIATE-RJ) for an unknown called or calling AE title, or too many
+  associations — the same checks and reasons as the pynetdicom AE;
+* served natively when every proposed abstract syntax is Verification or Storage and no
+  extended negotiation is asked for: data set fragments stream into a staging file (and a
+  running sha256), then :class:`~..ingest.Ingest` prepares and commits the instance and
+  the C-STORE-RSP goes out only once it is durable;
+* otherwise handed off: the request bytes and everything after them are relayed through a
+  socket pair to the pynetdicom AE (query/retrieve/commitment plugins), on its own thread,
+  with the client's real address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import socket
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.dsutils import create_file_meta
+from pynetdicom.pdu import A_ASSOCIATE_AC as AssociateAC
+from pynetdicom.pdu import A_ASSOCIATE_RQ as AssociateRQ
+from pynetdicom.pdu_primitives import (A_ASSOCIATE, AsynchronousOperationsWindowNegotiation,
+                                       ImplementationClassUIDNotification, ImplementationVersionNameNotification,
+                                       MaximumLengthNotification)
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext, negotiate_as_acceptor
+
+from .. import statuses
+from ..ingest import Ingest, Received
+from ..model import StoreRefused
+from . import dimse, pdu
+from .pdu import ProtocolError
+
+if TYPE_CHECKING:
+    from ..service import GatewayService
+
+log = logging.getLogger("yilian.pacs_gateway.ul")
+
+APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
+NATIVE_ABSTRACT_SYNTAXES = frozenset([dimse.VERIFICATION] + [str(cx.abstract_syntax)
+                                                            for cx in AllStoragePresentationContexts])
+# User information items we answer ourselves; anything else goes to pynetdicom.
+NATIVE_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
+                     ImplementationVersionNameNotification, AsynchronousOperationsWindowNegotiation)
+MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones before reading them
+MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
+CALLING_AE_NOT_REGISTERED = 0xC212
+
+
+@dataclass
+class _Incoming:
+    """A C-STORE data set on its way to a staging file."""
+
+    command: dimse.Command
+    context_id: int
+    transfer_syntax: str
+    path: Path
+    file: BinaryIO
+    limit: int
+    sha256: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+    def write(self, data: memoryview) -> None:
+        self.size += len(data)
+        if self.size <= self.limit:  # past the limit: count, keep nothing, refuse at the end
+            self.file.write(data)
+            self.sha256.update(data)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class _Association:
+    def __init__(self, server: NativeServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: str, calling: str, accepted: dict[int, tuple[str, str]], peer_max_pdu: int) -> None:
+        self.server = server
+        self.reader, self.writer = reader, writer
+        self.peer, self.calling = peer, calling
+        self.accepted = accepted
+        self.peer_max_pdu = peer_max_pdu
+        self.command = bytearray()
+        self.incoming: _Incoming | None = None
+        self.stored = 0
+
+    async def serve(self, deadline: asyncio.Timeout) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.server.timeout
+        try:
+            while True:
+                deadline.reschedule(loop.time() + timeout)
+                pdu_type, body, _ = await self.server.read_pdu(self.reader)
+                deadline.reschedule(None)  # our own work is not the peer's idleness
+                if pdu_type == pdu.P_DATA_TF:
+                    await self.p_data(body)
+                elif pdu_type == pdu.A_RELEASE_RQ:
+                    if self.incoming is not None:
+                        raise ProtocolError("A-RELEASE-RQ in the middle of a C-STORE", pdu.REASON_UNEXPECTED_PDU)
+                    self.writer.write(pdu.a_release_rp())
+                    await self.writer.drain()
+                    log.debug("association released", extra={"peer": self.peer, "calling_ae": self.calling,
+                                                              "stored": self.stored})
+                    return
+                elif pdu_type == pdu.A_ABORT:
+                    log.info("association aborted by the peer", extra={"peer": self.peer, "calling_ae": self.calling})
+                    return
+                else:
+                    raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X}", pdu.REASON_UNEXPECTED_PDU)
+        finally:
+            if self.incoming is not None:
+                self.incoming.discard()
+                self.incoming = None
+
+    async def p_data(self, body: bytes) -> None:
+        for context_id, control, data in pdu.pdvs(body):
+            if context_id not in self.accepted:
+                raise ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
+            if control & pdu.COMMAND:
+                if self.incoming is not None:
+                    raise ProtocolError("command fragment before the data set ended", pdu.REASON_UNEXPECTED_PDU)
+                self.command += data
+                if control & pdu.LAST:
+                    raw, self.command = bytes(self.command), bytearray()
+                    await self.on_command(context_id, raw)
+            else:
+                incoming = self.incoming
+                if incoming is None or incoming.context_id != context_id:
+                    raise ProtocolError("data set fragment without its C-STORE-RQ", pdu.REASON_UNEXPECTED_PDU)
+                incoming.write(data)
+                if control & pdu.LAST:
+                    self.incoming = None
+                    incoming.file.close()
+                    await self.on_data_set(incoming)
+
+    async def on_command(self, context_id: int, raw: bytes) -> None:
+        try:
+            command = dimse.decode(raw)
+        except dimse.BadCommand as exc:
+            raise ProtocolError(f"undecodable command set: {exc}") from None
+        if command.field == dimse.C_ECHO_RQ and not command.has_data_set:
+            self.respond(context_id, dimse.response(dimse.C_ECHO_RSP, responding_to=command.message_id,
+                                                    sop_class_uid=dimse.VERIFICATION))
+            await self.writer.drain()
+        elif command.field == dimse.C_STORE_RQ and command.has_data_set:
+            self.incoming = self.server.open_staging(command, context_id, self.accepted[context_id][1])
+        else:
+            raise ProtocolError(f"DIMSE command 0x{command.field:04X} not supported on a storage association",
+                                pdu.REASON_UNEXPECTED_PDU_PARAMETER)
+
+    async def on_data_set(self, incoming: _Incoming) -> None:
+        command = incoming.command
+        status, comment = await self.server.store(self, incoming)
+        self.respond(incoming.context_id, dimse.response(
+            dimse.C_STORE_RSP, responding_to=command.message_id, sop_class_uid=command.sop_class_uid,
+            sop_instance_uid=command.sop_instance_uid, status=status, comment=comment))
+        await self.writer.drain()
+
+    def respond(self, context_id: int, command: bytes) -> None:
+        self.writer.write(pdu.p_data_tf(context_id, command, command=True, max_pdu=self.peer_max_pdu))
+
+
+class NativeServer:
+    """The gateway's DICOM port: an asyncio server; pynetdicom serves what it hands off."""
+
+    def __init__(self, gateway: GatewayService, ingest: Ingest, *, contexts: list[PresentationContext],
+                 hand_off: Any, ssl_context: ssl.SSLContext | None, timeout: float,
+                 max_associations: int, max_pdu: int) -> None:
+        self.gateway, self.ingest = gateway, ingest
+        self.contexts = contexts
+        self.hand_off_server = hand_off  # a pynetdicom ThreadedAssociationServer that never listens
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self.max_associations = max_associations
+        self.max_pdu = max_pdu
+        self.active = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        # asyncio sets TCP_NODELAY on TCP connections itself; reuse_port lets worker processes share the port.
+        self._server = await asyncio.start_server(self._connection, host, port, reuse_port=True, backlog=256,
+                                                  ssl=self.ssl_context, limit=2 * self.max_pdu,
+                                                  **({"ssl_handshake_timeout": self.timeout} if self.ssl_context else {}))
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+
+    # --- PDUs ------------------------------------------------------------------------
+    @staticmethod
+    async def read_pdu(reader: asyncio.StreamReader, limit: int = MAX_PDU_ACCEPTED) -> tuple[int, bytes, bytes]:
+        header = await reader.readexactly(6)
+        pdu_type, length = pdu.HEADER.unpack(header)
+        if pdu_type not in pdu.PDU_TYPES:
+            raise ProtocolError(f"unrecognised PDU type 0x{pdu_type:02X}", pdu.REASON_UNRECOGNIZED_PDU)
+        if length > limit:
+            raise ProtocolError(f"PDU of {length} bytes is larger than {limit}")
+        body = await reader.readexactly(length)
+        return pdu_type, body, header
+
+    # --- one connection ----------------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        address = writer.get_extra_info("peername") or ("?", 0)
+        peer = f"{address[0]}:{address[1]}"
+        self.active += 1
+        handed_off = established = False
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:  # ARTIM: the A-ASSOCIATE-RQ must come
+                try:
+                    pdu_type, body, header = await self.read_pdu(reader, MAX_ASSOCIATE_RQ)
+                    if pdu_type != pdu.A_ASSOCIATE_RQ:
+                        raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
+                                            pdu.REASON_UNEXPECTED_PDU)
+                    association = await self._associate(reader, writer, peer, header + body, address)
+                    if association is None:
+                        return
+                    if association == "handed off":
+                        handed_off = True
+                        deadline.reschedule(None)  # pynetdicom's own network timeout applies
+                        await self._relay(reader, writer, header + body, address, peer)
+                        return
+                    established = True
+                    await association.serve(deadline)
+                except ProtocolError as exc:
+                    log.warning("association aborted: protocol error",
+                                extra={"peer": peer, "error": str(exc), "reason": exc.reason})
+                    writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason))
+        except TimeoutError:
+            log.info("association closed: peer silent for too long", extra={"peer": peer, "timeout": self.timeout})
+            if established:  # ARTIM expiry before an association just closes the connection (PS3.8 AA-2)
+                with contextlib.suppress(Exception):
+                    writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError) as exc:
+            log.info("association connection lost", extra={"peer": peer, "error": repr(exc)})
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
+            raise
+        except Exception:
+            log.exception("association failed", extra={"peer": peer})
+            with contextlib.suppress(Exception):
+                writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
+        finally:
+            self.active -= 1
+            self._tasks.discard(task)
+            if not handed_off:
+                with contextlib.suppress(Exception):
+                    writer.close()
+                    await asyncio.wait_for(writer.wait_closed(), 2)
+
+    async def _associate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
+                         raw: bytes, address: Any) -> _Association | str | None:
+        rq = AssociateRQ()
+        try:
+            rq.decode(raw)
+            primitive = rq.to_primitive()
+        except Exception as exc:
+            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}", pdu.REASON_INVALID_PDU_PARAMETER_VALUE) from None
+        called = (primitive.called_ae_title or "").strip()
+        calling = (primitive.calling_ae_title or "").strip()
+        reject: tuple[int, int, int] | None = None
+        reason = ""
+        from ..scp import REJECT_CALLED_AE, REJECT_CALLING_AE, registered_aes
+        if calling not in registered_aes(self.gateway):
+            reject, reason = pdu.RJ_CALLING_AE, REJECT_CALLING_AE
+        if called != self.gateway.rt.settings.ae_title.strip():
+            reject, reason = pdu.RJ_CALLED_AE, REJECT_CALLED_AE
+        pynetdicom_active = len(self.gateway.ae.active_associations) if self.gateway.ae is not None else 0
+        if reject is None and self.active + pynetdicom_active > self.max_associations:
+            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations"
+        if reject is not None:
+            log.warning("association rejected", extra={"reason": reason, "calling_ae": calling, "called_ae": called,
+                                                       "peer": peer})
+            writer.write(pdu.a_associate_rj(*reject))
+            await writer.drain()
+            return None
+
+        proposed = primitive.presentation_context_definition_list
+        items = primitive.user_information
+        native = (all(str(cx.abstract_syntax) in NATIVE_ABSTRACT_SYNTAXES for cx in proposed)
+                  and all(isinstance(item, NATIVE_USER_ITEMS) for item in items))
+        if not native:
+            log.debug("association handed to pynetdicom", extra={"path": "pynetdicom", "peer": peer,
+                                                                 "calling_ae": calling,
+                                                                 "abstract_syntaxes": sorted({str(cx.abstract_syntax) for cx in proposed})})
+            return "handed off"
+
+        results, _ = negotiate_as_acceptor(proposed, self.contexts, None)
+        accepted = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                    for cx in results if cx.result == 0x00}
+        peer_max = next((item.maximum_length_received for item in items
+                         if isinstance(item, MaximumLengthNotification)), 0) or 0
+        writer.write(self._associate_ac(primitive, results))
+        await writer.drain()
+        log.debug("association accepted", extra={"path": "native", "peer": peer, "calling_ae": calling,
+                                                 "accepted_contexts": len(accepted), "peer_max_pdu": peer_max})
+        return _Association(self, reader, writer, peer, calling, accepted, peer_max)
+
+    def _associate_ac(self, rq: A_ASSOCIATE, results: list[PresentationContext]) -> bytes:
+        ac = A_ASSOCIATE()
+        ac.application_context_name = APPLICATION_CONTEXT_NAME
+        ac.calling_ae_title = rq.calling_ae_title
+        ac.called_ae_title = rq.called_ae_title
+        ac.result = 0x00
+        ac.result_source = 0x01
+        ac.presentation_context_definition_results_list = results
+        max_length = MaximumLengthNotification()
+        max_length.maximum_length_received = self.max_pdu
+        class_uid = ImplementationClassUIDNotification()
+        class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+        version = ImplementationVersionNameNotification()
+        version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+        user_information: list[Any] = [max_length, class_uid, version]
+        if any(isinstance(item, AsynchronousOperationsWindowNegotiation) for item in rq.user_information):
+            window = AsynchronousOperationsWindowNegotiation()  # we perform and invoke one at a time
+            window.maximum_number_operations_invoked = 1
+            window.maximum_number_operations_performed = 1
+            user_information.append(window)
+        ac.user_information = user_information
+        encoded = AssociateAC()
+        encoded.from_primitive(ac)
+        return encoded.encode()
+
+    # --- C-STORE ---------------------------------------------------------------------------
+    def open_staging(self, command: dimse.Command, context_id: int, transfer_syntax: str) -> _Incoming:
+        staging = self.gateway.rt.blobs.staging_dir()
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=staging if staging.is_dir() else None)
+        incoming = _Incoming(command, context_id, transfer_syntax, Path(name), os.fdopen(fd, "wb", buffering=1 << 16),
+                             self.gateway.rt.settings.max_instance_bytes)
+        # The same Part 10 file pynetdicom writes: preamble, DICM, File Meta Information, data set.
+        meta = io.BytesIO()
+        meta.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(meta, create_file_meta(sop_class_uid=command.sop_class_uid,  # type: ignore[arg-type]
+                                                    sop_instance_uid=command.sop_instance_uid,  # type: ignore[arg-type]
+                                                    transfer_syntax=transfer_syntax))  # type: ignore[arg-type]
+        incoming.write(meta.getbuffer())
+        return incoming
+
+    async def store(self, association: _Association, incoming: _Incoming) -> tuple[int, str]:
+        command, calling = incoming.command, association.calling
+        extra = {"calling_ae": calling, "sop_instance_uid": command.sop_instance_uid, "peer": association.peer}
+        try:
+            org = self.gateway.organization_for(calling)
+            if org is None:
+                log.warning("C-STORE refused", extra={**extra, "reason": "calling AE title no longer registered"})
+                return CALLING_AE_NOT_REGISTERED, "calling AE title not registered"
+            if incoming.size > incoming.limit:
+                raise StoreRefused(statuses.OUT_OF_RESOURCES,
+                                   f"instance of {incoming.size} bytes exceeds limit {incoming.limit}")
+            received = Received(path=incoming.path, calling_ae=calling, organization=org.id,
+                                sop_class_uid=command.sop_class_uid, sop_instance_uid=command.sop_instance_uid,
+                                transfer_syntax_uid=incoming.transfer_syntax, sha256=incoming.sha256.hexdigest())
+            prepared = self.ingest.prepare(received)  # header only, file in page cache: well under a millisecond
+            outcome = await self.ingest.commit(prepared)
+        except StoreRefused as refused:
+            log.warning("C-STORE refused", extra={**extra, "status": f"0x{refused.status:04X}",
+                                                  "reason": refused.comment})
+            return refused.status, refused.comment
+        except Exception as exc:  # the store or blob store failed: nothing kept, the sender may retry
+            log.exception("C-STORE failed", extra=extra)
+            return statuses.PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"
+        finally:
+            incoming.path.unlink(missing_ok=True)  # kept files were renamed away; the rest goes
+        association.stored += 1
+        log.debug("C-STORE", extra={**extra, "result": outcome.result, "path": "native"})
+        return outcome.status, outcome.comment
+
+    # --- hand-off to pynetdicom -------------------------------------------------------------
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes,
+                     address: Any, peer: str) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            # pynetdicom reads the A-ASSOCIATE-RQ again from its end and runs the association on a thread.
+            self.hand_off_server.process_request(theirs, (str(address[0]), int(address[1])))
+        except Exception:
+            ours.close()
+            theirs.close()
+            raise
+        inner_reader, inner_writer = await asyncio.open_connection(sock=ours)
+        inner_writer.write(request)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(1 << 16):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    sink.close()
+
+        try:
+            await asyncio.gather(pump(reader, inner_writer), pump(inner_reader, writer))
+        finally:
+            for w in (inner_writer, writer):
+                with contextlib.suppress(Exception):
+                    w.close()
+            log.debug("handed-off association ended", extra={"peer": peer})
