@@ -26,7 +26,7 @@ from services.monitor.views import MonitorViews
 from services.workflow import queries
 from services.workflow.model import WORKLIST_STATES
 
-from ..dicom_samples import CT_IMAGE, DX_IMAGE, make_study, storescu
+from ..dicom_samples import CT_IMAGE, DX_IMAGE, echoscu, make_study, storescu
 from ..support import wait_for
 from .conftest import start_world, stop_world
 
@@ -116,6 +116,7 @@ async def through_gateway(world, tmp_path, day: Day) -> int:
     for ae, paths in files.items():
         result = await asyncio.to_thread(storescu, port, paths, calling=ae)
         assert result.returncode == 0, result.output
+    assert (await asyncio.to_thread(echoscu, port, calling="CG_CT1")).returncode == 0
 
     async def announced() -> bool:
         return await world.store.count("studies", {"id": {"$in": [u for u, _ in uids]}, "state": "received"}) == 8
@@ -127,6 +128,7 @@ async def through_gateway(world, tmp_path, day: Day) -> int:
     async with world.session.get(world.base + "/metrics") as resp:
         lines = set((await resp.text()).splitlines())
     assert 'yilian_dimse_responses_total{command="C-STORE",status="0x0000"} 8' in lines
+    assert 'yilian_dimse_responses_total{command="C-ECHO",status="0x0000"} 1' in lines
     day.studies += 8
     return 8
 

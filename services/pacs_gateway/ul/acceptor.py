@@ -38,6 +38,7 @@ from pynetdicom.pdu_primitives import (A_ASSOCIATE, AsynchronousOperationsWindow
                                        MaximumLengthNotification)
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext, negotiate_as_acceptor
 
+from ...monitor.instruments import count_dimse_response
 from .. import statuses
 from ..ingest import Ingest, Received
 from ..model import StoreRefused
@@ -154,6 +155,7 @@ class _Association:
         if command.field == dimse.C_ECHO_RQ and not command.has_data_set:
             self.respond(context_id, dimse.response(dimse.C_ECHO_RSP, responding_to=command.message_id,
                                                     sop_class_uid=dimse.VERIFICATION))
+            count_dimse_response(self.server.gateway.rt, dimse.C_ECHO_RSP, statuses.SUCCESS)  # /metrics
             await self.writer.drain()
         elif command.field == dimse.C_STORE_RQ and command.has_data_set:
             self.incoming = self.server.open_staging(command, context_id, self.accepted[context_id][1])
@@ -167,6 +169,7 @@ class _Association:
         self.respond(incoming.context_id, dimse.response(
             dimse.C_STORE_RSP, responding_to=command.message_id, sop_class_uid=command.sop_class_uid,
             sop_instance_uid=command.sop_instance_uid, status=status, comment=comment))
+        count_dimse_response(self.server.gateway.rt, dimse.C_STORE_RSP, status)  # /metrics
         await self.writer.drain()
 
     def respond(self, context_id: int, command: bytes) -> None:
