@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import time
 from collections import Counter
 from datetime import datetime
@@ -26,7 +27,7 @@ from services.monitor.views import MonitorViews
 from services.workflow import queries
 from services.workflow.model import WORKLIST_STATES
 
-from ..dicom_samples import CT_IMAGE, DX_IMAGE, echoscu, make_study, storescu
+from ..dicom_samples import CT_IMAGE, DX_IMAGE, FINDSCU, echoscu, make_study, storescu
 from ..support import wait_for
 from .conftest import start_world, stop_world
 
@@ -117,6 +118,11 @@ async def through_gateway(world, tmp_path, day: Day) -> int:
         result = await asyncio.to_thread(storescu, port, paths, calling=ae)
         assert result.returncode == 0, result.output
     assert (await asyncio.to_thread(echoscu, port, calling="CG_CT1")).returncode == 0
+    # a reading workstation's C-FIND (pynetdicom's path): a success after the pending matches
+    find = await asyncio.to_thread(subprocess.run, [FINDSCU, "-S", "-aet", "COUNTY_RWS1", "-aec", "YILIAN",
+                                                    "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+                                                    "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60)
+    assert find.returncode == 0, find.stderr
 
     async def announced() -> bool:
         return await world.store.count("studies", {"id": {"$in": [u for u, _ in uids]}, "state": "received"}) == 8
@@ -129,6 +135,7 @@ async def through_gateway(world, tmp_path, day: Day) -> int:
         lines = set((await resp.text()).splitlines())
     assert 'yilian_dimse_responses_total{command="C-STORE",status="0x0000"} 8' in lines
     assert 'yilian_dimse_responses_total{command="C-ECHO",status="0x0000"} 1' in lines
+    assert 'yilian_dimse_responses_total{command="C-FIND",status="0x0000"} 1' in lines
     day.studies += 8
     return 8
 
