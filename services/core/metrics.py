@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SHARED_KEY = "metrics.registry"
+_PROCESS_STARTED = time.time()
 
 # Seconds: from an HTTP call (ms) to a routine reading's turnaround (a day).
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -211,8 +213,8 @@ def render(families: Iterable[Family]) -> str:
 def metrics_of(rt: Any) -> Registry:
     """The runtime's registry (created on first use)."""
     registry = rt.shared.get(SHARED_KEY)
-    if registry is None:
-        registry = rt.shared[SHARED_KEY] = Registry()
+    if registry is None:  # setdefault: gateway threads may ask at the same moment
+        registry = rt.shared.setdefault(SHARED_KEY, Registry())
     return registry
 
 
@@ -220,9 +222,8 @@ def install_runtime_collectors(rt: Any) -> Registry:
     """Figures every process has: bus lag per consumer group, services running, start time."""
     registry = metrics_of(rt)
     started = registry.gauge("yilian_process_start_time_seconds", "When this process started (epoch seconds)")
-    if not started.family().samples:
-        import time
-        started.set(time.time())
+    if not started.value():
+        started.set(_PROCESS_STARTED)
 
     async def collect() -> list[Family]:
         lag: dict[str, int] = {}

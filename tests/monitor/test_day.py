@@ -27,6 +27,7 @@ from services.monitor.views import MonitorViews
 from services.workflow import queries
 from services.workflow.model import WORKLIST_STATES
 
+from ..contract.adapters import mongomock_store
 from ..dicom_samples import CT_IMAGE, DX_IMAGE, FINDSCU, echoscu, make_study, storescu
 from ..support import wait_for
 from .conftest import start_world, stop_world
@@ -288,5 +289,12 @@ async def test_a_scripted_day_matches_the_store_and_a_replay(tmp_path):
             assert await replay(world.store, fresh, world.rt.consortium) == 0  # idempotent
         finally:
             await fresh.close()
+        # ... and into the MongoDB adapter (mongomock): the same filters, the same figures
+        async with mongomock_store(tmp_path) as mongo:
+            await replay(world.store, mongo, world.rt.consortium)
+            rebuilt = MonitorViews(mongo, world.rt.consortium, world.monitor.settings)
+            assert await rebuilt.centres() == shown
+            assert await rebuilt.sites() == sites
+            assert await rebuilt.consortium_figures() == k
     finally:
         await stop_world(world, services)
