@@ -211,3 +211,20 @@ def test_store_response_command_set():
     command = dimse.decode(raw)
     assert (command.field, command.sop_class_uid, command.sop_instance_uid) == (dimse.C_STORE_RSP, CTImageStorage, "1.2.3")
     assert b"too big " in raw and struct.pack("<HHIH", 0, 0x0900, 2, 0xA700) in raw
+
+
+def test_file_meta_is_the_one_pynetdicom_writes():
+    import io
+
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import create_file_meta
+    for sop_instance in ("1.2.3.4", "1.2.3.45"):  # odd and even lengths
+        expected = io.BytesIO()
+        expected.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(expected, create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=sop_instance,
+                                                        transfer_syntax="1.2.840.10008.1.2.4.50"))
+        assert dimse.file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=sop_instance,
+                               transfer_syntax_uid="1.2.840.10008.1.2.4.50",
+                               implementation_class_uid=PYNETDICOM_IMPLEMENTATION_UID,
+                               implementation_version_name=PYNETDICOM_IMPLEMENTATION_VERSION) == expected.getvalue()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 import os
 import socket
@@ -28,9 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pydicom.filewriter import write_file_meta_info
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-from pynetdicom.dsutils import create_file_meta
 from pynetdicom.pdu import A_ASSOCIATE_AC as AssociateAC
 from pynetdicom.pdu import A_ASSOCIATE_RQ as AssociateRQ
 from pynetdicom.pdu_primitives import (A_ASSOCIATE, AsynchronousOperationsWindowNegotiation,
@@ -79,6 +76,13 @@ class _Incoming:
         if self.size <= self.limit:  # past the limit: count, keep nothing, refuse at the end
             self.file.write(data)
             self.sha256.update(data)
+
+    def sync_and_close(self, fsync: bool) -> None:
+        try:
+            if fsync:
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
@@ -144,7 +148,7 @@ class _Association:
                 incoming.write(data)
                 if control & pdu.LAST:
                     self.incoming = None
-                    incoming.file.close()
+                    incoming.file.flush()
                     await self.on_data_set(incoming)
 
     async def on_command(self, context_id: int, raw: bytes) -> None:
@@ -190,6 +194,8 @@ class NativeServer:
         self.max_associations = max_associations
         self.max_pdu = max_pdu
         self.active = 0
+        # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
+        self.fsync = bool(getattr(gateway.rt.blobs, "fsync", False))
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -357,12 +363,10 @@ class NativeServer:
         incoming = _Incoming(command, context_id, transfer_syntax, Path(name), os.fdopen(fd, "wb", buffering=1 << 16),
                              self.gateway.rt.settings.max_instance_bytes)
         # The same Part 10 file pynetdicom writes: preamble, DICM, File Meta Information, data set.
-        meta = io.BytesIO()
-        meta.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(meta, create_file_meta(sop_class_uid=command.sop_class_uid,  # type: ignore[arg-type]
-                                                    sop_instance_uid=command.sop_instance_uid,  # type: ignore[arg-type]
-                                                    transfer_syntax=transfer_syntax))  # type: ignore[arg-type]
-        incoming.write(meta.getbuffer())
+        incoming.write(memoryview(dimse.file_meta(
+            sop_class_uid=command.sop_class_uid, sop_instance_uid=command.sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax, implementation_class_uid=PYNETDICOM_IMPLEMENTATION_UID,
+            implementation_version_name=PYNETDICOM_IMPLEMENTATION_VERSION)))
         return incoming
 
     async def store(self, association: _Association, incoming: _Incoming) -> tuple[int, str]:
@@ -379,7 +383,13 @@ class NativeServer:
             received = Received(path=incoming.path, calling_ae=calling, organization=org.id,
                                 sop_class_uid=command.sop_class_uid, sop_instance_uid=command.sop_instance_uid,
                                 transfer_syntax_uid=incoming.transfer_syntax, sha256=incoming.sha256.hexdigest())
-            prepared = self.ingest.prepare(received)  # header only, file in page cache: well under a millisecond
+            # The file's fsync (the blob store's first step) runs on a thread while the header is
+            # parsed here; the blob store then finds it clean.
+            synced = asyncio.ensure_future(asyncio.to_thread(incoming.sync_and_close, self.fsync))
+            try:
+                prepared = self.ingest.prepare(received)  # header only, file in page cache: about a millisecond
+            finally:
+                await synced
             outcome = await self.ingest.commit(prepared)
         except StoreRefused as refused:
             log.warning("C-STORE refused", extra={**extra, "status": f"0x{refused.status:04X}",
@@ -389,6 +399,8 @@ class NativeServer:
             log.exception("C-STORE failed", extra=extra)
             return statuses.PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"
         finally:
+            with contextlib.suppress(OSError):
+                incoming.file.close()
             incoming.path.unlink(missing_ok=True)  # kept files were renamed away; the rest goes
         association.stored += 1
         log.debug("C-STORE", extra={**extra, "result": outcome.result, "path": "native"})

@@ -93,3 +93,23 @@ def response(field: int, *, responding_to: int, sop_class_uid: str, sop_instance
     if sop_instance_uid:
         body += _element(AFFECTED_SOP_INSTANCE_UID, _uid(sop_instance_uid))
     return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _explicit(element: int, vr: bytes, value: bytes) -> bytes:
+    """A group 0002 element in explicit VR little endian (PS3.5 7.1.2)."""
+    if vr == b"OB":
+        return struct.pack("<HH2sxxI", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+              implementation_class_uid: str, implementation_version_name: str) -> bytes:
+    """Preamble, ``DICM`` and File Meta Information (PS3.10 7.1) for a received data set."""
+    version = implementation_version_name.encode("ascii")
+    body = (_explicit(0x0001, b"OB", b"\x00\x01")
+            + _explicit(0x0002, b"UI", _uid(sop_class_uid))
+            + _explicit(0x0003, b"UI", _uid(sop_instance_uid))
+            + _explicit(0x0010, b"UI", _uid(transfer_syntax_uid))
+            + _explicit(0x0012, b"UI", _uid(implementation_class_uid))
+            + _explicit(0x0013, b"SH", version + b" " if len(version) % 2 else version))
+    return b"\x00" * 128 + b"DICM" + _explicit(0x0000, b"UL", struct.pack("<I", len(body))) + body
