@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -30,7 +32,7 @@ def send(peer: peers.Peer, directory: Path, calling_ae: str = "CG_CT1") -> None:
         raise RuntimeError(f"storescu to {peer.name} failed ({result.returncode}): {result.stderr[-2000:]}")
 
 
-def timed_run(start, directory: Path, expected: int, *, concurrent: bool) -> float:
+def timed_run(start, directory: Path, expected: int, *, concurrent: bool) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="yilian-bench-") as tmp, start(Path(tmp)) as peer:
         t0 = time.perf_counter()
         if concurrent:
@@ -40,10 +42,11 @@ def timed_run(start, directory: Path, expected: int, *, concurrent: bool) -> flo
         else:
             send(peer, directory)
         elapsed = time.perf_counter() - t0
+        rss = peers.peak_rss_mb(peer.pid) if peer.pid else 0.0
         held = _settled_count(peer, expected)
         if held != expected:
             raise RuntimeError(f"{peer.name} holds {held} instances after the run, expected {expected}")
-        return elapsed
+        return elapsed, rss
 
 
 def _settled_count(peer: peers.Peer, expected: int, timeout: float = 30) -> int:
@@ -56,20 +59,25 @@ def _settled_count(peer: peers.Peer, expected: int, timeout: float = 30) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small corpora, one repetition")
-    p.add_argument("--repeat", type=int, default=None, help="runs per peer and corpus (best is kept)")
+    p.add_argument("--repeat", type=int, default=None, help="runs per peer and corpus (the median is kept)")
     p.add_argument("--workers", type=int, default=None, help="Yilian gateway worker processes (default: cores)")
+    p.add_argument("--no-pynetdicom", action="store_true", help="skip Yilian with pynetdicom serving C-STORE")
+    p.add_argument("--only", default="", help="comma-separated scenarios (small,mixed,clinics)")
     args = p.parse_args(argv)
-    import os
     repeat = args.repeat or (1 if args.quick else 3)
     workers = args.workers or os.cpu_count() or 1
 
-    scenarios = [("small", False), ("mixed", False), ("clinics", True)]
-    systems = {
-        "yilian": lambda d: peers.yilian(d, workers=1),
-        f"yilian-{workers}w": lambda d: peers.yilian(d, workers=workers),
-        "orthanc": peers.orthanc,
-        "storescp": peers.storescp,
-    }
+    scenarios = [s for s in [("small", False), ("mixed", False), ("clinics", True)]
+                 if not args.only or s[0] in args.only.split(",")]
+    systems = {"yilian": lambda d: peers.yilian(d, workers=1)}
+    if workers > 1:
+        systems[f"yilian-{workers}w"] = lambda d: peers.yilian(d, workers=workers)
+    if not args.no_pynetdicom:
+        systems["yilian-pynetdicom"] = lambda d: peers.yilian(d, workers=1, native=False)
+    systems |= {"orthanc": peers.orthanc, "storescp": peers.storescp}
+    print(f"Yilian: embedded default (SQLite WAL synchronous=FULL, fsynced blobs, instance.stored in the "
+          f"durable log), native DICOM upper layer unless '-pynetdicom'; {os.cpu_count()} cores; "
+          f"storescu with TCP_NODELAY=1; median of {repeat}")
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, concurrent in scenarios:
         directory = corpus.build(name, quick=args.quick)
@@ -78,14 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         for system, start in systems.items():
             if concurrent and system == "storescp":
                 start = lambda d: peers.storescp(d, fork=True)  # noqa: E731 - one process per association
-            best = min(timed_run(start, directory, count, concurrent=concurrent) for _ in range(repeat))
-            results[name][system] = {"seconds": best, "instances_per_s": count / best,
-                                     "mb_per_s": size / best / 1e6, "instances": count, "bytes": size}
+            runs = [timed_run(start, directory, count, concurrent=concurrent) for _ in range(repeat)]
+            seconds = statistics.median(r[0] for r in runs)
+            results[name][system] = {"seconds": seconds, "instances_per_s": count / seconds,
+                                     "mb_per_s": size / seconds / 1e6, "instances": count, "bytes": size,
+                                     "peak_rss_mb": max(r[1] for r in runs),
+                                     "runs_seconds": [r[0] for r in runs]}
         print(f"\n{name}: {count} instances, {size / 1e6:.1f} MB"
-              f"{' over 8 concurrent associations' if concurrent else ''} (best of {repeat})")
-        print(f"  {'system':<14}{'inst/s':>10}{'MB/s':>10}{'seconds':>10}")
+              f"{' over 8 concurrent associations' if concurrent else ''} (median of {repeat})")
+        print(f"  {'system':<20}{'inst/s':>10}{'MB/s':>10}{'seconds':>10}{'peak RSS MB':>13}")
         for system, r in results[name].items():
-            print(f"  {system:<14}{r['instances_per_s']:>10.1f}{r['mb_per_s']:>10.1f}{r['seconds']:>10.2f}")
+            print(f"  {system:<20}{r['instances_per_s']:>10.1f}{r['mb_per_s']:>10.1f}{r['seconds']:>10.2f}"
+                  f"{r['peak_rss_mb']:>13.0f}")
         for y in (s for s in systems if s.startswith("yilian")):
             ours = results[name][y]["instances_per_s"]
             print(f"  {y} / orthanc = {ours / results[name]['orthanc']['instances_per_s']:.2f}x   "

@@ -50,6 +50,23 @@ class Peer:
     port: int
     ae_title: str
     count: Callable[[], int]  # instances it holds now
+    pid: int = 0  # the server process (its children count too) for peak memory
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of ``pid`` plus its child processes, in MB (Linux)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total / 1024
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -70,7 +87,7 @@ def storescp(workdir: Path, *, fork: bool = False) -> Iterator[Peer]:
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(lambda: _listening(port), 10, "storescp", proc)
-        yield Peer("dcmtk-storescp", port, "STORESCP", lambda: sum(1 for _ in out.iterdir()))
+        yield Peer("dcmtk-storescp", port, "STORESCP", lambda: sum(1 for _ in out.iterdir()), proc.pid)
     finally:
         _stop(proc)
 
@@ -95,18 +112,18 @@ def orthanc(workdir: Path) -> Iterator[Peer]:
             return json.load(r)["CountInstances"]
     try:
         _wait(lambda: _listening(port) and _listening(http), 30, "Orthanc", proc)
-        yield Peer("orthanc", port, "ORTHANC", count)
+        yield Peer("orthanc", port, "ORTHANC", count, proc.pid)
     finally:
         _stop(proc)
 
 
 @contextmanager
-def yilian(workdir: Path, *, workers: int = 1) -> Iterator[Peer]:
+def yilian(workdir: Path, *, workers: int = 1, native: bool = True) -> Iterator[Peer]:
     data = workdir / "yilian"
     port, http = free_port(), free_port()
     env = {**ENV, "YILIAN_DATA_DIR": str(data), "YILIAN_DICOM_PORT": str(port), "YILIAN_HTTP_PORT": str(http),
            "YILIAN_GATEWAY_WORKERS": str(workers), "YILIAN_LOG_LEVEL": "WARNING",
-           "YILIAN_BIND_HOST": "127.0.0.1"}
+           "YILIAN_BIND_HOST": "127.0.0.1", "YILIAN_DICOM_NATIVE_UL": "true" if native else "false"}
     log = open(workdir / "yilian.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=log, text=True)
@@ -122,7 +139,7 @@ def yilian(workdir: Path, *, workers: int = 1) -> Iterator[Peer]:
         if not line.startswith("{"):
             raise RuntimeError(f"yilian did not start: {line!r}; see {workdir / 'yilian.log'}")
         _wait(lambda: _listening(port), 30, "Yilian gateway", proc)
-        yield Peer(f"yilian{'' if workers == 1 else f' ({workers} workers)'}", port, "YILIAN", count)
+        yield Peer(f"yilian{'' if workers == 1 else f' ({workers} workers)'}", port, "YILIAN", count, proc.pid)
     finally:
         _stop(proc)
         log.close()
