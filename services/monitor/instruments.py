@@ -27,10 +27,8 @@ from .readmodel import TURNAROUND_BUCKETS
 DIMSE_PENDING = (0xFF00, 0xFF01)
 
 
-def install_collectors(rt: Runtime, *, read_model: bool) -> None:
+def install_read_model_collectors(rt: Runtime) -> None:
     """Register the read model's figures in the runtime's registry (where the monitor runs)."""
-    if not read_model:
-        return
 
     async def collect() -> list[Family]:
         from .service import settings_of

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.context import principal, require_role, runtime
+from ..api.context import require_role, runtime
 from ..api.problems import Problem, json_response
 from ..core.auth import Principal
 from ..core.metrics import install_runtime_collectors
@@ -158,4 +158,4 @@ def install(app: web.Application, rt: Runtime) -> None:
     app.on_shutdown.append(stop_streams)
 
 
-__all__ = ["install", "principal", "routes"]
+__all__ = ["install", "routes"]

@@ -7,7 +7,6 @@ log into another (fresh) store through the same projection.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -28,7 +27,6 @@ log = logging.getLogger("yilian.monitor")
 GROUP = "monitor"
 META = "monitor_meta"
 SETTINGS_KEY = "monitor.settings"
-CHANGED_KEY = "monitor.changed"
 
 
 def _float(name: str, default: float) -> float:
@@ -63,14 +61,6 @@ def settings_of(rt: Runtime) -> MonitorSettings:
     if settings is None:
         settings = rt.shared[SETTINGS_KEY] = MonitorSettings.from_env()
     return settings
-
-
-def changed_signal(rt: Runtime) -> asyncio.Event:
-    """Set after every applied event (same process); the stream also polls the store."""
-    signal = rt.shared.get(CHANGED_KEY)
-    if signal is None:
-        signal = rt.shared[CHANGED_KEY] = asyncio.Event()
-    return signal
 
 
 def sla_lookup(consortium: Consortium) -> readmodel.SlaOf:
@@ -118,8 +108,8 @@ class MonitorService:
         self.settings = settings_of(rt)
         self.types = subscribed_types(rt.schemas.types)
         rt.bus.subscribe(GROUP, self.types, self.on_event)
-        from .instruments import install_collectors
-        install_collectors(rt, read_model=True)
+        from .instruments import install_read_model_collectors
+        install_read_model_collectors(rt)
         self._applied = metrics_of(rt).counter("yilian_monitor_events_total",
                                                "Events applied to the monitor's read model", ("type",))
 
@@ -128,7 +118,6 @@ class MonitorService:
             applied = await apply_in(tx, event, self.rt.consortium)
         if applied:
             self._applied.inc(type=event.type)
-            changed_signal(self.rt).set()
 
     async def start(self) -> None:
         log.info("monitor consuming", extra={"group": GROUP, "types": self.types, "since": iso(self.settings.clock())})
