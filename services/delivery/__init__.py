@@ -52,6 +52,7 @@ class DeliveryService:
             await on_report_signed(self.rt, event)
 
     async def start(self) -> None:
+        self.worker.fonts.prepare()
         self._loop = asyncio.create_task(self._work_forever(), name="delivery:worker")
 
     async def stop(self) -> None:

@@ -14,12 +14,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
 import uuid
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +35,7 @@ from ..core.runtime import Runtime
 from ..core.store.port import Transaction
 from . import model, pdf, sr
 from .channels import Outcome, dicom, inbox, webhook
+from .fonts import Fonts
 from .retry import Backoff
 from .settings import DeliverySettings
 
@@ -137,6 +143,8 @@ class Worker:
                          4 * max(self.settings.dicom_timeout, self.settings.webhook_timeout) + 1)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.session: aiohttp.ClientSession | None = None
+        self._pdf_pool: ProcessPoolExecutor | None = None
+        self.fonts = Fonts(self.settings.font, Path(self.settings.font_cache or rt.settings.data_dir / "cache"))
 
     async def close(self) -> None:
         for task in list(self.in_flight.values()):
@@ -144,6 +152,8 @@ class Worker:
         await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         if self.session is not None:
             await self.session.close()
+        if self._pdf_pool is not None:
+            self._pdf_pool.shutdown(wait=False, cancel_futures=True)
 
     async def due(self) -> list[Doc]:
         now = iso(self.settings.now())
@@ -220,14 +230,31 @@ class Worker:
         station = rt.settings.ae_title
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
                             institution=institution, station=station)
-        rendered = await asyncio.to_thread(pdf.render, result, study=study, institution=org.name if org else "",
-                                           centre=institution, font=self.settings.font)
+        header = org.name if org else ""
+        font = self.fonts.for_text(header, institution, *(str(v) for v in (*result.values(), *study.values())
+                                                           if isinstance(v, str)))
+        rendered = await self._render(result, study=study, institution=header, centre=institution, font=font)
         pdf_ds = pdf.build_pdf(result, study=study, pdf=rendered, created=created, institution=institution,
                                station=station)
         return await asyncio.to_thread(
             dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
             already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None)
+
+    async def _render(self, result: Doc, **kw: Any) -> bytes:
+        """Render the PDF in a worker process (it is CPU-bound: the event loop and the C-STOREs
+        keep this process's core), or in a thread when ``YILIAN_DELIVERY_PDF_PROCESSES`` is 0."""
+        call = functools.partial(pdf.render, result, **kw)
+        if self.settings.pdf_processes <= 0:
+            return await asyncio.to_thread(call)
+        if self._pdf_pool is None:
+            self._pdf_pool = ProcessPoolExecutor(self.settings.pdf_processes, mp_context=get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pdf_pool, call)
+        except BrokenProcessPool:
+            log.warning("PDF worker process died; starting a new one")
+            self._pdf_pool = None
+            return await asyncio.to_thread(call)
 
     def _tls(self) -> ssl.SSLContext:
         s = self.rt.settings

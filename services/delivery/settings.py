@@ -40,6 +40,8 @@ class DeliverySettings:
     critical_ack_seconds: float = 600.0  # 危急值 must be acknowledged by a person within this
     critical_repeat_seconds: float = 600.0  # then escalate again every this long until acknowledged
     font: str = DEFAULT_FONT  # a TrueType font with CJK glyphs for the PDF
+    pdf_processes: int = 1  # worker processes rendering PDFs (0: a thread of this process)
+    font_cache: str | None = None  # where the font's fast subset is kept (default: <data dir>/cache)
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -57,6 +59,7 @@ class DeliverySettings:
             critical_ack_seconds=ack,
             critical_repeat_seconds=_float("YILIAN_CRITICAL_REPEAT_SECONDS", ack, minimum=0.1),
             font=os.environ.get("YILIAN_DELIVERY_FONT") or DEFAULT_FONT,
+            pdf_processes=int(_float("YILIAN_DELIVERY_PDF_PROCESSES", 1, minimum=0)),
         )
         values.update(overrides)
         return cls(**values)

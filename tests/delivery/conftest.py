@@ -43,7 +43,8 @@ CLINIC_AE = "CG_TERM"
 STORESCP = "/usr/bin/storescp"
 
 FAST = dict(first_delay=0.2, max_delay=1.0, horizon=60.0, lease_seconds=2.0, poll_seconds=0.1,
-            dicom_timeout=2.0, webhook_timeout=2.0, critical_ack_seconds=600.0, critical_repeat_seconds=600.0)
+            dicom_timeout=2.0, webhook_timeout=2.0, critical_ack_seconds=600.0, critical_repeat_seconds=600.0,
+            pdf_processes=0)  # in-process tests render in a thread; the crash test runs the default pool
 
 
 def consortium_file(directory: Path, *, scp_port: int, webhook_port: int | None) -> Path:
@@ -196,7 +197,8 @@ async def webhook_receiver() -> AsyncIterator[Webhook]:
 
 
 @pytest.fixture
-async def make_yilian(tmp_path: Path, monkeypatch) -> AsyncIterator[Callable[..., Any]]:
+async def make_yilian(tmp_path: Path, tmp_path_factory, monkeypatch) -> AsyncIterator[Callable[..., Any]]:
+    font_cache = str(tmp_path_factory.getbasetemp() / "font-cache")  # built once per test session
     monkeypatch.setenv(WEBHOOK_ENV, WEBHOOK_SECRET)
     started: list[tuple[Runtime, list[Any], aiohttp.ClientSession]] = []
 
@@ -212,7 +214,7 @@ async def make_yilian(tmp_path: Path, monkeypatch) -> AsyncIterator[Callable[...
         gateway = GatewayService(rt)
         workflow = WorkflowService(rt, WorkflowSettings.from_env())
         api = ApiService(rt)
-        service = DeliveryService(rt, DeliverySettings.from_env(**{**FAST, **delivery}))
+        service = DeliveryService(rt, DeliverySettings.from_env(**{**FAST, "font_cache": font_cache, **delivery}))
         services = [gateway, workflow, api, service]
         for s in services:
             await s.start()
