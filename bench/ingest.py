@@ -72,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     systems = {"yilian": lambda d: peers.yilian(d, workers=1)}
     if workers > 1:
         systems[f"yilian-{workers}w"] = lambda d: peers.yilian(d, workers=workers)
+    systems[f"yilian-up-{workers}w"] = lambda d: peers.yilian(d, workers=workers, everything=True)
     if not args.no_pynetdicom:
         systems["yilian-pynetdicom"] = lambda d: peers.yilian(d, workers=1, native=False)
     systems |= {"orthanc": peers.orthanc, "storescp": peers.storescp}
     print(f"Yilian: embedded default (SQLite WAL synchronous=FULL, fsynced blobs, instance.stored in the "
-          f"durable log), native DICOM upper layer unless '-pynetdicom'; {os.cpu_count()} cores; "
-          f"storescu with TCP_NODELAY=1; median of {repeat}")
+          f"durable log); 'yilian[-Nw]' = yilian serve pacs_gateway (N gateway processes), 'yilian-up' = every "
+          f"service in the process (yilian up), '-pynetdicom' = YILIAN_DICOM_NATIVE_UL=false; "
+          f"{os.cpu_count()} cores; storescu with TCP_NODELAY=1; median of {repeat}")
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, concurrent in scenarios:
         directory = corpus.build(name, quick=args.quick)
