@@ -1,6 +1,8 @@
 """The pacs_gateway service: the DICOM node's lifecycle and the hook other DIMSE services use.
 
-``start()`` binds the AE (``YILIAN_AE_TITLE`` on ``YILIAN_BIND_HOST:YILIAN_DICOM_PORT``),
+``start()`` binds the DICOM port (``YILIAN_AE_TITLE`` on ``YILIAN_BIND_HOST:YILIAN_DICOM_PORT``):
+the asyncio upper layer in ``ul/`` serves C-ECHO/C-STORE associations and hands every other
+one to the pynetdicom AE (``YILIAN_DICOM_NATIVE_UL=false``: pynetdicom serves them all); it
 starts ``YILIAN_GATEWAY_WORKERS - 1`` extra ingest processes on the same port, the
 ``study.received`` announcer and a sweep of blobs a crash left unreferenced.
 

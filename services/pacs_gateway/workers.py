@@ -1,8 +1,8 @@
 """Extra ingest processes: more cores for C-STORE, one listening port (SO_REUSEPORT).
 
-A single Python process running pynetdicom is bound to one core.  With
+A single Python process is bound to one core (the GIL).  With
 ``YILIAN_GATEWAY_WORKERS=N`` the main gateway starts ``N - 1`` spawned processes, each
-with its own AE, store connection and blob store, listening on the same port; the
+with its own DICOM server, store connection and blob store, listening on the same port; the
 kernel spreads incoming associations over all of them.  Workers only ingest (blob +
 index + ``instance.stored`` in one transaction): the embedded bus in the main process
 reads their events from the shared event log, and only the main process announces
