@@ -26,6 +26,11 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                          Index(("state", "lease_expires_at")), Index(("state", "deadline")),
                          # the worklist: one centre's open tasks in priority/boost/deadline order
                          Index(("centre", "on_worklist", "priority_rank", "boost_rank", "deadline", "requested_at")),
+                         # the worklist filtered by origin or modality (sparse filters would scan the centre)
+                         Index(("centre", "on_worklist", "organization", "priority_rank", "boost_rank", "deadline",
+                                "requested_at")),
+                         Index(("centre", "on_worklist", "modality", "priority_rank", "boost_rank", "deadline",
+                                "requested_at")),
                          Index(("organization", "requested_at")), Index(("state", "sla_risk_at"))),
     "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",)),
                 Index(("centre", "signed_at"))),
