@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.store.port import Store
-from .model import OPEN_STATES, WORKLIST_SORT, WORKLIST_STATES
+from .model import OPEN_STATES, PRIORITY_RANK, WORKLIST_SORT, WORKLIST_STATES
 
 Doc = dict[str, Any]
 
@@ -26,7 +26,13 @@ async def worklist(store: Store, *, centre: str, kind: str | None = None, modali
                          ("organization", origin)):
         if value is not None:
             where[field] = value
-    return await store.find("reading_requests", where, sort=WORKLIST_SORT, limit=limit, offset=offset)
+    sort = WORKLIST_SORT
+    if priority in PRIORITY_RANK:
+        # Same rows, same order (the rank is then constant), but the worklist index serves it:
+        # an unindexed filter makes SQLite walk the whole centre to find a sparse priority.
+        where["priority_rank"] = PRIORITY_RANK[priority]
+        sort = WORKLIST_SORT[1:]
+    return await store.find("reading_requests", where, sort=sort, limit=limit, offset=offset)
 
 
 async def get_request(store: Store, request_id: str) -> Doc | None:
