@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"ingest": "bench.ingest", "delivery": "bench.delivery"}
+BENCHMARKS = {"ingest": "bench.ingest", "worklist": "bench.worklist", "delivery": "bench.delivery"}
 
 
 def main(argv: list[str] | None = None) -> int:
