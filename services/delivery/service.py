@@ -76,6 +76,7 @@ def wake(rt: Runtime) -> None:
 def _event(rt: Runtime, type: str, result: Doc, traceparent: str | None, **data: Any) -> Event:
     body = {"result_id": result["id"], "organization": result["organization"], "centre": result.get("centre"),
             "study_uid": result.get("study_uid"), "report_id": result.get("report_id"),
+            "request_id": result.get("request_id"),
             "consultation_id": result.get("consultation_id"), "critical": result["critical"], **data}
     return Event(type, subject=result["id"], data=body, source=rt.source("delivery"),
                  traceparent=traceparent or new_traceparent())
@@ -195,6 +196,7 @@ class Worker:
         return {**d, **changes}
 
     async def _attempt(self, d: Doc) -> None:
+        result: Doc | None = None
         try:
             result = await self.rt.store.get(RESULTS, d["result_id"])
             if result is None:

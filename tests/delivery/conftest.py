@@ -177,6 +177,14 @@ class Yilian:
     async def deliveries(self, report_id: str) -> dict[str, dict[str, Any]]:
         return {d["channel"]: d for d in await self.rt.store.find("deliveries", {"result_id": report_id})}
 
+    async def delivered(self, result_id: str, channel: str = "dicom", timeout: float = 60) -> None:
+        """Wait until ``channel`` delivered ``result_id`` (for DICOM: the SCP answered, so its files
+        are complete on disk — a file appears while it is still being written)."""
+        async def done() -> bool:
+            d = (await self.deliveries(result_id)).get(channel)
+            return d is not None and d["state"] == "delivered"
+        await wait_for(done, timeout=timeout, what=f"{channel} delivery of {result_id}")
+
     async def events(self, type_: str) -> list[dict[str, Any]]:
         return [le.event.to_dict() for le in await self.rt.store.read_log(0, limit=100_000, types=[type_])]
 

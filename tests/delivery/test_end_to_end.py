@@ -36,7 +36,8 @@ async def test_signed_report_reaches_the_clinic_terminal_as_sr_and_pdf(make_yili
     signed = await y.sign(study_uid, findings=FINDINGS, impression=IMPRESSION)
     report_id = signed["report_id"]
 
-    await wait_for(lambda: len(clinic_scp.files()) >= 2, timeout=60, what="SR and PDF at the clinic's storescp")
+    await y.delivered(report_id)  # the SR and the PDF are at the clinic's storescp
+    assert len(clinic_scp.files()) == 2
     by_class = {}
     for path in clinic_scp.files():
         ds = dcmread(path)
@@ -93,11 +94,12 @@ async def test_addendum_and_consultation_opinion_are_delivered_too(make_yilian, 
     y = await make_yilian(scp_port=clinic_scp.port)
     study_uid = await y.send_study()
     report_id = (await y.sign(study_uid))["report_id"]
-    await wait_for(lambda: len(clinic_scp.files()) >= 2, timeout=60, what="the report's SR and PDF")
+    await y.delivered(report_id)
 
     addendum = await y.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang",
                           {"text": "补充：右肺门影增浓，建议CT复查。"}, status=201)
-    await wait_for(lambda: len(clinic_scp.files()) >= 4, timeout=60, what="the addendum's SR and PDF")
+    await y.delivered(addendum["id"])
+    assert len(clinic_scp.files()) == 4
     srs = [dcmread(f) for f in clinic_scp.files()]
     srs = {ds.SOPInstanceUID: ds for ds in srs if ds.Modality == "SR"}
     added = srs[uid_for(addendum["id"], "sr")]
@@ -114,7 +116,8 @@ async def test_addendum_and_consultation_opinion_are_delivered_too(make_yilian, 
         "signed_at": "2026-11-23T10:00:00.000Z", "signers": [{"id": "dr-wang", "name": "王建国"}],
         "assessment": "考虑社区获得性肺炎", "critical": False, "lead": "dr-wang",
         "recommendations": {"disposition": "manage_locally", "text": "门诊抗感染治疗，一周后复诊"}}))
-    await wait_for(lambda: len(clinic_scp.files()) >= 6, timeout=60, what="the consultation opinion's SR and PDF")
+    await y.delivered("op-1")
+    assert len(clinic_scp.files()) == 6
     inbox = (await y.ok("GET", "/api/v1/results", "cg-clinic"))["items"]
     assert {r["id"]: r["source"] for r in inbox} == {report_id: "report", addendum["id"]: "addendum",
                                                      "op-1": "consultation"}
