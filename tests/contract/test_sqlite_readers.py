@@ -63,3 +63,19 @@ async def test_one_reader_still_works_and_close_closes_every_connection(tmp_path
 def test_a_bad_reader_count_is_refused_with_its_value(tmp_path, value):
     with pytest.raises(ValueError, match=f"readers={value}"):
         SqliteStore(f"sqlite:///{tmp_path / 'x.db'}?readers={value}")
+
+
+async def test_offsets_are_committed_and_the_writer_stays_fully_synchronous(tmp_path):
+    """Offsets skip their own fsync; nothing else may: the writer's level is FULL (2) again after."""
+    store = await opened(tmp_path)
+    try:
+        await store.set_offset("workflow", 7)
+        await store.set_offset("workflow", 5)  # never backwards
+        assert await store._writer.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    finally:
+        await store.close()
+    store = await opened(tmp_path)
+    try:
+        assert await store.get_offset("workflow") == 7
+    finally:
+        await store.close()
