@@ -22,7 +22,7 @@ parsed only when a reader decides to claim).  Load models:
 study.received -> worklist is measured twice per study: ``queued`` = the ``reading.queued``
 event's time minus the ``study.received`` event's time (both stamped by the server inside the
 transactions that commit them; read from the event log afterwards); ``visible`` = the moment a
-watcher (polling the tail of the centres' worklists filtered by that clinic every 50 ms) first
+watcher (polling the tail of the centres' worklists filtered by that clinic every 200 ms) first
 got a response listing the task, minus the ``study.received`` time.  The gateway's quiet period
 (``YILIAN_STUDY_QUIET_SECONDS``) happens before ``study.received`` and is not counted.
 """
@@ -309,7 +309,7 @@ async def realistic(load: Load, readers: list[str], seconds: float, claim_chance
 
     async def watcher(session: Any, user: str) -> None:
         # Arrivals are routine with the latest deadlines, so they join the end of the list and
-        # nobody claims them: read only the tail (from two before the last count), every 50 ms.
+        # nobody claims them: read only the tail (from two before the last count), every 200 ms.
         offset = 0
         while time.monotonic() < stop_at + 5:
             _, body = await load.get_worklist(session, user, f"?origin={origin}&limit=500&offset={offset}")
@@ -318,7 +318,7 @@ async def realistic(load: Load, readers: list[str], seconds: float, claim_chance
             for item in items:
                 seen.setdefault(item["id"], now)
             offset = max(0, offset + len(items) - 2) if items else 0
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
 
     def publish() -> None:
         # Paced over the run; each study is one storescu association, as a real ECG cart sends it.
