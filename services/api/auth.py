@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from ..core.auth import AuthError, Principal, verify_token
+from ..core.consortium import Consortium
 from ..core.runtime import Runtime
 from ..core.store.port import Store
 from .problems import Problem
@@ -98,9 +100,38 @@ def bearer(request: web.Request) -> str:
     return token.strip()
 
 
+class VerifiedTokens:
+    """Tokens whose signature was checked, so a reader's every refresh does not check it again.
+
+    A hit is used only until the token's ``exp`` and while the consortium still has its user
+    with the same role, organisation and centre; anything else is verified from scratch.
+    """
+
+    def __init__(self, *, size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.size, self.clock = size, clock
+        self._seen: OrderedDict[tuple[str, str], Principal] = OrderedDict()
+
+    def verify(self, token: str, secret: str, consortium: Consortium) -> Principal:
+        key = (secret, token)
+        hit = self._seen.get(key)
+        if hit is not None:
+            user = consortium.users.get(hit.user_id)
+            if (hit.expires_at is not None and hit.expires_at > self.clock() and user is not None
+                    and (user.role, user.organization, user.centre) == (hit.role, hit.organization, hit.centre)):
+                self._seen.move_to_end(key)
+                return hit
+            del self._seen[key]
+        principal = verify_token(token, secret, consortium)
+        self._seen[key] = principal
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return principal
+
+
 def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None) -> Any:
     secret: list[str] = []  # read once: in the embedded default it is a file under the data dir
     revoked = revoked or RevokedTokens(rt.store)
+    verified = VerifiedTokens()
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -110,7 +141,7 @@ def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None) -> Any:
         if not secret:
             secret.append(rt.settings.secret())
         try:
-            principal = verify_token(token, secret[0], rt.consortium)
+            principal = verified.verify(token, secret[0], rt.consortium)
         except AuthError as exc:
             raise unauthorized(str(exc).replace('"', "'")) from None
         if await revoked.contains(principal.token_id):
