@@ -35,6 +35,8 @@ environment:
   YILIAN_MAX_INSTANCE_BYTES   largest accepted DICOM instance (default 2 GiB)
   YILIAN_DUPLICATE_POLICY  keep_first (default) or replace, for a re-sent SOP instance
   YILIAN_DICOM_TLS_CERT, YILIAN_DICOM_TLS_KEY, YILIAN_DICOM_TLS_CA  DICOM TLS (PEM files)
+  YILIAN_DICOM_NATIVE_UL  asyncio DICOM upper layer for C-ECHO/C-STORE (default true; false: pynetdicom)
+  YILIAN_DICOM_NETWORK_TIMEOUT  seconds a silent DICOM peer is kept (default 60)
   YILIAN_CORS_ORIGINS    comma-separated origins allowed to call the HTTP API
   See docs/configuration.md for every variable.
 """
