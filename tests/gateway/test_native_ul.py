@@ -61,8 +61,8 @@ def _pynetdicom_store(port: int, files, *, find: bool = False, max_pdu: int = 16
             query = Dataset()
             query.QueryRetrieveLevel = "STUDY"
             query.StudyInstanceUID = ""
-            matches = sum(1 for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-                          if status and status.Status in (0xFF00, 0xFF01))
+            responses = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+            matches = sum(1 for status, _ in responses if status and status.Status in (0xFF00, 0xFF01))
         assoc.release()
         return statuses, matches
     finally:
@@ -209,7 +209,8 @@ def test_store_response_command_set():
     group_length = struct.unpack_from("<I", raw, 8)[0]
     assert group_length == len(raw) - 12
     command = dimse.decode(raw)
-    assert (command.field, command.sop_class_uid, command.sop_instance_uid) == (dimse.C_STORE_RSP, CTImageStorage, "1.2.3")
+    assert command.field == dimse.C_STORE_RSP
+    assert (command.sop_class_uid, command.sop_instance_uid) == (CTImageStorage, "1.2.3")
     assert b"too big " in raw and struct.pack("<HHIH", 0, 0x0900, 2, 0xA700) in raw
 
 

@@ -390,7 +390,7 @@ class SqliteStore(Store):
                         self.validate(event)
                     for collection, doc in batch.puts:
                         if collection not in self._known:
-                            raise KeyError(f"collection {collection!r} is not declared in services/core/store/schema.py")
+                            raise KeyError(f"collection {collection!r} is not declared in store/schema.py")
                         db.execute(f"INSERT INTO {_table(collection)} (id, doc) VALUES (?, ?) "
                                    "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc", (doc["id"], _dump(doc)))
                     if batch.events:

@@ -201,9 +201,9 @@ class NativeServer:
 
     async def start(self, host: str, port: int) -> int:
         # asyncio sets TCP_NODELAY on TCP connections itself; reuse_port lets worker processes share the port.
+        tls: dict[str, Any] = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.timeout} if self.ssl_context else {}
         self._server = await asyncio.start_server(self._connection, host, port, reuse_port=True, backlog=256,
-                                                  ssl=self.ssl_context, limit=2 * self.max_pdu,
-                                                  **({"ssl_handshake_timeout": self.timeout} if self.ssl_context else {}))
+                                                  limit=2 * self.max_pdu, **tls)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -315,9 +315,9 @@ class NativeServer:
         native = (all(str(cx.abstract_syntax) in NATIVE_ABSTRACT_SYNTAXES for cx in proposed)
                   and all(isinstance(item, NATIVE_USER_ITEMS) for item in items))
         if not native:
+            syntaxes = sorted({str(cx.abstract_syntax) for cx in proposed})
             log.debug("association handed to pynetdicom", extra={"path": "pynetdicom", "peer": peer,
-                                                                 "calling_ae": calling,
-                                                                 "abstract_syntaxes": sorted({str(cx.abstract_syntax) for cx in proposed})})
+                                                                 "calling_ae": calling, "abstract_syntaxes": syntaxes})
             return "handed off"
 
         results, _ = negotiate_as_acceptor(proposed, self.contexts, None)
