@@ -2,9 +2,11 @@
 
 One file, WAL mode, one table per collection (``id`` + JSON ``doc``) with expression
 indexes from :mod:`.schema`.  Writes go through one connection on one thread, so the
-event loop never blocks on disk; reads use a pool of reader connections, one per thread
-(``?readers=N``, default 4), which WAL lets run beside the writer and each other, so a slow
-scan does not hold up every other reader.  Several processes (gateway workers) may share the file: writers
+event loop never blocks on disk; reads use reader connections, one per thread
+(``?readers=N``, default 1), which WAL lets run beside the writer and each other.  More than
+one keeps a slow scan from holding up every other read, but on two cores the reader threads
+contend for the GIL (decoding JSON): the worklist benchmark served 385 reads/s with one
+reader, 260-270 with two or four.  Several processes (gateway workers) may share the file: writers
 queue on SQLite's lock with a busy timeout.
 """
 
@@ -244,7 +246,7 @@ class SqliteTransaction(Transaction):
 
 class SqliteStore(Store):
     """``sqlite:///path/to/yilian.db`` (``?synchronous=FULL|NORMAL``, default FULL; ``&readers=N``,
-    reader connections, default 4)."""
+    reader connections, default 1)."""
 
     def __init__(self, url: str, *, validate: Callable[[Event], None] | None = None) -> None:
         self.url = url
@@ -260,7 +262,7 @@ class SqliteStore(Store):
         self._writer = _Conn(self.path, synchronous=sync)
         self._writer_sync = sync
         try:
-            readers = int(query.get("readers", ["4"])[0])
+            readers = int(query.get("readers", ["1"])[0])
         except ValueError:
             readers = 0
         if not 1 <= readers <= 64:
