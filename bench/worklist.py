@@ -307,11 +307,13 @@ async def realistic(load: Load, readers: list[str], seconds: float, claim_chance
 
     origin, calling_ae, centres = ARRIVALS[kind]
 
+    published = threading.Event()
+
     async def watcher(session: Any, user: str) -> None:
         # Arrivals are routine with the latest deadlines, so they join the end of the list and
         # nobody claims them: read only the tail (from two before the last count), every 200 ms.
-        offset = 0
-        while time.monotonic() < stop_at + 5:
+        offset = 0  # (the warm-up's arrival is on the list too: hence ``>`` below)
+        while time.monotonic() < stop_at + 5 and not (published.is_set() and len(seen) > len(sent)):
             _, body = await load.get_worklist(session, user, f"?origin={origin}&limit=500&offset={offset}")
             now = time.time()
             items = json.loads(body)["items"]
@@ -324,9 +326,10 @@ async def realistic(load: Load, readers: list[str], seconds: float, claim_chance
         # Paced over the run; each study is one storescu association, as a real ECG cart sends it.
         interval = (seconds - 3) / max(1, len(arrivals))
         with ThreadPoolExecutor(2) as pool:
+            start = time.monotonic()
             for i, path in enumerate(arrivals):
-                delay = time.monotonic() + i * interval
-                pool.submit(_store, path, dicom_port, calling_ae, delay, sent)
+                pool.submit(_store, path, dicom_port, calling_ae, start + i * interval, sent)
+        published.set()
 
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -355,7 +358,7 @@ def _store(path: Path, port: int, calling_ae: str, not_before: float, sent: list
         print(f"storescu failed: {r.stderr[-300:]}", file=sys.stderr)
 
 
-async def warm_up(load: Load, reader: str, arrival: Path, dicom_port: int, kind: str) -> None:
+async def warm_up(load: Load, reader: str, arrival: Path, dicom_port: int, kind: str, settle: float) -> None:
     """First use of each path (imports, the PDF and SR of a first signed report, a first
     association) happens once per process: do it before measuring."""
     import aiohttp
@@ -366,7 +369,15 @@ async def warm_up(load: Load, reader: str, arrival: Path, dicom_port: int, kind:
         await load.post(session, reader, f"/api/v1/reading-requests/{rid}/claim", {})
         await load.post(session, reader, f"/api/v1/reading-requests/{rid}/sign",
                         {"findings": "未见明显异常。", "impression": "正常。", "critical": False})
-        await asyncio.sleep(5)  # delivery, monitor and the site rule catch up
+        origin, _, centres = ARRIVALS[kind]
+        watchers = [u for u, c in WATCHERS.items() if c in centres]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the warm-up study's task is queued (so not measured)
+            bodies = [json.loads((await load.get_worklist(session, w, f"?origin={origin}"))[1]) for w in watchers]
+            if any(b["items"] for b in bodies):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(settle)  # delivery, monitor and the site rule catch up
 
 
 async def closed_loop(load: Load, readers: list[str], seconds: float) -> dict[str, Any]:
@@ -477,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--py-spy", action="store_true", help="record the server with py-spy (if installed) during the "
                                                          "realistic run; writes bench/out/worklist-profile.txt")
     p.add_argument("--keep", action="store_true", help="keep the data directory")
+    p.add_argument("--out", type=Path, default=OUT / "worklist.json", help="results file (default %(default)s)")
+    p.add_argument("--sqlite-readers", type=int, default=None,
+                   help="the server's SQLite reader connections (?readers=N; default: the store's default)")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds after the warm-up before measuring")
     p.add_argument("--seeded", metavar="DIR", type=Path,
                    help="reuse the data of a --keep run (copied; for profiling, not for reported figures)")
     p.add_argument("--seed-only", metavar="N", type=int, help=argparse.SUPPRESS)
@@ -500,11 +515,14 @@ def main(argv: list[str] | None = None) -> int:
     secret = secrets.token_urlsafe(32)
     http, dicom = free_port(), free_port()
     env = server_env(data, consortium_path, secret, http, dicom)
+    if args.sqlite_readers:
+        env["YILIAN_STORE_URL"] = f"sqlite:///{data}/yilian.db?readers={args.sqlite_readers}"
     results: dict[str, Any] = {"setup": {"tasks": tasks, "readers": len(readers), "cores": os.cpu_count(),
                                          "realistic_seconds": seconds, "saturation_seconds": sat_seconds,
                                          "arrivals": n_arrivals, "arrival_kind": args.arrival_kind,
                                          "claim_chance": args.claim_chance,
-                                         "store": "sqlite synchronous=FULL (WAL)", "bus": "embedded"}}
+                                         "store": "sqlite synchronous=FULL (WAL)", "bus": "embedded",
+                                         "sqlite_readers": args.sqlite_readers or "default (4)"}}
     if args.seeded:
         import shutil
         shutil.copytree(args.seeded / "data", data)
@@ -533,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("single reader ...", flush=True)
         results["single"] = asyncio.run(closed_loop(load, readers[:1], min(5.0, sat_seconds)))
-        asyncio.run(warm_up(load, readers[0], arrivals.pop(), dicom, args.arrival_kind))
+        asyncio.run(warm_up(load, readers[0], arrivals.pop(), dicom, args.arrival_kind, args.settle))
         since = time.time()
         print(f"realistic: {len(readers)} readers, {seconds:.0f} s, {n_arrivals} arrivals ...", flush=True)
         spy = None
@@ -564,9 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if load.errors:
         print(f"{len(load.errors)} errors, first: {load.errors[:3]}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "worklist.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    print(f"results: {OUT / 'worklist.json'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    print(f"results: {args.out}")
     if not args.keep:
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
