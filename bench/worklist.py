@@ -555,9 +555,12 @@ def main(argv: list[str] | None = None) -> int:
         since = time.time()
         print(f"realistic: {len(readers)} readers, {seconds:.0f} s, {n_arrivals} arrivals ...", flush=True)
         spy = None
-        if args.py_spy:
+        spy_bin = Path(sys.executable).parent / "py-spy"
+        if args.py_spy and not spy_bin.exists():
+            print(f"--py-spy: {spy_bin} not found (pip install py-spy); running without it", flush=True)
+        elif args.py_spy:
             OUT.mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.proc.pid),
+            spy = subprocess.Popen([str(spy_bin), "record", "-p", str(server.proc.pid),
                                     "-d", str(int(seconds)), "-f", "raw", "-o", str(OUT / "worklist-profile.raw"),
                                     "--threads", *(["--idle"] if os.environ.get("PYSPY_IDLE") else [])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
