@@ -75,17 +75,19 @@ async def test_a_read_begun_before_an_invalidation_is_not_trusted(store):
     """The revoke commits while a reload is in flight: the next check must read again."""
     clock = Clock()
     gate = asyncio.Event()
+    read_done = asyncio.Event()
 
     class SlowStore(CountingStore):
         async def find(self, *args, **kwargs):
             result = await super().find(*args, **kwargs)
+            read_done.set()
             await gate.wait()
             return result
 
     slow = SlowStore(store)
     cache = RevokedTokens(slow, ttl=1.0, clock=clock)
     first = asyncio.create_task(cache.contains("t3"))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(read_done.wait(), timeout=10)  # the reload has read the store
     async with store.transaction() as tx:
         await revoke(tx, "t3", by="admin")
     cache.invalidate()
