@@ -100,5 +100,14 @@ class MoveToCentre:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AssignToReader:
+    """A coordinator hands a task of his centre to a named reader of it (queued, or taken from its holder)."""
+
+    request_id: str
+    reader_id: str
+    reason: str
+
+
 Command = (RequestReading | CancelReading | Claim | RenewLease | Release | SaveDraft | Sign | Addendum
-           | Escalate | ReturnForRescan | MoveToCentre)
+           | Escalate | ReturnForRescan | MoveToCentre | AssignToReader)

@@ -11,6 +11,7 @@ them with a compare-and-set on ``version``.
                           +--expire_lease / release------+----------+
     claimed|draft --escalate--> escalated (a new linked request is queued upstream)
     claimed|draft --return--> returned (to the clinic for a re-scan)
+    queued --assign--> claimed; claimed|draft --assign--> same state, another holder
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "escalate": (HELD_STATES, "escalated"),
     "return": (HELD_STATES, "returned"),
     "move": (("queued",), None),
+    "assign": (("queued", *HELD_STATES), None),  # queued -> claimed; a held task keeps its state
     "addendum": (("signed",), None),
 }
 
@@ -67,7 +69,7 @@ def transition(doc: dict[str, Any], action: str, *, at: str, by: str,
     if state not in sources:
         raise IllegalTransition(state, action, detail or _why(state))
     out = dict(changes or {})
-    new_state = target or state
+    new_state = target or ("claimed" if action == "assign" and state == "queued" else state)
     out["state"] = new_state
     out["on_worklist"] = new_state in WORKLIST_STATES
     out["version"] = doc.get("version", 0) + 1

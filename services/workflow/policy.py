@@ -24,6 +24,7 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "escalate": ("reader",),
     "return": ("reader",),
     "move": ("coordinator", "admin"),
+    "assign": ("coordinator", "admin"),
 }
 
 

@@ -460,9 +460,38 @@ async def _move(ctx: _Ctx, cmd: c.MoveToCentre) -> Doc:
     return doc
 
 
+async def _assign(ctx: _Ctx, cmd: c.AssignToReader) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "assign")
+    reason = _text(cmd.reason, "reason", limit=2000)
+    if not isinstance(cmd.reader_id, str) or not cmd.reader_id.strip():
+        raise Invalid("reader_id must be a user id")
+    reader = ctx.rt.consortium.users.get(cmd.reader_id)
+    if reader is None:
+        raise Invalid(f"no user {cmd.reader_id!r}")
+    if reader.role != "reader":
+        raise Invalid(f"user {reader.id} is a {reader.role}, not a reader")
+    if reader.centre != doc["centre"]:
+        raise Invalid(f"reader {reader.id} reads for centre {reader.centre}, not {doc['centre']}; "
+                      "move the task to that centre first")
+    model.require(doc["state"], "assign")
+    previous = doc.get("claimed_by") if doc["state"] in model.HELD_STATES else None
+    if previous == reader.id:
+        raise Invalid(f"reader {reader.id} already holds reading request {doc['id']}")
+    # A fresh lease exactly like a claim; the draft (if any) stays with the request.
+    until = _lease_until(ctx)
+    doc = await _apply(ctx, doc, "assign", {"claimed_by": reader.id, "claimed_by_name": reader.name,
+                                            "claimed_at": ctx.at, "lease_expires_at": until})
+    ctx.event("reading.assigned", doc, reader_id=reader.id, previous_holder=previous,
+              assigned_by=ctx.actor.user_id, reason=reason, lease_expires_at=until)
+    await ctx.audit("reading.assign", f"reading/{doc['id']}", doc["organization"], reader_id=reader.id,
+                    previous_holder=previous, reason=reason, lease_expires_at=until)
+    return doc
+
+
 _HANDLERS = {c.RequestReading: _request, c.CancelReading: _cancel, c.Claim: _claim, c.RenewLease: _renew,
              c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Addendum: _addendum,
-             c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move}
+             c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move,
+             c.AssignToReader: _assign}
 
 
 # --- event handlers and the sweeper -------------------------------------------------------
