@@ -55,6 +55,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/reading-requests/{rid}/escalate", {"reason": "second opinion"}),
         ("POST", f"/api/v1/reading-requests/{rid}/return", {"reason_code": "image_quality"}),
         ("POST", f"/api/v1/reading-requests/{rid}/move", {"centre": "city-imaging", "reason": "load"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/assign", {"reader_id": "dr-li", "reason": "load"}),
         ("GET", "/api/v1/worklist", None),
         ("GET", "/api/v1/queues", None),
         ("GET", "/api/v1/reports", None),

@@ -105,6 +105,12 @@ async def move(request: web.Request) -> web.Response:
     return await _run(request, "reading.move", f"reading/{rid}", lambda b: c.MoveToCentre(rid, b["centre"], b["reason"]))
 
 
+@routes.post("/api/v1/reading-requests/{request_id}/assign")
+async def assign(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "reading.assign", f"reading/{rid}",
+                      lambda b: c.AssignToReader(rid, b["reader_id"], b["reason"]))
+
 @routes.post("/api/v1/reports/{report_id}/addenda")
 async def addendum(request: web.Request) -> web.Response:
     report_id = request.match_info["report_id"]
