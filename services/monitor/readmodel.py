@@ -38,7 +38,7 @@ TURNAROUND_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 17
 
 READING_TYPES = ("reading.requested", "reading.queued", "reading.claimed", "reading.draft_saved",
                  "reading.released", "reading.lease_expired", "reading.moved", "reading.escalated",
-                 "reading.returned", "reading.cancelled", "reading.sla_at_risk")
+                 "reading.returned", "reading.cancelled", "reading.sla_at_risk", "reading.assigned")
 RESULT_TYPES = ("result.delivered", "result.delivery_failed", "result.acknowledged", "critical.unacknowledged")
 TYPES = (*READING_TYPES, "report.signed", "study.received", "instance.stored", *RESULT_TYPES)
 
@@ -117,7 +117,7 @@ def _reading(event: Event, row: Doc | None, sla_of: SlaOf) -> Doc:
         row.update(deadline=deadline, sla_seconds=sla, queued_at=queued_at, routed_centre=data.get("routed_centre"),
                    overflow_from=overflow.get("from"), overflow_to=overflow.get("to"),
                    overflow_at=queued_at if overflow else None, modality=data.get("modality"))
-    elif t == "reading.claimed":
+    elif t in ("reading.claimed", "reading.assigned"):
         row.update(claimed_by=data["reader_id"], claimed_at=event.time)
     elif t in ("reading.released", "reading.lease_expired"):
         row.update(claimed_by=None, claimed_at=None)

@@ -77,6 +77,14 @@ def test_a_reading_from_request_to_signature():
     assert m.get(RESULTS, "rp-2")["addendum_of"] == "rp-1"
 
 
+def test_an_assignment_moves_the_holder():
+    m = Model()
+    m.feed(reading("reading.claimed", "claimed", reader_id="dr-wang", lease_expires_at="x"))
+    m.feed(reading("reading.assigned", "claimed", reader_id="dr-li", previous_holder="dr-wang",
+                   assigned_by="coord-county", reason="load", lease_expires_at="x"))
+    row = m.get(REQUESTS, "rr-1")
+    assert (row["state"], row["claimed_by"]) == ("claimed", "dr-li")
+
 def test_moves_escalations_returns_and_cancellations():
     m = Model()
     m.feed(reading("reading.queued", "queued", deadline="2026-11-18T10:30:00.000Z", routed_centre="county-imaging",
