@@ -130,6 +130,33 @@ async def test_coordinator_sees_queues_and_moves_a_task(api):
     assert status == 422 and "does not read imaging" in problem["detail"]
 
 
+async def test_coordinator_assigns_a_task_to_a_named_reader(api):
+    task = await api.create_request(CG_CT, priority="urgent")
+    rid = task["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{rid}/claim", "dr-wang")
+    assigned = await api.ok("POST", f"/api/v1/reading-requests/{rid}/assign", "coord-county",
+                            {"reader_id": "dr-li", "reason": "王医生下班"})
+    assert (assigned["state"], assigned["claimed_by"]) == ("claimed", "dr-li")
+    status, problem, _ = await api.call("POST", f"/api/v1/reading-requests/{rid}/sign", user="dr-wang",
+                                        json={"findings": "f", "impression": "i"})
+    assert status == 409 and "held by another reader" in problem["detail"]
+    status, problem, _ = await api.call("POST", f"/api/v1/reading-requests/{rid}/assign", user="coord-county",
+                                        json={"reader_id": "dr-chen", "reason": "x"})
+    assert status == 422 and "reads for centre city-imaging" in problem["detail"]
+    status, problem, _ = await api.call("POST", f"/api/v1/reading-requests/{rid}/assign", user="coord-county",
+                                        json={"reader_id": "dr-wang"})
+    assert status == 422  # the body schema: reason is required
+    status, _, _ = await api.call("POST", f"/api/v1/reading-requests/{rid}/assign", user="dr-wang",
+                                  json={"reader_id": "dr-wang", "reason": "x"})
+    assert status == 403
+    signed = await api.ok("POST", f"/api/v1/reading-requests/{rid}/sign", "dr-li",
+                          {"findings": "未见异常", "impression": "正常"})
+    assert signed["signed_by"] == "dr-li"
+    status, problem, _ = await api.call("POST", f"/api/v1/reading-requests/{rid}/assign", user="coord-county",
+                                        json={"reader_id": "dr-wang", "reason": "x"})
+    assert status == 409 and "state 'signed'" in problem["detail"]
+
+
 async def test_priors_follow_the_matching_rule(api):
     await api.create_request(CG_CT)
     priors = await api.ok("GET", f"/api/v1/studies/{CG_CT}/priors", "dr-wang")
