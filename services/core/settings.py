@@ -20,14 +20,19 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
-def _float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    """A number from the environment (``default`` when unset or empty); a bad value stops the
+    process with a message naming the variable, never a traceback."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,14 +80,14 @@ class Settings:
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
-            study_quiet_seconds=_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
+            study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
             duplicate_policy=env.get("YILIAN_DUPLICATE_POLICY") or "keep_first",
             dicom_tls_cert=env.get("YILIAN_DICOM_TLS_CERT") or None,
             dicom_tls_key=env.get("YILIAN_DICOM_TLS_KEY") or None,
             dicom_tls_ca=env.get("YILIAN_DICOM_TLS_CA") or None,
             dicom_native_ul=(env.get("YILIAN_DICOM_NATIVE_UL", "true").lower() not in ("0", "false", "no")),
-            dicom_network_timeout=_float("YILIAN_DICOM_NETWORK_TIMEOUT", 60.0),
+            dicom_network_timeout=env_float("YILIAN_DICOM_NETWORK_TIMEOUT", 60.0),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
         )
 

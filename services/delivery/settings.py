@@ -11,20 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.settings import env_float
+
 DEFAULT_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
-
-
-def _float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -46,20 +35,20 @@ class DeliverySettings:
 
     @classmethod
     def from_env(cls, **overrides) -> DeliverySettings:
-        ack = _float("YILIAN_CRITICAL_ACK_SECONDS", 600.0, minimum=0.1)
+        ack = env_float("YILIAN_CRITICAL_ACK_SECONDS", 600.0, minimum=0.1)
         values = dict(
-            first_delay=_float("YILIAN_DELIVERY_FIRST_DELAY_SECONDS", 5.0, minimum=0.01),
-            max_delay=_float("YILIAN_DELIVERY_MAX_DELAY_SECONDS", 600.0, minimum=0.01),
-            horizon=_float("YILIAN_DELIVERY_HORIZON_SECONDS", 86400.0, minimum=0.1),
-            lease_seconds=_float("YILIAN_DELIVERY_LEASE_SECONDS", 120.0, minimum=0.5),
-            poll_seconds=_float("YILIAN_DELIVERY_POLL_SECONDS", 1.0, minimum=0.01),
-            concurrency=int(_float("YILIAN_DELIVERY_CONCURRENCY", 8, minimum=1)),
-            dicom_timeout=_float("YILIAN_DELIVERY_DICOM_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-            webhook_timeout=_float("YILIAN_DELIVERY_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            first_delay=env_float("YILIAN_DELIVERY_FIRST_DELAY_SECONDS", 5.0, minimum=0.01),
+            max_delay=env_float("YILIAN_DELIVERY_MAX_DELAY_SECONDS", 600.0, minimum=0.01),
+            horizon=env_float("YILIAN_DELIVERY_HORIZON_SECONDS", 86400.0, minimum=0.1),
+            lease_seconds=env_float("YILIAN_DELIVERY_LEASE_SECONDS", 120.0, minimum=0.5),
+            poll_seconds=env_float("YILIAN_DELIVERY_POLL_SECONDS", 1.0, minimum=0.01),
+            concurrency=int(env_float("YILIAN_DELIVERY_CONCURRENCY", 8, minimum=1)),
+            dicom_timeout=env_float("YILIAN_DELIVERY_DICOM_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            webhook_timeout=env_float("YILIAN_DELIVERY_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             critical_ack_seconds=ack,
-            critical_repeat_seconds=_float("YILIAN_CRITICAL_REPEAT_SECONDS", ack, minimum=0.1),
+            critical_repeat_seconds=env_float("YILIAN_CRITICAL_REPEAT_SECONDS", ack, minimum=0.1),
             font=os.environ.get("YILIAN_DELIVERY_FONT") or DEFAULT_FONT,
-            pdf_processes=int(_float("YILIAN_DELIVERY_PDF_PROCESSES", 1, minimum=0)),
+            pdf_processes=int(env_float("YILIAN_DELIVERY_PDF_PROCESSES", 1, minimum=0)),
         )
         values.update(overrides)
         return cls(**values)

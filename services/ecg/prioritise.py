@@ -11,17 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.settings import env_float
+
 RAISE = {"routine": "urgent", "urgent": "stat"}
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -36,10 +28,10 @@ class Thresholds:
 
     @classmethod
     def from_env(cls) -> Thresholds:
-        return cls(heart_rate_low=_float("YILIAN_ECG_HR_LOW", 40.0),
-                   heart_rate_high=_float("YILIAN_ECG_HR_HIGH", 150.0),
-                   qtc_high=_float("YILIAN_ECG_QTC_HIGH_MS", 500.0),
-                   qrs_high=_float("YILIAN_ECG_QRS_HIGH_MS", 160.0),
+        return cls(heart_rate_low=env_float("YILIAN_ECG_HR_LOW", 40.0),
+                   heart_rate_high=env_float("YILIAN_ECG_HR_HIGH", 150.0),
+                   qtc_high=env_float("YILIAN_ECG_QTC_HIGH_MS", 500.0),
+                   qrs_high=env_float("YILIAN_ECG_QRS_HIGH_MS", 160.0),
                    lead=os.environ.get("YILIAN_ECG_LEAD") or "II")
 
 

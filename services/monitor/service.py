@@ -8,7 +8,6 @@ log into another (fresh) store through the same projection.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from ..core.consortium import Consortium
 from ..core.events import Event
 from ..core.metrics import metrics_of
 from ..core.runtime import Runtime
+from ..core.settings import env_float
 from ..core.store.port import Store, Transaction
 from . import readmodel
 from .readmodel import TYPES, iso
@@ -27,16 +27,6 @@ log = logging.getLogger("yilian.monitor")
 GROUP = "monitor"
 META = "monitor_meta"
 SETTINGS_KEY = "monitor.settings"
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -49,9 +39,9 @@ class MonitorSettings:
 
     @classmethod
     def from_env(cls, **overrides) -> MonitorSettings:
-        values = dict(utc_offset_hours=_float("YILIAN_MONITOR_UTC_OFFSET_HOURS", 8.0),
-                      sla_risk_fraction=_float("YILIAN_SLA_RISK_FRACTION", 0.8),
-                      stream_interval=_float("YILIAN_MONITOR_STREAM_SECONDS", 1.0))
+        values = dict(utc_offset_hours=env_float("YILIAN_MONITOR_UTC_OFFSET_HOURS", 8.0),
+                      sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8),
+                      stream_interval=env_float("YILIAN_MONITOR_STREAM_SECONDS", 1.0))
         values.update(overrides)
         return cls(**values)
 

@@ -8,11 +8,12 @@ milliseconds, which sort as text, so the store compares them directly.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from ..core.settings import env_float
 
 Clock = Callable[[], float]  # seconds since the epoch
 
@@ -25,16 +26,6 @@ def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
-
-
 @dataclass(frozen=True)
 class WorkflowSettings:
     lease_seconds: float = 900.0
@@ -44,9 +35,9 @@ class WorkflowSettings:
 
     @classmethod
     def from_env(cls, **overrides) -> WorkflowSettings:
-        values = dict(lease_seconds=_float("YILIAN_LEASE_SECONDS", 900.0),
-                      sweep_interval=_float("YILIAN_WORKFLOW_SWEEP_SECONDS", 5.0),
-                      sla_risk_fraction=_float("YILIAN_SLA_RISK_FRACTION", 0.8))
+        values = dict(lease_seconds=env_float("YILIAN_LEASE_SECONDS", 900.0),
+                      sweep_interval=env_float("YILIAN_WORKFLOW_SWEEP_SECONDS", 5.0),
+                      sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8))
         values.update(overrides)
         return cls(**values)
 
