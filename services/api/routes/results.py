@@ -21,6 +21,7 @@ from ...core.events import Event
 from ...core.store.port import LoggedEvent, Store
 from ...delivery import service as delivery
 from ...delivery.model import public_delivery, public_result
+from ...workflow.policy import sees_request
 from ..context import not_found, page, record, remote, require_role, runtime
 from ..problems import Problem, json_response
 from ..validation import json_body, known_query, query_choice, query_int
@@ -33,15 +34,9 @@ PUSHED = ("result.delivered", "result.acknowledged", "critical.unacknowledged", 
 VIEWERS = ("clinic", "reader", "coordinator", "admin")
 
 
-def sees(who: Principal, data: dict[str, Any]) -> bool:
-    """A clinic its organisation's results; a centre's people the results it signed; an admin all."""
-    if who.role == "admin":
-        return True
-    if who.role == "clinic":
-        return data.get("organization") == who.organization
-    if who.role in ("reader", "coordinator"):
-        return who.centre is not None and data.get("centre") == who.centre
-    return False
+# Results are scoped exactly like the reading requests they answer: a clinic its
+# organisation's, a centre's people the ones it signed, an admin all.
+sees = sees_request
 
 
 def _heartbeat_seconds() -> float:
