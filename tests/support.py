@@ -42,3 +42,16 @@ def wait_for_sync(condition: Callable[[], bool], *, timeout: float = 10.0, inter
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class ManualClock:
+    """A clock tests move by hand: ``clock()`` reads it, ``clock.advance(s)`` or ``clock.now = t`` moves it."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -10,23 +10,17 @@ from services.workflow.leases import WorkflowSettings, parse_iso
 from services.workflow.service import SETTINGS_KEY
 from tests.api.conftest import api  # noqa: F401 - the fixture
 
+from ..support import ManualClock
+
 T0 = parse_iso("2030-01-01T00:00:00Z")
 CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"  # chengguan-thc, patient CG001 (Zhang^San)
 DB_CT = "1.2.826.0.1.200.1"  # dongba-thc, patient DB001
 BASE = "/api/v1/consultations"
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(api) -> Clock:  # noqa: F811
-    clock = Clock(T0)
+def clock(api) -> ManualClock:  # noqa: F811
+    clock = ManualClock(T0)
     api.rt.shared[SETTINGS_KEY] = WorkflowSettings(clock=clock)
     return clock
 

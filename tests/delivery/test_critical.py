@@ -4,23 +4,13 @@ acknowledged.  The delivery clock is driven by the test, so "on time" is exact."
 
 from __future__ import annotations
 
-from ..support import wait_for
+import time
+
+from ..support import ManualClock, wait_for
 
 ACK = 600.0
 REPEAT = 300.0
 CONTACT = "城关镇卫生院院办 0371-0000021"  # chengguan-thc's contact in the example consortium
-
-
-class Clock:
-    def __init__(self) -> None:
-        import time
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 async def _critical_result(y) -> str:
@@ -39,7 +29,7 @@ async def test_unacknowledged_critical_result_escalates_on_time_and_repeats_unti
         make_yilian, clinic_scp):
     from services.delivery.critical import escalate_overdue
     clinic_scp.start()
-    clock = Clock()
+    clock = ManualClock(time.time())
     y = await make_yilian(scp_port=clinic_scp.port, clock=clock, critical_ack_seconds=ACK,
                           critical_repeat_seconds=REPEAT)
     report_id = await _critical_result(y)
@@ -83,7 +73,7 @@ async def test_unacknowledged_critical_result_escalates_on_time_and_repeats_unti
 async def test_critical_result_acknowledged_in_time_does_not_escalate(make_yilian, clinic_scp):
     from services.delivery.critical import escalate_overdue
     clinic_scp.start()
-    clock = Clock()
+    clock = ManualClock(time.time())
     y = await make_yilian(scp_port=clinic_scp.port, clock=clock, critical_ack_seconds=ACK,
                           critical_repeat_seconds=REPEAT)
     report_id = await _critical_result(y)

@@ -23,21 +23,10 @@ from services.workflow import commands as c
 from services.workflow.leases import WorkflowSettings
 from services.workflow.service import execute
 
-from ..support import EXAMPLE_CONSORTIUM, free_port, wait_for
+from ..support import EXAMPLE_CONSORTIUM, ManualClock, free_port, wait_for
 
 SECRET = "monitor-test-secret-" + "z" * 32
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z = 19:06 Beijing time
-
-
-class FakeClock:
-    def __init__(self, start: float = T0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass
@@ -46,7 +35,7 @@ class World:
     workflow: WorkflowService
     monitor: MonitorService
     api: ApiService
-    clock: FakeClock
+    clock: ManualClock
     session: aiohttp.ClientSession
     _tokens: dict[str, str] = field(default_factory=dict)
 
@@ -116,7 +105,7 @@ async def start_world(tmp_path, *, with_gateway: bool = False, **overrides: Any)
     settings = dataclasses.replace(settings, **overrides)
     rt = await build_runtime(settings)
     rt.bus.poll_interval = 0.05
-    clock = FakeClock()
+    clock = ManualClock(T0)
     workflow = WorkflowService(rt, WorkflowSettings(lease_seconds=4 * 3600, sweep_interval=3600, clock=clock))
     monitor = MonitorService(rt, MonitorSettings(clock=clock, stream_interval=0.1))
     services: list = [workflow, monitor]

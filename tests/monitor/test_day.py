@@ -232,11 +232,11 @@ async def test_a_scripted_day_matches_the_store_and_a_replay(tmp_path):
     try:
         day = Day(world, tmp_path)
         # Yesterday evening (20:00-22:00 local): a quiet backlog, all read before midnight.
-        world.clock.t = DAY_START - 12 * 3600
+        world.clock.now = DAY_START - 12 * 3600
         for _ in range(24):
             await day.tick(1)
         # Today from 08:00: steady arrivals, DCMTK studies, and a burst of STAT CTs at 10:00.
-        world.clock.t = DAY_START
+        world.clock.now = DAY_START
         await through_gateway(world, tmp_path, day)
         for i in range(120):
             if i == 24:

@@ -11,14 +11,7 @@ from services.api.auth import RevokedTokens
 from services.core.auth import revoke
 
 from ..contract.adapters import sqlite_store
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..support import ManualClock
 
 
 class CountingStore:
@@ -39,7 +32,7 @@ async def store(tmp_path):
 
 
 async def test_one_read_per_ttl_and_other_processes_revocations_seen_after_it(store):
-    clock, counting = Clock(), CountingStore(store)
+    clock, counting = ManualClock(100.0), CountingStore(store)
     cache = RevokedTokens(counting, ttl=1.0, clock=clock)
     assert not await cache.contains("t1")
     for _ in range(100):
@@ -55,7 +48,7 @@ async def test_one_read_per_ttl_and_other_processes_revocations_seen_after_it(st
 
 
 async def test_invalidate_makes_a_local_revocation_effective_at_once(store):
-    clock = Clock()
+    clock = ManualClock(100.0)
     cache = RevokedTokens(store, ttl=1.0, clock=clock)
     assert not await cache.contains("t2")
     async with store.transaction() as tx:
@@ -66,14 +59,14 @@ async def test_invalidate_makes_a_local_revocation_effective_at_once(store):
 
 async def test_concurrent_checks_share_one_read(store):
     counting = CountingStore(store)
-    cache = RevokedTokens(counting, ttl=1.0, clock=Clock())
+    cache = RevokedTokens(counting, ttl=1.0, clock=ManualClock(100.0))
     results = await asyncio.gather(*(cache.contains(f"t{i}") for i in range(50)))
     assert results == [False] * 50 and counting.reads == 1
 
 
 async def test_a_read_begun_before_an_invalidation_is_not_trusted(store):
     """The revoke commits while a reload is in flight: the next check must read again."""
-    clock = Clock()
+    clock = ManualClock(100.0)
     gate = asyncio.Event()
     read_done = asyncio.Event()
 
@@ -101,7 +94,7 @@ async def test_expired_revocations_are_not_kept(store):
     async with store.transaction() as tx:
         await revoke(tx, "old", by="admin", expires_at=int(time.time()) - 10)
         await revoke(tx, "live", by="admin", expires_at=int(time.time()) + 10)
-    cache = RevokedTokens(store, clock=Clock())
+    cache = RevokedTokens(store, clock=ManualClock(100.0))
     assert await cache.contains("live") and not await cache.contains("old")
 
 
@@ -116,7 +109,7 @@ async def test_a_store_failure_fails_the_check_and_the_next_one_reads_again(stor
             return await self.store.find(*args, **kwargs)
 
     failing = Failing(store)
-    cache = RevokedTokens(failing, clock=Clock())
+    cache = RevokedTokens(failing, clock=ManualClock(100.0))
     with pytest.raises(RuntimeError):
         await cache.contains("t4")  # never "not revoked" by default
     failing.fail = False

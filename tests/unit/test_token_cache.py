@@ -12,20 +12,14 @@ from services.api.auth import VerifiedTokens
 from services.core.auth import AuthError, issue_token
 from services.core.consortium import load_consortium
 
+from ..support import ManualClock
+
 SECRET = "test-secret-not-for-production-0123456789"
 
 
 @pytest.fixture(scope="module")
 def consortium():
     return load_consortium("deploy/consortium.example.yaml")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_verified_token_is_not_verified_again(consortium, monkeypatch):
@@ -38,7 +32,7 @@ def test_a_verified_token_is_not_verified_again(consortium, monkeypatch):
 
 
 def test_a_cached_token_is_verified_again_once_past_its_expiry(consortium, monkeypatch):
-    clock = Clock()
+    clock = ManualClock(time.time())
     token = issue_token(consortium, "dr-wang", SECRET, ttl=60)
     cache = VerifiedTokens(clock=clock)
     first = cache.verify(token, SECRET, consortium)

@@ -14,28 +14,17 @@ from services.core.settings import Settings
 from services.workflow import WorkflowService
 from services.workflow.leases import WorkflowSettings
 
-from ..support import EXAMPLE_CONSORTIUM
+from ..support import EXAMPLE_CONSORTIUM, ManualClock
 
 LEASE_SECONDS = 60.0
 T0 = 1_795_000_000.0  # 2026-11-18, a fixed start so times in assertions are readable
-
-
-class FakeClock:
-    def __init__(self, start: float = T0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass
 class World:
     rt: Runtime
     service: WorkflowService
-    clock: FakeClock
+    clock: ManualClock
 
     @property
     def store(self):
@@ -83,7 +72,7 @@ async def world(tmp_path) -> AsyncIterator[World]:
                         blob_url=f"file://{tmp_path / 'blobs'}")
     rt = await build_runtime(settings)
     rt.bus.poll_interval = 0.05
-    clock = FakeClock()
+    clock = ManualClock(T0)
     # A long sweep interval: tests call sweep() themselves after moving the clock.
     service = WorkflowService(rt, WorkflowSettings(lease_seconds=LEASE_SECONDS, sweep_interval=3600, clock=clock))
     await service.start()
