@@ -13,10 +13,11 @@ import logging
 
 from ..core.events import Event
 from ..core.runtime import Runtime
-from .consultation import reminders as consultation_reminders
 from . import ecg_triage
+from .consultation import reminders as consultation_reminders
 from .leases import WorkflowSettings
-from .service import SETTINGS_KEY, expire_leases, flag_sla_risks, on_study_received, settings_of
+from .context import SETTINGS_KEY, settings_of
+from .service import expire_leases, flag_sla_risks, on_study_received
 
 log = logging.getLogger("yilian.workflow")
 

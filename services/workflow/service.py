@@ -13,70 +13,39 @@ import hashlib
 import logging
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from ..core import audit
 from ..core.auth import Principal
 from ..core.consortium import GREEN_CHANNELS, KINDS, PRIORITIES
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
-from ..core.store.port import Transaction
 from . import commands as c
 from . import model, policy, routing
+from .context import CommandContext, settings_of
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .leases import WorkflowSettings, iso
+from .leases import iso
 
 log = logging.getLogger("yilian.workflow")
 
 RR = "reading_requests"
 SYSTEM = Principal("system:workflow", "system", "", None, "")
-SETTINGS_KEY = "workflow.settings"
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_TEXT = 20_000
 
 Doc = dict[str, Any]
 
 
-def settings_of(rt: Runtime) -> WorkflowSettings:
-    settings = rt.shared.get(SETTINGS_KEY)
-    if settings is None:
-        settings = rt.shared[SETTINGS_KEY] = WorkflowSettings.from_env()
-    return settings
-
-
-@dataclass
-class _Ctx:
-    """One command's (or event's) context: who, from where, when, and its correlation."""
-
-    rt: Runtime
-    tx: Transaction
-    actor: Principal
-    remote: str | None
-    now: float
-    traceparent: str
-
-    @property
-    def at(self) -> str:
-        return iso(self.now)
-
-    @property
-    def settings(self) -> WorkflowSettings:
-        return settings_of(self.rt)
+class _Ctx(CommandContext):
+    """A reading command's context: events about one reading request."""
 
     def event(self, type: str, doc: Doc, **data: Any) -> Event:
         body = {"request_id": doc["id"], "study_uid": doc["study_uid"], "organization": doc["organization"],
                 "kind": doc["kind"], "priority": doc["priority"], "state": doc["state"],
                 "centre": doc.get("centre"), "actor": self.actor.user_id, **data}
-        event = Event(type, subject=doc["id"], data=body, source=self.rt.source("workflow"),
-                      traceparent=self.traceparent)
-        self.tx.emit(event)
-        return event
+        return self.emit(type, doc["id"], body)
 
     async def audit(self, action: str, resource: str, organization: str | None, **detail: Any) -> None:
-        await audit.record(self.tx, actor=self.actor.user_id, role=self.actor.role, action=action,
-                           resource=resource, organization=organization, remote=self.remote,
-                           detail=detail, traceparent=self.traceparent)
+        await self.record(action, resource, organization, **detail)
 
 
 async def execute(rt: Runtime, command: c.Command, *, actor: Principal, remote: str | None = None) -> Doc:

@@ -189,7 +189,8 @@ async def test_priors_follow_the_matching_rule(api):
 
 async def test_expired_lease_returns_the_task(api):
     from services.workflow.leases import WorkflowSettings
-    from services.workflow.service import SETTINGS_KEY, expire_leases
+    from services.workflow.context import SETTINGS_KEY
+    from services.workflow.service import expire_leases
     now = [1_900_000_000.0]
     api.rt.shared[SETTINGS_KEY] = WorkflowSettings(lease_seconds=60, clock=lambda: now[0])
     rid = (await api.create_request(CG_CT))["id"]

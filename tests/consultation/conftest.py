@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.workflow.leases import WorkflowSettings, parse_iso
-from services.workflow.service import SETTINGS_KEY
+from services.workflow.context import SETTINGS_KEY
 from tests.api.conftest import api  # noqa: F401 - the fixture
 
 from ..support import ManualClock

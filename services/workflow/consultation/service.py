@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from ...core import audit
 from ...core.auth import Principal
 from ...core.events import Event, new_traceparent
 from ...core.runtime import Runtime
-from ...core.store.port import DuplicateKey, Transaction
+from ...core.store.port import DuplicateKey
+from ..context import CommandContext, settings_of
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..leases import iso, parse_iso
-from ..service import settings_of
 from . import commands as c
 from . import model
 
@@ -64,33 +62,18 @@ def sees(actor: Principal, doc: Doc) -> bool:
     return False
 
 
-@dataclass
-class _Ctx:
-    rt: Runtime
-    tx: Transaction
-    actor: Principal
-    remote: str | None
-    now: float
-    traceparent: str
-
-    @property
-    def at(self) -> str:
-        return iso(self.now)
+class _Ctx(CommandContext):
+    """A consultation command's context: events and audit records about one consultation."""
 
     def event(self, type: str, doc: Doc, **data: Any) -> Event:
         body = {"consultation_id": doc["id"], "organization": doc["organization"], "centre": doc.get("centre"),
                 "state": doc["state"], "actor": self.actor.user_id, "urgency": doc["urgency"],
                 "requested_at": doc["requested_at"], "specialty": doc.get("specialty"),
                 "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"), **data}
-        event = Event(f"consultation.{type}", subject=doc["id"], data=body, source=self.rt.source("workflow"),
-                      traceparent=self.traceparent)
-        self.tx.emit(event)
-        return event
+        return self.emit(f"consultation.{type}", doc["id"], body)
 
     async def audit(self, action: str, doc: Doc, **detail: Any) -> None:
-        await audit.record(self.tx, actor=self.actor.user_id, role=self.actor.role, action=f"consultation.{action}",
-                           resource=f"consultation/{doc['id']}", organization=doc["organization"],
-                           remote=self.remote, detail=detail, traceparent=self.traceparent)
+        await self.record(f"consultation.{action}", f"consultation/{doc['id']}", doc["organization"], **detail)
 
 
 async def execute(rt: Runtime, command: c.Command, *, actor: Principal, remote: str | None = None) -> Doc:
