@@ -1,12 +1,13 @@
 """Storage Commitment Push Model SCP (PS3.4 Annex J): N-ACTION in, N-EVENT-REPORT out.
 
 A modality asks (N-ACTION, action type 1) whether the gateway has taken responsibility
-for instances it sent.  The request is answered at once; the verdict follows in an
-N-EVENT-REPORT on a **new association** that the gateway opens to the requestor (the
-asynchronous mode every PACS supports): to the calling AE itself when it is registered
-as an ``scp`` in the consortium, else to its organisation's ``scp``.  On that
-association the gateway proposes the Storage Commitment SOP class with the SCP role
-(SCP/SCU Role Selection).
+for instances it sent.  The request is recorded in the store (``storage_commitments``, one
+document per Transaction UID) before it is answered, so a stop or crash cannot lose it;
+``commitment_sender.py`` sends the verdict later in an N-EVENT-REPORT on a **new
+association** to the requestor (the asynchronous mode every PACS supports): to the calling
+AE itself when it is registered as an ``scp`` in the consortium, else to its organisation's
+``scp``.  On that association the gateway proposes the Storage Commitment SOP class with
+the SCP role (SCP/SCU Role Selection).
 
 An instance is committed when the index has it (within the caller's scope, with the
 SOP class the caller names) and its file is in the blob store; the index is written
@@ -16,15 +17,15 @@ only after the file is durable, so that is a promise kept across a crash.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import build_context, build_role, evt
+from pynetdicom import evt
 
 from ..core.blobs.port import BlobStore
 from ..core.store.port import Store
+from ..workflow.leases import iso
 from . import query as q
 
 log = logging.getLogger("yilian.pacs_gateway.commitment")
@@ -43,8 +44,7 @@ NO_SUCH_ACTION = 0x0123
 MISSING_ATTRIBUTE = 0x0120
 INVALID_ATTRIBUTE_VALUE = 0x0106
 
-REPORT_ATTEMPTS = (0.0, 2.0, 10.0)  # seconds before each try to deliver the report
-RELEASE_WAIT = 5.0  # let the requestor release its N-ACTION association first
+COMMITMENTS = "storage_commitments"  # pending and answered requests, id = Transaction UID
 
 
 async def verdicts(store: Store, blobs: BlobStore, requested: list[tuple[str, str]],
@@ -98,8 +98,43 @@ def _status(status: int, comment: str) -> Dataset:
     return ds
 
 
+def report_destination(consortium: Any, calling_ae: str, organization: str | None) -> Any:
+    """Where the N-EVENT-REPORT goes: the calling AE when it is a registered ``scp``, else its
+    organisation's ``scp``; None when neither exists."""
+    destination = consortium.endpoint(calling_ae)
+    if destination is None and organization is not None and organization in consortium.organizations:
+        destination = consortium.organizations[organization].scp
+    return destination
+
+
+def new_request(transaction_uid: str, *, calling_ae: str, organization: str | None, destination: Any,
+                requested: list[tuple[str, str]], at: str) -> dict[str, Any]:
+    """The pending-commitment document (collection ``storage_commitments``, id = Transaction UID)."""
+    return {"id": transaction_uid, "calling_ae": calling_ae, "organization": organization,
+            "report_to": {"ae_title": destination.ae_title, "host": destination.host, "port": destination.port},
+            "requested": [{"sop_class_uid": c, "sop_instance_uid": u} for c, u in requested],
+            "state": "pending", "attempts": 0, "requested_at": at, "next_attempt_at": at,
+            "lease_expires_at": None, "worker": None, "version": 1, "last_error": None, "reported_at": None}
+
+
+async def record_request(store: Store, doc: dict[str, Any]) -> str | None:
+    """Make the request durable; an error comment if the Transaction UID belongs to another AE.
+
+    The same AE asking again under the same Transaction UID (it got no report) starts over:
+    the report is computed and sent again.
+    """
+    async with store.transaction() as tx:
+        old = await tx.get(COMMITMENTS, doc["id"])
+        if old is not None and old["calling_ae"] != doc["calling_ae"]:
+            return "Transaction UID already used by another AE"
+        if old is not None:
+            doc = {**doc, "version": old["version"] + 1}
+        await tx.put(COMMITMENTS, doc)
+    return None
+
+
 def handle_n_action(gateway: Any, event: evt.Event) -> tuple[Any, Dataset | None]:
-    """EVT_N_ACTION: check the request, answer at once, report on another thread."""
+    """EVT_N_ACTION: check the request, record it durably, answer; the sender reports later."""
     calling_ae = event.assoc.requestor.ae_title.strip()
     if event.request.RequestedSOPClassUID != STORAGE_COMMITMENT_PUSH_MODEL:
         return _status(NO_SUCH_ACTION, "only Storage Commitment Push Model"), None
@@ -114,53 +149,27 @@ def handle_n_action(gateway: Any, event: evt.Event) -> tuple[Any, Dataset | None
         return _status(INVALID_ATTRIBUTE_VALUE, f"unreadable action information: {type(exc).__name__}"), None
     if not transaction_uid or not requested:
         return _status(MISSING_ATTRIBUTE, "Transaction UID and Referenced SOP Sequence required"), None
-    destination = gateway.rt.consortium.endpoint(calling_ae)
     org = q.organization_id(gateway.organization_for(calling_ae))
-    if destination is None and org is not None:
-        destination = gateway.rt.consortium.organizations[org].scp
+    destination = report_destination(gateway.rt.consortium, calling_ae, org)
     if destination is None:
         return _status(PROCESSING_FAILURE, "no registered SCP to send the report to"), None
+    doc = new_request(transaction_uid, calling_ae=calling_ae, organization=org, destination=destination,
+                      requested=requested, at=iso(time.time()))
+    # Durable before the N-ACTION response: a crash after "success" must not lose the report.
+    try:
+        conflict = gateway.call(record_request(gateway.rt.store, doc), timeout=30)
+    except Exception as exc:
+        log.exception("storage commitment request not recorded", extra={"transaction_uid": transaction_uid})
+        return _status(PROCESSING_FAILURE, f"request not recorded: {type(exc).__name__}"), None
+    if conflict:
+        return _status(INVALID_ATTRIBUTE_VALUE, conflict), None
     log.info("storage commitment requested", extra={"calling_ae": calling_ae, "transaction_uid": transaction_uid,
                                                     "instances": len(requested),
                                                     "report_to": destination.ae_title})
-    threading.Thread(target=_report, name=f"commitment-{transaction_uid[-12:]}", daemon=True,
-                     args=(gateway, event.assoc, calling_ae, org, destination, transaction_uid, requested)).start()
+    sender = getattr(gateway, "commitments", None)
+    if sender is not None:  # this process reports; other processes find it by polling
+        sender.requested(transaction_uid, event.assoc)
     return 0x0000, None
-
-
-def _report(gateway: Any, assoc: Any, calling_ae: str, org: str | None, destination: Any,
-            transaction_uid: str, requested: list[tuple[str, str]]) -> None:
-    deadline = time.monotonic() + RELEASE_WAIT
-    while assoc.is_established and time.monotonic() < deadline:
-        time.sleep(0.05)
-    organizations = q.visible_organizations(gateway.rt.consortium, org)
-    try:
-        results = gateway.call(verdicts(gateway.rt.store, gateway.rt.blobs, requested, organizations), timeout=60)
-    except Exception:
-        log.exception("storage commitment check failed", extra={"transaction_uid": transaction_uid})
-        results = [(c, u, PROCESSING_FAILURE) for c, u in requested]
-    event_type, info = event_information(transaction_uid, results, str(gateway.ae.ae_title).strip())
-    failed = sum(1 for *_, r in results if r is not None)
-    for pause in REPORT_ATTEMPTS:
-        time.sleep(pause)
-        report = gateway.ae.associate(
-            destination.host, destination.port, ae_title=destination.ae_title,
-            contexts=[build_context(STORAGE_COMMITMENT_PUSH_MODEL)],
-            ext_neg=[build_role(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=False, scp_role=True)])
-        if not report.is_established:
-            continue
-        try:
-            status, _ = report.send_n_event_report(info, event_type, STORAGE_COMMITMENT_PUSH_MODEL,
-                                                   STORAGE_COMMITMENT_INSTANCE)
-        finally:
-            report.release()
-        if status is not None and "Status" in status and status.Status == 0x0000:
-            log.info("storage commitment reported", extra={
-                "calling_ae": calling_ae, "transaction_uid": transaction_uid, "committed": len(results) - failed,
-                "failed": failed, "report_to": destination.ae_title})
-            return
-    log.error("storage commitment report not delivered", extra={
-        "calling_ae": calling_ae, "transaction_uid": transaction_uid, "report_to": destination.ae_title})
 
 
 def install(gateway: Any) -> list[tuple[Any, Any]]:

@@ -121,6 +121,9 @@ class GatewayService:
                 await self.workers.start()
             assert self.announcer is not None
             await self.announcer.start()
+            from .commitment_sender import CommitmentSender  # reports held in the store, across restarts
+            self.commitments = CommitmentSender(self)
+            await self.commitments.start()
         self.ready = True
         log.info("DICOM node listening", extra={"ae_title": settings.ae_title, "port": self.dicom_port,
                                                 "tls": ssl_context is not None, "role": self.role,
@@ -139,6 +142,9 @@ class GatewayService:
 
     async def stop(self) -> None:
         self.ready = False
+        if getattr(self, "commitments", None) is not None:
+            await self.commitments.stop()
+            self.commitments = None
         if self.announcer is not None:
             await self.announcer.stop()
         if self.workers is not None:

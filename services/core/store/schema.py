@@ -21,6 +21,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                 Index(("state", "last_update_at"))),
     "series": (Index(("study_uid",)),),
     "instances": (Index(("study_uid",)), Index(("series_uid",))),
+    # pacs_gateway: storage commitment requests, id = Transaction UID; reports still to send are due by time
+    "storage_commitments": (Index(("state", "next_attempt_at")), Index(("state", "lease_expires_at"))),
     # workflow: reading requests (the worklist) and reports
     "reading_requests": (Index(("centre", "state")), Index(("organization", "state")), Index(("study_uid",)),
                          Index(("state", "lease_expires_at")), Index(("state", "deadline")),
