@@ -164,6 +164,10 @@ class CommitmentSender:
     def requested(self, transaction_uid: str, assoc: Any) -> None:
         """From the N-ACTION handler's thread: a request was recorded; report once ``assoc`` is released."""
         self._associations[transaction_uid] = assoc
+        self.wake()
+
+    def wake(self) -> None:
+        """Look for due reports now (thread-safe) rather than at the next poll."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 

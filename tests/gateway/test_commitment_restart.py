@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
-from services.pacs_gateway.commitment import STORAGE_COMMITMENT_INSTANCE
+from services.pacs_gateway.commitment import STORAGE_COMMITMENT_INSTANCE, new_request
+from services.workflow.leases import iso
 
 from .. import dicom_samples as ds_
 from ..e2e.process import YilianProcess
@@ -161,3 +163,35 @@ async def test_an_unreachable_requestor_fails_after_the_horizon(make_gateway, tm
     doc = await gw.rt.store.get("storage_commitments", transaction_uid)
     assert doc["attempts"] >= 2 and doc["next_attempt_at"] is None
     assert doc["calling_ae"] == CHENGGUAN_CT and "could not associate" in doc["last_error"]
+
+
+async def test_a_claim_left_by_a_dead_process_is_taken_over(make_gateway, tmp_path):
+    """A process killed while sending leaves ``sending`` with its lease; once it expires the report goes out."""
+    scp_port = free_port()
+    receiver = ReportReceiver("CG_TERM", scp_port)
+    try:
+        gw = await make_gateway()
+        moved_consortium(gw, {"CG_TERM": scp_port})
+        missing = (ds_.CT_IMAGE, generate_uid())
+        transaction_uid = generate_uid()
+        destination = gw.rt.consortium.endpoint("CG_TERM")
+        doc = new_request(transaction_uid, calling_ae=CHENGGUAN_CT, organization="chengguan-thc",
+                          destination=destination, requested=[missing], at=iso(time.time() - 60))
+        doc.update(state="sending", worker="dead-host:1:abc", lease_expires_at=iso(time.time() - 1), version=2)
+        async with gw.rt.store.transaction() as tx:
+            await tx.insert("storage_commitments", doc)
+        gw.service.commitments.wake()  # rather than wait for its poll
+
+        async def reported() -> bool:
+            d = await gw.rt.store.get("storage_commitments", transaction_uid)
+            return d["state"] == "reported"
+        await wait_for(reported, timeout=20, what="the expired claim taken over and reported")
+        assert len(receiver.reports) == 1
+        event_type, info = receiver.reports[0]
+        assert event_type == 2 and info.TransactionUID == transaction_uid
+        assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in info.FailedSOPSequence] == [(missing[1], 0x0112)]
+        assert "ReferencedSOPSequence" not in info  # nothing committed
+        d = await gw.rt.store.get("storage_commitments", transaction_uid)
+        assert d["attempts"] == 1 and d["worker"] is None and d["version"] == 4
+    finally:
+        receiver.stop()
