@@ -16,6 +16,7 @@ again (at least once: a requestor may see the same report twice, never none).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -119,11 +120,11 @@ async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
 
     def work() -> None:
         try:
-            result = fn()
+            outcome = (True, fn())
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, False, exc)
-        else:
-            loop.call_soon_threadsafe(settle, True, result)
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
     threading.Thread(target=work, name="commitment-report", daemon=True).start()
     return await future
 
