@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from ..core import audit
+from ..core import audit, tls
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
@@ -260,11 +260,7 @@ class Worker:
 
     def _tls(self) -> ssl.SSLContext:
         s = self.rt.settings
-        context = ssl.create_default_context(cafile=s.dicom_tls_ca)
-        context.check_hostname = False  # clinics' SCPs are addressed by IP; the CA is ours
-        if s.dicom_tls_cert and s.dicom_tls_key:
-            context.load_cert_chain(s.dicom_tls_cert, s.dicom_tls_key)
-        return context
+        return tls.client_context(s.dicom_tls_ca, s.dicom_tls_cert, s.dicom_tls_key)
 
     async def _webhook(self, result: Doc, d: Doc) -> Outcome:
         secret = os.environ.get(d["target"]["secret_env"])
