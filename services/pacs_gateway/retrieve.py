@@ -12,6 +12,17 @@ peer cannot take is decompressed when pydicom can (JPEG baseline/extended, JPEG 
 and RLE here), else its sub-operation fails and the final status is a warning (0xB000)
 listing it in Failed SOP Instance UID List.
 
+Streaming: when the peer accepted the instance's stored transfer syntax and the blob
+store has it as a local file, the file's data set is sent as it is, read in PDU-sized
+pieces (pynetdicom's chunked C-STORE), never decoded: memory stays flat whatever the
+instance's size.  Only a conversion (another uncompressed syntax, decompression) or a
+blob store without local files (GridFS) reads the instance whole, as a pydicom Dataset.
+
+C-MOVE to an organisation whose ``scp`` says ``tls: true`` opens the sub-association over
+TLS (the CA, certificate and key of ``YILIAN_DICOM_TLS_*``).  A destination that cannot be
+reached or whose certificate does not verify fails every sub-operation: final status 0xA702
+with the instances in Failed SOP Instance UID List (the destination is known, so not 0xA801).
+
 Files are read in the pynetdicom thread; store queries go to the event loop through
 ``gateway.call``.
 """
@@ -20,22 +31,27 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit,
                          JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, RLELossless)
-from pynetdicom import build_context, evt
+from pynetdicom import _config, build_context, evt
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,
                                   PatientRootQueryRetrieveInformationModelMove,
                                   StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 
+from ..core import tls
 from ..core.store.port import Store
 from . import query as q
 
@@ -57,6 +73,9 @@ STORAGE_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExpl
                     JPEG2000, RLELossless]
 VERIFICATION = "1.2.840.10008.1.1"
 MAX_MOVE_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
+# P-DATA a streaming C-STORE may have queued for the socket before it waits: pynetdicom's
+# queue is unbounded, and a disk outruns a network, so without a bound the file ends up in RAM.
+MAX_QUEUED_BYTES = 4 << 20
 
 
 # --- which instances -------------------------------------------------------------------
@@ -138,15 +157,92 @@ def _sub_operations(gateway: Any, event: evt.Event, docs: list[dict[str, Any]], 
         if event.is_cancelled:
             yield q.CANCEL, None
             return
+        assoc = assoc_of()
+        if assoc is None:  # C-MOVE destination unreachable: the sub-operation fails without reading
+            yield q.PENDING, _named(doc["id"])
+            continue
         try:
-            ds = load(gateway, doc)
+            stored = streamable(gateway, doc, assoc)
+            ds = stored if stored is not None else fit(load(gateway, doc), assoc)
         except Exception as exc:
             log.error("stored instance unreadable", extra={"sop_instance_uid": doc["id"], "reason": str(exc)})
-            ds = Dataset()  # counted as a failed sub-operation by pynetdicom
-            ds.SOPInstanceUID = doc["id"]
-            yield q.PENDING, ds
-            continue
-        yield q.PENDING, fit(ds, assoc_of())
+            ds = _named(doc["id"])  # counted as a failed sub-operation by pynetdicom
+        yield q.PENDING, ds
+
+
+def _named(sop_instance_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPInstanceUID = sop_instance_uid
+    return ds
+
+
+# --- streaming stored files ------------------------------------------------------------------
+
+class StoredFile(Dataset):
+    """A stored Part 10 file to send as it is: only its UIDs are decoded, the data set is streamed.
+
+    A Dataset so pynetdicom's C-GET/C-MOVE SCP takes it from the handler (it refuses anything
+    else); the association's ``send_c_store``, wrapped by :func:`stream_stored_files`, then
+    hands pynetdicom the path instead.
+    """
+
+    def __init__(self, path: Path, sop_class_uid: str, sop_instance_uid: str) -> None:
+        super().__init__()
+        self.SOPClassUID = sop_class_uid
+        self.SOPInstanceUID = sop_instance_uid
+        self.path = path
+
+
+def streamable(gateway: Any, doc: dict[str, Any], assoc: Any) -> StoredFile | None:
+    """The instance as a file to stream if it is a local file in a syntax the peer accepted, else None."""
+    path: Path | None = gateway.rt.blobs.local_path(doc["blob_key"])
+    if path is None:
+        return None  # e.g. GridFS: read whole
+    meta = read_file_meta_info(path)  # the File Meta group only
+    ts, sop_class = meta.get("TransferSyntaxUID"), meta.get("MediaStorageSOPClassUID")
+    sop_instance = meta.get("MediaStorageSOPInstanceUID")
+    if not (ts and sop_class and sop_instance):
+        return None
+    if not any(cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == ts and cx.as_scu
+               for cx in assoc.accepted_contexts):
+        return None  # a conversion is needed: decode
+    return StoredFile(Path(path), str(sop_class), str(sop_instance))
+
+
+def stream_stored_files(assoc: Any) -> None:
+    """Make ``assoc`` send :class:`StoredFile` sub-operations from their path, in PDU-sized reads."""
+    if getattr(assoc, "_yilian_streams", False):
+        return
+    send = assoc.send_c_store
+
+    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        if not isinstance(dataset, StoredFile):
+            return send(dataset, *args, **kwargs)
+        # pynetdicom then sends the file's data set raw, read piece by piece (exact context only).
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        bound_send_queue(assoc)
+        return send(dataset.path, *args, **kwargs)
+
+    assoc.send_c_store = send_c_store
+    assoc._yilian_streams = True
+
+
+def bound_send_queue(assoc: Any) -> None:
+    """Make the C-STORE sender wait while the socket thread has enough P-DATA queued (backpressure)."""
+    dul = assoc.dul
+    if getattr(dul, "_yilian_bounded", False):
+        return
+    put = dul.send_pdu
+
+    def send_pdu(primitive: Any) -> None:
+        if isinstance(primitive, P_DATA) and threading.current_thread() is not dul:
+            limit = max(4, MAX_QUEUED_BYTES // max(assoc.dimse.maximum_pdu_size or MAX_QUEUED_BYTES, 1))
+            while dul.to_provider_queue.qsize() >= limit and dul.is_alive() and assoc.is_established:
+                time.sleep(0.0002)
+        put(primitive)
+
+    dul.send_pdu = send_pdu
+    dul._yilian_bounded = True
 
 
 # --- C-GET -------------------------------------------------------------------------------
@@ -164,6 +260,7 @@ def handle_get(gateway: Any, event: evt.Event) -> Iterator[Any]:
         yield _refusal("C-GET", calling_ae, exc), None
         return
     log.info("C-GET", extra={"calling_ae": calling_ae, "instances": len(docs)})
+    stream_stored_files(event.assoc)
     yield len(docs)
     yield from _sub_operations(gateway, event, docs, lambda: event.assoc)
 
@@ -197,19 +294,83 @@ def handle_move(gateway: Any, event: evt.Event) -> Iterator[Any]:
         if model is None:
             raise q.QueryError(q.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "unsupported information model")
         docs = resolve(gateway, model, event.identifier, calling_ae)
+        tls_args = (destination_tls(gateway), None) if endpoint.tls else None
     except Exception as exc:
-        # pynetdicom opens the destination association before the first status; it is released unused.
-        yield endpoint.host, endpoint.port, {"contexts": [build_context(VERIFICATION)]}
+        # pynetdicom asks for a destination before the first status; it gets a stand-in, unopened.
+        yield endpoint.host, endpoint.port, {"move_destination": destination, "connect": False}
         yield 1
         yield _refusal("C-MOVE", calling_ae, exc), None
         return
     store_assoc: list[Any] = []
-    handlers = [(evt.EVT_ESTABLISHED, lambda e: store_assoc.append(e.assoc))]
+
+    def established(e: evt.Event) -> None:
+        stream_stored_files(e.assoc)
+        store_assoc.append(e.assoc)
+
     yield endpoint.host, endpoint.port, {"contexts": move_contexts(docs) or [build_context(VERIFICATION)],
-                                         "evt_handlers": handlers}
-    log.info("C-MOVE", extra={"calling_ae": calling_ae, "destination": destination, "instances": len(docs)})
+                                         "evt_handlers": [(evt.EVT_ESTABLISHED, established)],
+                                         "tls_args": tls_args, "move_destination": destination}
+    log.info("C-MOVE", extra={"calling_ae": calling_ae, "destination": destination, "instances": len(docs),
+                              "tls": endpoint.tls})
     yield len(docs)
-    yield from _sub_operations(gateway, event, docs, lambda: store_assoc[0])
+    yield from _sub_operations(gateway, event, docs, lambda: store_assoc[0] if store_assoc else None)
+
+
+def destination_tls(gateway: Any) -> Any:
+    s = gateway.rt.settings
+    return tls.client_context(s.dicom_tls_ca, s.dicom_tls_cert, s.dicom_tls_key)
+
+
+class Unreachable:
+    """Stands in for a C-MOVE destination association that did not open (refused, down, TLS failed).
+
+    pynetdicom would answer 0xA801 Move Destination Unknown; but the destination is known.
+    With this stand-in every C-STORE sub-operation fails, so the final response is 0xA702
+    (Refused: Out of Resources - Unable to perform sub-operations) with the counts and the
+    Failed SOP Instance UID List, as PS3.4 C.4.2 asks when no sub-operation succeeds.
+    """
+
+    is_established = True  # to pynetdicom's check only: nothing is sent on it
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def send_c_store(self, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        raise ConnectionError(self.reason)
+
+    def release(self) -> None:
+        pass
+
+    abort = release
+
+
+def answer_for_unopened_destinations(ae: Any) -> None:
+    """Let C-MOVE ask ``ae.associate`` for an :class:`Unreachable` instead of a failed association.
+
+    Only calls with ``move_destination=`` (from :func:`handle_move`) are affected.
+    """
+    if getattr(ae, "_yilian_move_stand_in", False):
+        return
+    associate = ae.associate
+
+    def associate_or_stand_in(addr: str, port: int, *args: Any, move_destination: str | None = None,
+                              connect: bool = True, **kwargs: Any) -> Any:
+        if move_destination is None:
+            return associate(addr, port, *args, **kwargs)
+        if not connect:
+            return Unreachable("not opened: the request was refused")
+        assoc = associate(addr, port, *args, **kwargs)
+        if assoc.is_established:
+            return assoc
+        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else (
+            "TLS handshake failed or no connection" if kwargs.get("tls_args") else "no connection")
+        log.error("C-MOVE destination association failed; its sub-operations fail", extra={
+            "destination": move_destination, "host": addr, "port": port, "tls": bool(kwargs.get("tls_args")),
+            "reason": why})
+        return Unreachable(f"association with {move_destination} {why}")
+
+    ae.associate = associate_or_stand_in
+    ae._yilian_move_stand_in = True
 
 
 def _refusal(what: str, calling_ae: str, exc: Exception) -> Dataset:
@@ -226,6 +387,7 @@ def _refusal(what: str, calling_ae: str, exc: Exception) -> Dataset:
 def install(gateway: Any) -> list[tuple[Any, Any]]:
     """Add GET/MOVE contexts and Storage contexts with role selection; return the handlers."""
     ae = gateway.ae
+    answer_for_unopened_destinations(ae)
     for uid in (*GET_MODELS, *MOVE_MODELS):
         ae.add_supported_context(uid)
     # C-GET sends C-STORE back on the requestor's association: accept its SCP role (and
