@@ -160,3 +160,17 @@ async def test_50_mib_blob_streams_in_bounded_memory(blobs):
         assert peak_put - start < limit, f"upload peaked {(peak_put - start) / MiB:.1f} MiB"
     print(f"\n{blobs.adapter_name}: 50 MiB put peak +{(peak_put - start) / MiB:.1f} MiB "
           f"(retained {(after_put - start) / MiB:.1f}), read peak +{(peak_read - after_put) / MiB:.1f} MiB")
+
+
+async def test_put_bytes_not_yet_durable_is_visible_and_sync_makes_it_durable(blobs):
+    parts = [b"\x00" * 128 + b"DICM", os.urandom(40_000), os.urandom(3)]
+    data = b"".join(parts)
+    # durable=False: the caller (the gateway's journal) keeps the bytes until sync().
+    info = await blobs.put_bytes("s/z/1.dcm", [memoryview(p) for p in parts], sha256=sha(data), durable=False)
+    assert (info.size, info.sha256) == (len(data), sha(data))
+    assert await blobs.read("s/z/1.dcm") == data  # visible at once
+    await blobs.put_bytes("s/z/1.dcm", [data], sha256=sha(data))  # the same key again: replaced, not doubled
+    await blobs.sync()
+    assert await blobs.read("s/z/1.dcm") == data
+    assert [k async for k in blobs.keys("s/z")] == ["s/z/1.dcm"]
+    assert not [p for p in blobs.staging_dir().iterdir()]  # nothing left in staging

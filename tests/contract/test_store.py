@@ -220,3 +220,19 @@ async def test_apply_concurrent_calls_each_see_the_last_write_and_one_failing_lo
     assert sum(r is None for r in results) == 18
     assert (await store.get("studies", "c"))["n"] == 18
     assert sorted(e.event.data["seq"] for e in await store.read_log(start)) == list(range(18))
+
+
+async def test_apply_not_durable_is_visible_at_once_and_sync_keeps_it(store, tmp_path):
+    from services.core.store.port import Batch
+    start = await store.last_seq()
+    # durable=False (the gateway's journal can redo it): committed and visible, fsync deferred.
+    results = await asyncio.gather(*(store.apply([("studies", f"r{i}")], lambda docs, i=i: Batch(
+        puts=[("studies", {"id": f"r{i}", "n": i})], events=[probe(i)], result=i), durable=i % 2 == 0)
+        for i in range(6)))
+    assert results == list(range(6))
+    assert [(await store.get("studies", f"r{i}"))["n"] for i in range(6)] == list(range(6))
+    await store.sync()
+    assert sorted(e.event.data["seq"] for e in await store.read_log(start)) == list(range(6))
+    async with store.transaction() as tx:  # durable commits go on as before
+        await tx.put("studies", {"id": "after", "n": 1})
+    assert await store.count("studies", {"id": "after"}) == 1

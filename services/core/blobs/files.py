@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .port import CHUNK, BlobInfo, BlobNotFound, BlobStore
+from .port import CHUNK, BlobInfo, BlobNotFound, BlobStore, Buffer
 
 
 def _sha256_file(path: Path) -> str:
@@ -29,12 +31,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding ``path`` (Linux syncfs(2)); elsewhere every filesystem."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc is not None and _libc.syncfs(fd) == 0:
+            return
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _libc.syncfs  # noqa: B018 - present on Linux only
+except (OSError, AttributeError):
+    _libc = None
+
+
 class FileBlobStore(BlobStore):
     def __init__(self, url: str, *, fsync: bool = True) -> None:
         self.url = url
         parsed = urlparse(url)
         self.root = Path(parsed.path if not parsed.netloc else parsed.netloc + parsed.path)
         self.fsync = fsync
+        self._dirs: set[Path] = set()
 
     async def open(self) -> None:
         (self.root / ".staging").mkdir(parents=True, exist_ok=True)
@@ -54,17 +75,42 @@ class FileBlobStore(BlobStore):
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
-    def _commit(self, tmp: Path, key: str) -> None:
+    def _commit(self, tmp: Path, key: str, durable: bool = True) -> None:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if self.fsync:
+        if dest.parent not in self._dirs:  # a series' directory: made once, not stat'ed per instance
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if len(self._dirs) > 4096:
+                self._dirs.clear()
+            self._dirs.add(dest.parent)
+        if self.fsync and durable:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp, dest)  # atomic: readers see all or nothing
-        if self.fsync:
+        try:
+            os.replace(tmp, dest)  # atomic: readers see all or nothing
+        except FileNotFoundError:  # the directory went away since we made it
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        if self.fsync and durable:
             _fsync_dir(dest.parent)
 
-    async def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo:
+    async def put_bytes(self, key: str, parts: Sequence[Buffer], *, sha256: str, durable: bool = True) -> BlobInfo:
+        def _put() -> BlobInfo:
+            fd, tmp = tempfile.mkstemp(dir=self.staging_dir())
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.writelines(parts)
+                self._commit(Path(tmp), key, durable)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            return BlobInfo(key, sum(len(p) for p in parts), sha256)
+        return await asyncio.to_thread(_put)
+
+    async def sync(self) -> None:
+        if self.fsync:
+            await asyncio.to_thread(_syncfs, self.root)
+
+    async def put_file(self, key: str, path: Path, *, sha256: str | None = None, durable: bool = True) -> BlobInfo:
         def _put() -> BlobInfo:
             digest = sha256 or _sha256_file(path)
             size = path.stat().st_size
@@ -77,7 +123,7 @@ class FileBlobStore(BlobStore):
                         out.write(chunk)
                 path.unlink()
                 staged = Path(tmp)
-            self._commit(staged, key)
+            self._commit(staged, key, durable)
             return BlobInfo(key, size, digest)
         return await asyncio.to_thread(_put)
 

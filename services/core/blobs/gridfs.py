@@ -150,7 +150,8 @@ class GridFSBlobStore(BlobStore):
         await self._chunks.delete_many({"files_id": file_id})
         return gone
 
-    async def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo:
+    async def put_file(self, key: str, path: Path, *, sha256: str | None = None, durable: bool = True) -> BlobInfo:
+        # Always durable: the chunks are written with the database's write concern.
         async def read() -> AsyncIterator[bytes]:
             f = await asyncio.to_thread(open, path, "rb")
             try:

@@ -8,12 +8,16 @@ index entry without its file.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 CHUNK = 1 << 20
+Buffer = bytes | bytearray | memoryview
 
 
 class BlobNotFound(KeyError):
@@ -41,8 +45,28 @@ class BlobStore(ABC):
         """A local directory for receiving files before :meth:`put_file` (same filesystem when possible)."""
 
     @abstractmethod
-    async def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo:
-        """Store the local file ``path`` under ``key`` (replacing any), consuming ``path``."""
+    async def put_file(self, key: str, path: Path, *, sha256: str | None = None, durable: bool = True) -> BlobInfo:
+        """Store the local file ``path`` under ``key`` (replacing any), consuming ``path``.
+
+        ``durable=False``: the caller keeps its own copy until :meth:`sync` (the gateway's
+        journal), so the store may skip its fsyncs; the blob is visible all the same.
+        """
+
+    async def put_bytes(self, key: str, parts: Sequence[Buffer], *, sha256: str, durable: bool = True) -> BlobInfo:
+        """Store the concatenation of ``parts`` under ``key`` (replacing any); see :meth:`put_file`."""
+        def _stage() -> Path:
+            fd, tmp = tempfile.mkstemp(dir=self.staging_dir())
+            with os.fdopen(fd, "wb") as out:
+                out.writelines(parts)
+            return Path(tmp)
+        staged = await asyncio.to_thread(_stage)
+        try:
+            return await self.put_file(key, staged, sha256=sha256, durable=durable)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    async def sync(self) -> None:
+        """Make every blob stored so far durable (after ``durable=False`` puts); stores that are always durable need nothing."""
 
     @abstractmethod
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> BlobInfo: ...

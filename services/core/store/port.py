@@ -167,7 +167,8 @@ class Store(ABC):
     @abstractmethod
     async def set_offset(self, group: str, seq: int) -> None: ...
 
-    async def apply(self, reads: Sequence[tuple[str, str]], decide: Callable[[list[Doc | None]], Batch]) -> Any:
+    async def apply(self, reads: Sequence[tuple[str, str]], decide: Callable[[list[Doc | None]], Batch], *,
+                    durable: bool = True) -> Any:
         """Read ``reads`` (collection, id), let ``decide`` turn them into a :class:`Batch`, commit it.
 
         One transaction: the documents ``decide`` saw are the ones its writes replace, and its
@@ -175,6 +176,10 @@ class Store(ABC):
         thread; if it raises, nothing is written.  Returns ``Batch.result``.  Adapters may
         override this to do it all in one round trip (SQLite also commits concurrent calls
         together, one fsync for several).
+
+        ``durable=False``: the caller can redo the writes after a power loss (the gateway's
+        journal), so the commit may skip its fsync until :meth:`sync` or a later durable
+        commit; it is visible, and survives a crash of the process, all the same.
         """
         async with self.transaction() as tx:
             batch = decide([await tx.get(collection, id) for collection, id in reads])
@@ -183,6 +188,9 @@ class Store(ABC):
             for event in batch.events:
                 tx.emit(event)
         return batch.result
+
+    async def sync(self) -> None:
+        """Make every transaction committed so far durable (after ``durable=False`` applies)."""
 
     async def append(self, *events: Event) -> None:
         """Publish events with no state change of their own."""

@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -47,6 +48,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX event_log_type ON event_log(type, seq);
     CREATE INDEX event_log_unrelayed ON event_log(relayed, seq);
     CREATE TABLE consumer_offsets (grp TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    """,
+    # sync(): one row rewritten in a FULL commit, whose WAL fsync makes relaxed commits durable too.
+    """
+    CREATE TABLE sync_marks (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
     """,
 ]
 
@@ -354,25 +359,26 @@ class SqliteStore(Store):
             for callback in self.on_commit:
                 callback()
 
-    async def apply(self, reads: Sequence[tuple[str, str]], decide: Callable[[list[Doc | None]], Batch]) -> Any:
+    async def apply(self, reads: Sequence[tuple[str, str]], decide: Callable[[list[Doc | None]], Batch], *,
+                    durable: bool = True) -> Any:
         # Group commit: calls that arrive while the writer is busy wait on the lock, and the
         # first of them to get it runs them all in one transaction (one fsync), each in its own
         # savepoint so one failing leaves the others' writes intact.
         for collection, _ in reads:
             await self._ensure(collection)
         future: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
-        self._applies.append((reads, decide, future))
+        self._applies.append((reads, decide, future, durable))
         async with self._tx_lock:
             if not future.done():
                 group, self._applies = self._applies, []
                 try:
                     outcomes = await asyncio.shield(self._writer.run(lambda db: self._apply_group(db, group)))
                 except BaseException as exc:
-                    for _, _, f in group:
+                    for _, _, f, _ in group:
                         if not f.done():
                             f.set_exception(exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc)))
                     raise
-                for (_, _, f), outcome in zip(group, outcomes):
+                for (_, _, f, _), outcome in zip(group, outcomes):
                     if not f.done():
                         (f.set_exception if isinstance(outcome, BaseException) else f.set_result)(outcome)
                 if any(isinstance(o, Batch) and o.events for o in outcomes):
@@ -381,10 +387,22 @@ class SqliteStore(Store):
         return (await future).result
 
     def _apply_group(self, db: sqlite3.Connection, group: list[Any]) -> list[Batch | BaseException]:
+        # A group in which nobody needs the fsync commits with synchronous=NORMAL (WAL: no fsync;
+        # the next FULL commit or sync() syncs it), as set_offset does.
+        relaxed = self._writer_sync in ("FULL", "EXTRA") and not any(durable for *_, durable in group)
+        if relaxed:
+            db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            return self._apply_group_tx(db, group)
+        finally:
+            if relaxed:
+                db.execute(f"PRAGMA synchronous = {self._writer_sync}")
+
+    def _apply_group_tx(self, db: sqlite3.Connection, group: list[Any]) -> list[Batch | BaseException]:
         outcomes: list[Batch | BaseException] = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            for reads, decide, _ in group:
+            for reads, decide, _, _ in group:
                 db.execute("SAVEPOINT apply")
                 try:
                     batch = decide([self._get(db, collection, id) for collection, id in reads])
@@ -479,6 +497,19 @@ class SqliteStore(Store):
         async with self._tx_lock:
             await self._writer.run(lambda db: db.executemany(
                 "UPDATE event_log SET relayed = 1 WHERE seq = ?", [(s,) for s in seqs]))
+
+    async def sync(self) -> None:
+        # A FULL commit fsyncs the WAL, relaxed commits' frames included.  (Never fsync the files
+        # through another descriptor: closing it would drop this process's SQLite locks on them.)
+        def _sync(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA synchronous = FULL")
+            try:
+                db.execute("INSERT INTO sync_marks (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+                           (time.time(),))
+            finally:
+                db.execute(f"PRAGMA synchronous = {self._writer_sync}")
+        async with self._tx_lock:
+            await self._writer.run(_sync)
 
     async def get_offset(self, group: str) -> int:
         row = await self._reader.run(
