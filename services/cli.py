@@ -33,6 +33,8 @@ environment:
   YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
   YILIAN_STUDY_QUIET_SECONDS  quiet time before study.received (default 30)
   YILIAN_MAX_INSTANCE_BYTES   largest accepted DICOM instance (default 2 GiB)
+  YILIAN_GATEWAY_INLINE_BYTES   instances up to this size are received in memory (default 1 MiB)
+  YILIAN_GATEWAY_JOURNAL_SEGMENT_BYTES   size of an ingest journal segment (default 32 MiB)
   YILIAN_DUPLICATE_POLICY  keep_first (default) or replace, for a re-sent SOP instance
   YILIAN_DICOM_TLS_CERT, YILIAN_DICOM_TLS_KEY, YILIAN_DICOM_TLS_CA  DICOM TLS (PEM files)
   YILIAN_DICOM_NATIVE_UL  asyncio DICOM upper layer for C-ECHO/C-STORE (default true; false: pynetdicom)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,11 +253,20 @@ def echoscu(port: int, *, calling: str, called: str = "YILIAN", extra: Sequence[
     return _run([ECHOSCU, "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port)], timeout)
 
 
+# A gateway answers a C-STORE once its journal record is durable and indexes it milliseconds
+# later.  Tests read the index right after storescu returns, so storescu then waits for the
+# in-process gateways to have indexed what they acknowledged (tests/conftest.py registers them).
+AFTER_STORE: list[Callable[[], None]] = []
+
+
 def storescu(port: int, files: Sequence[Path], *, calling: str, called: str = "YILIAN",
              extra: Sequence[str] = (), timeout: float = 60) -> Result:
     """DCMTK ``storescu`` with verbose output; ``-R`` proposes only the classes in ``files``."""
-    return _run([STORESCU, "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
-                 *map(str, files)], timeout)
+    result = _run([STORESCU, "-v", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
+                   *map(str, files)], timeout)
+    for settle in list(AFTER_STORE):
+        settle()
+    return result
 
 
 def start_storescp(port: int, directory: Path, *, ae_title: str = "STORESCP",

@@ -52,6 +52,8 @@ class Settings:
     gateway_workers: int = 1
     study_quiet_seconds: float = 30.0
     max_instance_bytes: int = 2 * 1024**3
+    gateway_inline_bytes: int = 1024**2  # instances up to this size are received in memory and journaled whole
+    gateway_journal_segment_bytes: int = 32 * 1024**2
     duplicate_policy: str = "keep_first"  # or "replace"
     dicom_tls_cert: str | None = None
     dicom_tls_key: str | None = None
@@ -82,6 +84,8 @@ class Settings:
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
             study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
+            gateway_inline_bytes=_int("YILIAN_GATEWAY_INLINE_BYTES", 1024**2),
+            gateway_journal_segment_bytes=_int("YILIAN_GATEWAY_JOURNAL_SEGMENT_BYTES", 32 * 1024**2),
             duplicate_policy=env.get("YILIAN_DUPLICATE_POLICY") or "keep_first",
             dicom_tls_cert=env.get("YILIAN_DICOM_TLS_CERT") or None,
             dicom_tls_key=env.get("YILIAN_DICOM_TLS_KEY") or None,

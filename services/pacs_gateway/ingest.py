@@ -1,23 +1,35 @@
-"""Ingest: one received instance from a file on disk to blob + index + ``instance.stored``.
+"""Ingest: one received instance to blob + index + ``instance.stored``.
 
 Two halves, because pynetdicom calls us on its own threads:
 
-* :meth:`Ingest.prepare` runs on the association's thread: parse the header only,
-  validate, hash.  CPU and disk work, never on the event loop.
-* :meth:`Ingest.commit` runs on the event loop: blob first (atomic rename), then one
-  store transaction with the instance, series, study and patient documents and the
-  event.  A crash between the two leaves an unreferenced blob, which
-  :func:`sweep_orphans` removes at start; never an index entry without its file.
+* :meth:`Ingest.prepare` runs where the data set arrived: read the indexed attributes (from
+  the bytes, :mod:`.header`; pydicom when that declines), validate, hash.  No store I/O.
+* :meth:`Ingest.commit` runs on the event loop.  With a :class:`~.journal.Journal` (the
+  gateway): the record goes into the journal, and once its fdatasync (shared with every
+  association waiting at that moment) and the blob write are done, the index transaction
+  commits without an fsync of its own; then the C-STORE is answered.  The instance is
+  visible and durable before the response, with one device flush, and the journal
+  replays it after a power loss.  Without a journal (STOW-RS): blob fsynced first, then a
+  durable index transaction.
+
+Either way a crash leaves the blob and the index agreeing: at most an unreferenced blob,
+which :func:`sweep_orphans` removes at start, never an index entry without its file.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import errno
 import hashlib
+import io
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -25,7 +37,10 @@ from pydicom.errors import InvalidDicomError
 from ..core.events import Event, utc_now
 from ..core.runtime import Runtime
 from ..core.store.port import Batch
+from . import header as fast_header
 from . import model, statuses
+from .indexer import Indexer, Waiting
+from .journal import Buffer, Journal, Record, Written
 from .model import InstanceHeader, StoreRefused
 
 log = logging.getLogger("yilian.pacs_gateway.ingest")
@@ -33,19 +48,36 @@ log = logging.getLogger("yilian.pacs_gateway.ingest")
 SOURCE = "/yilian/pacs_gateway"
 CHUNK = 1 << 20
 ORPHAN_AGE_SECONDS = 60.0
+JOURNAL_STAGED_PREFIX = "journal-"  # staging files a journal record names: not orphans
+HEAD_BYTES = 1 << 20  # how much of a staged file the header scan reads
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A C-STORE as pynetdicom handed it over: a Part 10 file plus the request's identifiers."""
+    """A C-STORE as it arrived: the Part 10 file (on disk, or in memory) plus the request's identifiers."""
 
-    path: Path
     calling_ae: str
     organization: str
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    sha256: str | None = None  # the file's digest when the receiver hashed it while writing
+    path: Path | None = None
+    # In memory instead: the File Meta Information, then the data set as it came in fragments.
+    file_meta: bytes = b""
+    data_set: tuple[Buffer, ...] = ()
+    sha256: str | None = None  # the Part 10 file's digest when the receiver hashed it while receiving
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path is None
+
+    def size(self) -> int:
+        if self.path is not None:
+            return self.path.stat().st_size
+        return len(self.file_meta) + sum(len(b) for b in self.data_set)
+
+    def part10(self) -> list[Buffer]:
+        return [self.file_meta, *self.data_set]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,52 +104,273 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class Ingest:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+def _data_set_offset(head: bytes) -> int | None:
+    """Where the data set starts in a Part 10 file (after its File Meta Information), if plain."""
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + int.from_bytes(head[140:144], "little")
 
-    # --- on the association's thread -------------------------------------------------
+
+def _header(received: Received) -> InstanceHeader:
+    """The indexed attributes: scanned from the bytes when possible, else parsed by pydicom."""
+    ts = received.transfer_syntax_uid
+    if received.path is None:
+        scanned = fast_header.scan(b"".join(received.data_set), ts)
+        source: Any = io.BytesIO(b"".join(received.part10()))
+    else:
+        with open(received.path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+        offset = _data_set_offset(head)
+        scanned = fast_header.scan(memoryview(head)[offset:], ts) if offset is not None else None
+        source = received.path
+    if scanned is not None:
+        return scanned
+    try:
+        # Header only: pixel data and other bulk values stay where they are.
+        return model.header_of(dcmread(source, stop_before_pixels=True, defer_size=4096))
+    except StoreRefused:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:
+        raise StoreRefused(statuses.CANNOT_UNDERSTAND_UNPARSABLE, f"dataset not parsable: {exc}") from None
+
+
+class Ingest:
+    def __init__(self, rt: Runtime, journal: Journal | None = None) -> None:
+        self.rt = rt
+        self.journal = journal
+        self.indexer = Indexer(self) if journal is not None else None
+        self._retiring: asyncio.Task[int] | None = None
+
+    # --- where the data set arrived ------------------------------------------------------
     def prepare(self, received: Received) -> Prepared:
         """Validate ``received``; raise :class:`StoreRefused` with the DIMSE status if it cannot be kept."""
-        size = received.path.stat().st_size
+        size = received.size()
         limit = self.rt.settings.max_instance_bytes
         if size > limit:  # before parsing anything of a file we will not keep
             raise StoreRefused(statuses.OUT_OF_RESOURCES, f"instance of {size} bytes exceeds limit {limit}")
-        try:
-            # Header only: pixel data and other bulk values stay on disk.
-            ds = dcmread(received.path, stop_before_pixels=True, defer_size=4096)
-            header = model.header_of(ds)
-        except StoreRefused:
-            raise
-        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:
-            raise StoreRefused(statuses.CANNOT_UNDERSTAND_UNPARSABLE, f"dataset not parsable: {exc}") from None
+        header = _header(received)
         model.check(header, requested_sop_class=received.sop_class_uid,
                     requested_sop_instance=received.sop_instance_uid, size=size, max_size=limit)
-        return Prepared(received, header, size, received.sha256 or _sha256(received.path))
+        digest = received.sha256
+        if digest is None:
+            if received.path is not None:
+                digest = _sha256(received.path)
+            else:
+                h = hashlib.sha256()
+                for part in received.part10():
+                    h.update(part)
+                digest = h.hexdigest()
+        return Prepared(received, header, size, digest)
 
     # --- on the event loop ---------------------------------------------------------------
     async def commit(self, p: Prepared) -> Outcome:
-        rt, h, r = self.rt, p.header, p.received
-        existing = await rt.store.get("instances", h.sop_instance_uid)
+        if self.journal is None:
+            return await self._commit_direct(p)
+        assert self.indexer is not None
+        h = p.header
+        waiting = self.indexer.waiting(h.sop_instance_uid)
+        if waiting is not None:  # a copy is on its way into the index: answer as if it were there
+            early = self._duplicate(_as_indexed(waiting.prepared), p)
+            if early is not None:
+                return early
+        if p.received.path is not None:
+            p = dataclasses.replace(p, received=dataclasses.replace(
+                p.received, path=await asyncio.to_thread(self._keep_staged, p.received.path)))
+        now = utc_now()
+        written = await self.journal.append(_record_meta(p, now), p.received.part10() if p.received.in_memory
+                                            else ())
+        try:
+            # The index read overlaps the fdatasync: a copy already held is answered from it.
+            _, existing = await asyncio.gather(self.journal.durable(written.position),
+                                               self.rt.store.get("instances", h.sop_instance_uid))
+            early = self._duplicate(existing, p) if existing is not None else None
+        except BaseException:
+            await self._abandon(written)  # refused (an instance moving series) or failed: keep nothing
+            raise
+        if early is not None:
+            await self._abandon(written)
+            return early
+        await self.indexer.submit(Waiting(p, now, written))
+        return Outcome(statuses.SUCCESS)
+
+    async def _abandon(self, written: Written) -> None:
+        """The journal record will not be indexed.  If this note is lost in a crash, the replay
+        indexes the instance after all: the sender's retry is then an identical duplicate."""
+        assert self.journal is not None
+        try:
+            marker = await self.journal.append({"abandoned": [written.segment, written.end]})
+            self.journal.indexed(marker.segment)
+        except Exception:  # noqa: BLE001 - the answer to the sender matters more than the note
+            log.exception("could not note an abandoned journal record")
+        self.journal.indexed(written.segment)
+
+    async def index_batch(self, batch: list[Waiting]) -> None:
+        """Blob files for ``batch``, then one index transaction for all of it (the indexer's step)."""
+        assert self.journal is not None
+        await asyncio.gather(*(self._put_blob(w.prepared, w.key, durable=False) for w in batch if w.write_blob))
+        reads: dict[tuple[str, str], None] = {}
+        for w in batch:
+            reads.update(dict.fromkeys(_reads(w.prepared)))
+        keys = list(reads)
+        results = await self.rt.store.apply(keys, lambda docs: self._decide_batch(batch, keys, docs), durable=False)
+        for w, (outcome, unreferenced) in zip(batch, results):
+            if unreferenced is not None:
+                await self.rt.blobs.delete(unreferenced)
+            if w.written is not None:
+                self.journal.indexed(w.written.segment)
+        if self.journal.retirable:
+            self._retire_soon()
+
+    def _decide_batch(self, batch: list[Waiting], keys: list[tuple[str, str]], docs: list[dict | None]) -> Batch:
+        """:meth:`_decide` for each instance in turn, each seeing the documents the ones before it wrote."""
+        current = dict(zip(keys, docs))
+        puts: dict[tuple[str, str], dict] = {}
+        out = Batch(result=[])
+        for w in batch:
+            p = w.prepared
+            try:
+                one = self._decide(p, w.key, w.received_at, *(current[k] for k in _reads(p)))
+            except StoreRefused as refused:
+                # Found only now (another process had it in another series): the sender was answered
+                # Success already, so say so loudly; the copy is not kept.
+                log.error("acknowledged instance not indexed", extra={
+                    "sop_instance_uid": p.header.sop_instance_uid, "calling_ae": p.received.calling_ae,
+                    "reason": refused.comment})
+                out.result.append((Outcome(refused.status, refused.comment, result="refused"), w.key))
+                continue
+            for collection, doc in one.puts:
+                current[(collection, doc["id"])] = puts[(collection, doc["id"])] = doc
+            out.events += one.events
+            out.result.append(one.result)
+        out.puts = [(collection, doc) for (collection, _), doc in puts.items()]
+        return out
+
+    async def _commit_direct(self, p: Prepared) -> Outcome:
+        key = model.blob_key(p.header, p.sha256)
+        existing = await self.rt.store.get("instances", p.header.sop_instance_uid)
         if existing is not None:
             early = self._duplicate(existing, p)
             if early is not None:
                 return early
-        key = model.blob_key(h, p.sha256)
+        await self._put_blob(p, key, durable=True)
         try:
-            await rt.blobs.put_file(key, r.path, sha256=p.sha256)
+            outcome, unreferenced = await self._index(p, key, utc_now(), durable=True)
+        except BaseException:
+            await self.rt.blobs.delete(key)  # never keep a file the index does not know
+            raise
+        if unreferenced is not None:
+            await self.rt.blobs.delete(unreferenced)
+        return outcome
+
+    async def _put_blob(self, p: Prepared, key: str, *, durable: bool) -> None:
+        r = p.received
+        try:
+            if r.path is not None:
+                await self.rt.blobs.put_file(key, r.path, sha256=p.sha256, durable=durable)
+            else:
+                await self.rt.blobs.put_bytes(key, r.part10(), sha256=p.sha256, durable=durable)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreRefused(statuses.OUT_OF_RESOURCES, "storage full") from None
             raise
+
+    def _keep_staged(self, path: Path) -> Path:
+        """Make a staging file one a journal record can name: durable, and not an orphan to the sweep."""
+        assert self.journal is not None
+        prefix = f"{JOURNAL_STAGED_PREFIX}{self.journal.directory.name}-"
+        if not path.name.startswith(prefix):
+            kept = path.with_name(prefix + path.name)
+            os.rename(path, kept)
+            path = kept
+        for target in (path, path.parent):  # its data (a no-op when the receiver synced it), its name
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return path
+
+    def _retire_soon(self) -> None:
+        """Delete full journal segments in the background once all they hold is synced."""
+        if self._retiring is None or self._retiring.done():
+            self._retiring = asyncio.ensure_future(self._retire())
+
+    async def _retire(self) -> int:
+        assert self.journal is not None
         try:
-            outcome, unreferenced = await self._index(p, key)
-        except BaseException:
-            await rt.blobs.delete(key)  # never keep a file the index does not know
-            raise
-        if unreferenced is not None:
-            await rt.blobs.delete(unreferenced)
-        return outcome
+            return await self.journal.retire(self.sync)
+        except Exception:
+            log.exception("journal segment retirement failed; will retry")
+            return 0
+
+    async def sync(self) -> None:
+        """Make the blobs and the index written since the last sync durable."""
+        await self.rt.blobs.sync()
+        await self.rt.store.sync()
+
+    async def recover(self) -> int:
+        """Index what the journal holds from before a crash; start a fresh segment.  Returns records replayed."""
+        assert self.journal is not None and self.indexer is not None
+        self.indexer.start()
+        staging = self.rt.blobs.staging_dir()
+        records = list(self.journal.replay())
+        abandoned = {tuple(r.meta["abandoned"]) for r in records if "abandoned" in r.meta}
+        named: set[str] = set()
+        replayed = 0
+        for record in records:
+            if "abandoned" in record.meta or (record.segment, record.end) in abandoned:
+                continue
+            replayed += 1
+            item = await self._replayed(record, staging)
+            if record.meta.get("staged"):
+                named.add(record.meta["staged"])
+            if item is not None:
+                await self.indexer.submit(item)
+        await self.indexer.settled()
+        await self.sync()
+        self.journal.open()
+        self.journal.retire_all()
+        prefix = f"{JOURNAL_STAGED_PREFIX}{self.journal.directory.name}-"
+        if staging.is_dir():  # staged files no record names: a receive the crash cut short
+            for path in staging.glob(f"{prefix}*"):
+                if path.name not in named:
+                    path.unlink(missing_ok=True)
+        if replayed:
+            log.warning("journal replayed after an unclean stop", extra={
+                "journal": str(self.journal.directory), "records": replayed})
+        return replayed
+
+    async def _replayed(self, record: Record, staging: Path) -> Waiting | None:
+        meta = record.meta
+        h = InstanceHeader(**meta["header"])
+        staged = staging / meta["staged"] if meta.get("staged") else None
+        received = Received(calling_ae=meta["calling_ae"], organization=meta["organization"],
+                            sop_class_uid=h.sop_class_uid, sop_instance_uid=h.sop_instance_uid,
+                            transfer_syntax_uid=meta["transfer_syntax_uid"], sha256=meta["sha256"],
+                            path=staged, data_set=(record.body,) if staged is None else ())
+        existing = await self.rt.store.get("instances", h.sop_instance_uid)
+        if existing is not None and existing.get("received_at", "") > meta["received_at"]:
+            return None  # a later copy of the instance is indexed: this one changes nothing
+        # Written again even if indexed: without its fsync the file may not have survived.  A
+        # staging file no longer there was moved into place (its data was fsynced before).
+        return Waiting(Prepared(received, h, meta["size"], meta["sha256"]), meta["received_at"], None,
+                       write_blob=staged is None or staged.exists())
+
+    async def close(self) -> None:
+        """Finish: index everything waiting; with that synced, the journal is left empty."""
+        if self.journal is None:
+            return
+        if self.indexer is not None:
+            await self.indexer.stop()
+        if self._retiring is not None:
+            with contextlib.suppress(Exception):
+                await self._retiring
+        await self.journal.close(self.sync)
+
+    async def settled(self) -> None:
+        """Return once every instance acknowledged so far is indexed."""
+        if self.indexer is not None:
+            await self.indexer.settled()
 
     def _duplicate(self, existing: dict, p: Prepared) -> Outcome | None:
         """The answer for an instance we already hold, or None to go on storing it."""
@@ -137,22 +390,17 @@ class Ingest:
             return Outcome(statuses.SUCCESS, result="kept_first")
         return None
 
-    async def _index(self, p: Prepared, key: str) -> tuple[Outcome, str | None]:
+    async def _index(self, p: Prepared, key: str, now: str, *, durable: bool) -> tuple[Outcome, str | None]:
         """Index the instance stored under ``key``; also returns a blob key nothing refers to now.
 
         One :meth:`Store.apply`: one round trip to the store, and concurrent C-STOREs share a commit.
         """
-        h, r = p.header, p.received
-        # The patient document matters only for a new study, which the sender's organisation owns.
-        reads = [("instances", h.sop_instance_uid), ("series", h.series_uid), ("studies", h.study_uid),
-                 ("patients", model.patient_id_of(r.organization, h.patient_id))]
-        return await self.rt.store.apply(reads, lambda docs: self._decide(p, key, utc_now(), *docs))
-
+        return await self.rt.store.apply(_reads(p), lambda docs: self._decide(p, key, now, *docs), durable=durable)
     def _decide(self, p: Prepared, key: str, now: str, existing: dict | None, series: dict | None,
                 study: dict | None, patient: dict | None) -> Batch:
         h, r = p.header, p.received
         if existing is not None:
-            # Another association stored it between our check and now: decide again.
+            # Already held (another association, or an earlier copy): identical, kept or replaced.
             early = self._duplicate(existing, p)
             if early is not None:
                 # Same bytes went to the same key; different bytes (kept first) are ours to remove.
@@ -196,6 +444,8 @@ async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) 
     staging = rt.blobs.staging_dir()
     if staging.is_dir():
         for path in staging.iterdir():
+            if path.name.startswith(JOURNAL_STAGED_PREFIX):
+                continue  # a journal record names it; the journal's own recovery removes strays
             try:
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -218,3 +468,23 @@ async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) 
             removed += 1
             log.warning("removed unreferenced blob", extra={"blob_key": key})
     return removed
+
+
+def _record_meta(p: Prepared, received_at: str) -> dict[str, Any]:
+    r = p.received
+    return {"header": dataclasses.asdict(p.header), "calling_ae": r.calling_ae, "organization": r.organization,
+            "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size, "sha256": p.sha256,
+            "received_at": received_at, "staged": r.path.name if r.path is not None else None}
+
+
+def _reads(p: Prepared) -> list[tuple[str, str]]:
+    """The documents indexing ``p`` reads and may write.  The patient document matters only for a
+    new study, which the sender's organisation owns."""
+    h = p.header
+    return [("instances", h.sop_instance_uid), ("series", h.series_uid), ("studies", h.study_uid),
+            ("patients", model.patient_id_of(p.received.organization, h.patient_id))]
+
+
+def _as_indexed(p: Prepared) -> dict[str, Any]:
+    """What :meth:`Ingest._duplicate` needs of a copy still waiting to be indexed."""
+    return {"sha256": p.sha256, "study_uid": p.header.study_uid, "series_uid": p.header.series_uid}

@@ -19,7 +19,7 @@ instance's size.  Only a conversion (another uncompressed syntax, decompression)
 blob store without local files (GridFS) reads the instance whole, as a pydicom Dataset.
 
 C-MOVE to an organisation whose ``scp`` says ``tls: true`` opens the sub-association over
-TLS (the CA, certificate and key of ``YILIAN_DICOM_TLS_*``).  A destination that cannot be
+TLS (``YILIAN_DICOM_TLS_CA``, ``YILIAN_DICOM_TLS_CERT``, ``YILIAN_DICOM_TLS_KEY``).  A destination that cannot be
 reached or whose certificate does not verify fails every sub-operation: final status 0xA702
 with the instances in Failed SOP Instance UID List (the destination is known, so not 0xA801).
 

@@ -27,6 +27,7 @@ from ..core.consortium import Organization
 from ..core.runtime import Runtime
 from .announce import StudyAnnouncer
 from .ingest import Ingest, sweep_orphans
+from .journal import Journal
 from .scp import (GatewayAE, HandOffServer, ReusePortServer, StorageSCP, build_ae, receive_into,
                   server_ssl_context)
 from .ul import NativeServer
@@ -37,19 +38,34 @@ T = TypeVar("T")
 PLUGINS = ("query", "retrieve", "commitment", "metrics")
 
 
+def journal_for(rt: Runtime, slot: int) -> Journal:
+    return Journal(rt.settings.data_dir / "journal" / f"gateway-{slot}",
+                   segment_bytes=rt.settings.gateway_journal_segment_bytes)
+
+
+def journal_slots(rt: Runtime) -> list[int]:
+    """Every gateway process's journal left on disk (including workers no longer configured)."""
+    root = rt.settings.data_dir / "journal"
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name.removeprefix("gateway-")) for p in root.glob("gateway-*")
+                  if p.name.removeprefix("gateway-").isdigit())
+
+
 class GatewayService:
     name = "pacs_gateway"
 
-    def __init__(self, rt: Runtime, *, role: str = "main") -> None:
+    def __init__(self, rt: Runtime, *, role: str = "main", slot: int = 0) -> None:
         if role not in ("main", "worker"):
             raise ValueError(f"bad gateway role {role!r}")
         self.rt = rt
         self.role = role
+        self.slot = slot  # which journal this process writes: 0 the main process, 1.. its workers
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ae: GatewayAE | None = None
         self.dicom_port: int | None = None
         self.ready = False
-        self.ingest = Ingest(rt)
+        self.ingest = Ingest(rt, journal_for(rt, slot))
         self.announcer = StudyAnnouncer(rt) if role == "main" else None
         self.workers: Any = None  # workers.WorkerPool in the main process when gateway_workers > 1
         self._server: ReusePortServer | HandOffServer | None = None
@@ -89,6 +105,14 @@ class GatewayService:
         self.loop = asyncio.get_running_loop()
         settings = self.rt.settings
         receive_into(self.rt.blobs.staging_dir())
+        if self.role == "main":
+            # Before anything listens: what any process acknowledged before a crash gets indexed.
+            for slot in journal_slots(self.rt):
+                if slot != self.slot:
+                    other = Ingest(self.rt, journal_for(self.rt, slot))
+                    await other.recover()
+                    await other.close()
+        await self.ingest.recover()
         if self.role == "main":
             self._sweep = asyncio.create_task(self._sweep_orphans(), name="pacs_gateway:sweep")
         self.ae = build_ae(self)
@@ -166,6 +190,7 @@ class GatewayService:
                 await asyncio.to_thread(server.shutdown)
                 for assoc in self.ae.active_associations:
                     assoc.abort()
+        await self.ingest.close()  # every C-STORE answered is indexed: leave the journal empty
         if self._sweep is not None:
             self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):

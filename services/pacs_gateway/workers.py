@@ -82,7 +82,7 @@ async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any) ->
     from .service import GatewayService
 
     rt = await build_runtime(settings)
-    service = GatewayService(rt, role="worker")
+    service = GatewayService(rt, role="worker", slot=index)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:

@@ -53,9 +53,11 @@ class Gateway:
     data_dir: Path
 
     async def events(self, type_: str) -> list[dict[str, Any]]:
+        await self.service.ingest.settled()  # what was acknowledged is indexed (milliseconds later)
         return [e.event.to_dict() for e in await self.rt.store.read_log(0, limit=100000, types=[type_])]
 
     async def count(self, collection: str, where: dict | None = None) -> int:
+        await self.service.ingest.settled()
         return await self.rt.store.count(collection, where)
 
     def blob_files(self) -> list[Path]:
@@ -70,7 +72,7 @@ def gateway_settings(data_dir: Path, consortium: Path, **overrides: Any) -> Sett
     base = Settings(data_dir=data_dir, consortium_path=consortium, store_url=f"sqlite:///{data_dir / 'yilian.db'}",
                     bus_url="embedded:", blob_url=f"file://{data_dir / 'blobs'}", bind_host="127.0.0.1",
                     http_port=free_port(), dicom_port=free_port(), ae_title=AE_TITLE, study_quiet_seconds=30.0,
-                    log_level="INFO")
+                    log_level="INFO", gateway_journal_segment_bytes=1 << 20)  # small: tests roll segments
     return dataclasses.replace(base, **overrides)
 
 

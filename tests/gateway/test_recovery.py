@@ -21,16 +21,44 @@ def _age(path, seconds: float) -> None:
     os.utime(path, (old, old))
 
 
-async def test_index_failure_keeps_neither_blob_nor_entry(gateway, tmp_path, monkeypatch):
-    async def broken_index(self, prepared, key):
-        raise RuntimeError("database went away")
-    monkeypatch.setattr(Ingest, "_index", broken_index)
+async def test_store_failure_before_the_answer_keeps_nothing_even_after_a_restart(make_gateway, tmp_path, monkeypatch):
+    gateway = await make_gateway(name="node")
+    store = gateway.rt.store
+    real_get = type(store).get
+
+    async def broken_get(self, collection, id):
+        if collection == "instances":
+            raise RuntimeError("database went away")
+        return await real_get(self, collection, id)
+    monkeypatch.setattr(type(store), "get", broken_get)
     path = write(make_instance(), tmp_path / "a.dcm")
     result = await run(storescu, gateway.port, [path], calling=CHENGGUAN_CT, extra=["-d"])
     assert "0x0110" in result.output and "processing failure: RuntimeError" in result.output, result.output
+    monkeypatch.undo()
     assert await gateway.count("instances") == 0 and await gateway.count("studies") == 0
     assert gateway.blob_files() == [] and gateway.staging_files() == []
-    assert await gateway.events("instance.stored") == []
+    # The journal noted the record as abandoned: a restart does not index it after all.
+    await gateway.service.stop()
+    again = await make_gateway(name="node")
+    assert await again.count("instances") == 0 and again.blob_files() == []
+    assert await again.events("instance.stored") == []
+
+
+async def test_index_failure_after_the_answer_is_retried_until_the_store_is_back(gateway, tmp_path, monkeypatch):
+    failures = []
+    real = Ingest.index_batch
+
+    async def flaky(self, batch):
+        if len(failures) < 3:
+            failures.append(len(batch))
+            raise RuntimeError("database went away")
+        return await real(self, batch)
+    monkeypatch.setattr(Ingest, "index_batch", flaky)
+    path = write(make_instance(), tmp_path / "a.dcm")
+    result = await run(storescu, gateway.port, [path], calling=CHENGGUAN_CT)
+    assert result.returncode == 0, result.output  # answered once durable in the journal
+    assert await gateway.count("instances") == 1 and len(failures) == 3  # count() waits for the indexer
+    assert len(gateway.blob_files()) == 1 and len(await gateway.events("instance.stored")) == 1
 
 
 async def test_sweep_removes_what_a_crash_left_and_keeps_the_rest(gateway, tmp_path):

@@ -60,24 +60,42 @@ CALLING_AE_NOT_REGISTERED = 0xC212
 
 @dataclass
 class _Incoming:
-    """A C-STORE data set on its way to a staging file."""
+    """A C-STORE data set on its way in: held in memory up to ``inline`` bytes, then spooled to a file."""
 
     command: dimse.Command
     context_id: int
     transfer_syntax: str
-    path: Path
-    file: BinaryIO
+    file_meta: bytes
     limit: int
+    inline: int
+    spool: Any  # () -> (path, file): opens the staging file when the data set outgrows ``inline``
+    fragments: list[memoryview] = field(default_factory=list)
+    path: Path | None = None
+    file: BinaryIO | None = None
     sha256: Any = field(default_factory=hashlib.sha256)
     size: int = 0
 
+    def __post_init__(self) -> None:
+        self.sha256.update(self.file_meta)
+        self.size = len(self.file_meta)
+
     def write(self, data: memoryview) -> None:
         self.size += len(data)
-        if self.size <= self.limit:  # past the limit: count, keep nothing, refuse at the end
+        if self.size > self.limit:  # past the limit: count, keep nothing, refuse at the end
+            return
+        self.sha256.update(data)
+        if self.file is not None:
             self.file.write(data)
-            self.sha256.update(data)
+        elif self.size <= self.inline:
+            self.fragments.append(data)
+        else:  # a large instance: from now on it streams to a staging file
+            self.path, self.file = self.spool()
+            self.file.writelines([self.file_meta, *self.fragments, data])
+            self.fragments = []
 
     def sync_and_close(self, fsync: bool) -> None:
+        if self.file is None:
+            return
         try:
             if fsync:
                 os.fsync(self.file.fileno())
@@ -85,9 +103,12 @@ class _Incoming:
             self.file.close()
 
     def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
-        self.path.unlink(missing_ok=True)
+        self.fragments = []
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 class _Association:
@@ -148,7 +169,8 @@ class _Association:
                 incoming.write(data)
                 if control & pdu.LAST:
                     self.incoming = None
-                    incoming.file.flush()
+                    if incoming.file is not None:
+                        incoming.file.flush()  # the file is whole before anyone reads or stats it
                     await self.on_data_set(incoming)
 
     async def on_command(self, context_id: int, raw: bytes) -> None:
@@ -358,16 +380,18 @@ class NativeServer:
 
     # --- C-STORE ---------------------------------------------------------------------------
     def open_staging(self, command: dimse.Command, context_id: int, transfer_syntax: str) -> _Incoming:
-        staging = self.gateway.rt.blobs.staging_dir()
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=staging if staging.is_dir() else None)
-        incoming = _Incoming(command, context_id, transfer_syntax, Path(name), os.fdopen(fd, "wb", buffering=1 << 16),
-                             self.gateway.rt.settings.max_instance_bytes)
         # The same Part 10 file pynetdicom writes: preamble, DICM, File Meta Information, data set.
-        incoming.write(memoryview(dimse.file_meta(
+        meta = dimse.file_meta(
             sop_class_uid=command.sop_class_uid, sop_instance_uid=command.sop_instance_uid,
             transfer_syntax_uid=transfer_syntax, implementation_class_uid=PYNETDICOM_IMPLEMENTATION_UID,
-            implementation_version_name=PYNETDICOM_IMPLEMENTATION_VERSION)))
-        return incoming
+            implementation_version_name=PYNETDICOM_IMPLEMENTATION_VERSION)
+        return _Incoming(command, context_id, transfer_syntax, meta, self.gateway.rt.settings.max_instance_bytes,
+                         self.gateway.rt.settings.gateway_inline_bytes, self._spool)
+
+    def _spool(self) -> tuple[Path, BinaryIO]:
+        staging = self.gateway.rt.blobs.staging_dir()
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=staging if staging.is_dir() else None)
+        return Path(name), os.fdopen(fd, "wb", buffering=1 << 16)
 
     async def store(self, association: _Association, incoming: _Incoming) -> tuple[int, str]:
         command, calling = incoming.command, association.calling
@@ -380,16 +404,19 @@ class NativeServer:
             if incoming.size > incoming.limit:
                 raise StoreRefused(statuses.OUT_OF_RESOURCES,
                                    f"instance of {incoming.size} bytes exceeds limit {incoming.limit}")
-            received = Received(path=incoming.path, calling_ae=calling, organization=org.id,
-                                sop_class_uid=command.sop_class_uid, sop_instance_uid=command.sop_instance_uid,
-                                transfer_syntax_uid=incoming.transfer_syntax, sha256=incoming.sha256.hexdigest())
-            # The file's fsync (the blob store's first step) runs on a thread while the header is
-            # parsed here; the blob store then finds it clean.
-            synced = asyncio.ensure_future(asyncio.to_thread(incoming.sync_and_close, self.fsync))
-            try:
-                prepared = self.ingest.prepare(received)  # header only, file in page cache: about a millisecond
-            finally:
-                await synced
+            received = Received(calling_ae=calling, organization=org.id, sop_class_uid=command.sop_class_uid,
+                                sop_instance_uid=command.sop_instance_uid, transfer_syntax_uid=incoming.transfer_syntax,
+                                path=incoming.path, file_meta=incoming.file_meta if incoming.path is None else b"",
+                                data_set=tuple(incoming.fragments), sha256=incoming.sha256.hexdigest())
+            if incoming.file is not None:
+                # The file's fsync runs on a thread while the header is read here.
+                synced = asyncio.ensure_future(asyncio.to_thread(incoming.sync_and_close, self.fsync))
+                try:
+                    prepared = self.ingest.prepare(received)  # header only, file in page cache
+                finally:
+                    await synced
+            else:
+                prepared = self.ingest.prepare(received)  # in memory: tens of microseconds
             outcome = await self.ingest.commit(prepared)
         except StoreRefused as refused:
             log.warning("C-STORE refused", extra={**extra, "status": f"0x{refused.status:04X}",
@@ -399,9 +426,12 @@ class NativeServer:
             log.exception("C-STORE failed", extra=extra)
             return statuses.PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"
         finally:
-            with contextlib.suppress(OSError):
-                incoming.file.close()
-            incoming.path.unlink(missing_ok=True)  # kept files were renamed away; the rest goes
+            incoming.fragments = []
+            if incoming.file is not None:
+                with contextlib.suppress(OSError):
+                    incoming.file.close()
+            if incoming.path is not None:
+                incoming.path.unlink(missing_ok=True)  # kept files were renamed away; the rest goes
         association.stored += 1
         log.debug("C-STORE", extra={**extra, "result": outcome.result, "path": "native"})
         return outcome.status, outcome.comment

@@ -1,0 +1,131 @@
+"""Indexing journaled instances in batches: their blob files, then one store transaction for many.
+
+The C-STORE was answered once the instance's journal record was durable (:mod:`.ingest`);
+from there the indexer takes every instance waiting, writes their blob files (threads, no
+fsync: the journal still holds the bytes) and indexes them all in one :meth:`Store.apply`,
+where a series or study shared by the batch is read and written once instead of once per
+instance.  Then each record is marked indexed in the journal, whose segments are recycled
+once the blob store and the store have been synced (:meth:`Ingest.sync`).
+
+An instance is visible to C-FIND, QIDO-RS and the other services once its batch commits —
+milliseconds after its C-STORE-RSP (docs/performance.md).  If the store fails, the batch is
+retried with backoff; nothing waiting is lost, and a crash leaves it to the journal's replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import model
+from .journal import Written
+
+if TYPE_CHECKING:
+    from .ingest import Ingest, Prepared
+
+log = logging.getLogger("yilian.pacs_gateway.indexer")
+
+MAX_BATCH = 256
+MAX_WAITING_BYTES = 64 << 20  # past this, C-STOREs wait for the indexer: memory stays bounded
+RETRY_FIRST, RETRY_MAX = 0.05, 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A journaled instance not indexed yet."""
+
+    prepared: Prepared
+    received_at: str
+    written: Written | None  # None: replayed from an earlier run's journal
+    write_blob: bool = True  # False: a replayed staging file already moved into place
+
+    @property
+    def key(self) -> str:
+        return model.blob_key(self.prepared.header, self.prepared.sha256)
+
+    @property
+    def memory(self) -> int:
+        return self.prepared.size if self.prepared.received.in_memory else 0
+
+
+class Indexer:
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self._queue: collections.deque[Waiting] = collections.deque()
+        self._bytes = 0
+        self._busy = False
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._by_sop: dict[str, Waiting] = {}  # the latest waiting copy of each SOP Instance UID
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="pacs_gateway:indexer")
+
+    async def stop(self) -> None:
+        """Index everything waiting, then stop."""
+        if self._task is None:
+            return
+        await self.settled()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    def waiting(self, sop_instance_uid: str) -> Waiting | None:
+        return self._by_sop.get(sop_instance_uid)
+
+    async def submit(self, item: Waiting) -> None:
+        async with self._changed:
+            # Backpressure: while the indexer is far behind, the C-STORE-RSP waits.
+            await self._changed.wait_for(lambda: self._bytes < MAX_WAITING_BYTES or not self._queue)
+            self._queue.append(item)
+            self._bytes += item.memory
+            self._by_sop[item.prepared.header.sop_instance_uid] = item
+        self._wake.set()
+
+    async def settled(self) -> None:
+        """Return once everything submitted so far is indexed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._queue and not self._busy)
+
+    async def _run(self) -> None:
+        delay = RETRY_FIRST
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]
+                self._busy = True
+                try:
+                    await self.ingest.index_batch(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.failures += 1
+                    log.exception("indexing failed; the instances stay in the journal and are retried",
+                                  extra={"instances": len(batch), "retry_in_seconds": delay})
+                    self._busy = False
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                    continue
+                delay = RETRY_FIRST
+                async with self._changed:
+                    for item in batch:
+                        self._queue.popleft()
+                        self._bytes -= item.memory
+                        sop = item.prepared.header.sop_instance_uid
+                        if self._by_sop.get(sop) is item:
+                            del self._by_sop[sop]
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        return {"waiting": len(self._queue), "waiting_bytes": self._bytes, "failures": self.failures}
