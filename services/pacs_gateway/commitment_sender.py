@@ -243,6 +243,9 @@ class CommitmentSender:
         results: list[tuple[str, str, int | None]] = []
         try:
             organizations = q.visible_organizations(rt.consortium, d.get("organization"))
+            # Instances are indexed milliseconds after their C-STORE-RSP: judge them once this
+            # process's indexer has caught up with what it acknowledged.
+            await self.gateway.ingest.settled()
             results = await verdicts(rt.store, rt.blobs, requested, organizations)
             event_type, info = event_information(d["id"], results, rt.settings.ae_title)
             ok, detail = await _in_daemon_thread(lambda: send_report(
