@@ -163,8 +163,15 @@ class Ingest:
         return Prepared(received, header, size, digest)
 
     # --- on the event loop ---------------------------------------------------------------
-    async def commit(self, p: Prepared) -> Outcome:
+    def lookup(self, sop_instance_uid: str) -> asyncio.Future[dict | None]:
+        """Start reading the index entry of an instance about to arrive (the C-STORE-RQ names it):
+        by the time its data set is in, :meth:`commit` has the answer without waiting for it."""
+        return asyncio.ensure_future(self.rt.store.get("instances", sop_instance_uid))
+
+    async def commit(self, p: Prepared, looked_up: asyncio.Future[dict | None] | None = None) -> Outcome:
         if self.journal is None:
+            if looked_up is not None:
+                looked_up.cancel()
             return await self._commit_direct(p)
         assert self.indexer is not None
         h = p.header
@@ -173,16 +180,23 @@ class Ingest:
             early = self._duplicate(_as_indexed(waiting.prepared), p)
             if early is not None:
                 return early
+        if looked_up is None or looked_up.cancelled():
+            looked_up = self.lookup(h.sop_instance_uid)
         if p.received.path is not None:
             p = dataclasses.replace(p, received=dataclasses.replace(
                 p.received, path=await asyncio.to_thread(self._keep_staged, p.received.path)))
         now = utc_now()
-        written = await self.journal.append(_record_meta(p, now), p.received.part10() if p.received.in_memory
-                                            else ())
         try:
-            # The index read overlaps the fdatasync: a copy already held is answered from it.
-            _, existing = await asyncio.gather(self.journal.durable(written.position),
-                                               self.rt.store.get("instances", h.sop_instance_uid))
+            written = await self.journal.append(_record_meta(p, now), p.received.part10() if p.received.in_memory
+                                                else ())
+        except BaseException:
+            looked_up.cancel()
+            raise
+        try:
+            # The index read (started when the C-STORE-RQ came) overlaps the data set and the
+            # fdatasync: a copy already held is answered from it.
+            await self.journal.durable(written.position)
+            existing = await looked_up
             early = self._duplicate(existing, p) if existing is not None else None
         except BaseException:
             await self._abandon(written)  # refused (an instance moving series) or failed: keep nothing
@@ -207,7 +221,17 @@ class Ingest:
     async def index_batch(self, batch: list[Waiting]) -> None:
         """Blob files for ``batch``, then one index transaction for all of it (the indexer's step)."""
         assert self.journal is not None
-        await asyncio.gather(*(self._put_blob(w.prepared, w.key, durable=False) for w in batch if w.write_blob))
+        # Blob files first (an index entry never names a missing file): in memory ones in one go.
+        inline = [(w.key, w.prepared.received.part10(), w.prepared.sha256) for w in batch
+                  if w.write_blob and w.prepared.received.in_memory]
+        try:
+            await self.rt.blobs.put_many(inline, durable=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreRefused(statuses.OUT_OF_RESOURCES, "storage full") from None
+            raise
+        await asyncio.gather(*(self._put_blob(w.prepared, w.key, durable=False) for w in batch
+                               if w.write_blob and not w.prepared.received.in_memory))
         reads: dict[tuple[str, str], None] = {}
         for w in batch:
             reads.update(dict.fromkeys(_reads(w.prepared)))

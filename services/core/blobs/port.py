@@ -65,6 +65,11 @@ class BlobStore(ABC):
         finally:
             staged.unlink(missing_ok=True)
 
+    async def put_many(self, items: Sequence[tuple[str, Sequence[Buffer], str]], *, durable: bool = True) -> None:
+        """:meth:`put_bytes` for each (key, parts, sha256); stores may do it in one go."""
+        await asyncio.gather(*(self.put_bytes(key, parts, sha256=sha256, durable=durable)
+                               for key, parts, sha256 in items))
+
     async def sync(self) -> None:
         """Make every blob stored so far durable (after ``durable=False`` puts); stores that are always durable need nothing."""
 

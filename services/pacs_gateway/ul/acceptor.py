@@ -74,6 +74,7 @@ class _Incoming:
     file: BinaryIO | None = None
     sha256: Any = field(default_factory=hashlib.sha256)
     size: int = 0
+    looked_up: asyncio.Future[Any] | None = None  # the index entry of this SOP Instance UID, being read
 
     def __post_init__(self) -> None:
         self.sha256.update(self.file_meta)
@@ -104,6 +105,8 @@ class _Incoming:
 
     def discard(self) -> None:
         self.fragments = []
+        if self.looked_up is not None:
+            self.looked_up.cancel()
         if self.file is not None:
             with contextlib.suppress(OSError):
                 self.file.close()
@@ -185,6 +188,7 @@ class _Association:
             await self.writer.drain()
         elif command.field == dimse.C_STORE_RQ and command.has_data_set:
             self.incoming = self.server.open_staging(command, context_id, self.accepted[context_id][1])
+            self.incoming.looked_up = self.server.ingest.lookup(command.sop_instance_uid)
         else:
             raise ProtocolError(f"DIMSE command 0x{command.field:04X} not supported on a storage association",
                                 pdu.REASON_UNEXPECTED_PDU_PARAMETER)
@@ -417,7 +421,7 @@ class NativeServer:
                     await synced
             else:
                 prepared = self.ingest.prepare(received)  # in memory: tens of microseconds
-            outcome = await self.ingest.commit(prepared)
+            outcome = await self.ingest.commit(prepared, incoming.looked_up)
         except StoreRefused as refused:
             log.warning("C-STORE refused", extra={**extra, "status": f"0x{refused.status:04X}",
                                                   "reason": refused.comment})
@@ -427,6 +431,11 @@ class NativeServer:
             return statuses.PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"
         finally:
             incoming.fragments = []
+            if incoming.looked_up is not None:  # refused before it was needed: stop it, or read its error
+                if not incoming.looked_up.done():
+                    incoming.looked_up.cancel()
+                elif not incoming.looked_up.cancelled():
+                    incoming.looked_up.exception()
             if incoming.file is not None:
                 with contextlib.suppress(OSError):
                     incoming.file.close()
