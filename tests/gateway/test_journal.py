@@ -80,3 +80,17 @@ async def test_segments_roll_and_are_recycled_while_a_study_streams_in(make_gate
     assert await retired(), sorted(p.name for p in directory.iterdir())
     await gateway.service.stop()  # a clean stop leaves nothing to replay
     assert not list(directory.glob("*.wal"))
+
+
+async def test_an_acknowledged_instance_is_indexed_moments_after_its_answer(gateway, tmp_path):
+    from ..dicom_samples import make_instance, write
+    from .test_ingest import pynetdicom_store
+    ds = make_instance()
+    path = write(ds, tmp_path / "one.dcm")
+    status = await run(pynetdicom_store, gateway.port, path)  # no test hook: just the DICOM answer
+    assert status.Status == 0x0000
+    answered = asyncio.get_running_loop().time()
+    while await gateway.rt.store.get("instances", str(ds.SOPInstanceUID)) is None:
+        assert asyncio.get_running_loop().time() - answered < 2.0, "not indexed 2 s after its C-STORE-RSP"
+        await asyncio.sleep(0.005)
+    assert await gateway.rt.blobs.exists((await gateway.rt.store.get("instances", str(ds.SOPInstanceUID)))["blob_key"])

@@ -110,6 +110,7 @@ async def test_compressed_instance_through_orthanc_is_kept_compressed(make_gatew
     reply = await run(_http, f"{url}/modalities/yilian/store",
                       json.dumps({"Resources": [item["ID"]], "Synchronous": True}).encode())
     assert reply["FailedInstancesCount"] == 0, reply
+    assert await gateway.count("instances") == 1  # count() waits for what was acknowledged to be indexed
     [doc] = await gateway.rt.store.find("instances")
     assert doc["transfer_syntax_uid"] == "1.2.840.10008.1.2.5"  # RLE, as Orthanc holds it
     # Orthanc (DCMTK inside) drops group lengths and trailing padding when sending, so compare
