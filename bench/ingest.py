@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pynetdicom:
         systems["yilian-pynetdicom"] = lambda d: peers.yilian(d, workers=1, native=False)
     systems |= {"orthanc": peers.orthanc, "storescp": peers.storescp}
-    print(f"Yilian: embedded default (SQLite WAL synchronous=FULL, fsynced blobs, instance.stored in the "
-          f"durable log); 'yilian[-Nw]' = yilian serve pacs_gateway (N gateway processes), 'yilian-up' = every "
+    print(f"Yilian: embedded default (each C-STORE answered once fdatasynced in the ingest journal; blob, "
+          f"SQLite index and instance.stored follow; the clock stops when everything is indexed); "
+          f"'yilian[-Nw]' = yilian serve pacs_gateway (N gateway processes), 'yilian-up' = every "
           f"service in the process (yilian up), '-pynetdicom' = YILIAN_DICOM_NATIVE_UL=false; "
           f"{os.cpu_count()} cores; storescu with TCP_NODELAY=1; median of {repeat}")
     results: dict[str, dict[str, dict[str, float]]] = {}
