@@ -189,8 +189,10 @@ class Ingest:
         try:
             written = await self.journal.append(_record_meta(p, now), p.received.part10() if p.received.in_memory
                                                 else ())
-        except BaseException:
+        except BaseException as exc:
             looked_up.cancel()
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreRefused(statuses.OUT_OF_RESOURCES, "storage full") from None
             raise
         try:
             # The index read (started when the C-STORE-RQ came) overlaps the data set and the

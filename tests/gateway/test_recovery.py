@@ -92,3 +92,21 @@ async def test_a_restarted_gateway_sweeps_at_start(make_gateway):
     async def swept() -> bool:
         return not await second.rt.blobs.exists("9.8/9.8.7/9.8.7.6.0123456789abcdef.dcm")
     await wait_for(swept, what="orphan swept at start")
+
+
+async def test_a_full_disk_under_the_journal_gets_out_of_resources_and_the_next_instance_is_kept(gateway, tmp_path,
+                                                                                                monkeypatch):
+    import errno
+
+    from services.pacs_gateway import journal
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(journal.os, "pwritev", full)
+    first = write(make_instance(), tmp_path / "a.dcm")
+    result = await run(storescu, gateway.port, [first], calling=CHENGGUAN_CT, extra=["-d"])
+    assert "0xa700" in result.output.lower() and "storage full" in result.output, result.output
+    monkeypatch.undo()
+    second = write(make_instance(), tmp_path / "b.dcm")
+    assert (await run(storescu, gateway.port, [second], calling=CHENGGUAN_CT)).returncode == 0
+    assert await gateway.count("instances") == 1 and len(gateway.blob_files()) == 1
