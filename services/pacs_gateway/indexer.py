@@ -23,6 +23,13 @@ from typing import TYPE_CHECKING, Any
 from . import model
 from .journal import Written
 
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store or the disk being unavailable (retry), not something about the data."""
+    from ..core.store.port import StoreUnavailable
+    return (isinstance(exc, (OSError, TimeoutError, StoreUnavailable))
+            or type(exc).__module__.split(".")[0] in ("sqlite3", "pymongo") and "Integrity" not in type(exc).__name__)
+
+
 if TYPE_CHECKING:
     from .ingest import Ingest, Prepared
 
@@ -105,27 +112,53 @@ class Indexer:
                 batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]
                 self._busy = True
                 try:
-                    await self.ingest.index_batch(batch)
+                    done, error = await self._index(batch)
                 except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.failures += 1
-                    log.exception("indexing failed; the instances stay in the journal and are retried",
-                                  extra={"instances": len(batch), "retry_in_seconds": delay})
                     self._busy = False
+                    raise
+                await self._done(batch[:done])
+                if error is not None:
+                    self.failures += 1
+                    log.error("indexing failed; the instances stay in the journal and are retried",
+                              extra={"instances": len(batch) - done, "retry_in_seconds": delay,
+                                     "error": repr(error)})
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
-                    continue
-                delay = RETRY_FIRST
-                async with self._changed:
-                    for item in batch:
-                        self._queue.popleft()
-                        self._bytes -= item.memory
-                        sop = item.prepared.header.sop_instance_uid
-                        if self._by_sop.get(sop) is item:
-                            del self._by_sop[sop]
-                    self._busy = False
-                    self._changed.notify_all()
+                else:
+                    delay = RETRY_FIRST
+
+    async def _index(self, batch: list[Waiting]) -> tuple[int, BaseException | None]:
+        """Index ``batch``; returns how many from its front are done, and the error that stopped the rest."""
+        try:
+            await self.ingest.index_batch(batch)
+            return len(batch), None
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if transient(exc):
+                return 0, exc
+            failed: BaseException = exc
+        # Not the store being away: one instance the index cannot take must not hold up the rest.
+        # One by one; an instance that fails on its own is set aside (quarantine), never dropped.
+        for n, item in enumerate(batch):
+            try:
+                await self.ingest.index_batch([item])
+            except Exception as exc:  # noqa: BLE001
+                if transient(exc):
+                    return n, exc
+                await self.ingest.quarantine(item, exc)
+                failed = exc
+        log.debug("batch indexed one by one", extra={"instances": len(batch), "error": repr(failed)})
+        return len(batch), None
+
+    async def _done(self, items: list[Waiting]) -> None:
+        async with self._changed:
+            for item in items:
+                self._queue.popleft()
+                self._bytes -= item.memory
+                sop = item.prepared.header.sop_instance_uid
+                if self._by_sop.get(sop) is item:
+                    del self._by_sop[sop]
+            self._busy = False
+            self._changed.notify_all()
 
     def stats(self) -> dict[str, Any]:
         return {"waiting": len(self._queue), "waiting_bytes": self._bytes, "failures": self.failures}

@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import time
@@ -246,6 +247,36 @@ class Ingest:
                 self.journal.indexed(w.written.segment)
         if self.journal.retirable:
             self._retire_soon()
+
+    async def quarantine(self, item: Waiting, error: BaseException) -> Path:
+        """Set aside an acknowledged instance the index cannot take: its file and why, for an
+        administrator; the journal no longer needs it.  Nothing acknowledged is dropped."""
+        assert self.journal is not None
+        p = item.prepared
+        folder = self.rt.settings.data_dir / "quarantine" / self.journal.directory.name
+        name = f"{p.header.sop_instance_uid}.{p.sha256[:16]}"
+
+        def _keep() -> Path:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{name}.dcm"
+            if p.received.path is not None:
+                if p.received.path.exists():
+                    os.replace(p.received.path, target)
+            else:
+                with open(target, "wb") as f:
+                    f.writelines(p.received.part10())
+                    f.flush()
+                    os.fsync(f.fileno())
+            (folder / f"{name}.json").write_text(json.dumps(
+                {**_record_meta(p, item.received_at), "error": repr(error)}, ensure_ascii=False, indent=1))
+            return target
+        target = await asyncio.to_thread(_keep)
+        log.error("acknowledged instance could not be indexed; kept in quarantine", extra={
+            "sop_instance_uid": p.header.sop_instance_uid, "calling_ae": p.received.calling_ae,
+            "file": str(target), "error": repr(error)})
+        if item.written is not None:
+            self.journal.indexed(item.written.segment)
+        return target
 
     def _decide_batch(self, batch: list[Waiting], keys: list[tuple[str, str]], docs: list[dict | None]) -> Batch:
         """:meth:`_decide` for each instance in turn, each seeing the documents the ones before it wrote."""

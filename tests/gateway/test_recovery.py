@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
+from pydicom import dcmread
+
+from services.core.store.port import StoreUnavailable
 from services.pacs_gateway.ingest import Ingest, sweep_orphans
 
 from ..dicom_samples import make_instance, storescu, write
@@ -51,7 +55,7 @@ async def test_index_failure_after_the_answer_is_retried_until_the_store_is_back
     async def flaky(self, batch):
         if len(failures) < 3:
             failures.append(len(batch))
-            raise RuntimeError("database went away")
+            raise StoreUnavailable("database went away")
         return await real(self, batch)
     monkeypatch.setattr(Ingest, "index_batch", flaky)
     path = write(make_instance(), tmp_path / "a.dcm")
@@ -110,3 +114,30 @@ async def test_a_full_disk_under_the_journal_gets_out_of_resources_and_the_next_
     second = write(make_instance(), tmp_path / "b.dcm")
     assert (await run(storescu, gateway.port, [second], calling=CHENGGUAN_CT)).returncode == 0
     assert await gateway.count("instances") == 1 and len(gateway.blob_files()) == 1
+
+
+async def test_an_instance_the_index_cannot_take_is_quarantined_and_the_others_are_indexed(gateway, tmp_path,
+                                                                                           monkeypatch):
+    study = [make_instance(study_uid="1.2.826.0.1.3680043.8.498.77", patient_id="Q1") for _ in range(3)]
+    poison = str(study[1].SOPInstanceUID)
+    real = Ingest._decide
+
+    def decide(self, p, *args, **kwargs):
+        if p.header.sop_instance_uid == poison:
+            raise ValueError("an index document this instance cannot make")
+        return real(self, p, *args, **kwargs)
+    monkeypatch.setattr(Ingest, "_decide", decide)
+    paths = [write(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(study)]
+    result = await run(storescu, gateway.port, paths, calling=CHENGGUAN_CT)
+    assert result.returncode == 0, result.output  # all three were durable when answered
+    assert await gateway.count("instances") == 2  # the other two are indexed, not held up
+    assert await gateway.rt.store.get("instances", poison) is None
+    kept = list((gateway.data_dir / "quarantine").rglob("*.dcm"))
+    assert [p.name.split(".")[:-2] == poison.split(".") for p in kept] == [True]
+    assert dcmread(kept[0]).SOPInstanceUID == poison
+    reason = json.loads((kept[0].parent / (kept[0].name[:-4] + ".json")).read_text())
+    assert "cannot make" in reason["error"] and reason["calling_ae"] == CHENGGUAN_CT
+    # The journal does not hold it any more: a restart does not try again.
+    monkeypatch.undo()
+    await gateway.service.stop()
+    assert not list((gateway.data_dir / "journal" / "gateway-0").glob("*.wal"))
