@@ -69,6 +69,7 @@ class Indexer:
         self._by_sop: dict[str, Waiting] = {}  # the latest waiting copy of each SOP Instance UID
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
+        self.quarantined = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -145,6 +146,7 @@ class Indexer:
                 if transient(exc):
                     return n, exc
                 await self.ingest.quarantine(item, exc)
+                self.quarantined += 1
                 failed = exc
         log.debug("batch indexed one by one", extra={"instances": len(batch), "error": repr(failed)})
         return len(batch), None
@@ -161,4 +163,5 @@ class Indexer:
             self._changed.notify_all()
 
     def stats(self) -> dict[str, Any]:
-        return {"waiting": len(self._queue), "waiting_bytes": self._bytes, "failures": self.failures}
+        return {"waiting": len(self._queue), "waiting_bytes": self._bytes, "failures": self.failures,
+                "quarantined": self.quarantined}

@@ -137,6 +137,9 @@ async def test_an_instance_the_index_cannot_take_is_quarantined_and_the_others_a
     assert dcmread(kept[0]).SOPInstanceUID == poison
     reason = json.loads((kept[0].parent / (kept[0].name[:-4] + ".json")).read_text())
     assert "cannot make" in reason["error"] and reason["calling_ae"] == CHENGGUAN_CT
+    from services.core.metrics import metrics_of
+    figures = {s.name: s.value for f in await metrics_of(gateway.rt).families() for s in f.samples}
+    assert figures["yilian_gateway_quarantined_total"] == 1 and figures["yilian_gateway_unindexed_instances"] == 0
     # The journal does not hold it any more: a restart does not try again.
     monkeypatch.undo()
     await gateway.service.stop()
