@@ -38,6 +38,7 @@ log = logging.getLogger("yilian.pacs_gateway.indexer")
 MAX_BATCH = 256
 MAX_WAITING_BYTES = 64 << 20  # past this, C-STOREs wait for the indexer: memory stays bounded
 RETRY_FIRST, RETRY_MAX = 0.05, 5.0
+STOP_WAIT = 10.0  # a stop waits this long for the indexer to catch up
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,16 @@ class Indexer:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="pacs_gateway:indexer")
 
-    async def stop(self) -> None:
-        """Index everything waiting, then stop."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Index everything waiting (for up to ``timeout`` seconds, default ``STOP_WAIT``: the store
+        may be away), then stop."""
         if self._task is None:
             return
-        await self.settled()
+        try:
+            await asyncio.wait_for(self.settled(), STOP_WAIT if timeout is None else timeout)
+        except TimeoutError:
+            log.warning("stopping with instances not indexed yet; the journal replays them at the next start",
+                        extra={"instances": len(self._queue)})
         self._task.cancel()
         try:
             await self._task

@@ -413,12 +413,13 @@ class Ingest:
         return Waiting(Prepared(received, h, meta["size"], meta["sha256"]), meta["received_at"], None,
                        write_blob=staged is None or staged.exists())
 
-    async def close(self) -> None:
-        """Finish: index everything waiting; with that synced, the journal is left empty."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Finish: index everything waiting; with that synced, the journal is left empty.  What the
+        indexer could not finish within ``timeout`` stays in the journal for the next start."""
         if self.journal is None:
             return
         if self.indexer is not None:
-            await self.indexer.stop()
+            await self.indexer.stop(*(() if timeout is None else (timeout,)))
         if self._retiring is not None:
             with contextlib.suppress(Exception):
                 await self._retiring

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -144,3 +145,35 @@ async def test_an_instance_the_index_cannot_take_is_quarantined_and_the_others_a
     monkeypatch.undo()
     await gateway.service.stop()
     assert not list((gateway.data_dir / "journal" / "gateway-0").glob("*.wal"))
+
+
+async def test_large_instances_acknowledged_while_the_store_was_away_are_indexed_after_a_restart(make_gateway,
+                                                                                                  tmp_path, monkeypatch):
+    from services.pacs_gateway import indexer
+
+    from .. import dicom_samples
+
+    # Over 256 bytes an instance streams to a staging file, which the journal record names.
+    first = await make_gateway(name="node", gateway_inline_bytes=256)
+    monkeypatch.setattr(dicom_samples, "AFTER_STORE", [])  # storescu must not wait for an indexer that cannot
+
+    async def away(self, batch):
+        raise StoreUnavailable("database went away")
+    monkeypatch.setattr(Ingest, "index_batch", away)
+    monkeypatch.setattr(indexer, "STOP_WAIT", 0.5)
+    study = [make_instance(study_uid="1.2.826.0.1.3680043.8.498.78") for _ in range(3)]
+    paths = [write(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(study)]
+    result = await asyncio.to_thread(storescu, first.port, paths, calling=CHENGGUAN_CT)
+    assert result.returncode == 0, result.output
+    assert await first.rt.store.count("instances") == 0
+    staged = [p for p in first.staging_files() if p.name.startswith("journal-")]
+    assert len(staged) == 3  # durable, named by the journal, not swept as orphans
+    await first.service.stop()  # the store is still away: stops after STOP_WAIT, journal kept
+    monkeypatch.undo()
+    again = await make_gateway(name="node", gateway_inline_bytes=256)
+    assert await again.count("instances") == 3
+    for ds, path in zip(study, paths):
+        doc = await again.rt.store.get("instances", str(ds.SOPInstanceUID))
+        assert dcmread(again.rt.blobs.local_path(doc["blob_key"])).PixelData == ds.PixelData
+    assert not [p for p in again.staging_files() if p.name.startswith("journal-")]
+    assert len(await again.events("instance.stored")) == 3
