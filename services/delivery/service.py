@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from ..core import audit, tls
+from ..core import audit, claims, tls
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
@@ -157,15 +157,8 @@ class Worker:
             self._pdf_pool.shutdown(wait=False, cancel_futures=True)
 
     async def due(self) -> list[Doc]:
-        now = iso(self.settings.now())
-        room = self.settings.concurrency - len(self.in_flight)
-        if room <= 0:
-            return []
-        found = await self.rt.store.find(DELIVERIES, {"state": "pending", "next_attempt_at": {"$lte": now}},
-                                         sort=(("next_attempt_at", 1),), limit=room + len(self.in_flight))
-        found += await self.rt.store.find(DELIVERIES, {"state": "delivering", "lease_expires_at": {"$lt": now}},
-                                          sort=(("lease_expires_at", 1),), limit=room + len(self.in_flight))
-        return [d for d in found if d["id"] not in self.in_flight][:room]
+        return await claims.due(self.rt.store, DELIVERIES, busy="delivering", now=iso(self.settings.now()),
+                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight)
 
     async def run_once(self) -> int:
         """Claim what is due and start attempting it; how many were started."""
@@ -185,15 +178,11 @@ class Worker:
         wake(self.rt)  # a slot is free, and a quick retry may already be due
 
     async def claim(self, d: Doc) -> Doc | None:
-        now = self.settings.now()
-        changes = {"state": "delivering", "worker": self.id, "lease_expires_at": iso(now + self.lease),
-                   "version": d["version"] + 1}
-        async with self.rt.store.transaction() as tx:
-            if not await tx.update(DELIVERIES, d["id"], changes, where={"version": d["version"], "state": d["state"]}):
-                return None  # another worker got it first
-        if d["state"] == "delivering":
+        claimed = await claims.claim(self.rt.store, DELIVERIES, d, busy="delivering", worker=self.id,
+                                     lease_expires_at=iso(self.settings.now() + self.lease))
+        if claimed is not None and d["state"] == "delivering":
             log.warning("delivery lease expired; taking over", extra={"delivery_id": d["id"], "worker": d["worker"]})
-        return {**d, **changes}
+        return claimed  # None: another worker got it first
 
     async def _attempt(self, d: Doc) -> None:
         result: Doc | None = None

@@ -29,6 +29,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context, build_role
 
+from ..core import claims
 from ..core.runtime import Runtime
 from ..core.settings import env_float
 from ..delivery.retry import Backoff
@@ -186,15 +187,8 @@ class CommitmentSender:
 
     # --- claiming -------------------------------------------------------------------
     async def due(self) -> list[Doc]:
-        room = self.settings.concurrency - len(self.in_flight)
-        if room <= 0:
-            return []
-        now, store, limit = iso(self.settings.clock()), self.rt.store, room + len(self.in_flight)
-        found = await store.find(COMMITMENTS, {"state": "pending", "next_attempt_at": {"$lte": now}},
-                                 sort=(("next_attempt_at", 1),), limit=limit)
-        found += await store.find(COMMITMENTS, {"state": "sending", "lease_expires_at": {"$lt": now}},
-                                  sort=(("lease_expires_at", 1),), limit=limit)
-        return [d for d in found if d["id"] not in self.in_flight][:room]
+        return await claims.due(self.rt.store, COMMITMENTS, busy="sending", now=iso(self.settings.clock()),
+                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight)
 
     async def run_once(self) -> int:
         """Claim what is due and start sending it; how many were started."""
@@ -214,17 +208,12 @@ class CommitmentSender:
         self._wake.set()  # a slot is free
 
     async def claim(self, d: Doc) -> Doc | None:
-        changes = {"state": "sending", "worker": self.id,
-                   "lease_expires_at": iso(self.settings.clock() + self.settings.lease_seconds),
-                   "version": d["version"] + 1}
-        async with self.rt.store.transaction() as tx:
-            if not await tx.update(COMMITMENTS, d["id"], changes, where={"version": d["version"],
-                                                                          "state": d["state"]}):
-                return None  # another process got it first, or the requestor asked again
-        if d["state"] == "sending":
+        claimed = await claims.claim(self.rt.store, COMMITMENTS, d, busy="sending", worker=self.id,
+                                     lease_expires_at=iso(self.settings.clock() + self.settings.lease_seconds))
+        if claimed is not None and d["state"] == "sending":
             log.warning("storage commitment lease expired; taking over",
                         extra={"transaction_uid": d["id"], "worker": d.get("worker")})
-        return {**d, **changes}
+        return claimed  # None: another process got it first, or the requestor asked again
 
     # --- one attempt ----------------------------------------------------------------
     async def _await_release(self, transaction_uid: str) -> None:
