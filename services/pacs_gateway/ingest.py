@@ -36,6 +36,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from ..core.events import Event, utc_now
+from ..core.fsync import fsync_path
 from ..core.runtime import Runtime
 from ..core.store.port import Batch
 from . import header as fast_header
@@ -339,12 +340,8 @@ class Ingest:
             kept = path.with_name(prefix + path.name)
             os.rename(path, kept)
             path = kept
-        for target in (path, path.parent):  # its data (a no-op when the receiver synced it), its name
-            fd = os.open(target, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_path(path)  # its data (nothing left to write when the receiver synced it)
+        fsync_path(path.parent)  # its name
         return path
 
     def _retire_soon(self) -> None:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.fsync import fsync_path
+
 log = logging.getLogger("yilian.pacs_gateway.journal")
 
 SEGMENT_MAGIC, RECORD_MAGIC = b"YJS1", b"YJR1"
@@ -94,14 +96,6 @@ def read_segment(path: Path) -> list[Record]:
         records.append(Record(meta, body, number, end))
         pos = end
     return records
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -160,7 +154,7 @@ class Journal:
         self._id = secrets.randbits(64)
         os.pwrite(self._fd, SEGMENT_HEAD.pack(SEGMENT_MAGIC, self._id), 0)
         os.fsync(self._fd)
-        _fsync_dir(self.directory)  # the segment's name must survive a crash too
+        fsync_path(self.directory)  # the segment's name must survive a crash too
         self._offset = SEGMENT_HEAD.size
         self._allocated = max(self._allocated, self._offset)
         self._open_records.setdefault(self._number, 0)
@@ -179,7 +173,7 @@ class Journal:
         finally:
             os.close(fd)
         os.rename(tmp, spare)
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
 
     def _want_spare(self) -> None:
         if self._spare is None and not (self.directory / SPARE).exists():

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..fsync import fsync_path
 from .port import CHUNK, BlobInfo, BlobNotFound, BlobStore, Buffer
 
 
@@ -22,14 +23,6 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _syncfs(path: Path) -> None:
@@ -92,7 +85,7 @@ class FileBlobStore(BlobStore):
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
         if self.fsync and durable:
-            _fsync_dir(dest.parent)
+            fsync_path(dest.parent)
 
     def _put_bytes(self, key: str, parts: Sequence[Buffer], sha256: str, durable: bool) -> BlobInfo:
         fd, tmp = tempfile.mkstemp(dir=self.staging_dir())
