@@ -65,15 +65,32 @@ async def workload(world) -> dict[str, str]:
 
 
 def text_of(driver, css: str) -> str:
+    return _read(driver, css, lambda e: e.text.strip())
+
+
+def attribute_of(driver, css: str, name: str) -> str:
+    return _read(driver, css, lambda e: e.get_attribute(name))
+
+
+def _read(driver, css: str, read):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    return driver.find_element(By.CSS_SELECTOR, css).text.strip()
+    for _ in range(20):  # the board re-renders on every live update: find the element again
+        try:
+            return read(driver.find_element(By.CSS_SELECTOR, css))
+        except StaleElementReferenceException:
+            continue
+    return read(driver.find_element(By.CSS_SELECTOR, css))
 
 
 def wait_page(driver, condition, what: str, timeout: float = 20.0):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        # An element found just before a live re-render is stale when read: look again, not fail.
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                             ).until(condition)
     except TimeoutException:
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "monitor-dashboard-failure.png"))
@@ -110,7 +127,7 @@ async def test_dashboard_shows_the_queues_risk_and_alerts_and_updates_live(world
         assert await asyncio.to_thread(text_of, driver, f'{card} [data-reader="dr-wang"] [data-col=signed_today]') == "1"
         assert "webhook answered 503" in await asyncio.to_thread(text_of, driver, f'{card} [data-alert="dead-letter"]')
         assert ids["signed"] in await asyncio.to_thread(text_of, driver, f'{card} [data-alert="critical"]')
-        assert "alarm" in await asyncio.to_thread(lambda: driver.find_element(By.CSS_SELECTOR, card).get_attribute("class"))
+        assert "alarm" in await asyncio.to_thread(attribute_of, driver, card, "class")
         await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "monitor-dashboard-coordinator.png"))
 
         # live: the next request appears without a reload
