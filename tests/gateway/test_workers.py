@@ -47,7 +47,10 @@ async def test_workers_share_the_port_and_ingest_concurrently(make_gateway, tmp_
     # The kernel spread associations over the processes: the workers did real work.
     worked = [_cpu_ticks(p.pid) - before for p, before in zip(pool.processes, cpu_before)]
     assert sum(worked) > 5, f"workers used {worked} CPU ticks: did they receive any association?"
-    assert await gateway.count("instances") == total
+    # Each worker indexes what it acknowledged milliseconds later, in its own process.
+    async def all_indexed() -> bool:
+        return await gateway.count("instances") == total
+    await wait_for(all_indexed, timeout=20, what="every instance indexed by the process that took it")
     assert len(await gateway.events("instance.stored")) == total
 
     async def all_announced() -> bool:
