@@ -151,7 +151,10 @@ class Indexer:
             except Exception as exc:  # noqa: BLE001
                 if transient(exc):
                     return n, exc
-                await self.ingest.quarantine(item, exc)
+                try:
+                    await self.ingest.quarantine(item, exc)
+                except Exception as cannot:  # noqa: BLE001 - e.g. the disk is full: try it all again later
+                    return n, cannot
                 self.quarantined += 1
                 failed = exc
         log.debug("batch indexed one by one", extra={"instances": len(batch), "error": repr(failed)})

@@ -228,20 +228,17 @@ class Ingest:
         # Blob files first (an index entry never names a missing file): in memory ones in one go.
         inline = [(w.key, w.prepared.received.part10(), w.prepared.sha256) for w in batch
                   if w.write_blob and w.prepared.received.in_memory]
-        try:
-            await self.rt.blobs.put_many(inline, durable=False)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreRefused(statuses.OUT_OF_RESOURCES, "storage full") from None
-            raise
-        await asyncio.gather(*(self._put_blob(w.prepared, w.key, durable=False) for w in batch
-                               if w.write_blob and not w.prepared.received.in_memory))
+        # A full disk raises OSError here: the indexer retries later (the journal holds the bytes).
+        await self.rt.blobs.put_many(inline, durable=False)
+        await asyncio.gather(*(self.rt.blobs.put_file(w.key, w.prepared.received.path, sha256=w.prepared.sha256,
+                                                      durable=False)
+                               for w in batch if w.write_blob and not w.prepared.received.in_memory))
         reads: dict[tuple[str, str], None] = {}
         for w in batch:
             reads.update(dict.fromkeys(_reads(w.prepared)))
         keys = list(reads)
         results = await self.rt.store.apply(keys, lambda docs: self._decide_batch(batch, keys, docs), durable=False)
-        for w, (outcome, unreferenced) in zip(batch, results):
+        for w, (_, unreferenced) in zip(batch, results):
             if unreferenced is not None:
                 await self.rt.blobs.delete(unreferenced)
             if w.written is not None:
@@ -310,9 +307,9 @@ class Ingest:
             early = self._duplicate(existing, p)
             if early is not None:
                 return early
-        await self._put_blob(p, key, durable=True)
+        await self._put_blob(p, key)
         try:
-            outcome, unreferenced = await self._index(p, key, utc_now(), durable=True)
+            outcome, unreferenced = await self._index(p, key, utc_now())
         except BaseException:
             await self.rt.blobs.delete(key)  # never keep a file the index does not know
             raise
@@ -320,13 +317,14 @@ class Ingest:
             await self.rt.blobs.delete(unreferenced)
         return outcome
 
-    async def _put_blob(self, p: Prepared, key: str, *, durable: bool) -> None:
+    async def _put_blob(self, p: Prepared, key: str) -> None:
+        """The blob, fsynced (the path without a journal)."""
         r = p.received
         try:
             if r.path is not None:
-                await self.rt.blobs.put_file(key, r.path, sha256=p.sha256, durable=durable)
+                await self.rt.blobs.put_file(key, r.path, sha256=p.sha256)
             else:
-                await self.rt.blobs.put_bytes(key, r.part10(), sha256=p.sha256, durable=durable)
+                await self.rt.blobs.put_bytes(key, r.part10(), sha256=p.sha256)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreRefused(statuses.OUT_OF_RESOURCES, "storage full") from None
@@ -445,12 +443,12 @@ class Ingest:
             return Outcome(statuses.SUCCESS, result="kept_first")
         return None
 
-    async def _index(self, p: Prepared, key: str, now: str, *, durable: bool) -> tuple[Outcome, str | None]:
+    async def _index(self, p: Prepared, key: str, now: str) -> tuple[Outcome, str | None]:
         """Index the instance stored under ``key``; also returns a blob key nothing refers to now.
 
         One :meth:`Store.apply`: one round trip to the store, and concurrent C-STOREs share a commit.
         """
-        return await self.rt.store.apply(_reads(p), lambda docs: self._decide(p, key, now, *docs), durable=durable)
+        return await self.rt.store.apply(_reads(p), lambda docs: self._decide(p, key, now, *docs))
     def _decide(self, p: Prepared, key: str, now: str, existing: dict | None, series: dict | None,
                 study: dict | None, patient: dict | None) -> Batch:
         h, r = p.header, p.received

@@ -177,3 +177,22 @@ async def test_large_instances_acknowledged_while_the_store_was_away_are_indexed
         assert dcmread(again.rt.blobs.local_path(doc["blob_key"])).PixelData == ds.PixelData
     assert not [p for p in again.staging_files() if p.name.startswith("journal-")]
     assert len(await again.events("instance.stored")) == 3
+
+
+async def test_a_full_disk_while_indexing_is_waited_out_not_quarantined(gateway, tmp_path, monkeypatch):
+    import errno
+
+    from services.core.blobs.files import FileBlobStore
+    real = FileBlobStore._put_bytes
+    refused = []
+
+    def full_twice(self, *args):
+        if len(refused) < 2:
+            refused.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args)
+    monkeypatch.setattr(FileBlobStore, "_put_bytes", full_twice)
+    path = write(make_instance(), tmp_path / "a.dcm")
+    assert (await run(storescu, gateway.port, [path], calling=CHENGGUAN_CT)).returncode == 0
+    assert await gateway.count("instances") == 1 and len(refused) == 2
+    assert not (gateway.data_dir / "quarantine").exists()
