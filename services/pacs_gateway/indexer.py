@@ -20,15 +20,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.store.port import StoreUnavailable
 from . import model
 from .journal import Written
-
-def transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is the store or the disk being unavailable (retry), not something about the data."""
-    from ..core.store.port import StoreUnavailable
-    return (isinstance(exc, (OSError, TimeoutError, StoreUnavailable))
-            or type(exc).__module__.split(".")[0] in ("sqlite3", "pymongo") and "Integrity" not in type(exc).__name__)
-
 
 if TYPE_CHECKING:
     from .ingest import Ingest, Prepared
@@ -39,6 +33,12 @@ MAX_BATCH = 256
 MAX_WAITING_BYTES = 64 << 20  # past this, C-STOREs wait for the indexer: memory stays bounded
 RETRY_FIRST, RETRY_MAX = 0.05, 5.0
 STOP_WAIT = 10.0  # a stop waits this long for the indexer to catch up
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store or the disk being unavailable (retry), not something about the data."""
+    return (isinstance(exc, (OSError, TimeoutError, StoreUnavailable))
+            or type(exc).__module__.split(".")[0] in ("sqlite3", "pymongo") and "Integrity" not in type(exc).__name__)
 
 
 @dataclass(frozen=True, slots=True)
