@@ -118,15 +118,14 @@ def _header(received: Received) -> InstanceHeader:
     ts = received.transfer_syntax_uid
     if received.path is None:
         scanned = fast_header.scan(b"".join(received.data_set), ts)
-        source: Any = io.BytesIO(b"".join(received.part10()))
     else:
         with open(received.path, "rb") as f:
             head = f.read(HEAD_BYTES)
         offset = _data_set_offset(head)
         scanned = fast_header.scan(memoryview(head)[offset:], ts) if offset is not None else None
-        source = received.path
     if scanned is not None:
         return scanned
+    source: Any = received.path if received.path is not None else io.BytesIO(b"".join(received.part10()))
     try:
         # Header only: pixel data and other bulk values stay where they are.
         return model.header_of(dcmread(source, stop_before_pixels=True, defer_size=4096))

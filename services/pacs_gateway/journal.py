@@ -228,10 +228,6 @@ class Journal:
                 self._flushing = asyncio.ensure_future(self._flush())
             await asyncio.shield(self._flushing)
 
-    @property
-    def written(self) -> int:
-        return self._written
-
     async def _flush(self) -> None:
         target, fd = self._written, self._fd
         try:
