@@ -20,6 +20,13 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (os.environ.get(name) or default).strip().lower()
+    if raw not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
     """A number from the environment (``default`` when unset or empty); a bad value stops the
     process with a message naming the variable, never a traceback."""
@@ -50,6 +57,7 @@ class Settings:
     jwt_secret: str = field(default="", repr=False)
     kafka_idempotent: bool = True
     gateway_workers: int = 1
+    gateway_indexer: str = "inline"  # or "process": index in a process of its own (pacs_gateway/index_process.py)
     study_quiet_seconds: float = 30.0
     max_instance_bytes: int = 2 * 1024**3
     gateway_inline_bytes: int = 1024**2  # instances up to this size are received in memory and journaled whole
@@ -82,6 +90,7 @@ class Settings:
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
+            gateway_indexer=_choice("YILIAN_GATEWAY_INDEXER", ("inline", "process"), "inline"),
             study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
             gateway_inline_bytes=_int("YILIAN_GATEWAY_INLINE_BYTES", 1024**2),

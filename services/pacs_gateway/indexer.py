@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,9 @@ class Waiting:
 
     prepared: Prepared
     received_at: str
-    written: Written | None  # None: replayed from an earlier run's journal
+    written: Written | None  # None: replayed from an earlier run's journal, or from another process's
     write_blob: bool = True  # False: a replayed staging file already moved into place
+    on_indexed: Callable[[], None] | None = None  # instead of marking ``written``: another process's record
 
     @property
     def key(self) -> str:

@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -44,6 +44,9 @@ from . import model, statuses
 from .indexer import Indexer, Waiting
 from .journal import Buffer, Journal, Record, Written
 from .model import InstanceHeader, StoreRefused
+
+if TYPE_CHECKING:
+    from .index_process import IndexClient
 
 log = logging.getLogger("yilian.pacs_gateway.ingest")
 
@@ -139,7 +142,7 @@ class Ingest:
     def __init__(self, rt: Runtime, journal: Journal | None = None) -> None:
         self.rt = rt
         self.journal = journal
-        self.indexer = Indexer(self) if journal is not None else None
+        self.indexer: Indexer | IndexClient | None = Indexer(self) if journal is not None else None
         self._retiring: asyncio.Task[int] | None = None
 
     # --- where the data set arrived ------------------------------------------------------
@@ -188,7 +191,7 @@ class Ingest:
                 p.received, path=await asyncio.to_thread(self._keep_staged, p.received.path)))
         now = utc_now()
         try:
-            written = await self.journal.append(_record_meta(p, now), p.received.part10() if p.received.in_memory
+            written = await self.journal.append(record_meta(p, now), p.received.part10() if p.received.in_memory
                                                 else ())
         except BaseException as exc:
             looked_up.cancel()
@@ -223,7 +226,6 @@ class Ingest:
 
     async def index_batch(self, batch: list[Waiting]) -> None:
         """Blob files for ``batch``, then one index transaction for all of it (the indexer's step)."""
-        assert self.journal is not None
         # Blob files first (an index entry never names a missing file): in memory ones in one go.
         inline = [(w.key, w.prepared.received.part10(), w.prepared.sha256) for w in batch
                   if w.write_blob and w.prepared.received.in_memory]
@@ -240,17 +242,39 @@ class Ingest:
         for w, (_, unreferenced) in zip(batch, results):
             if unreferenced is not None:
                 await self.rt.blobs.delete(unreferenced)
-            if w.written is not None:
-                self.journal.indexed(w.written.segment)
-        if self.journal.retirable:
+            self._indexed(w)
+        if self.journal is not None and self.journal.retirable:
             self._retire_soon()
+
+    def indexed_elsewhere(self, items: list[Waiting]) -> None:
+        """Another process (:mod:`.index_process`) indexed ``items``, records of this journal."""
+        for item in items:
+            self._indexed(item)
+        if self.journal is not None and self.journal.retirable:
+            self._retire_soon()
+
+    async def index_in_process(self, address: str) -> None:
+        """From now on forward journaled instances to the indexer process at ``address``
+        (after :meth:`recover`, which indexes here)."""
+        from .index_process import IndexClient
+        if self.indexer is not None:
+            await self.indexer.stop()
+        self.indexer = IndexClient(self, address)
+        self.indexer.start()
+
+    def _indexed(self, item: Waiting) -> None:
+        """``item`` is indexed (or quarantined): its journal record is no longer needed."""
+        if item.on_indexed is not None:  # it came from another process's journal (index_process)
+            item.on_indexed()
+        elif item.written is not None and self.journal is not None:
+            self.journal.indexed(item.written.segment)
 
     async def quarantine(self, item: Waiting, error: BaseException) -> Path:
         """Set aside an acknowledged instance the index cannot take: its file and why, for an
         administrator; the journal no longer needs it.  Nothing acknowledged is dropped."""
-        assert self.journal is not None
         p = item.prepared
-        folder = self.rt.settings.data_dir / "quarantine" / self.journal.directory.name
+        folder = self.rt.settings.data_dir / "quarantine" / (self.journal.directory.name if self.journal is not None
+                                                             else "index-process")
         name = f"{p.header.sop_instance_uid}.{p.sha256[:16]}"
 
         def _keep() -> Path:
@@ -265,14 +289,13 @@ class Ingest:
                     f.flush()
                     os.fsync(f.fileno())
             (folder / f"{name}.json").write_text(json.dumps(
-                {**_record_meta(p, item.received_at), "error": repr(error)}, ensure_ascii=False, indent=1))
+                {**record_meta(p, item.received_at), "error": repr(error)}, ensure_ascii=False, indent=1))
             return target
         target = await asyncio.to_thread(_keep)
         log.error("acknowledged instance could not be indexed; kept in quarantine", extra={
             "sop_instance_uid": p.header.sop_instance_uid, "calling_ae": p.received.calling_ae,
             "file": str(target), "error": repr(error)})
-        if item.written is not None:
-            self.journal.indexed(item.written.segment)
+        self._indexed(item)
         return target
 
     def _decide_batch(self, batch: list[Waiting], keys: list[tuple[str, str]], docs: list[dict | None]) -> Batch:
@@ -393,19 +416,14 @@ class Ingest:
 
     async def _replayed(self, record: Record, staging: Path) -> Waiting | None:
         meta = record.meta
-        h = InstanceHeader(**meta["header"])
-        staged = staging / meta["staged"] if meta.get("staged") else None
-        received = Received(calling_ae=meta["calling_ae"], organization=meta["organization"],
-                            sop_class_uid=h.sop_class_uid, sop_instance_uid=h.sop_instance_uid,
-                            transfer_syntax_uid=meta["transfer_syntax_uid"], sha256=meta["sha256"],
-                            path=staged, data_set=(record.body,) if staged is None else ())
-        existing = await self.rt.store.get("instances", h.sop_instance_uid)
+        prepared = prepared_from_record(meta, record.body, staging)
+        existing = await self.rt.store.get("instances", prepared.header.sop_instance_uid)
         if existing is not None and existing.get("received_at", "") > meta["received_at"]:
             return None  # a later copy of the instance is indexed: this one changes nothing
         # Written again even if indexed: without its fsync the file may not have survived.  A
         # staging file no longer there was moved into place (its data was fsynced before).
-        return Waiting(Prepared(received, h, meta["size"], meta["sha256"]), meta["received_at"], None,
-                       write_blob=staged is None or staged.exists())
+        staged = prepared.received.path
+        return Waiting(prepared, meta["received_at"], None, write_blob=staged is None or staged.exists())
 
     async def close(self, timeout: float | None = None) -> None:
         """Finish: index everything waiting; with that synced, the journal is left empty.  What the
@@ -522,11 +540,22 @@ async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) 
     return removed
 
 
-def _record_meta(p: Prepared, received_at: str) -> dict[str, Any]:
+def record_meta(p: Prepared, received_at: str) -> dict[str, Any]:
     r = p.received
     return {"header": dataclasses.asdict(p.header), "calling_ae": r.calling_ae, "organization": r.organization,
             "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size, "sha256": p.sha256,
             "received_at": received_at, "staged": r.path.name if r.path is not None else None}
+
+
+def prepared_from_record(meta: dict[str, Any], body: Buffer, staging: Path) -> Prepared:
+    """The instance a journal record (:func:`record_meta` and the Part 10 bytes) describes."""
+    h = InstanceHeader(**meta["header"])
+    staged = staging / meta["staged"] if meta.get("staged") else None
+    received = Received(calling_ae=meta["calling_ae"], organization=meta["organization"],
+                        sop_class_uid=h.sop_class_uid, sop_instance_uid=h.sop_instance_uid,
+                        transfer_syntax_uid=meta["transfer_syntax_uid"], sha256=meta["sha256"],
+                        path=staged, data_set=(body,) if staged is None else ())
+    return Prepared(received, h, meta["size"], meta["sha256"])
 
 
 def _reads(p: Prepared) -> list[tuple[str, str]]:

@@ -55,7 +55,7 @@ def journal_slots(rt: Runtime) -> list[int]:
 class GatewayService:
     name = "pacs_gateway"
 
-    def __init__(self, rt: Runtime, *, role: str = "main", slot: int = 0) -> None:
+    def __init__(self, rt: Runtime, *, role: str = "main", slot: int = 0, indexer_address: str | None = None) -> None:
         if role not in ("main", "worker"):
             raise ValueError(f"bad gateway role {role!r}")
         self.rt = rt
@@ -68,6 +68,8 @@ class GatewayService:
         self.ingest = Ingest(rt, journal_for(rt, slot))
         self.announcer = StudyAnnouncer(rt) if role == "main" else None
         self.workers: Any = None  # workers.WorkerPool in the main process when gateway_workers > 1
+        self.index_process: Any = None  # index_process.IndexProcess in the main process with gateway_indexer=process
+        self.indexer_address = indexer_address  # a worker's: where the main process's indexer process listens
         self._server: ReusePortServer | HandOffServer | None = None
         self._native: NativeServer | None = None
         self._sweep: asyncio.Task[int] | None = None
@@ -113,6 +115,13 @@ class GatewayService:
                     await other.recover()
                     await other.close()
         await self.ingest.recover()
+        if self.role == "main" and settings.gateway_indexer == "process":
+            from .index_process import IndexProcess
+            self.index_process = IndexProcess(settings)
+            await self.index_process.start()
+            self.indexer_address = self.index_process.address
+        if self.indexer_address is not None:
+            await self.ingest.index_in_process(self.indexer_address)
         if self.role == "main":
             self._sweep = asyncio.create_task(self._sweep_orphans(), name="pacs_gateway:sweep")
         self.ae = build_ae(self)
@@ -141,7 +150,8 @@ class GatewayService:
         if self.role == "main":
             if settings.gateway_workers > 1:
                 from .workers import WorkerPool
-                self.workers = WorkerPool(settings, self.dicom_port, settings.gateway_workers - 1)
+                self.workers = WorkerPool(settings, self.dicom_port, settings.gateway_workers - 1,
+                                          indexer_address=self.indexer_address)
                 await self.workers.start()
             assert self.announcer is not None
             await self.announcer.start()
@@ -191,6 +201,9 @@ class GatewayService:
                 for assoc in self.ae.active_associations:
                     assoc.abort()
         await self.ingest.close()  # every C-STORE answered is indexed: leave the journal empty
+        if self.index_process is not None:  # after every receiving process had its records indexed
+            await self.index_process.stop()
+            self.index_process = None
         if self._sweep is not None:
             self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -34,10 +34,11 @@ CONSORTIUM_POLL_SECONDS = 2.0
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, port: int, count: int) -> None:
+    def __init__(self, settings: Settings, port: int, count: int, *, indexer_address: str | None = None) -> None:
         # Workers listen on the port the main process actually bound (it may have been 0).
         self.settings = dataclasses.replace(settings, dicom_port=port, gateway_workers=1)
         self.count = count
+        self.indexer_address = indexer_address  # the main process's indexer process, if it has one
         self._ctx = multiprocessing.get_context("spawn")
         self.processes: list[Any] = []
 
@@ -45,7 +46,8 @@ class WorkerPool:
         ready = []
         for index in range(self.count):
             event = self._ctx.Event()
-            proc = self._ctx.Process(target=worker_main, args=(self.settings, index + 1, os.getpid(), event),
+            proc = self._ctx.Process(target=worker_main,
+                                     args=(self.settings, index + 1, os.getpid(), event, self.indexer_address),
                                      name=f"yilian-gateway-worker-{index + 1}", daemon=True)
             proc.start()
             self.processes.append(proc)
@@ -70,19 +72,20 @@ class WorkerPool:
         self.processes.clear()
 
 
-def worker_main(settings: Settings, index: int, parent_pid: int, ready: Any) -> None:
+def worker_main(settings: Settings, index: int, parent_pid: int, ready: Any,
+                indexer_address: str | None = None) -> None:
     from ..core import logs
     logs.configure(settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when we stop
-    asyncio.run(_serve(settings, index, parent_pid, ready))
+    asyncio.run(_serve(settings, index, parent_pid, ready, indexer_address))
 
 
-async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any) -> None:
+async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any, indexer_address: str | None) -> None:
     from ..core.runtime import build_runtime
     from .service import GatewayService
 
     rt = await build_runtime(settings)
-    service = GatewayService(rt, role="worker", slot=index)
+    service = GatewayService(rt, role="worker", slot=index, indexer_address=indexer_address)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
