@@ -174,3 +174,18 @@ async def test_put_bytes_not_yet_durable_is_visible_and_sync_makes_it_durable(bl
     assert await blobs.read("s/z/1.dcm") == data
     assert [k async for k in blobs.keys("s/z")] == ["s/z/1.dcm"]
     assert not [p for p in blobs.staging_dir().iterdir()]  # nothing left in staging
+
+
+async def test_put_many_writes_every_file_whole_however_it_is_cut(blobs):
+    # More parts than one writev takes (IOV_MAX = 1024), empty parts, and enough files to go
+    # through the writer threads side by side.
+    many = [os.urandom(7) for _ in range(2500)] + [b""]
+    items = [(f"s/m/{n}.dcm", many if n == 0 else [os.urandom(1000 + n), b"", memoryview(os.urandom(5))],)
+             for n in range(12)]
+    items = [(key, parts, sha(b"".join(parts))) for key, parts in items]
+    await blobs.put_many(items, durable=False)
+    await blobs.sync()
+    for key, parts, _ in items:
+        assert await blobs.read(key) == b"".join(parts), key
+    assert sorted([k async for k in blobs.keys("s/m")]) == sorted(key for key, _, _ in items)
+    assert not [p for p in blobs.staging_dir().iterdir()]

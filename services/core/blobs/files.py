@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import hashlib
+import itertools
 import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -36,6 +37,17 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views[:1024])  # at most IOV_MAX buffers per call
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:  # a short write: the rest of that buffer next time
+            views[0] = views[0][written:]
+
+
 try:
     _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     _libc.syncfs  # noqa: B018 - present on Linux only
@@ -50,12 +62,14 @@ class FileBlobStore(BlobStore):
         self.root = Path(parsed.path if not parsed.netloc else parsed.netloc + parsed.path)
         self.fsync = fsync
         self._dirs: set[Path] = set()
+        self._names = itertools.count()
+        self._writers = ThreadPoolExecutor(4, thread_name_prefix="blob-put")  # put_many's files, side by side
 
     async def open(self) -> None:
         (self.root / ".staging").mkdir(parents=True, exist_ok=True)
 
     async def close(self) -> None:
-        pass
+        self._writers.shutdown(wait=False)
 
     def staging_dir(self) -> Path:
         return self.root / ".staging"
@@ -88,13 +102,18 @@ class FileBlobStore(BlobStore):
             fsync_path(dest.parent)
 
     def _put_bytes(self, key: str, parts: Sequence[Buffer], sha256: str, durable: bool) -> BlobInfo:
-        fd, tmp = tempfile.mkstemp(dir=self.staging_dir())
+        # A name unique to this process and call (no tempfile: its random names and file
+        # object cost more than the write of a small instance).
+        tmp = self.staging_dir() / f"put-{os.getpid()}-{next(self._names)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.writelines(parts)
-            self._commit(Path(tmp), key, durable)
+            try:
+                _write_all(fd, parts)
+            finally:
+                os.close(fd)
+            self._commit(tmp, key, durable)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return BlobInfo(key, sum(len(p) for p in parts), sha256)
 
@@ -109,9 +128,9 @@ class FileBlobStore(BlobStore):
                 for key, parts, sha256 in items:
                     self._put_bytes(key, parts, sha256, durable)
                 return
-            with ThreadPoolExecutor(4, thread_name_prefix="blob-put") as pool:
-                for f in [pool.submit(self._put_bytes, key, parts, sha256, durable) for key, parts, sha256 in items]:
-                    f.result()
+            for f in [self._writers.submit(self._put_bytes, key, parts, sha256, durable)
+                      for key, parts, sha256 in items]:
+                f.result()
         await asyncio.to_thread(_all)
 
     async def sync(self) -> None:
