@@ -21,6 +21,8 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 
+from .schema_check import compile_check
+
 SPEC_VERSION = "1.0"
 DATASCHEMA_PREFIX = "urn:yilian:schema:"
 
@@ -124,18 +126,19 @@ class SchemaRegistry:
 
     def __init__(self, schemas_dir: Path | None = None) -> None:
         self.dir = (schemas_dir or default_schemas_dir()) / "events"
-        self._validators: dict[tuple[str, int], Draft202012Validator] = {}
+        self._validators: dict[tuple[str, int], _Schema] = {}
         envelope = self.dir / "envelope.json"
         if not envelope.is_file():
             raise FileNotFoundError(f"event schemas not found at {self.dir}")
-        self._envelope = Draft202012Validator(json.loads(envelope.read_text("utf-8")))
+        # The envelope is checked without a format checker (its "time" format is an annotation).
+        self._envelope = _Schema(Draft202012Validator(json.loads(envelope.read_text("utf-8"))))
         for path in sorted(self.dir.glob("*.v*.json")):
             type_, _, rest = path.name.rpartition(".v")
             version = int(rest.removesuffix(".json"))
             schema = json.loads(path.read_text("utf-8"))
             Draft202012Validator.check_schema(schema)
-            self._validators[(type_, version)] = Draft202012Validator(
-                schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            self._validators[(type_, version)] = _Schema(Draft202012Validator(
+                schema, format_checker=Draft202012Validator.FORMAT_CHECKER))
 
     @property
     def types(self) -> list[str]:
@@ -143,15 +146,31 @@ class SchemaRegistry:
 
     def validate(self, event: Event) -> None:
         """Raise :class:`InvalidEvent` with a precise message unless ``event`` is valid."""
-        self._check(self._envelope, event.to_dict(), f"{event.type} envelope")
-        validator = self._validators.get((event.type, event.version))
-        if validator is None:
+        self._envelope.check(event.to_dict(), f"{event.type} envelope")
+        schema = self._validators.get((event.type, event.version))
+        if schema is None:
             raise InvalidEvent(f"no schema for event type {event.type!r} version {event.version}")
-        self._check(validator, event.data, f"{event.type} v{event.version} data")
+        schema.check(event.data, f"{event.type} v{event.version} data")
 
-    @staticmethod
-    def _check(validator: Draft202012Validator, instance: Any, what: str) -> None:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    def compiled(self, type: str, version: int = 1) -> bool:
+        """Whether the data schema of ``type`` has a compiled fast check (else jsonschema alone)."""
+        return self._validators[(type, version)].fast is not None
+
+
+class _Schema:
+    """One schema: a compiled yes/no check for the common case, jsonschema for the verdict and
+    the message whenever that check does not vouch for the instance."""
+
+    __slots__ = ("fast", "validator")
+
+    def __init__(self, validator: Draft202012Validator) -> None:
+        self.validator = validator
+        self.fast = compile_check(validator.schema, format_checker=validator.format_checker)
+
+    def check(self, instance: Any, what: str) -> None:
+        if self.fast is not None and self.fast(instance):
+            return
+        error = jsonschema.exceptions.best_match(self.validator.iter_errors(instance))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidEvent(f"{what} invalid at {where}: {error.message}")
