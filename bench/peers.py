@@ -118,13 +118,16 @@ def orthanc(workdir: Path) -> Iterator[Peer]:
 
 
 @contextmanager
-def yilian(workdir: Path, *, workers: int = 1, native: bool = True, everything: bool = False) -> Iterator[Peer]:
-    """The gateway process (``yilian serve pacs_gateway``), or with ``everything`` all services (``yilian up``)."""
+def yilian(workdir: Path, *, workers: int = 1, native: bool = True, everything: bool = False,
+           indexer: str = "inline") -> Iterator[Peer]:
+    """The gateway process (``yilian serve pacs_gateway``), or with ``everything`` all services (``yilian up``);
+    ``indexer="process"``: YILIAN_GATEWAY_INDEXER=process."""
     data = workdir / "yilian"
     port, http = free_port(), free_port()
     env = {**ENV, "YILIAN_DATA_DIR": str(data), "YILIAN_DICOM_PORT": str(port), "YILIAN_HTTP_PORT": str(http),
            "YILIAN_GATEWAY_WORKERS": str(workers), "YILIAN_LOG_LEVEL": "WARNING",
-           "YILIAN_BIND_HOST": "127.0.0.1", "YILIAN_DICOM_NATIVE_UL": "true" if native else "false"}
+           "YILIAN_BIND_HOST": "127.0.0.1", "YILIAN_DICOM_NATIVE_UL": "true" if native else "false",
+           "YILIAN_GATEWAY_INDEXER": indexer}
     log = open(workdir / "yilian.log", "w")
     command = ["up"] if everything else ["serve", "pacs_gateway"]
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", *command], env=env, cwd=ROOT,
