@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 
 from pydicom.charset import python_encoding
-from pydicom.uid import UID
+from pydicom.uid import RE_VALID_UID
 
 from .model import InstanceHeader
 
@@ -181,7 +181,7 @@ def _header(raw: dict[int, bytes]) -> InstanceHeader:
         value = raw.get(tag)
         if kind == UID_:
             text = value.decode("ascii", "replace").rstrip("\0 ").strip() if value else ""
-            if not text or not UID(text).is_valid:
+            if not text or len(text) > 64 or not RE_VALID_UID.match(text):  # UID.is_valid, without building a UID
                 raise _Unscannable  # a refusal: pydicom's parse words it (or finds the data set broken)
             fields[name] = text
         elif value is None:
