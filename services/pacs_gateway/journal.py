@@ -117,6 +117,9 @@ class Journal:
         self._spare: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()  # one writer at a time keeps positions and file order the same
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="journal-fdatasync")
+        # Set by the gateway: whether one association alone is storing (then :meth:`durable`
+        # flushes on the event loop itself, see there).
+        self.alone: Callable[[], bool] | None = None
 
     # --- start ------------------------------------------------------------------------
     def segments(self) -> list[Path]:
@@ -225,6 +228,13 @@ class Journal:
         position = self._written if position is None else position
         while self._synced < position:
             if self._flushing is None:
+                if self.alone is not None and self.alone():
+                    # Nobody else can be waiting: flush here.  The thread hand-off there and back
+                    # costs about as much as the fdatasync, and there is nothing to share it with.
+                    target = self._written
+                    os.fdatasync(self._fd)
+                    self._synced = max(self._synced, target)
+                    continue
                 self._flushing = asyncio.ensure_future(self._flush())
             await asyncio.shield(self._flushing)
 

@@ -139,6 +139,9 @@ class GatewayService:
                                         max_associations=self.ae.maximum_associations,
                                         max_pdu=self.ae.maximum_pdu_size)
             self.dicom_port = await self._native.start(settings.bind_host, settings.dicom_port)
+            if self.ingest.journal is not None:  # one connection (C-STOREs come one at a time): flush inline
+                native = self._native
+                self.ingest.journal.alone = lambda: native.active <= 1
         else:
             self._server = self.ae.make_server(address, evt_handlers=handlers, server_class=ReusePortServer,
                                                ssl_context=ssl_context)
