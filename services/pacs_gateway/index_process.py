@@ -19,9 +19,9 @@ reconnects and sends again every record not acknowledged — indexing is idempot
 identical instance is recognised).  If everything dies, the journals replay at the next start.
 
 Wire format (little endian), one stream per receiving process:
-``RECORD``: type 1, sequence number (u64), meta length (u32), body length (u32), then the
-journal record's meta (UTF-8 JSON, :func:`~.ingest.record_meta` plus ``write_blob``) and the
-Part 10 bytes (none when the meta names a staging file).  ``ACK``: type 2, count (u32), the
+``RECORD``: type 1, flags (1: write the blob file), sequence number (u64), meta length (u32),
+body length (u32), then the journal record's meta (UTF-8 JSON, :func:`~.ingest.record_meta`)
+and the Part 10 bytes (none when the meta names a staging file).  ``ACK``: type 2, count (u32), the
 indexer's failure and quarantine totals (u32 each), then ``count`` sequence numbers (u64).
 """
 
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from .indexer import MAX_WAITING_BYTES, Indexer, Waiting
 from .ingest import prepared_from_record, record_meta
+from .journal import encode_meta
 
 if TYPE_CHECKING:
     from ..core.settings import Settings
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("yilian.pacs_gateway.index_process")
 
-RECORD = struct.Struct("<BQII")
+RECORD = struct.Struct("<BBQII")
+WRITE_BLOB = 0x01  # RECORD flag: write the blob file (not set for a replayed staging file already in place)
 ACK = struct.Struct("<BIII")
 RECORD_TYPE, ACK_TYPE = 1, 2
 READ_LIMIT = 1 << 20
@@ -124,10 +126,10 @@ class IndexClient:
     @staticmethod
     def _send(writer: asyncio.StreamWriter, seq: int, item: Waiting) -> None:
         p = item.prepared
-        meta = json.dumps({**record_meta(p, item.received_at), "write_blob": item.write_blob},
-                          ensure_ascii=False, separators=(",", ":")).encode()
+        meta = item.meta if item.meta is not None else encode_meta(record_meta(p, item.received_at))
         body = p.received.part10() if p.received.in_memory else []
-        writer.writelines([RECORD.pack(RECORD_TYPE, seq, len(meta), sum(len(b) for b in body)), meta, *body])
+        flags = WRITE_BLOB if item.write_blob else 0
+        writer.writelines([RECORD.pack(RECORD_TYPE, flags, seq, len(meta), sum(len(b) for b in body)), meta, *body])
 
     async def _run(self) -> None:
         delay = RECONNECT_FIRST
@@ -220,13 +222,13 @@ class IndexServer:
             acks.append(seq)
         try:
             while True:
-                kind, seq, meta_len, body_len = RECORD.unpack(await reader.readexactly(RECORD.size))
+                kind, flags, seq, meta_len, body_len = RECORD.unpack(await reader.readexactly(RECORD.size))
                 if kind != RECORD_TYPE:
                     raise ConnectionError(f"unexpected frame type {kind}")
                 meta = json.loads(await reader.readexactly(meta_len))
                 body = await reader.readexactly(body_len) if body_len else b""
                 await self.indexer.submit(Waiting(prepared_from_record(meta, body, staging), meta["received_at"], None,
-                                                  write_blob=meta.get("write_blob", True),
+                                                  write_blob=bool(flags & WRITE_BLOB),
                                                   on_indexed=functools.partial(acknowledge, seq)))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the receiving process stopped; what it did not get acknowledged it sends again

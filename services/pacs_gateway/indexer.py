@@ -57,6 +57,7 @@ class Waiting:
     written: Written | None  # None: replayed from an earlier run's journal, or from another process's
     write_blob: bool = True  # False: a replayed staging file already moved into place
     on_indexed: Callable[[], None] | None = None  # instead of marking ``written``: another process's record
+    meta: bytes | None = None  # the journal record's encoded meta, when at hand (index_process sends it)
 
     @property
     def key(self) -> str:

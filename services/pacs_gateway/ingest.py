@@ -42,7 +42,7 @@ from ..core.store.port import Batch
 from . import header as fast_header
 from . import model, statuses
 from .indexer import Indexer, Waiting
-from .journal import Buffer, Journal, Record, Written
+from .journal import Buffer, Journal, Record, Written, encode_meta
 from .model import InstanceHeader, StoreRefused
 
 if TYPE_CHECKING:
@@ -191,8 +191,8 @@ class Ingest:
                 p.received, path=await asyncio.to_thread(self._keep_staged, p.received.path)))
         now = utc_now()
         try:
-            written = await self.journal.append(record_meta(p, now), p.received.part10() if p.received.in_memory
-                                                else ())
+            meta = encode_meta(record_meta(p, now))  # once: the indexer process gets the same bytes
+            written = await self.journal.append(meta, p.received.part10() if p.received.in_memory else ())
         except BaseException as exc:
             looked_up.cancel()
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -210,7 +210,7 @@ class Ingest:
         if early is not None:
             await self._abandon(written)
             return early
-        await self.indexer.submit(Waiting(p, now, written))
+        await self.indexer.submit(Waiting(p, now, written, meta=meta))
         return Outcome(statuses.SUCCESS)
 
     async def _abandon(self, written: Written) -> None:
@@ -540,9 +540,13 @@ async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) 
     return removed
 
 
+_HEADER_FIELDS = [f.name for f in dataclasses.fields(InstanceHeader)]
+
+
 def record_meta(p: Prepared, received_at: str) -> dict[str, Any]:
     r = p.received
-    return {"header": dataclasses.asdict(p.header), "calling_ae": r.calling_ae, "organization": r.organization,
+    h = p.header  # its fields are scalars: no need for dataclasses.asdict's deep copy
+    return {"header": {name: getattr(h, name) for name in _HEADER_FIELDS}, "calling_ae": r.calling_ae, "organization": r.organization,
             "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size, "sha256": p.sha256,
             "received_at": received_at, "staged": r.path.name if r.path is not None else None}
 

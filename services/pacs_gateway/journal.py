@@ -70,6 +70,10 @@ class Written:
     position: int  # what :meth:`Journal.durable` waits for
 
 
+def encode_meta(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def read_segment(path: Path) -> list[Record]:
     """The whole records of one segment file, up to the first that is cut short, stale or absent."""
     number = int(path.stem)
@@ -196,9 +200,10 @@ class Journal:
             path.unlink(missing_ok=True)
 
     # --- appending --------------------------------------------------------------------
-    async def append(self, meta: dict[str, Any], body: Sequence[Buffer] = ()) -> Written:
-        """Write a record; it is durable once :meth:`durable` of its ``position`` returns."""
-        encoded = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+    async def append(self, meta: dict[str, Any] | bytes, body: Sequence[Buffer] = ()) -> Written:
+        """Write a record (``meta`` as a dict, or already :func:`encode_meta`-d); it is durable
+        once :meth:`durable` of its ``position`` returns."""
+        encoded = meta if isinstance(meta, bytes) else encode_meta(meta)
         length = sum(len(b) for b in body)
         size = HEAD.size + len(encoded) + length
         async with self._lock:
