@@ -35,14 +35,18 @@ from ..core.settings import env_float
 from ..delivery.retry import Backoff
 from ..workflow.leases import iso, parse_iso
 from . import query as q
-from .commitment import (COMMITMENTS, STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH_MODEL,
-                         event_information, report_destination, verdicts)
+from .commitment import (COMMITMENTS, NO_SUCH_OBJECT_INSTANCE, STORAGE_COMMITMENT_INSTANCE,
+                         STORAGE_COMMITMENT_PUSH_MODEL, event_information, report_destination, verdicts)
 
 log = logging.getLogger("yilian.pacs_gateway.commitment")
 
 SETTINGS_KEY = "pacs_gateway.commitment_settings"
 RELEASE_WAIT = 5.0  # let the requestor release its N-ACTION association before reporting
 STOP_GRACE = 5.0  # on stop, a report being sent may finish (and be recorded) this long
+# An instance another gateway process (a worker, or the indexer process) acknowledged just before
+# the N-ACTION may not be indexed yet: what seems missing is judged again until this long after
+# the request (at most a quarter of the retry horizon).
+MISSING_GRACE = 2.0
 Doc = dict[str, Any]
 
 
@@ -236,6 +240,11 @@ class CommitmentSender:
             # process's indexer has caught up with what it acknowledged.
             await self.gateway.ingest.settled()
             results = await verdicts(rt.store, rt.blobs, requested, organizations)
+            grace_ends = parse_iso(d["requested_at"]) + min(MISSING_GRACE, self.settings.horizon / 4)
+            while (any(reason == NO_SUCH_OBJECT_INSTANCE for *_, reason in results)
+                   and self.settings.clock() < grace_ends and not self._stopping):
+                await asyncio.sleep(0.1)
+                results = await verdicts(rt.store, rt.blobs, requested, organizations)
             event_type, info = event_information(d["id"], results, rt.settings.ae_title)
             ok, detail = await _in_daemon_thread(lambda: send_report(
                 calling_ae=rt.settings.ae_title, destination=destination, event_type=event_type, info=info,

@@ -81,3 +81,19 @@ async def test_storage_commitment_reports_committed_and_missing_instances(gatewa
     assert [s["SOPInstanceUID"] for s in partial["Success"]] == [sent[1][1]]
     reasons = {(f["SOPClassUID"], f["SOPInstanceUID"]): f["FailureReason"] for f in partial["Failures"]}
     assert reasons == {never_sent: 0x0112, wrong_class: 0x0119}  # no such instance; class-instance conflict
+
+
+async def test_an_instance_indexed_just_after_the_request_is_committed(gateway, tmp_path, orthanc_modality):
+    # As when another gateway process acknowledged it a moment before the N-ACTION and is still
+    # indexing it: what seems missing is judged again for a moment before the report.
+    late = ds_.make_study(tmp_path / "late", series=1, instances=1, patient_id="CG002")
+    sent = [(str(d.SOPClassUID), str(d.SOPInstanceUID)) for d in map(dcmread, late.files)]
+    report = asyncio.create_task(commit(orthanc_modality, sent))
+
+    async def requested() -> bool:
+        return await gateway.rt.store.count("storage_commitments") == 1
+    await wait_for(requested, timeout=20, interval=0.02, what="the N-ACTION")
+    await store(gateway, CG, late.files)
+    result = await report
+    assert result["Status"] == "Success", result
+    assert [s["SOPInstanceUID"] for s in result["Success"]] == [sent[0][1]]
