@@ -41,6 +41,7 @@ from ..ingest import Ingest, Received
 from ..model import StoreRefused
 from . import dimse, pdu
 from .pdu import ProtocolError
+from .stream import PDUStream
 
 if TYPE_CHECKING:
     from ..service import GatewayService
@@ -115,10 +116,10 @@ class _Incoming:
 
 
 class _Association:
-    def __init__(self, server: NativeServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer: str, calling: str, accepted: dict[int, tuple[str, str]], peer_max_pdu: int) -> None:
+    def __init__(self, server: NativeServer, stream: PDUStream, peer: str, calling: str,
+                 accepted: dict[int, tuple[str, str]], peer_max_pdu: int) -> None:
         self.server = server
-        self.reader, self.writer = reader, writer
+        self.stream = stream
         self.peer, self.calling = peer, calling
         self.accepted = accepted
         self.peer_max_pdu = peer_max_pdu
@@ -126,35 +127,34 @@ class _Association:
         self.incoming: _Incoming | None = None
         self.stored = 0
 
-    async def serve(self, deadline: asyncio.Timeout) -> None:
-        loop = asyncio.get_running_loop()
-        timeout = self.server.timeout
+    async def serve(self) -> None:
+        stream = self.stream
+        stream.idle_timeout = self.server.timeout  # only while waiting: our own work is not the peer's idleness
         try:
             while True:
-                deadline.reschedule(loop.time() + timeout)
-                pdu_type, body, _ = await self.server.read_pdu(self.reader)
-                deadline.reschedule(None)  # our own work is not the peer's idleness
-                if pdu_type == pdu.P_DATA_TF:
-                    await self.p_data(body)
-                elif pdu_type == pdu.A_RELEASE_RQ:
-                    if self.incoming is not None:
-                        raise ProtocolError("A-RELEASE-RQ in the middle of a C-STORE", pdu.REASON_UNEXPECTED_PDU)
-                    self.writer.write(pdu.a_release_rp())
-                    await self.writer.drain()
-                    log.debug("association released", extra={"peer": self.peer, "calling_ae": self.calling,
-                                                              "stored": self.stored})
-                    return
-                elif pdu_type == pdu.A_ABORT:
-                    log.info("association aborted by the peer", extra={"peer": self.peer, "calling_ae": self.calling})
-                    return
-                else:
-                    raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X}", pdu.REASON_UNEXPECTED_PDU)
+                for pdu_type, body in await stream.receive():
+                    if pdu_type == pdu.P_DATA_TF:
+                        await self.p_data(body)
+                    elif pdu_type == pdu.A_RELEASE_RQ:
+                        if self.incoming is not None:
+                            raise ProtocolError("A-RELEASE-RQ in the middle of a C-STORE", pdu.REASON_UNEXPECTED_PDU)
+                        stream.write(pdu.a_release_rp())
+                        await stream.drain()
+                        log.debug("association released", extra={"peer": self.peer, "calling_ae": self.calling,
+                                                                  "stored": self.stored})
+                        return
+                    elif pdu_type == pdu.A_ABORT:
+                        log.info("association aborted by the peer",
+                                 extra={"peer": self.peer, "calling_ae": self.calling})
+                        return
+                    else:
+                        raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X}", pdu.REASON_UNEXPECTED_PDU)
         finally:
             if self.incoming is not None:
                 self.incoming.discard()
                 self.incoming = None
 
-    async def p_data(self, body: bytes) -> None:
+    async def p_data(self, body: bytes | memoryview) -> None:
         for context_id, control, data in pdu.pdvs(body):
             if context_id not in self.accepted:
                 raise ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
@@ -185,7 +185,7 @@ class _Association:
             self.respond(context_id, dimse.response(dimse.C_ECHO_RSP, responding_to=command.message_id,
                                                     sop_class_uid=dimse.VERIFICATION))
             count_dimse_response(self.server.gateway.rt, dimse.C_ECHO_RSP, statuses.SUCCESS)  # /metrics
-            await self.writer.drain()
+            await self.stream.drain()
         elif command.field == dimse.C_STORE_RQ and command.has_data_set:
             self.incoming = self.server.open_staging(command, context_id, self.accepted[context_id][1])
             self.incoming.looked_up = self.server.ingest.lookup(command.sop_instance_uid)
@@ -200,10 +200,10 @@ class _Association:
             dimse.C_STORE_RSP, responding_to=command.message_id, sop_class_uid=command.sop_class_uid,
             sop_instance_uid=command.sop_instance_uid, status=status, comment=comment))
         count_dimse_response(self.server.gateway.rt, dimse.C_STORE_RSP, status)  # /metrics
-        await self.writer.drain()
+        await self.stream.drain()
 
     def respond(self, context_id: int, command: bytes) -> None:
-        self.writer.write(pdu.p_data_tf(context_id, command, command=True, max_pdu=self.peer_max_pdu))
+        self.stream.write(pdu.p_data_tf(context_id, command, command=True, max_pdu=self.peer_max_pdu))
 
 
 class NativeServer:
@@ -228,8 +228,10 @@ class NativeServer:
     async def start(self, host: str, port: int) -> int:
         # asyncio sets TCP_NODELAY on TCP connections itself; reuse_port lets worker processes share the port.
         tls: dict[str, Any] = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.timeout} if self.ssl_context else {}
-        self._server = await asyncio.start_server(self._connection, host, port, reuse_port=True, backlog=256,
-                                                  limit=2 * self.max_pdu, **tls)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: PDUStream(self._connection, first_limit=MAX_ASSOCIATE_RQ, high_water=2 * self.max_pdu),
+            host, port, reuse_port=True, backlog=256, **tls)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -244,73 +246,60 @@ class NativeServer:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
 
-    # --- PDUs ------------------------------------------------------------------------
-    @staticmethod
-    async def read_pdu(reader: asyncio.StreamReader, limit: int = MAX_PDU_ACCEPTED) -> tuple[int, bytes, bytes]:
-        header = await reader.readexactly(6)
-        pdu_type, length = pdu.HEADER.unpack(header)
-        if pdu_type not in pdu.PDU_TYPES:
-            raise ProtocolError(f"unrecognised PDU type 0x{pdu_type:02X}", pdu.REASON_UNRECOGNIZED_PDU)
-        if length > limit:
-            raise ProtocolError(f"PDU of {length} bytes is larger than {limit}")
-        body = await reader.readexactly(length)
-        return pdu_type, body, header
-
     # --- one connection ----------------------------------------------------------------
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, stream: PDUStream) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        address = writer.get_extra_info("peername") or ("?", 0)
+        address = stream.peername() or ("?", 0)
         peer = f"{address[0]}:{address[1]}"
         self.active += 1
         handed_off = established = False
         try:
             async with asyncio.timeout(self.timeout) as deadline:  # ARTIM: the A-ASSOCIATE-RQ must come
                 try:
-                    pdu_type, body, header = await self.read_pdu(reader, MAX_ASSOCIATE_RQ)
+                    [(pdu_type, body)] = await stream.receive()  # the first PDU alone: the rest is held
                     if pdu_type != pdu.A_ASSOCIATE_RQ:
                         raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
                                             pdu.REASON_UNEXPECTED_PDU)
-                    association = await self._associate(reader, writer, peer, header + body, address)
+                    request = pdu.HEADER.pack(pdu_type, len(body)) + bytes(body)
+                    association = await self._associate(stream, peer, request, address)
                     if association is None:
                         return
+                    deadline.reschedule(None)  # from here the stream's idle timeout, or pynetdicom's
                     if association == "handed off":
                         handed_off = True
-                        deadline.reschedule(None)  # pynetdicom's own network timeout applies
-                        await self._relay(reader, writer, header + body, address, peer)
+                        await self._relay(stream, request, address, peer)
                         return
                     established = True
-                    await association.serve(deadline)
+                    await association.serve()
                 except ProtocolError as exc:
                     log.warning("association aborted: protocol error",
                                 extra={"peer": peer, "error": str(exc), "reason": exc.reason})
-                    writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason))
+                    stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason))
         except TimeoutError:
             log.info("association closed: peer silent for too long", extra={"peer": peer, "timeout": self.timeout})
             if established:  # ARTIM expiry before an association just closes the connection (PS3.8 AA-2)
                 with contextlib.suppress(Exception):
-                    writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
+                    stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError) as exc:
             log.info("association connection lost", extra={"peer": peer, "error": repr(exc)})
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
+                stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
             raise
         except Exception:
             log.exception("association failed", extra={"peer": peer})
             with contextlib.suppress(Exception):
-                writer.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
+                stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
         finally:
             self.active -= 1
             self._tasks.discard(task)
             if not handed_off:
                 with contextlib.suppress(Exception):
-                    writer.close()
-                    await asyncio.wait_for(writer.wait_closed(), 2)
+                    await stream.close()
 
-    async def _associate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
-                         raw: bytes, address: Any) -> _Association | str | None:
+    async def _associate(self, stream: PDUStream, peer: str, raw: bytes, address: Any) -> _Association | str | None:
         rq = AssociateRQ()
         try:
             rq.decode(raw)
@@ -332,8 +321,8 @@ class NativeServer:
         if reject is not None:
             log.warning("association rejected", extra={"reason": reason, "calling_ae": calling, "called_ae": called,
                                                        "peer": peer})
-            writer.write(pdu.a_associate_rj(*reject))
-            await writer.drain()
+            stream.write(pdu.a_associate_rj(*reject))
+            await stream.drain()
             return None
 
         proposed = primitive.presentation_context_definition_list
@@ -351,11 +340,12 @@ class NativeServer:
                     for cx in results if cx.result == 0x00}
         peer_max = next((item.maximum_length_received for item in items
                          if isinstance(item, MaximumLengthNotification)), 0) or 0
-        writer.write(self._associate_ac(primitive, results))
-        await writer.drain()
+        stream.write(self._associate_ac(primitive, results))
+        stream.read_pdus(MAX_PDU_ACCEPTED)
+        await stream.drain()
         log.debug("association accepted", extra={"path": "native", "peer": peer, "calling_ae": calling,
                                                  "accepted_contexts": len(accepted), "peer_max_pdu": peer_max})
-        return _Association(self, reader, writer, peer, calling, accepted, peer_max)
+        return _Association(self, stream, peer, calling, accepted, peer_max)
 
     def _associate_ac(self, rq: A_ASSOCIATE, results: list[PresentationContext]) -> bytes:
         ac = A_ASSOCIATE()
@@ -446,8 +436,7 @@ class NativeServer:
         return outcome.status, outcome.comment
 
     # --- hand-off to pynetdicom -------------------------------------------------------------
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes,
-                     address: Any, peer: str) -> None:
+    async def _relay(self, stream: PDUStream, request: bytes, address: Any, peer: str) -> None:
         ours, theirs = socket.socketpair()
         try:
             # pynetdicom reads the A-ASSOCIATE-RQ again from its end and runs the association on a thread.
@@ -458,22 +447,35 @@ class NativeServer:
             raise
         inner_reader, inner_writer = await asyncio.open_connection(sock=ours)
         inner_writer.write(request)
+        stream.relay()
 
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def inbound() -> None:  # the peer's bytes to pynetdicom
             try:
-                while data := await source.read(1 << 16):
-                    sink.write(data)
-                    await sink.drain()
+                while True:
+                    for chunk in await stream.receive():
+                        inner_writer.write(chunk)
+                    await inner_writer.drain()
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
                 pass
             finally:
                 with contextlib.suppress(Exception):
-                    sink.close()
+                    inner_writer.close()
+
+        async def outbound() -> None:  # pynetdicom's answers to the peer
+            try:
+                while data := await inner_reader.read(1 << 16):
+                    stream.write(data)
+                    await stream.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.close()
 
         try:
-            await asyncio.gather(pump(reader, inner_writer), pump(inner_reader, writer))
+            await asyncio.gather(inbound(), outbound())
         finally:
-            for w in (inner_writer, writer):
-                with contextlib.suppress(Exception):
-                    w.close()
+            with contextlib.suppress(Exception):
+                inner_writer.close()
+                await stream.close()
             log.debug("handed-off association ended", extra={"peer": peer})
