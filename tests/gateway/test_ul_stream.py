@@ -15,6 +15,7 @@ import pytest
 from pydicom import dcmread
 from pynetdicom.sop_class import CTImageStorage
 
+from services.monitor.instruments import dimse_counter
 from services.pacs_gateway.ul import dimse, pdu
 from services.pacs_gateway.ul.pdu import ProtocolError
 from services.pacs_gateway.ul.stream import PDUStream
@@ -206,3 +207,4 @@ async def test_c_store_pdus_coalesced_or_fragmented_are_stored(gateway, tmp_path
         assert (await read_pdu(reader))[0] == pdu.A_RELEASE_RP
         writer.close()
     assert await gateway.count("instances") == 2 and gateway.staging_files() == []
+    assert dimse_counter(gateway.rt).value(command="C-STORE", status="0x0000") == 2  # /metrics

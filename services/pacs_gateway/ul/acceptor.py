@@ -23,7 +23,6 @@ import os
 import socket
 import ssl
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -35,7 +34,7 @@ from pynetdicom.pdu_primitives import (A_ASSOCIATE, AsynchronousOperationsWindow
                                        MaximumLengthNotification)
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext, negotiate_as_acceptor
 
-from ...monitor.instruments import count_dimse_response
+from ...monitor.instruments import DIMSE_COMMANDS, count_dimse_response, dimse_counter
 from .. import statuses
 from ..ingest import Ingest, Received
 from ..model import StoreRefused
@@ -57,29 +56,30 @@ NATIVE_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotificati
 MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones before reading them
 MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
 CALLING_AE_NOT_REGISTERED = 0xC212
+C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
 
 
-@dataclass
 class _Incoming:
     """A C-STORE data set on its way in: held in memory up to ``inline`` bytes, then spooled to a file."""
 
-    command: dimse.Command
-    context_id: int
-    transfer_syntax: str
-    file_meta: bytes
-    limit: int
-    inline: int
-    spool: Any  # () -> (path, file): opens the staging file when the data set outgrows ``inline``
-    fragments: list[memoryview] = field(default_factory=list)
-    path: Path | None = None
-    file: BinaryIO | None = None
-    sha256: Any = field(default_factory=hashlib.sha256)
-    size: int = 0
-    looked_up: asyncio.Future[Any] | None = None  # the index entry of this SOP Instance UID, being read
+    __slots__ = ("command", "context_id", "transfer_syntax", "file_meta", "limit", "inline", "spool", "fragments",
+                 "path", "file", "sha256", "size", "looked_up")
 
-    def __post_init__(self) -> None:
-        self.sha256.update(self.file_meta)
-        self.size = len(self.file_meta)
+    def __init__(self, command: dimse.Command, context_id: int, transfer_syntax: str, file_meta: bytes, limit: int,
+                 inline: int, spool: Any) -> None:
+        self.command = command
+        self.context_id = context_id
+        self.transfer_syntax = transfer_syntax
+        self.file_meta = file_meta
+        self.limit = limit
+        self.inline = inline
+        self.spool = spool  # () -> (path, file): opens the staging file when the data set outgrows ``inline``
+        self.fragments: list[memoryview] = []
+        self.path: Path | None = None
+        self.file: BinaryIO | None = None
+        self.sha256 = hashlib.sha256(file_meta)
+        self.size = len(file_meta)
+        self.looked_up: asyncio.Future[Any] | None = None  # the index entry of this SOP Instance UID, being read
 
     def write(self, data: memoryview) -> None:
         self.size += len(data)
@@ -199,7 +199,7 @@ class _Association:
         self.respond(incoming.context_id, dimse.response(
             dimse.C_STORE_RSP, responding_to=command.message_id, sop_class_uid=command.sop_class_uid,
             sop_instance_uid=command.sop_instance_uid, status=status, comment=comment))
-        count_dimse_response(self.server.gateway.rt, dimse.C_STORE_RSP, status)  # /metrics
+        self.server.responses.inc(command=C_STORE, status=f"0x{status:04X}")  # /metrics (a final status)
         await self.stream.drain()
 
     def respond(self, context_id: int, command: bytes) -> None:
@@ -222,6 +222,7 @@ class NativeServer:
         self.active = 0
         # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
         self.fsync = bool(getattr(gateway.rt.blobs, "fsync", False))
+        self.responses = dimse_counter(gateway.rt)  # looked up once, counted per C-STORE
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -389,11 +390,14 @@ class NativeServer:
 
     async def store(self, association: _Association, incoming: _Incoming) -> tuple[int, str]:
         command, calling = incoming.command, association.calling
-        extra = {"calling_ae": calling, "sop_instance_uid": command.sop_instance_uid, "peer": association.peer}
+
+        def extra(**more: Any) -> dict[str, Any]:  # built only when something is logged
+            return {"calling_ae": calling, "sop_instance_uid": command.sop_instance_uid, "peer": association.peer,
+                    **more}
         try:
             org = self.gateway.organization_for(calling)
             if org is None:
-                log.warning("C-STORE refused", extra={**extra, "reason": "calling AE title no longer registered"})
+                log.warning("C-STORE refused", extra=extra(reason="calling AE title no longer registered"))
                 return CALLING_AE_NOT_REGISTERED, "calling AE title not registered"
             if incoming.size > incoming.limit:
                 raise StoreRefused(statuses.OUT_OF_RESOURCES,
@@ -413,11 +417,10 @@ class NativeServer:
                 prepared = self.ingest.prepare(received)  # in memory: tens of microseconds
             outcome = await self.ingest.commit(prepared, incoming.looked_up)
         except StoreRefused as refused:
-            log.warning("C-STORE refused", extra={**extra, "status": f"0x{refused.status:04X}",
-                                                  "reason": refused.comment})
+            log.warning("C-STORE refused", extra=extra(status=f"0x{refused.status:04X}", reason=refused.comment))
             return refused.status, refused.comment
         except Exception as exc:  # the store or blob store failed: nothing kept, the sender may retry
-            log.exception("C-STORE failed", extra=extra)
+            log.exception("C-STORE failed", extra=extra())
             return statuses.PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"
         finally:
             incoming.fragments = []
@@ -432,7 +435,8 @@ class NativeServer:
             if incoming.path is not None:
                 incoming.path.unlink(missing_ok=True)  # kept files were renamed away; the rest goes
         association.stored += 1
-        log.debug("C-STORE", extra={**extra, "result": outcome.result, "path": "native"})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("C-STORE", extra=extra(result=outcome.result, path="native"))
         return outcome.status, outcome.comment
 
     # --- hand-off to pynetdicom -------------------------------------------------------------

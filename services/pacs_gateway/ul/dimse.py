@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
@@ -31,8 +31,7 @@ class BadCommand(ValueError):
     """A command set that cannot be decoded."""
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):  # a tuple: built for every message, and cheaper than a frozen dataclass
     field: int
     message_id: int
     has_data_set: bool
