@@ -8,6 +8,7 @@ C-STORE whose PDUs arrive coalesced and fragmented.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import time
 
@@ -208,3 +209,29 @@ async def test_c_store_pdus_coalesced_or_fragmented_are_stored(gateway, tmp_path
         writer.close()
     assert await gateway.count("instances") == 2 and gateway.staging_files() == []
     assert dimse_counter(gateway.rt).value(command="C-STORE", status="0x0000") == 2  # /metrics
+
+
+async def test_a_repeated_association_request_is_answered_alike_and_still_checked(gateway, monkeypatch):
+    request = associate_rq(abstract=CTImageStorage)
+
+    async def associate() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(request)
+            answer = await read_pdu(reader)
+            if answer[0] == pdu.A_ASSOCIATE_AC:
+                writer.write(_pdu(pdu.A_RELEASE_RQ, b"\x00" * 4))
+                assert (await read_pdu(reader))[0] == pdu.A_RELEASE_RP
+            return answer
+        finally:
+            writer.close()
+
+    first, second = await associate(), await associate()
+    assert first[0] == pdu.A_ASSOCIATE_AC and second == first
+    # the calling AE title leaves the consortium: the very same request is now rejected
+    organizations = gateway.rt.consortium.organizations
+    org = next(o for o in organizations.values() if CHENGGUAN_CT in o.modality_aes)
+    monkeypatch.setitem(organizations, org.id, dataclasses.replace(
+        org, modality_aes=tuple(ae for ae in org.modality_aes if ae != CHENGGUAN_CT)))
+    pdu_type, body = await associate()
+    assert pdu_type == pdu.A_ASSOCIATE_RJ and tuple(body[1:]) == pdu.RJ_CALLING_AE

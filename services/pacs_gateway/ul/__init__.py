@@ -8,6 +8,7 @@ handed, bytes and all, to the pynetdicom AE and its plugins (see :mod:`.acceptor
 
 * :mod:`.pdu` — PDU framing and the fixed-format PDUs, encoded and decoded by hand
 * :mod:`.dimse` — command sets (implicit VR little endian) of C-ECHO and C-STORE
+* :mod:`.stream` — a connection as whole PDUs (an asyncio protocol that frames them)
 * :mod:`.acceptor` — the server, association negotiation, the C-STORE data path, the hand-off
 """
 

@@ -23,6 +23,7 @@ import os
 import socket
 import ssl
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -56,6 +57,7 @@ NATIVE_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotificati
 MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones before reading them
 MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
 CALLING_AE_NOT_REGISTERED = 0xC212
+PROPOSALS_KEPT = 64  # distinct A-ASSOCIATE-RQs remembered (a few kB each): one or two per modality
 C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
 
 
@@ -113,6 +115,20 @@ class _Incoming:
                 self.file.close()
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+@dataclass(slots=True)
+class _Proposal:
+    """What one A-ASSOCIATE-RQ, byte for byte, negotiates to: the AE titles, and the A-ASSOCIATE-AC
+    when served natively (``None``: handed off).  A modality proposes the same bytes every time,
+    and decoding and negotiating ~100 presentation contexts with pynetdicom costs ~10 ms."""
+
+    called: str
+    calling: str
+    abstract_syntaxes: list[str]
+    accepted: dict[int, tuple[str, str]] = field(default_factory=dict)
+    peer_max_pdu: int = 0
+    ac: bytes | None = None
 
 
 class _Association:
@@ -223,6 +239,7 @@ class NativeServer:
         # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
         self.fsync = bool(getattr(gateway.rt.blobs, "fsync", False))
         self.responses = dimse_counter(gateway.rt)  # looked up once, counted per C-STORE
+        self._proposals: dict[bytes, _Proposal] = {}  # A-ASSOCIATE-RQ bytes -> its negotiation
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -301,14 +318,13 @@ class NativeServer:
                     await stream.close()
 
     async def _associate(self, stream: PDUStream, peer: str, raw: bytes, address: Any) -> _Association | str | None:
-        rq = AssociateRQ()
-        try:
-            rq.decode(raw)
-            primitive = rq.to_primitive()
-        except Exception as exc:
-            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}", pdu.REASON_INVALID_PDU_PARAMETER_VALUE) from None
-        called = (primitive.called_ae_title or "").strip()
-        calling = (primitive.calling_ae_title or "").strip()
+        proposal = self._proposals.get(raw)
+        if proposal is None:
+            proposal = self._negotiate(raw)
+            if len(self._proposals) >= PROPOSALS_KEPT:
+                del self._proposals[next(iter(self._proposals))]  # the oldest
+            self._proposals[raw] = proposal
+        called, calling = proposal.called, proposal.calling
         reject: tuple[int, int, int] | None = None
         reason = ""
         from ..scp import REJECT_CALLED_AE, REJECT_CALLING_AE, registered_aes
@@ -326,27 +342,41 @@ class NativeServer:
             await stream.drain()
             return None
 
-        proposed = primitive.presentation_context_definition_list
-        items = primitive.user_information
-        native = (all(str(cx.abstract_syntax) in NATIVE_ABSTRACT_SYNTAXES for cx in proposed)
-                  and all(isinstance(item, NATIVE_USER_ITEMS) for item in items))
-        if not native:
-            syntaxes = sorted({str(cx.abstract_syntax) for cx in proposed})
+        if proposal.ac is None:
             log.debug("association handed to pynetdicom", extra={"path": "pynetdicom", "peer": peer,
-                                                                 "calling_ae": calling, "abstract_syntaxes": syntaxes})
+                                                                 "calling_ae": calling,
+                                                                 "abstract_syntaxes": proposal.abstract_syntaxes})
             return "handed off"
-
-        results, _ = negotiate_as_acceptor(proposed, self.contexts, None)
-        accepted = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-                    for cx in results if cx.result == 0x00}
-        peer_max = next((item.maximum_length_received for item in items
-                         if isinstance(item, MaximumLengthNotification)), 0) or 0
-        stream.write(self._associate_ac(primitive, results))
+        stream.write(proposal.ac)
         stream.read_pdus(MAX_PDU_ACCEPTED)
         await stream.drain()
         log.debug("association accepted", extra={"path": "native", "peer": peer, "calling_ae": calling,
-                                                 "accepted_contexts": len(accepted), "peer_max_pdu": peer_max})
-        return _Association(self, stream, peer, calling, accepted, peer_max)
+                                                 "accepted_contexts": len(proposal.accepted),
+                                                 "peer_max_pdu": proposal.peer_max_pdu})
+        return _Association(self, stream, peer, calling, proposal.accepted, proposal.peer_max_pdu)
+
+    def _negotiate(self, raw: bytes) -> _Proposal:
+        rq = AssociateRQ()
+        try:
+            rq.decode(raw)
+            primitive = rq.to_primitive()
+        except Exception as exc:
+            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}", pdu.REASON_INVALID_PDU_PARAMETER_VALUE) from None
+        proposed = primitive.presentation_context_definition_list
+        items = primitive.user_information
+        proposal = _Proposal(called=(primitive.called_ae_title or "").strip(),
+                             calling=(primitive.calling_ae_title or "").strip(),
+                             abstract_syntaxes=sorted({str(cx.abstract_syntax) for cx in proposed}))
+        native = (all(str(cx.abstract_syntax) in NATIVE_ABSTRACT_SYNTAXES for cx in proposed)
+                  and all(isinstance(item, NATIVE_USER_ITEMS) for item in items))
+        if native:
+            results, _ = negotiate_as_acceptor(proposed, self.contexts, None)
+            proposal.accepted = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                                 for cx in results if cx.result == 0x00}
+            proposal.peer_max_pdu = next((item.maximum_length_received for item in items
+                                          if isinstance(item, MaximumLengthNotification)), 0) or 0
+            proposal.ac = self._associate_ac(primitive, results)
+        return proposal
 
     def _associate_ac(self, rq: A_ASSOCIATE, results: list[PresentationContext]) -> bytes:
         ac = A_ASSOCIATE()
