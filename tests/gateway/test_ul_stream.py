@@ -143,7 +143,7 @@ async def test_reading_pauses_while_too_much_waits_for_the_association():
     port = server.sockets[0].getsockname()[1]
     body = struct.pack(">IBB", (1 << 16) + 2, 1, 0) + bytes(1 << 16)
     data = FIRST + _pdu(pdu.P_DATA_TF, body) * 512  # 32 MiB: more than the kernel's socket buffers hold
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
         await wait_for(lambda: served, what="the connection")

@@ -64,8 +64,8 @@ C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
 class _Incoming:
     """A C-STORE data set on its way in: held in memory up to ``inline`` bytes, then spooled to a file."""
 
-    __slots__ = ("command", "context_id", "transfer_syntax", "file_meta", "limit", "inline", "spool", "fragments",
-                 "path", "file", "sha256", "size", "looked_up")
+    __slots__ = ("command", "context_id", "file", "file_meta", "fragments", "inline", "limit", "looked_up", "path",
+                 "sha256", "size", "spool", "transfer_syntax")
 
     def __init__(self, command: dimse.Command, context_id: int, transfer_syntax: str, file_meta: bytes, limit: int,
                  inline: int, spool: Any) -> None:
