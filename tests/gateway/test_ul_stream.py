@@ -14,16 +14,18 @@ import time
 
 import pytest
 from pydicom import dcmread
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.sop_class import CTImageStorage
 
 from services.monitor.instruments import dimse_counter
 from services.pacs_gateway.ul import dimse, pdu
+from services.pacs_gateway.ul.acceptor import _plain_ae_titles
 from services.pacs_gateway.ul.pdu import ProtocolError
 from services.pacs_gateway.ul.stream import PDUStream
 
 from ..dicom_samples import make_study
 from ..support import wait_for
-from .conftest import CHENGGUAN_CT
+from .conftest import CHENGGUAN_CT, DONGBA_DR
 from .test_native_ul import associate_rq, read_pdu
 
 
@@ -212,9 +214,8 @@ async def test_c_store_pdus_coalesced_or_fragmented_are_stored(gateway, tmp_path
 
 
 async def test_a_repeated_association_request_is_answered_alike_and_still_checked(gateway, monkeypatch):
-    request = associate_rq(abstract=CTImageStorage)
-
-    async def associate() -> tuple[int, bytes]:
+    async def associate(calling: str = CHENGGUAN_CT) -> tuple[int, bytes]:
+        request = associate_rq(abstract=CTImageStorage, calling=calling)
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
         try:
             writer.write(request)
@@ -228,6 +229,12 @@ async def test_a_repeated_association_request_is_answered_alike_and_still_checke
 
     first, second = await associate(), await associate()
     assert first[0] == pdu.A_ASSOCIATE_AC and second == first
+    # the same proposal from another modality: the same negotiation, its own AE title in the answer
+    other = await associate(DONGBA_DR)
+    ac = A_ASSOCIATE_AC()
+    ac.decode(pdu.HEADER.pack(other[0], len(other[1])) + other[1])
+    assert (ac.reserved_aet, ac.reserved_aec) == ("YILIAN", DONGBA_DR)
+    assert other[1][:4] + other[1][36:] == first[1][:4] + first[1][36:]
     # the calling AE title leaves the consortium: the very same request is now rejected
     organizations = gateway.rt.consortium.organizations
     org = next(o for o in organizations.values() if CHENGGUAN_CT in o.modality_aes)
@@ -235,3 +242,20 @@ async def test_a_repeated_association_request_is_answered_alike_and_still_checke
         org, modality_aes=tuple(ae for ae in org.modality_aes if ae != CHENGGUAN_CT)))
     pdu_type, body = await associate()
     assert pdu_type == pdu.A_ASSOCIATE_RJ and tuple(body[1:]) == pdu.RJ_CALLING_AE
+
+
+@pytest.mark.parametrize(("titles", "plain"), [
+    (b"YILIAN          CG_CT1          ", ("YILIAN", "CG_CT1")),
+    (b"  YILIAN        CG CT1          ", ("YILIAN", "CG CT1")),
+    (b"                CG_CT1          ", None),  # all spaces: pynetdicom refuses it
+    (b"YI\\LIAN         CG_CT1          ", None),
+    (b"YILIAN\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00CG_CT1          ", None),
+])
+def test_ae_titles_read_by_hand_are_the_ones_pynetdicom_reads(titles, plain):
+    raw = associate_rq()
+    raw = raw[:10] + titles + raw[42:]
+    assert _plain_ae_titles(raw) == plain
+    if plain is not None:
+        rq = A_ASSOCIATE_RQ()
+        rq.decode(raw)
+        assert (rq.called_ae_title.strip(), rq.calling_ae_title.strip()) == plain

@@ -57,6 +57,7 @@ NATIVE_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotificati
 MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones before reading them
 MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
 CALLING_AE_NOT_REGISTERED = 0xC212
+AE_TITLES = 10  # offset of the Called and Calling AE Title fields (16 bytes each) in A-ASSOCIATE-RQ/AC
 PROPOSALS_KEPT = 64  # distinct A-ASSOCIATE-RQs remembered (a few kB each): one or two per modality
 C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
 
@@ -119,16 +120,27 @@ class _Incoming:
 
 @dataclass(slots=True)
 class _Proposal:
-    """What one A-ASSOCIATE-RQ, byte for byte, negotiates to: the AE titles, and the A-ASSOCIATE-AC
-    when served natively (``None``: handed off).  A modality proposes the same bytes every time,
-    and decoding and negotiating ~100 presentation contexts with pynetdicom costs ~10 ms."""
+    """What an A-ASSOCIATE-RQ's items (all but its AE titles) negotiate to: the A-ASSOCIATE-AC when
+    served natively (``None``: handed off).  A modality proposes the same items every time (so do
+    all the modalities of one make), and decoding and negotiating ~100 presentation contexts with
+    pynetdicom costs ~10 ms."""
 
-    called: str
-    calling: str
     abstract_syntaxes: list[str]
     accepted: dict[int, tuple[str, str]] = field(default_factory=dict)
     peer_max_pdu: int = 0
     ac: bytes | None = None
+
+
+def _plain_ae_titles(raw: bytes) -> tuple[str, str] | None:
+    """(called, calling) from an A-ASSOCIATE-RQ when both are plainly valid AE titles (PS3.5 AE: no
+    control characters or backslash, not all spaces); ``None`` leaves the decision to pynetdicom."""
+    titles = []
+    for value in (raw[AE_TITLES:AE_TITLES + 16], raw[AE_TITLES + 16:AE_TITLES + 32]):
+        title = value.strip(b" ")
+        if not title or len(value) != 16 or any(c < 0x20 or c > 0x7E or c == 0x5C for c in title):
+            return None
+        titles.append(title.decode("ascii"))
+    return titles[0], titles[1]
 
 
 class _Association:
@@ -239,7 +251,7 @@ class NativeServer:
         # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
         self.fsync = bool(getattr(gateway.rt.blobs, "fsync", False))
         self.responses = dimse_counter(gateway.rt)  # looked up once, counted per C-STORE
-        self._proposals: dict[bytes, _Proposal] = {}  # A-ASSOCIATE-RQ bytes -> its negotiation
+        self._proposals: dict[bytes, _Proposal] = {}  # A-ASSOCIATE-RQ bytes but the AE titles -> negotiation
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -318,13 +330,15 @@ class NativeServer:
                     await stream.close()
 
     async def _associate(self, stream: PDUStream, peer: str, raw: bytes, address: Any) -> _Association | str | None:
-        proposal = self._proposals.get(raw)
+        key = raw[:AE_TITLES] + raw[AE_TITLES + 32:]
+        titles = _plain_ae_titles(raw)
+        proposal = self._proposals.get(key) if titles is not None else None
         if proposal is None:
-            proposal = self._negotiate(raw)
+            proposal, titles = self._negotiate(raw)
             if len(self._proposals) >= PROPOSALS_KEPT:
                 del self._proposals[next(iter(self._proposals))]  # the oldest
-            self._proposals[raw] = proposal
-        called, calling = proposal.called, proposal.calling
+            self._proposals[key] = proposal
+        called, calling = titles
         reject: tuple[int, int, int] | None = None
         reason = ""
         from ..scp import REJECT_CALLED_AE, REJECT_CALLING_AE, registered_aes
@@ -347,7 +361,9 @@ class NativeServer:
                                                                  "calling_ae": calling,
                                                                  "abstract_syntaxes": proposal.abstract_syntaxes})
             return "handed off"
-        stream.write(proposal.ac)
+        # The AC's reserved AE title fields repeat the request's (PS3.8 9.3.3), as pynetdicom encodes them.
+        stream.write(proposal.ac[:AE_TITLES] + called.encode("ascii").ljust(16) + calling.encode("ascii").ljust(16)
+                     + proposal.ac[AE_TITLES + 32:])
         stream.read_pdus(MAX_PDU_ACCEPTED)
         await stream.drain()
         log.debug("association accepted", extra={"path": "native", "peer": peer, "calling_ae": calling,
@@ -355,7 +371,7 @@ class NativeServer:
                                                  "peer_max_pdu": proposal.peer_max_pdu})
         return _Association(self, stream, peer, calling, proposal.accepted, proposal.peer_max_pdu)
 
-    def _negotiate(self, raw: bytes) -> _Proposal:
+    def _negotiate(self, raw: bytes) -> tuple[_Proposal, tuple[str, str]]:
         rq = AssociateRQ()
         try:
             rq.decode(raw)
@@ -364,9 +380,7 @@ class NativeServer:
             raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}", pdu.REASON_INVALID_PDU_PARAMETER_VALUE) from None
         proposed = primitive.presentation_context_definition_list
         items = primitive.user_information
-        proposal = _Proposal(called=(primitive.called_ae_title or "").strip(),
-                             calling=(primitive.calling_ae_title or "").strip(),
-                             abstract_syntaxes=sorted({str(cx.abstract_syntax) for cx in proposed}))
+        proposal = _Proposal(abstract_syntaxes=sorted({str(cx.abstract_syntax) for cx in proposed}))
         native = (all(str(cx.abstract_syntax) in NATIVE_ABSTRACT_SYNTAXES for cx in proposed)
                   and all(isinstance(item, NATIVE_USER_ITEMS) for item in items))
         if native:
@@ -376,7 +390,7 @@ class NativeServer:
             proposal.peer_max_pdu = next((item.maximum_length_received for item in items
                                           if isinstance(item, MaximumLengthNotification)), 0) or 0
             proposal.ac = self._associate_ac(primitive, results)
-        return proposal
+        return proposal, ((primitive.called_ae_title or "").strip(), (primitive.calling_ae_title or "").strip())
 
     def _associate_ac(self, rq: A_ASSOCIATE, results: list[PresentationContext]) -> bytes:
         ac = A_ASSOCIATE()
