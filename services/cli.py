@@ -31,7 +31,7 @@ environment:
   YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
   YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)
   YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
-  YILIAN_GATEWAY_INDEXER   inline (default) or process: index received instances in a process of their own
+  YILIAN_GATEWAY_INDEXER   auto (default: process with 2+ cores), process or inline: where instances are indexed
   YILIAN_STUDY_QUIET_SECONDS  quiet time before study.received (default 30)
   YILIAN_MAX_INSTANCE_BYTES   largest accepted DICOM instance (default 2 GiB)
   YILIAN_GATEWAY_INLINE_BYTES   instances up to this size are received in memory (default 1 MiB)

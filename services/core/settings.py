@@ -27,6 +27,14 @@ def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
+def _gateway_indexer() -> str:
+    """``auto`` (the default): an indexer process where there is a second core for it."""
+    choice = _choice("YILIAN_GATEWAY_INDEXER", ("auto", "inline", "process"), "auto")
+    if choice == "auto":
+        return "process" if (os.cpu_count() or 1) >= 2 else "inline"
+    return choice
+
+
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
     """A number from the environment (``default`` when unset or empty); a bad value stops the
     process with a message naming the variable, never a traceback."""
@@ -57,7 +65,9 @@ class Settings:
     jwt_secret: str = field(default="", repr=False)
     kafka_idempotent: bool = True
     gateway_workers: int = 1
-    gateway_indexer: str = "inline"  # or "process": index in a process of its own (pacs_gateway/index_process.py)
+    # "process": index in a process of its own (pacs_gateway/index_process.py); from the
+    # environment the default is "process" with two cores or more (_gateway_indexer)
+    gateway_indexer: str = "inline"
     study_quiet_seconds: float = 30.0
     max_instance_bytes: int = 2 * 1024**3
     gateway_inline_bytes: int = 1024**2  # instances up to this size are received in memory and journaled whole
@@ -90,7 +100,7 @@ class Settings:
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
-            gateway_indexer=_choice("YILIAN_GATEWAY_INDEXER", ("inline", "process"), "inline"),
+            gateway_indexer=_gateway_indexer(),
             study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
             gateway_inline_bytes=_int("YILIAN_GATEWAY_INLINE_BYTES", 1024**2),
