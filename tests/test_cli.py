@@ -234,7 +234,8 @@ def test_up_on_a_port_in_use_is_a_clear_error(tmp_path, listener):
 
 @pytest.mark.parametrize("variable,value", [("YILIAN_BUS_URL", "amqp://rabbit"), ("YILIAN_BLOB_URL", "s3://bucket"),
                                             ("YILIAN_HTTP_PORT", "eighty"),
-                                            ("YILIAN_STUDY_QUIET_SECONDS", "soon")])
+                                            ("YILIAN_STUDY_QUIET_SECONDS", "soon"),
+                                            ("YILIAN_GATEWAY_INDEXER", "elsewhere")])
 def test_up_with_a_bad_setting_is_a_clear_error(tmp_path, variable, value):
     env = {"YILIAN_DATA_DIR": str(tmp_path), "YILIAN_HTTP_PORT": "0", "YILIAN_DICOM_PORT": "0", variable: value}
     out = yilian("up", **env)
@@ -282,3 +283,16 @@ def test_serve_gateway_and_workflow_as_separate_processes_over_kafka(tmp_path, t
                   what="the workflow process to create the site-rule reading request from Kafka")
     assert gateway.terminate() == 0 and workflow.terminate() == 0
     assert len(requests()) == 1
+
+
+@pytest.mark.parametrize("value,cores,expected", [(None, 2, "process"), ("auto", 1, "inline"), ("auto", 8, "process"),
+                                                  ("inline", 8, "inline"), ("PROCESS", 1, "process")])
+def test_the_gateway_indexes_in_a_process_of_its_own_where_there_is_a_second_core(monkeypatch, value, cores,
+                                                                                  expected):
+    from services.core.settings import Settings
+    if value is None:
+        monkeypatch.delenv("YILIAN_GATEWAY_INDEXER", raising=False)
+    else:
+        monkeypatch.setenv("YILIAN_GATEWAY_INDEXER", value)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert Settings.from_env().gateway_indexer == expected
