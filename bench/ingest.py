@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="Yilian gateway worker processes (default: cores)")
     p.add_argument("--no-pynetdicom", action="store_true", help="skip Yilian with pynetdicom serving C-STORE")
     p.add_argument("--only", default="", help="comma-separated scenarios (small,mixed,clinics)")
-    p.add_argument("--systems", default="", help="comma-separated Yilian rows to run (e.g. yilian,yilian-ix)")
+    p.add_argument("--systems", default="", help="comma-separated Yilian rows to run (e.g. yilian,yilian-inline)")
     args = p.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 3)
     workers = args.workers or os.cpu_count() or 1
@@ -76,12 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in [("small", False), ("mixed", False), ("clinics", True)]
                  if not args.only or s[0] in args.only.split(",")]
     systems = {"yilian": lambda d: peers.yilian(d, workers=1),
-               "yilian-ix": lambda d: peers.yilian(d, workers=1, indexer="process")}
+               "yilian-inline": lambda d: peers.yilian(d, workers=1, indexer="inline")}
     if workers > 1:
         systems[f"yilian-{workers}w"] = lambda d: peers.yilian(d, workers=workers)
-        systems[f"yilian-{workers}w-ix"] = lambda d: peers.yilian(d, workers=workers, indexer="process")
-    systems[f"yilian-up-{workers}w-ix"] = lambda d: peers.yilian(d, workers=workers, everything=True,
-                                                               indexer="process")
+    systems[f"yilian-up-{workers}w"] = lambda d: peers.yilian(d, workers=workers, everything=True)
     if not args.no_pynetdicom:
         systems["yilian-pynetdicom"] = lambda d: peers.yilian(d, workers=1, native=False)
     systems |= {"orthanc": peers.orthanc, "storescp": peers.storescp}
@@ -90,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         systems = {name: start for name, start in systems.items() if name in keep}
     print(f"Yilian: embedded default (each C-STORE answered once fdatasynced in the ingest journal; blob, "
           f"SQLite index and instance.stored follow; the clock stops when everything is indexed); "
-          f"'yilian[-Nw]' = yilian serve pacs_gateway (N gateway processes), '-ix' = "
-          f"YILIAN_GATEWAY_INDEXER=process (an indexer process), 'yilian-up' = every "
+          f"'yilian[-Nw]' = yilian serve pacs_gateway (N receiving processes; the default "
+          f"YILIAN_GATEWAY_INDEXER=auto adds an indexer process on 2 cores or more), '-inline' = "
+          f"YILIAN_GATEWAY_INDEXER=inline, 'yilian-up' = every "
           f"service in the process (yilian up), '-pynetdicom' = YILIAN_DICOM_NATIVE_UL=false; "
           f"{os.cpu_count()} cores; storescu with TCP_NODELAY=1; median of {repeat}")
     results: dict[str, dict[str, dict[str, float]]] = {}

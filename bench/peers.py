@@ -119,9 +119,9 @@ def orthanc(workdir: Path) -> Iterator[Peer]:
 
 @contextmanager
 def yilian(workdir: Path, *, workers: int = 1, native: bool = True, everything: bool = False,
-           indexer: str = "inline") -> Iterator[Peer]:
+           indexer: str = "auto") -> Iterator[Peer]:
     """The gateway process (``yilian serve pacs_gateway``), or with ``everything`` all services (``yilian up``);
-    ``indexer="process"``: YILIAN_GATEWAY_INDEXER=process."""
+    ``indexer``: YILIAN_GATEWAY_INDEXER (auto, the default, is an indexer process on 2 cores or more)."""
     data = workdir / "yilian"
     port, http = free_port(), free_port()
     env = {**ENV, "YILIAN_DATA_DIR": str(data), "YILIAN_DICOM_PORT": str(port), "YILIAN_HTTP_PORT": str(http),
