@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -35,7 +36,12 @@ def send(peer: peers.Peer, directory: Path, calling_ae: str = "CG_CT1") -> None:
 def timed_run(start, directory: Path, expected: int, *, concurrent: bool) -> tuple[float, float, float]:
     """(seconds until every instance is held — acknowledged *and* indexed —, peak RSS MB, seconds
     until storescu had every C-STORE-RSP)."""
-    with tempfile.TemporaryDirectory(prefix="yilian-bench-") as tmp, start(Path(tmp)) as peer:
+    # Every run's data stays until the end of the benchmark (_remove_runs): on a filesystem
+    # mounted with `discard` (this VM's), deleting a run's thousands of files makes creating
+    # files slow for a while afterwards, for whichever system runs next.
+    tmp = tempfile.mkdtemp(prefix="yilian-bench-")
+    _RUNS.append(Path(tmp))
+    with start(Path(tmp)) as peer:
         t0 = time.perf_counter()
         if concurrent:
             dirs = sorted(p for p in directory.iterdir() if p.is_dir())
@@ -54,6 +60,15 @@ def timed_run(start, directory: Path, expected: int, *, concurrent: bool) -> tup
         return elapsed, rss, acknowledged
 
 
+_RUNS: list[Path] = []
+
+
+def _remove_runs() -> None:
+    for path in _RUNS:
+        shutil.rmtree(path, ignore_errors=True)
+    _RUNS.clear()
+
+
 def _settled_count(peer: peers.Peer, expected: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while (n := peer.count()) < expected and time.monotonic() < deadline:
@@ -62,6 +77,13 @@ def _settled_count(peer: peers.Peer, expected: int, timeout: float = 60) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        _remove_runs()  # the runs' data directories, kept until now
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small corpora, one repetition")
     p.add_argument("--repeat", type=int, default=None, help="runs per peer and corpus (the median is kept)")
