@@ -119,6 +119,7 @@ class Journal:
         self._open_records: dict[int, int] = {}  # segment number -> records not yet indexed
         self._sealed: list[int] = []  # full segments, oldest first
         self._spare: asyncio.Future[None] | None = None
+        self._has_spare = False  # SPARE exists (kept here: append() asks on every record)
         self._lock = asyncio.Lock()  # one writer at a time keeps positions and file order the same
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="journal-fdatasync")
         # Set by the gateway: whether one association alone is storing (then :meth:`durable`
@@ -156,6 +157,7 @@ class Journal:
         spare = self.directory / SPARE
         if spare.exists():
             os.rename(spare, path)
+        self._has_spare = False
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         self._allocated = os.fstat(self._fd).st_size
         self._id = secrets.randbits(64)
@@ -183,19 +185,22 @@ class Journal:
         fsync_path(self.directory)
 
     def _want_spare(self) -> None:
-        if self._spare is None and not (self.directory / SPARE).exists():
+        if self._spare is None and not self._has_spare:
             self._spare = asyncio.ensure_future(asyncio.to_thread(self._prepare_spare))
             self._spare.add_done_callback(self._spare_done)
 
     def _spare_done(self, future: asyncio.Future[None]) -> None:
         self._spare = None
-        if not future.cancelled() and future.exception() is not None:
+        if not future.cancelled() and future.exception() is None:
+            self._has_spare = True
+        elif not future.cancelled():
             log.warning("could not prepare a journal segment ahead", extra={"error": repr(future.exception())})
 
     def _recycle(self, path: Path) -> None:
         spare = self.directory / SPARE
         if not spare.exists() and path.stat().st_size >= self.segment_bytes:
             os.rename(path, spare)  # its blocks exist: the next segment's fdatasyncs stay cheap
+            self._has_spare = True
         else:
             path.unlink(missing_ok=True)
 
@@ -209,7 +214,7 @@ class Journal:
         async with self._lock:
             full = self._offset >= self.segment_bytes
             # Just after start the segment is a new file: move to the prepared one as soon as it exists.
-            early = self._allocated < self.segment_bytes and (self.directory / SPARE).exists()
+            early = self._allocated < self.segment_bytes and self._has_spare
             if full or early:
                 await self.durable(self._written)  # everything in the segment is on disk first
                 self._sealed.append(self._number)
