@@ -144,6 +144,7 @@ class Ingest:
         self.journal = journal
         self.indexer: Indexer | IndexClient | None = Indexer(self) if journal is not None else None
         self._retiring: asyncio.Task[int] | None = None
+        self._read_now = True  # until the store says get_now is not for it
 
     # --- where the data set arrived ------------------------------------------------------
     def prepare(self, received: Received) -> Prepared:
@@ -169,7 +170,18 @@ class Ingest:
     # --- on the event loop ---------------------------------------------------------------
     def lookup(self, sop_instance_uid: str) -> asyncio.Future[dict | None]:
         """Start reading the index entry of an instance about to arrive (the C-STORE-RQ names it):
-        by the time its data set is in, :meth:`commit` has the answer without waiting for it."""
+        by the time its data set is in, :meth:`commit` has the answer without waiting for it.  An
+        embedded store answers at once (``get_now``: a tenth of the CPU of a thread hand-off)."""
+        if self._read_now:
+            future: asyncio.Future[dict | None] = asyncio.get_running_loop().create_future()
+            try:
+                future.set_result(self.rt.store.get_now("instances", sop_instance_uid))
+                return future
+            except NotImplementedError:
+                self._read_now = False  # a networked store: read on its own terms from now on
+            except Exception as exc:  # noqa: BLE001 - the answer's path reports it, as get() would
+                future.set_exception(exc)
+                return future
         return asyncio.ensure_future(self.rt.store.get("instances", sop_instance_uid))
 
     async def commit(self, p: Prepared, looked_up: asyncio.Future[dict | None] | None = None) -> Outcome:

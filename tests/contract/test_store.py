@@ -236,3 +236,20 @@ async def test_apply_not_durable_is_visible_at_once_and_sync_keeps_it(store, tmp
     async with store.transaction() as tx:  # durable commits go on as before
         await tx.put("studies", {"id": "after", "n": 1})
     assert await store.count("studies", {"id": "after"}) == 1
+
+
+async def test_get_now_reads_what_get_reads_or_says_it_cannot(store):
+    async with store.transaction() as tx:
+        await tx.insert("studies", {"id": "1.2.9", "name": "李雷", "n": 9})
+    try:
+        now = store.get_now("studies", "1.2.9")
+    except NotImplementedError:  # a networked store: callers fall back to get()
+        assert type(store).__name__ == "MongoStore"
+        return
+    assert now == await store.get("studies", "1.2.9")
+    assert store.get_now("studies", "missing") is None
+    async with store.transaction() as tx:  # a commit after the first read is seen by the next
+        await tx.put("studies", {"id": "1.2.9", "name": "韩梅梅", "n": 10})
+    assert store.get_now("studies", "1.2.9")["n"] == 10
+    with pytest.raises(KeyError):
+        store.get_now("no_such_collection", "x")

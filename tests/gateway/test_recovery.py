@@ -35,7 +35,14 @@ async def test_store_failure_before_the_answer_keeps_nothing_even_after_a_restar
         if collection == "instances":
             raise RuntimeError("database went away")
         return await real_get(self, collection, id)
+    real_get_now = type(store).get_now
+
+    def broken_get_now(self, collection, id):  # the read before the answer (embedded store)
+        if collection == "instances":
+            raise RuntimeError("database went away")
+        return real_get_now(self, collection, id)
     monkeypatch.setattr(type(store), "get", broken_get)
+    monkeypatch.setattr(type(store), "get_now", broken_get_now)
     path = write(make_instance(), tmp_path / "a.dcm")
     result = await run(storescu, gateway.port, [path], calling=CHENGGUAN_CT, extra=["-d"])
     assert "0x0110" in result.output and "processing failure: RuntimeError" in result.output, result.output

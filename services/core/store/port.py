@@ -137,6 +137,12 @@ class Store(ABC):
     @abstractmethod
     async def get(self, collection: str, id: str) -> Doc | None: ...
 
+    def get_now(self, collection: str, id: str) -> Doc | None:
+        """:meth:`get` without leaving the caller's thread: for a store whose point reads take
+        microseconds (an embedded database), where a hand-off to a thread costs ten times the read.
+        Raises ``NotImplementedError`` where a read is a network round trip (call :meth:`get`)."""
+        raise NotImplementedError
+
     @abstractmethod
     async def find(self, collection: str, where: Filter | None = None, *, sort: Sort = (),
                    limit: int | None = None, offset: int = 0) -> list[Doc]: ...
