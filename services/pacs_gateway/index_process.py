@@ -39,7 +39,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .indexer import MAX_WAITING_BYTES, Indexer, Waiting
+from .indexer import Backlog, Indexer, Waiting
 from .ingest import prepared_from_record, record_meta
 from .journal import encode_meta
 
@@ -71,12 +71,8 @@ class IndexClient:
     def __init__(self, ingest: Ingest, address: str) -> None:
         self.ingest = ingest
         self.address = address
-        self._pending: dict[int, Waiting] = {}  # sent (or to send), not acknowledged; in order
-        self._by_sop: dict[str, Waiting] = {}
-        self._bytes = 0
-        self._seq = 0
+        self.backlog = Backlog()  # forwarded (or to forward), not acknowledged; numbered as sent
         self._writer: asyncio.StreamWriter | None = None
-        self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
         self.quarantined = 0
@@ -92,35 +88,27 @@ class IndexClient:
             await asyncio.wait_for(self.settled(), STOP_WAIT if timeout is None else timeout)
         except TimeoutError:
             log.warning("stopping with instances the indexer process has not indexed; the journal replays them "
-                        "at the next start", extra={"instances": len(self._pending)})
+                        "at the next start", extra={"instances": len(self.backlog)})
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
 
     def waiting(self, sop_instance_uid: str) -> Waiting | None:
-        return self._by_sop.get(sop_instance_uid)
+        return self.backlog.waiting(sop_instance_uid)
 
     async def submit(self, item: Waiting) -> None:
-        async with self._changed:
-            # Backpressure, as in the indexer: far behind, the C-STORE-RSP waits.
-            await self._changed.wait_for(lambda: self._bytes < MAX_WAITING_BYTES or not self._pending)
-            self._seq += 1
-            seq = self._seq
-            self._pending[seq] = item
-            self._bytes += item.memory
-            self._by_sop[item.prepared.header.sop_instance_uid] = item
+        seq = await self.backlog.add(item)
         writer = self._writer
         if writer is not None:  # else it goes when the connection is (re)made
             self._send(writer, seq, item)
             await writer.drain()
 
     async def settled(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._pending)
+        await self.backlog.settled()
 
     def stats(self) -> dict[str, Any]:
-        return {"waiting": len(self._pending), "waiting_bytes": self._bytes, "failures": self.failures,
+        return {"waiting": len(self.backlog), "waiting_bytes": self.backlog.bytes, "failures": self.failures,
                 "quarantined": self.quarantined}
 
     @staticmethod
@@ -138,13 +126,13 @@ class IndexClient:
                 reader, writer = await asyncio.open_unix_connection(self.address, limit=READ_LIMIT)
             except OSError as exc:
                 log.warning("cannot reach the indexer process; retrying",
-                            extra={"error": repr(exc), "retry_in_seconds": delay, "waiting": len(self._pending)})
+                            extra={"error": repr(exc), "retry_in_seconds": delay, "waiting": len(self.backlog)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
             delay = RECONNECT_FIRST
             try:
-                for seq, item in list(self._pending.items()):  # whatever the last connection left unacknowledged
+                for seq, item in self.backlog.oldest(len(self.backlog)):  # what the last connection left unacknowledged
                     self._send(writer, seq, item)
                 self._writer = writer
                 await writer.drain()
@@ -154,28 +142,13 @@ class IndexClient:
                         raise ConnectionError(f"unexpected frame type {kind} from the indexer process")
                     seqs = struct.unpack(f"<{count}Q", await reader.readexactly(8 * count))
                     self.failures, self.quarantined = failures, quarantined
-                    await self._acknowledged(seqs)
+                    self.ingest.indexed_elsewhere(await self.backlog.remove(seqs))
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 log.warning("connection to the indexer process lost; reconnecting",
-                            extra={"error": repr(exc), "waiting": len(self._pending)})
+                            extra={"error": repr(exc), "waiting": len(self.backlog)})
             finally:
                 self._writer = None
                 writer.close()
-
-    async def _acknowledged(self, seqs: tuple[int, ...]) -> None:
-        done = []
-        async with self._changed:
-            for seq in seqs:
-                item = self._pending.pop(seq, None)
-                if item is None:  # acknowledged twice (sent again after a reconnect)
-                    continue
-                done.append(item)
-                self._bytes -= item.memory
-                sop = item.prepared.header.sop_instance_uid
-                if self._by_sop.get(sop) is item:
-                    del self._by_sop[sop]
-            self._changed.notify_all()
-        self.ingest.indexed_elsewhere(done)
 
 
 class IndexServer:

@@ -15,9 +15,9 @@ retried with backoff; nothing waiting is lost, and a crash leaves it to the jour
 from __future__ import annotations
 
 import asyncio
-import collections
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +68,71 @@ class Waiting:
         return self.prepared.size if self.prepared.received.in_memory else 0
 
 
+class Backlog:
+    """Instances answered and not indexed yet, oldest first, each under a number: bounded (a
+    C-STORE-RSP waits while ``MAX_WAITING_BYTES`` of them are held in memory) and looked up by SOP
+    Instance UID.  The in-process indexer works through its own; a receiving process keeps one of
+    what it forwarded to the indexer process until that acknowledges it (:mod:`.index_process`)."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, Waiting] = {}
+        self._next = 0
+        self._bytes = 0
+        self._by_sop: dict[str, Waiting] = {}  # the latest waiting copy of each SOP Instance UID
+        self._changed = asyncio.Condition()
+        self.busy = False  # the indexer holds some of them in a batch being indexed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def waiting(self, sop_instance_uid: str) -> Waiting | None:
+        return self._by_sop.get(sop_instance_uid)
+
+    def oldest(self, limit: int) -> list[tuple[int, Waiting]]:
+        return list(itertools.islice(self._items.items(), limit))
+
+    async def add(self, item: Waiting) -> int:
+        async with self._changed:
+            # Backpressure: while indexing is far behind, the C-STORE-RSP waits.
+            await self._changed.wait_for(lambda: self._bytes < MAX_WAITING_BYTES or not self._items)
+            self._next += 1
+            self._items[self._next] = item
+            self._bytes += item.memory
+            self._by_sop[item.prepared.header.sop_instance_uid] = item
+            return self._next
+
+    async def remove(self, numbers: Iterable[int]) -> list[Waiting]:
+        """Take out what is indexed (numbers already gone are skipped); returns the items taken."""
+        removed = []
+        async with self._changed:
+            for number in numbers:
+                item = self._items.pop(number, None)
+                if item is None:
+                    continue
+                removed.append(item)
+                self._bytes -= item.memory
+                sop = item.prepared.header.sop_instance_uid
+                if self._by_sop.get(sop) is item:
+                    del self._by_sop[sop]
+            self.busy = False
+            self._changed.notify_all()
+        return removed
+
+    async def settled(self) -> None:
+        """Return once everything added so far is indexed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._items and not self.busy)
+
+
 class Indexer:
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
-        self._queue: collections.deque[Waiting] = collections.deque()
-        self._bytes = 0
-        self._busy = False
+        self.backlog = Backlog()
         self._wake = asyncio.Event()
-        self._changed = asyncio.Condition()
-        self._by_sop: dict[str, Waiting] = {}  # the latest waiting copy of each SOP Instance UID
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
         self.quarantined = 0
@@ -94,7 +150,7 @@ class Indexer:
             await asyncio.wait_for(self.settled(), STOP_WAIT if timeout is None else timeout)
         except TimeoutError:
             log.warning("stopping with instances not indexed yet; the journal replays them at the next start",
-                        extra={"instances": len(self._queue)})
+                        extra={"instances": len(self.backlog)})
         self._task.cancel()
         try:
             await self._task
@@ -103,38 +159,33 @@ class Indexer:
         self._task = None
 
     def waiting(self, sop_instance_uid: str) -> Waiting | None:
-        return self._by_sop.get(sop_instance_uid)
+        return self.backlog.waiting(sop_instance_uid)
 
     async def submit(self, item: Waiting) -> None:
-        async with self._changed:
-            # Backpressure: while the indexer is far behind, the C-STORE-RSP waits.
-            await self._changed.wait_for(lambda: self._bytes < MAX_WAITING_BYTES or not self._queue)
-            self._queue.append(item)
-            self._bytes += item.memory
-            self._by_sop[item.prepared.header.sop_instance_uid] = item
+        await self.backlog.add(item)
         self._wake.set()
 
     async def settled(self) -> None:
         """Return once everything submitted so far is indexed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._queue and not self._busy)
+        await self.backlog.settled()
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
         while True:
             await self._wake.wait()
-            if len(self._queue) < LINGER_BELOW:
+            if len(self.backlog) < LINGER_BELOW:
                 await asyncio.sleep(LINGER_SECONDS)
             self._wake.clear()
-            while self._queue:
-                batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]
-                self._busy = True
+            while self.backlog:
+                numbered = self.backlog.oldest(MAX_BATCH)
+                batch = [item for _, item in numbered]
+                self.backlog.busy = True
                 try:
                     done, error = await self._index(batch)
                 except asyncio.CancelledError:
-                    self._busy = False
+                    self.backlog.busy = False
                     raise
-                await self._done(batch[:done])
+                await self.backlog.remove(number for number, _ in numbered[:done])
                 if error is not None:
                     self.failures += 1
                     log.error("indexing failed; the instances stay in the journal and are retried",
@@ -171,17 +222,6 @@ class Indexer:
         log.debug("batch indexed one by one", extra={"instances": len(batch), "error": repr(failed)})
         return len(batch), None
 
-    async def _done(self, items: list[Waiting]) -> None:
-        async with self._changed:
-            for item in items:
-                self._queue.popleft()
-                self._bytes -= item.memory
-                sop = item.prepared.header.sop_instance_uid
-                if self._by_sop.get(sop) is item:
-                    del self._by_sop[sop]
-            self._busy = False
-            self._changed.notify_all()
-
     def stats(self) -> dict[str, Any]:
-        return {"waiting": len(self._queue), "waiting_bytes": self._bytes, "failures": self.failures,
+        return {"waiting": len(self.backlog), "waiting_bytes": self.backlog.bytes, "failures": self.failures,
                 "quarantined": self.quarantined}
