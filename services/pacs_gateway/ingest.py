@@ -558,8 +558,8 @@ _HEADER_FIELDS = [f.name for f in dataclasses.fields(InstanceHeader)]
 def record_meta(p: Prepared, received_at: str) -> dict[str, Any]:
     r = p.received
     h = p.header  # its fields are scalars: no need for dataclasses.asdict's deep copy
-    return {"header": {name: getattr(h, name) for name in _HEADER_FIELDS}, "calling_ae": r.calling_ae, "organization": r.organization,
-            "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size, "sha256": p.sha256,
+    return {"header": {name: getattr(h, name) for name in _HEADER_FIELDS}, "calling_ae": r.calling_ae,
+            "organization": r.organization, "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size, "sha256": p.sha256,
             "received_at": received_at, "staged": r.path.name if r.path is not None else None}
 
 
