@@ -55,7 +55,7 @@ async def test_an_indexer_process_killed_mid_burst_loses_nothing(make_gateway, t
     gateway = await make_gateway(gateway_indexer="process")
     handle = gateway.service.index_process
     first = handle.process
-    study = make_study(tmp_path / "burst", instances=120, patient_id="BURST")
+    study = make_study(tmp_path / "burst", instances=300, patient_id="BURST")  # a burst that outlasts the kill
     proc = await _send(gateway, CHENGGUAN_CT, study.files)
 
     async def some_indexed() -> bool:
@@ -73,7 +73,7 @@ async def test_an_indexer_process_killed_mid_burst_loses_nothing(make_gateway, t
         return handle.process is not first and handle.process.is_alive()
     await wait_for(restarted, timeout=30, what="a new indexer process")
     await asyncio.wait_for(gateway.service.ingest.settled(), 30)  # everything forwarded again and acknowledged
-    assert await gateway.count("instances") == 120
+    assert await gateway.count("instances") == 300
     # Records the dead process had indexed but not acknowledged came again: recognised, not doubled.
-    assert len(await gateway.events("instance.stored")) == 120
-    assert len(gateway.blob_files()) == 120
+    assert len(await gateway.events("instance.stored")) == 300
+    assert len(gateway.blob_files()) == 300
