@@ -36,6 +36,19 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def _write_new(path: Path, parts: Sequence[Buffer]) -> None:
+    """Create ``path`` (FileExistsError if it is there) holding ``parts``; nothing is left of it on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            _write_all(fd, parts)
+        finally:
+            os.close(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     while views:
@@ -109,12 +122,8 @@ class FileBlobStore(BlobStore):
         # A name unique to this process and call (no tempfile: its random names and file
         # object cost more than the write of a small instance).
         tmp = self.staging_dir() / f"put-{os.getpid()}-{next(self._names)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        _write_new(tmp, parts)
         try:
-            try:
-                _write_all(fd, parts)
-            finally:
-                os.close(fd)
             self._commit(tmp, key, durable)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -128,17 +137,9 @@ class FileBlobStore(BlobStore):
         dest = self._path(key)
         self._directory(dest)
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            _write_new(dest, parts)
         except FileExistsError:
             return False
-        try:
-            try:
-                _write_all(fd, parts)
-            finally:
-                os.close(fd)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
         return True
 
     async def put_bytes(self, key: str, parts: Sequence[Buffer], *, sha256: str, durable: bool = True) -> BlobInfo:
