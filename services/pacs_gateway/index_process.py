@@ -142,7 +142,7 @@ class IndexClient:
                         raise ConnectionError(f"unexpected frame type {kind} from the indexer process")
                     seqs = struct.unpack(f"<{count}Q", await reader.readexactly(8 * count))
                     self.failures, self.quarantined = failures, quarantined
-                    self.ingest.indexed_elsewhere(await self.backlog.remove(seqs))
+                    self.ingest.indexed(await self.backlog.remove(seqs))
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 log.warning("connection to the indexer process lost; reconnecting",
                             extra={"error": repr(exc), "waiting": len(self.backlog)})

@@ -251,17 +251,19 @@ class Ingest:
             reads.update(dict.fromkeys(_reads(w.prepared)))
         keys = list(reads)
         results = await self.rt.store.apply(keys, lambda docs: self._decide_batch(batch, keys, docs), durable=False)
-        for w, (_, unreferenced) in zip(batch, results):
+        for _, unreferenced in results:
             if unreferenced is not None:
                 await self.rt.blobs.delete(unreferenced)
-            self._indexed(w)
-        if self.journal is not None and self.journal.retirable:
-            self._retire_soon()
+        self.indexed(batch)
 
-    def indexed_elsewhere(self, items: list[Waiting]) -> None:
-        """Another process (:mod:`.index_process`) indexed ``items``, records of this journal."""
+    def indexed(self, items: list[Waiting]) -> None:
+        """``items`` are indexed (or quarantined), here or by the indexer process (:mod:`.index_process`):
+        their journal records are no longer needed, and full segments can go."""
         for item in items:
-            self._indexed(item)
+            if item.on_indexed is not None:  # it came from another process's journal (index_process)
+                item.on_indexed()
+            elif item.written is not None and self.journal is not None:
+                self.journal.indexed(item.written.segment)
         if self.journal is not None and self.journal.retirable:
             self._retire_soon()
 
@@ -273,13 +275,6 @@ class Ingest:
             await self.indexer.stop()
         self.indexer = IndexClient(self, address)
         self.indexer.start()
-
-    def _indexed(self, item: Waiting) -> None:
-        """``item`` is indexed (or quarantined): its journal record is no longer needed."""
-        if item.on_indexed is not None:  # it came from another process's journal (index_process)
-            item.on_indexed()
-        elif item.written is not None and self.journal is not None:
-            self.journal.indexed(item.written.segment)
 
     async def quarantine(self, item: Waiting, error: BaseException) -> Path:
         """Set aside an acknowledged instance the index cannot take: its file and why, for an
@@ -307,7 +302,7 @@ class Ingest:
         log.error("acknowledged instance could not be indexed; kept in quarantine", extra={
             "sop_instance_uid": p.header.sop_instance_uid, "calling_ae": p.received.calling_ae,
             "file": str(target), "error": repr(error)})
-        self._indexed(item)
+        self.indexed([item])
         return target
 
     def _decide_batch(self, batch: list[Waiting], keys: list[tuple[str, str]], docs: list[dict | None]) -> Batch:
@@ -559,8 +554,8 @@ def record_meta(p: Prepared, received_at: str) -> dict[str, Any]:
     r = p.received
     h = p.header  # its fields are scalars: no need for dataclasses.asdict's deep copy
     return {"header": {name: getattr(h, name) for name in _HEADER_FIELDS}, "calling_ae": r.calling_ae,
-            "organization": r.organization, "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size, "sha256": p.sha256,
-            "received_at": received_at, "staged": r.path.name if r.path is not None else None}
+            "organization": r.organization, "transfer_syntax_uid": r.transfer_syntax_uid, "size": p.size,
+            "sha256": p.sha256, "received_at": received_at, "staged": r.path.name if r.path is not None else None}
 
 
 def prepared_from_record(meta: dict[str, Any], body: Buffer, staging: Path) -> Prepared:
