@@ -39,7 +39,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .indexer import Backlog, Indexer, Waiting
+from .indexer import Indexer, Indexing, Waiting
 from .ingest import prepared_from_record, record_meta
 from .journal import encode_meta
 
@@ -65,37 +65,15 @@ def new_address() -> str:
     return f"\0yilian-index-{os.getpid()}-{secrets.token_hex(6)}"
 
 
-class IndexClient:
-    """The receiving side: the same surface as :class:`~.indexer.Indexer`, indexing done elsewhere."""
+class IndexClient(Indexing):
+    """The receiving side: forwards what this process answered; the indexer process indexes it."""
+
+    task_name = "pacs_gateway:index-client"
 
     def __init__(self, ingest: Ingest, address: str) -> None:
-        self.ingest = ingest
+        super().__init__(ingest)  # its backlog: forwarded (or to forward), not acknowledged, numbered as sent
         self.address = address
-        self.backlog = Backlog()  # forwarded (or to forward), not acknowledged; numbered as sent
         self._writer: asyncio.StreamWriter | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.failures = 0
-        self.quarantined = 0
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="pacs_gateway:index-client")
-
-    async def stop(self, timeout: float | None = None) -> None:
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(self.settled(), STOP_WAIT if timeout is None else timeout)
-        except TimeoutError:
-            log.warning("stopping with instances the indexer process has not indexed; the journal replays them "
-                        "at the next start", extra={"instances": len(self.backlog)})
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-
-    def waiting(self, sop_instance_uid: str) -> Waiting | None:
-        return self.backlog.waiting(sop_instance_uid)
 
     async def submit(self, item: Waiting) -> None:
         seq = await self.backlog.add(item)
@@ -103,13 +81,6 @@ class IndexClient:
         if writer is not None:  # else it goes when the connection is (re)made
             self._send(writer, seq, item)
             await writer.drain()
-
-    async def settled(self) -> None:
-        await self.backlog.settled()
-
-    def stats(self) -> dict[str, Any]:
-        return {"waiting": len(self.backlog), "waiting_bytes": self.backlog.bytes, "failures": self.failures,
-                "quarantined": self.quarantined}
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, seq: int, item: Waiting) -> None:

@@ -128,29 +128,34 @@ class Backlog:
             await self._changed.wait_for(lambda: not self._items and not self.busy)
 
 
-class Indexer:
+class Indexing:
+    """What indexes the instances a process answered: its backlog, a task working through it, and
+    how to wait for it.  :class:`Indexer` indexes here; :class:`~.index_process.IndexClient` has
+    the indexer process do it."""
+
+    task_name = "pacs_gateway:indexing"
+
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
         self.backlog = Backlog()
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
         self.quarantined = 0
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="pacs_gateway:indexer")
+            self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def stop(self, timeout: float | None = None) -> None:
         """Index everything waiting (for up to ``timeout`` seconds, default ``STOP_WAIT``: the store
-        may be away), then stop."""
+        may be away), then stop.  What is left, the journal replays at the next start."""
         if self._task is None:
             return
         try:
             await asyncio.wait_for(self.settled(), STOP_WAIT if timeout is None else timeout)
         except TimeoutError:
             log.warning("stopping with instances not indexed yet; the journal replays them at the next start",
-                        extra={"instances": len(self.backlog)})
+                        extra={"instances": len(self.backlog), "indexing": self.task_name})
         self._task.cancel()
         try:
             await self._task
@@ -162,12 +167,30 @@ class Indexer:
         return self.backlog.waiting(sop_instance_uid)
 
     async def submit(self, item: Waiting) -> None:
-        await self.backlog.add(item)
-        self._wake.set()
+        raise NotImplementedError
 
     async def settled(self) -> None:
         """Return once everything submitted so far is indexed."""
         await self.backlog.settled()
+
+    def stats(self) -> dict[str, Any]:
+        return {"waiting": len(self.backlog), "waiting_bytes": self.backlog.bytes, "failures": self.failures,
+                "quarantined": self.quarantined}
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Indexer(Indexing):
+    task_name = "pacs_gateway:indexer"
+
+    def __init__(self, ingest: Ingest) -> None:
+        super().__init__(ingest)
+        self._wake = asyncio.Event()
+
+    async def submit(self, item: Waiting) -> None:
+        await self.backlog.add(item)
+        self._wake.set()
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
@@ -222,6 +245,3 @@ class Indexer:
         log.debug("batch indexed one by one", extra={"instances": len(batch), "error": repr(failed)})
         return len(batch), None
 
-    def stats(self) -> dict[str, Any]:
-        return {"waiting": len(self.backlog), "waiting_bytes": self.backlog.bytes, "failures": self.failures,
-                "quarantined": self.quarantined}

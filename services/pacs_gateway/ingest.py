@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -41,12 +41,9 @@ from ..core.runtime import Runtime
 from ..core.store.port import Batch
 from . import header as fast_header
 from . import model, statuses
-from .indexer import Indexer, Waiting
+from .indexer import Indexer, Indexing, Waiting
 from .journal import Buffer, Journal, Record, Written, encode_meta
 from .model import InstanceHeader, StoreRefused
-
-if TYPE_CHECKING:
-    from .index_process import IndexClient
 
 log = logging.getLogger("yilian.pacs_gateway.ingest")
 
@@ -142,7 +139,7 @@ class Ingest:
     def __init__(self, rt: Runtime, journal: Journal | None = None) -> None:
         self.rt = rt
         self.journal = journal
-        self.indexer: Indexer | IndexClient | None = Indexer(self) if journal is not None else None
+        self.indexer: Indexing | None = Indexer(self) if journal is not None else None
         self._retiring: asyncio.Task[int] | None = None
         self._read_now = True  # until the store says get_now is not for it
 
