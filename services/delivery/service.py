@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from ..core import audit, claims, tls
+from ..core import audit, claims, orphans, tls
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
@@ -239,7 +239,8 @@ class Worker:
         if self.settings.pdf_processes <= 0:
             return await asyncio.to_thread(call)
         if self._pdf_pool is None:
-            self._pdf_pool = ProcessPoolExecutor(self.settings.pdf_processes, mp_context=get_context("spawn"))
+            self._pdf_pool = ProcessPoolExecutor(self.settings.pdf_processes, mp_context=get_context("spawn"),
+                                                 initializer=orphans.exit_with_parent, initargs=(os.getpid(),))
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pdf_pool, call)
         except BrokenProcessPool:

@@ -25,7 +25,7 @@ from services.core.events import registry
 from services.core.store.sqlite import SqliteStore
 
 from ..dicom_samples import make_study, storescu
-from ..e2e.process import YilianProcess
+from ..e2e.process import YilianProcess, running
 from ..support import free_port, wait_for
 from .conftest import WEBHOOK_ENV, WEBHOOK_SECRET, StoreSCP, consortium_file
 
@@ -144,7 +144,12 @@ async def test_kill_9_mid_delivery_then_restart_delivers_each_channel_exactly_on
             # both attempts in flight: the SCP has the connection, the HIS has the request
             await wait_for(lambda: hole.accepted and webhook_receiver.requests, timeout=20, interval=0.005,
                            what="both channels mid-delivery")
+            helpers = proc.children()  # the PDF was rendered: its worker process is among them
             await asyncio.to_thread(proc.kill)
+        # Nothing the killed process started lives on as an orphan.
+        assert len(helpers) >= 2, helpers
+        await wait_for(lambda: not any(map(running, helpers)), timeout=10,
+                       what=f"the killed process's helpers {helpers} exit")
         store = await _store_of(data_dir)
         try:
             states = {d["channel"]: d["state"] for d in await store.find("deliveries", {"result_id": report_id})}

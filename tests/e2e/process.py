@@ -121,3 +121,30 @@ class YilianProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def children(self) -> list[int]:
+        """The processes this one started (indexer, PDF worker, ...), while it runs."""
+        assert self.proc is not None
+        return [pid for pid, parent in _processes() if parent == self.proc.pid]
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and has not exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _processes() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process on the machine, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    found.append((int(entry), int(f.read().rsplit(")", 1)[1].split()[1])))
+            except (OSError, IndexError, ValueError):
+                continue  # it exited while we looked
+    return found
