@@ -1,28 +1,49 @@
 """Helper processes end with their parent: a ``kill -9`` of the parent must leave none behind.
 
-A ``ProcessPoolExecutor`` worker blocks on its call queue and never learns that the process
-that fed it is gone, so it would live on as an orphan holding memory (and, for a spawned
-interpreter, a few file descriptors) until the machine restarts.
+Nothing tells a child that its parent died (it is re-parented and carries on): a
+``ProcessPoolExecutor`` worker blocks on its call queue, a gateway worker keeps its share
+of the listening port. So each helper watches its parent pid from a daemon thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("yilian.orphans")
 
 PARENT_POLL_SECONDS = 1.0
 
 
-def exit_with_parent(parent_pid: int, interval: float = PARENT_POLL_SECONDS) -> None:
-    """End this process within ``interval`` seconds of ``parent_pid`` ceasing to be its parent.
-
-    For stateless helpers, as a pool's ``initializer``: the exit is immediate (``os._exit``)
-    because there is nothing to flush. A process with state of its own polls ``os.getppid()``
-    in its main loop and stops cleanly instead.
-    """
+def on_parent_exit(parent_pid: int, act: Callable[[], object], interval: float = PARENT_POLL_SECONDS) -> None:
+    """Call ``act`` (from a daemon thread) within ``interval`` seconds of ``parent_pid``
+    ceasing to be this process's parent."""
     def watch() -> None:
-        stopped = threading.Event()
-        while not stopped.wait(interval):
-            if os.getppid() != parent_pid:
-                os._exit(0)
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        act()
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """For a stateless helper (a pool's ``initializer``): exit at once, there is nothing to flush."""
+    on_parent_exit(parent_pid, lambda: os._exit(0))
+
+
+def stop_with_parent(parent_pid: int, stop: asyncio.Event, what: str) -> None:
+    """For a helper with state (``what``, for the log): set ``stop`` on its event loop, so
+    that it stops cleanly."""
+    def gone() -> None:
+        log.warning("parent process is gone; stopping", extra={"helper": what, "parent_pid": parent_pid})
+        stop.set()
+    loop = asyncio.get_running_loop()
+
+    def act() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: it stopped already
+            loop.call_soon_threadsafe(gone)
+    on_parent_exit(parent_pid, act)

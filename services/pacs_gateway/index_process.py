@@ -39,6 +39,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Any
 
+from ..core import orphans
 from .indexer import Indexer, Indexing, Waiting
 from .ingest import prepared_from_record, record_meta
 from .journal import encode_meta
@@ -56,7 +57,6 @@ RECORD_TYPE, ACK_TYPE = 1, 2
 READ_LIMIT = 1 << 20
 RECONNECT_FIRST, RECONNECT_MAX = 0.05, 2.0
 READY_TIMEOUT = 60.0
-PARENT_POLL_SECONDS = 2.0
 STOP_WAIT = 10.0
 
 
@@ -251,15 +251,11 @@ async def _serve(settings: Settings, address: str, parent_pid: int, ready: Any) 
     server = IndexServer(Ingest(rt), address)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    orphans.stop_with_parent(parent_pid, stop, "gateway indexer")
     try:
         await server.start()
         ready.set()
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PARENT_POLL_SECONDS)
-            if os.getppid() != parent_pid:
-                log.warning("gateway indexer process's parent is gone; exiting")
-                break
+        await stop.wait()
     finally:
         await server.stop()
         await rt.blobs.close()

@@ -25,6 +25,7 @@ import os
 import signal
 from typing import Any
 
+from ..core import orphans
 from ..core.settings import Settings
 
 log = logging.getLogger("yilian.pacs_gateway.workers")
@@ -88,6 +89,7 @@ async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any, in
     service = GatewayService(rt, role="worker", slot=index, indexer_address=indexer_address)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    orphans.stop_with_parent(parent_pid, stop, f"gateway worker {index}")
     try:
         await service.start()
         ready.set()
@@ -96,9 +98,6 @@ async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any, in
             try:
                 await asyncio.wait_for(stop.wait(), timeout=CONSORTIUM_POLL_SECONDS)
             except TimeoutError:
-                if os.getppid() != parent_pid:  # orphaned: the main process died
-                    log.warning("gateway worker's parent is gone; exiting", extra={"worker": index})
-                    break
                 await follow_consortium(rt)
     finally:
         await service.stop()
