@@ -219,6 +219,21 @@ def test_rejections_keep_their_precise_messages(schemas):
     schemas.validate(replace(event, data={**event.data, "size": 34000.0}))
 
 
+def test_event_date_times_are_checked(schemas):
+    # rfc3339-validator (a dependency) gives jsonschema its "date-time" check: a time of an
+    # event's data that is not RFC 3339 (no offset, no "T", not a time at all) is refused.
+    assert "date-time" in FORMATS.checkers
+    sample = next(e for e in SAMPLES if e["type"] == "report.signed")
+    event = Event.from_dict(sample)
+    assert DATA_SCHEMAS["report.signed"]["properties"]["signed_at"]["format"] == "date-time"
+    for good in ("2026-11-23T10:00:00Z", "2026-11-23T18:00:00.123+08:00"):
+        schemas.validate(replace(event, data={**event.data, "signed_at": good}))
+    for bad in ("2026-11-23 10:00:00", "2026-11-23T10:00:00", "2026-11-23", "yesterday"):
+        with pytest.raises(InvalidEvent) as err:
+            schemas.validate(replace(event, data={**event.data, "signed_at": bad}))
+        assert str(err.value) == f"report.signed v1 data invalid at signed_at: {bad!r} is not a 'date-time'"
+
+
 def test_format_is_checked_by_the_validators_own_format_checker():
     # jsonschema checks "date-time" only with rfc3339-validator installed; whatever checker it
     # has, the compiled check asks the same one.
