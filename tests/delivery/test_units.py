@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import time
 
 import pytest
 
@@ -16,7 +17,7 @@ from services.delivery.retry import Backoff
 from services.delivery.settings import DeliverySettings
 from services.delivery.sr import BASIC_TEXT_SR, build_sr
 
-from ..support import EXAMPLE_CONSORTIUM
+from ..support import EXAMPLE_CONSORTIUM, wait_for_sync
 
 REPORT = {"report_id": "rp-1", "request_id": "rr-1", "study_uid": "1.2.3", "organization": "chengguan-thc",
           "centre": "county-imaging", "kind": "imaging", "reader_id": "dr-wang", "reader_name": "王建国",
@@ -79,3 +80,19 @@ def test_bad_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("YILIAN_DELIVERY_HORIZON_SECONDS", "soon")
     with pytest.raises(SystemExit, match="YILIAN_DELIVERY_HORIZON_SECONDS"):
         DeliverySettings.from_env()
+
+
+def test_the_font_subset_is_built_once_in_a_process_of_its_own(tmp_path):
+    from services.delivery.fonts import Fonts
+    fonts = Fonts(DeliverySettings().font, tmp_path / "cache")
+    assert fonts.for_text("右侧肋骨骨折") == fonts.full  # until the subset exists
+    cpu = time.process_time()
+    fonts.prepare()
+    wait_for_sync(fonts.subset_path.exists, timeout=120, interval=0.1, what="the font subset")
+    # About 2 s of CPU went into the subset; hardly any of it was this process's (nor its GIL).
+    assert time.process_time() - cpu < 0.5
+    assert fonts.for_text("右侧肋骨骨折", "王小明") == str(fonts.subset_path)
+    assert fonts.for_text("患者 龑") == fonts.full  # a character outside GB2312
+    again = Fonts(DeliverySettings().font, tmp_path / "cache")
+    again.prepare()  # cached: nothing to build
+    assert again._building is None
