@@ -303,22 +303,18 @@ class Ingest:
         return target
 
     def _decide_batch(self, batch: list[Waiting], keys: list[tuple[str, str]], docs: list[dict | None]) -> Batch:
-        """:meth:`_decide` for each instance in turn, each seeing the documents the ones before it wrote."""
+        """:meth:`_decide` for each instance in turn, each seeing the documents the ones before it wrote.
+
+        An instance refused only now (another receiving process had the same SOP Instance UID in
+        another series) raises :class:`StoreRefused`: the sender was answered Success already, so
+        the indexer sets it aside in quarantine, like any instance the index cannot take.
+        """
         current = dict(zip(keys, docs))
         puts: dict[tuple[str, str], dict] = {}
         out = Batch(result=[])
         for w in batch:
             p = w.prepared
-            try:
-                one = self._decide(p, w.key, w.received_at, *(current[k] for k in _reads(p)))
-            except StoreRefused as refused:
-                # Found only now (another process had it in another series): the sender was answered
-                # Success already, so say so loudly; the copy is not kept.
-                log.error("acknowledged instance not indexed", extra={
-                    "sop_instance_uid": p.header.sop_instance_uid, "calling_ae": p.received.calling_ae,
-                    "reason": refused.comment})
-                out.result.append((Outcome(refused.status, refused.comment, result="refused"), w.key))
-                continue
+            one = self._decide(p, w.key, w.received_at, *(current[k] for k in _reads(p)))
             for collection, doc in one.puts:
                 current[(collection, doc["id"])] = puts[(collection, doc["id"])] = doc
             out.events += one.events

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from services.core.store.port import StoreUnavailable
 from services.pacs_gateway.ingest import Ingest, sweep_orphans
 
-from ..dicom_samples import make_instance, storescu, write
+from ..dicom_samples import STORESCU, make_instance, storescu, write
 from ..support import wait_for
 from .conftest import CHENGGUAN_CT, run
 
@@ -152,6 +152,43 @@ async def test_an_instance_the_index_cannot_take_is_quarantined_and_the_others_a
     monkeypatch.undo()
     await gateway.service.stop()
     assert not list((gateway.data_dir / "journal" / "gateway-0").glob("*.wal"))
+
+
+async def test_an_instance_found_in_another_series_only_when_indexed_is_quarantined_not_dropped(gateway, tmp_path,
+                                                                                                monkeypatch):
+    # Two receiving processes each acknowledged a copy of one SOP Instance UID, in two series,
+    # before either was indexed: neither saw the other's copy waiting. Here one process plays
+    # both: it does not see its own backlog, and indexing waits until both are acknowledged.
+    study_uid, uid = "1.2.826.0.1.3680043.8.498.78", "1.2.826.0.1.3680043.8.498.78.1.1"
+    first = make_instance(study_uid=study_uid, series_uid=study_uid + ".1", sop_instance_uid=uid)
+    second = make_instance(study_uid=study_uid, series_uid=study_uid + ".2", sop_instance_uid=uid, pixel_value=9)
+    monkeypatch.setattr(gateway.service.ingest.indexer, "waiting", lambda sop_instance_uid: None)
+    both_answered = asyncio.Event()
+    real = Ingest.index_batch
+
+    async def held(self, batch):
+        await both_answered.wait()
+        return await real(self, batch)
+    monkeypatch.setattr(Ingest, "index_batch", held)
+    paths = [write(first, tmp_path / "first.dcm"), write(second, tmp_path / "second.dcm")]
+    # DCMTK storescu itself: the test helper would wait for the indexing this test holds back.
+    sender = await asyncio.create_subprocess_exec(
+        STORESCU, "-aet", CHENGGUAN_CT, "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *map(str, paths),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(sender.communicate(), 30)
+    assert sender.returncode == 0, output.decode()  # both durable when answered
+    both_answered.set()
+
+    async def settled() -> bool:
+        return (await gateway.count("instances") == 1
+                and len(list((gateway.data_dir / "quarantine").rglob("*.dcm"))) == 1)
+    await wait_for(settled, timeout=10, what="one copy indexed, the other in quarantine")
+    assert (await gateway.rt.store.get("instances", uid))["series_uid"] == study_uid + ".1"
+    kept = next((gateway.data_dir / "quarantine").rglob("*.dcm"))
+    assert dcmread(kept).SeriesInstanceUID == study_uid + ".2"
+    reason = json.loads((kept.parent / (kept.name[:-4] + ".json")).read_text())
+    assert "another series" in reason["error"] and reason["calling_ae"] == CHENGGUAN_CT
+    assert len(await gateway.events("instance.stored")) == 1
 
 
 async def test_large_instances_acknowledged_while_the_store_was_away_are_indexed_after_a_restart(make_gateway,
