@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,9 +241,10 @@ class Ingest:
                   if w.write_blob and w.prepared.received.in_memory]
         # A full disk raises OSError here: the indexer retries later (the journal holds the bytes).
         await self.rt.blobs.put_many(inline, durable=False)
+        staged = [w for w in batch if w.write_blob and not w.prepared.received.in_memory
+                  and not await self._staged_file_moved(w)]
         await asyncio.gather(*(self.rt.blobs.put_file(w.key, w.prepared.received.path, sha256=w.prepared.sha256,
-                                                      durable=False)
-                               for w in batch if w.write_blob and not w.prepared.received.in_memory))
+                                                      durable=False) for w in staged))
         reads: dict[tuple[str, str], None] = {}
         for w in batch:
             reads.update(dict.fromkeys(_reads(w.prepared)))
@@ -252,6 +254,13 @@ class Ingest:
             if unreferenced is not None:
                 await self.rt.blobs.delete(unreferenced)
         self.indexed(batch)
+
+    async def _staged_file_moved(self, w: Waiting) -> bool:
+        """Whether an earlier attempt at indexing ``w`` moved its staging file into the blob store
+        already (``put_file`` takes the file): the index failed after it, and this is the retry."""
+        path = w.prepared.received.path
+        assert path is not None
+        return not path.exists() and await self.rt.blobs.exists(w.key)
 
     def indexed(self, items: list[Waiting]) -> None:
         """``items`` are indexed (or quarantined), here or by the indexer process (:mod:`.index_process`):
@@ -280,16 +289,24 @@ class Ingest:
         folder = self.rt.settings.data_dir / "quarantine" / (self.journal.directory.name if self.journal is not None
                                                              else "index-process")
         name = f"{p.header.sop_instance_uid}.{p.sha256[:16]}"
+        # A staging file the failed attempt moved into the blob store is read back from there
+        # (a copy: the blob goes with the orphan sweep, which checks that nothing names it).
+        moved = p.received.path is not None and await self._staged_file_moved(item)
+        local = self.rt.blobs.local_path(item.key) if moved else None
+        data = await self.rt.blobs.read(item.key) if moved and local is None else None
 
         def _keep() -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{name}.dcm"
-            if p.received.path is not None:
+            if p.received.path is not None and not moved:
                 if p.received.path.exists():
                     os.replace(p.received.path, target)
+            elif local is not None:
+                shutil.copyfile(local, target)
+                fsync_path(target)
             else:
                 with open(target, "wb") as f:
-                    f.writelines(p.received.part10())
+                    f.writelines(p.received.part10() if data is None else (data,))
                     f.flush()
                     os.fsync(f.fileno())
             (folder / f"{name}.json").write_text(json.dumps(

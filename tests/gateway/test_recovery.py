@@ -223,6 +223,55 @@ async def test_large_instances_acknowledged_while_the_store_was_away_are_indexed
     assert len(await again.events("instance.stored")) == 3
 
 
+async def test_a_large_instance_is_indexed_once_the_store_is_back_even_after_its_blob_was_written(make_gateway,
+                                                                                                   tmp_path,
+                                                                                                   monkeypatch):
+    from services.core.store.sqlite import SqliteStore
+
+    from .. import dicom_samples
+
+    # Over 256 bytes an instance streams to a staging file; the blob store takes that file.
+    gateway = await make_gateway(name="node", gateway_inline_bytes=256)
+    monkeypatch.setattr(dicom_samples, "AFTER_STORE", [])  # storescu must not wait for the indexer
+    real, refusals = SqliteStore.apply, []
+
+    async def away_twice(self, reads, decide, **kwargs):
+        if kwargs.get("durable") is False and len(refusals) < 2:  # the indexer's transaction
+            refusals.append(1)
+            raise StoreUnavailable("database went away")
+        return await real(self, reads, decide, **kwargs)
+    monkeypatch.setattr(SqliteStore, "apply", away_twice)
+    ds = make_instance()
+    result = await asyncio.to_thread(storescu, gateway.port, [write(ds, tmp_path / "a.dcm")], calling=CHENGGUAN_CT)
+    assert result.returncode == 0, result.output
+
+    # The blob was written before the index failed; the retry must not look for the staging file.
+    async def indexed() -> bool:
+        return await gateway.count("instances") == 1
+    await wait_for(indexed, timeout=15, what="indexed once the store is back, without a restart")
+    assert len(refusals) == 2
+    doc = await gateway.rt.store.get("instances", str(ds.SOPInstanceUID))
+    assert dcmread(gateway.rt.blobs.local_path(doc["blob_key"])).PixelData == ds.PixelData
+    assert len(await gateway.events("instance.stored")) == 1
+
+
+async def test_a_large_instance_the_index_cannot_take_is_quarantined_with_its_bytes(make_gateway, tmp_path,
+                                                                                    monkeypatch):
+    gateway = await make_gateway(name="node", gateway_inline_bytes=256)
+    ds = make_instance()
+
+    def decide(self, p, *args, **kwargs):
+        raise ValueError("an index document this instance cannot make")
+    monkeypatch.setattr(Ingest, "_decide", decide)
+    result = await run(storescu, gateway.port, [write(ds, tmp_path / "a.dcm")], calling=CHENGGUAN_CT)
+    assert result.returncode == 0, result.output
+    # The batch attempt moved the staging file into the blob store before the index refused it:
+    # the quarantine still gets the whole instance.
+    kept = list((gateway.data_dir / "quarantine").rglob("*.dcm"))
+    assert len(kept) == 1 and dcmread(kept[0]).PixelData == ds.PixelData
+    assert await gateway.rt.store.get("instances", str(ds.SOPInstanceUID)) is None
+
+
 async def test_a_full_disk_while_indexing_is_waited_out_not_quarantined(gateway, tmp_path, monkeypatch):
     import errno
 
