@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stable_port() -> int:
+    """A free port below the ephemeral range, for a server a test stops and starts again on the
+    same port. While it is down, a client retrying a connection to an ephemeral port can be
+    given that very port as its own source port and connect to itself (TCP simultaneous open),
+    holding the port against the server's return; below the range no client is ever given it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 20000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0,

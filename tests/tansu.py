@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import free_port
+from .support import stable_port
 
 
 def broker_binary() -> str:
@@ -55,7 +55,7 @@ def _metadata_answers(port: int, timeout: float = 0.5) -> bool:
 class TansuBroker:
     def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
         self.binary = broker_binary()
-        self.port = port or free_port()
+        self.port = port or stable_port()  # restarted on the same port by the outage tests
         self.log_path = (log_dir or Path("/tmp")) / f"tansu-{self.port}.log"
         self.process: subprocess.Popen | None = None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import free_port
+from ..support import stable_port
 
 
 def yilian_command() -> list[str]:
@@ -39,8 +39,8 @@ class YilianProcess:
     def __init__(self, data_dir: Path, *, args: tuple[str, ...] = ("up",), **env: str) -> None:
         self.data_dir = data_dir
         self.args = args
-        self.http_port = int(env.pop("YILIAN_HTTP_PORT", 0) or free_port())
-        self.dicom_port = int(env.pop("YILIAN_DICOM_PORT", 0) or free_port())
+        self.http_port = int(env.pop("YILIAN_HTTP_PORT", 0) or stable_port())  # the same after a restart
+        self.dicom_port = int(env.pop("YILIAN_DICOM_PORT", 0) or stable_port())
         self.env = clean_env(YILIAN_DATA_DIR=str(data_dir), YILIAN_HTTP_PORT=str(self.http_port),
                              YILIAN_DICOM_PORT=str(self.dicom_port), YILIAN_BIND_HOST="127.0.0.1",
                              YILIAN_JWT_SECRET="test-secret-not-for-production", **env)
