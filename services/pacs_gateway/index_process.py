@@ -79,8 +79,11 @@ class IndexClient(Indexing):
         seq = await self.backlog.add(item)
         writer = self._writer
         if writer is not None:  # else it goes when the connection is (re)made
-            self._send(writer, seq, item)
-            await writer.drain()
+            try:
+                self._send(writer, seq, item)
+                await writer.drain()
+            except ConnectionError:
+                pass  # the indexer process is gone: the item stays in the backlog, sent again on reconnect
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, seq: int, item: Waiting) -> None:
