@@ -56,7 +56,6 @@ NATIVE_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotificati
                      ImplementationVersionNameNotification, AsynchronousOperationsWindowNegotiation)
 MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones before reading them
 MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
-CALLING_AE_NOT_REGISTERED = 0xC212
 AE_TITLES = 10  # offset of the Called and Calling AE Title fields (16 bytes each) in A-ASSOCIATE-RQ/AC
 PROPOSALS_KEPT = 64  # distinct A-ASSOCIATE-RQs remembered (a few kB each): one or two per modality
 C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
@@ -439,10 +438,7 @@ class NativeServer:
             return {"calling_ae": calling, "sop_instance_uid": command.sop_instance_uid, "peer": association.peer,
                     **more}
         try:
-            org = self.gateway.organization_for(calling)
-            if org is None:
-                log.warning("C-STORE refused", extra=extra(reason="calling AE title no longer registered"))
-                return CALLING_AE_NOT_REGISTERED, "calling AE title not registered"
+            org = self.gateway.sender(calling)
             if incoming.size > incoming.limit:
                 raise StoreRefused(statuses.OUT_OF_RESOURCES,
                                    f"instance of {incoming.size} bytes exceeds limit {incoming.limit}")
