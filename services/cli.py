@@ -11,6 +11,7 @@ import sys
 
 from .core import logs
 from .core.consortium import ConfigError, consortium_summary, load_consortium
+from .core.private import restrict_new_files
 from .core.runtime import SERVICE_NAMES, Runtime, run
 from .core.settings import Settings
 
@@ -164,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_new_files()  # at process start: whatever yilian writes is its user's alone
     args = parser().parse_args(argv)
     try:
         return args.func(args)
