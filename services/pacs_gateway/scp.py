@@ -146,7 +146,7 @@ def build_ae(gateway: GatewayService) -> GatewayAE:
     settings = gateway.rt.settings
     ae = GatewayAE(settings.ae_title, lambda: registered_aes(gateway))
     ae.require_called_aet = True
-    ae.maximum_associations = 64
+    ae.maximum_associations = settings.dicom_max_associations
     ae.maximum_pdu_size = 1 << 20  # fewer, larger PDUs: less per-message Python work
     ae.add_supported_context(Verification, UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
     for cx in AllStoragePresentationContexts:

@@ -151,6 +151,8 @@ class GatewayService:
                                         hand_off=self._server, ssl_context=ssl_context,
                                         timeout=settings.dicom_network_timeout,
                                         max_associations=self.ae.maximum_associations,
+                                        max_per_ae=settings.dicom_max_associations_per_ae,
+                                        max_per_peer=settings.dicom_max_associations_per_peer,
                                         max_pdu=self.ae.maximum_pdu_size)
             self.dicom_port = await self._native.start(settings.bind_host, settings.dicom_port)
             if self.ingest.journal is not None:  # one connection (C-STOREs come one at a time): flush inline

@@ -3,7 +3,8 @@
 One coroutine per association.  After the A-ASSOCIATE-RQ (PS3.8 9.3.2) is read:
 
 * rejected (A-ASSOCIATE-RJ) for an unknown called or calling AE title, or too many
-  associations — the same checks and reasons as the pynetdicom AE;
+  associations — in all (as the pynetdicom AE), or from one calling AE title or one peer
+  address (rejected-transient, local-limit-exceeded);
 * served natively when every proposed abstract syntax is Verification or Storage and no
   extended negotiation is asked for: data set fragments stream into a staging file (and a
   running sha256), then :class:`~..ingest.Ingest` prepares and commits the instance and
@@ -16,6 +17,7 @@ One coroutine per association.  After the A-ASSOCIATE-RQ (PS3.8 9.3.2) is read:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -238,15 +240,22 @@ class NativeServer:
 
     def __init__(self, gateway: GatewayService, ingest: Ingest, *, contexts: list[PresentationContext],
                  hand_off: Any, ssl_context: ssl.SSLContext | None, timeout: float,
-                 max_associations: int, max_pdu: int) -> None:
+                 max_associations: int, max_pdu: int, max_per_ae: int | None = None,
+                 max_per_peer: int | None = None) -> None:
         self.gateway, self.ingest = gateway, ingest
         self.contexts = contexts
         self.hand_off_server = hand_off  # a pynetdicom ThreadedAssociationServer that never listens
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.max_associations = max_associations
+        self.max_per_ae = max_per_ae or max_associations
+        self.max_per_peer = max_per_peer or max_associations
         self.max_pdu = max_pdu
         self.active = 0
+        # Associations accepted and not ended (native or handed off), by calling AE title and by
+        # peer host: neither may hold more than its share of this process's slots.
+        self.by_calling: collections.Counter[str] = collections.Counter()
+        self.by_host: collections.Counter[str] = collections.Counter()
         # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
         self.fsync = bool(getattr(gateway.rt.blobs, "fsync", False))
         self.responses = dimse_counter(gateway.rt)  # looked up once, counted per C-STORE
@@ -284,6 +293,7 @@ class NativeServer:
         peer = f"{address[0]}:{address[1]}"
         self.active += 1
         handed_off = established = False
+        counted: tuple[str, str] | None = None  # (calling AE, host) once the association is accepted
         try:
             async with asyncio.timeout(self.timeout) as deadline:  # ARTIM: the A-ASSOCIATE-RQ must come
                 try:
@@ -292,9 +302,10 @@ class NativeServer:
                         raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
                                             pdu.REASON_UNEXPECTED_PDU)
                     request = pdu.HEADER.pack(pdu_type, len(body)) + bytes(body)
-                    association = await self._associate(stream, peer, request, address)
-                    if association is None:
+                    accepted = await self._associate(stream, peer, request, address)
+                    if accepted is None:
                         return
+                    association, counted = accepted
                     deadline.reschedule(None)  # from here the stream's idle timeout, or pynetdicom's
                     if association == "handed off":
                         handed_off = True
@@ -323,12 +334,23 @@ class NativeServer:
                 stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
         finally:
             self.active -= 1
+            if counted is not None:
+                self._uncount(*counted)
             self._tasks.discard(task)
             if not handed_off:
                 with contextlib.suppress(Exception):
                     await stream.close()
 
-    async def _associate(self, stream: PDUStream, peer: str, raw: bytes, address: Any) -> _Association | str | None:
+    def _uncount(self, calling: str, host: str) -> None:
+        for counter, key in ((self.by_calling, calling), (self.by_host, host)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+    async def _associate(self, stream: PDUStream, peer: str, raw: bytes,
+                         address: Any) -> tuple[_Association | str, tuple[str, str]] | None:
+        """Answer the A-ASSOCIATE-RQ: ``None`` when rejected, else the association (or "handed
+        off") and the (calling AE, host) it is counted under until it ends."""
         key = raw[:AE_TITLES] + raw[AE_TITLES + 32:]
         titles = _plain_ae_titles(raw)
         proposal = self._proposals.get(key) if titles is not None else None
@@ -346,14 +368,32 @@ class NativeServer:
         if called != self.gateway.rt.settings.ae_title.strip():
             reject, reason = pdu.RJ_CALLED_AE, REJECT_CALLED_AE
         pynetdicom_active = len(self.gateway.ae.active_associations) if self.gateway.ae is not None else 0
+        host = str(address[0])
         if reject is None and self.active + pynetdicom_active > self.max_associations:
             reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations"
+        elif reject is None and self.by_calling[calling] >= self.max_per_ae:
+            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this calling AE title"
+        elif reject is None and self.by_host[host] >= self.max_per_peer:
+            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this peer address"
         if reject is not None:
-            log.warning("association rejected", extra={"reason": reason, "calling_ae": calling, "called_ae": called,
-                                                       "peer": peer})
+            log.warning("association rejected", extra={
+                "reason": reason, "calling_ae": calling, "called_ae": called, "peer": peer,
+                "associations": self.active, "associations_of_calling_ae": self.by_calling[calling],
+                "associations_of_peer": self.by_host[host]})
             stream.write(pdu.a_associate_rj(*reject))
             await stream.drain()
             return None
+        self.by_calling[calling] += 1  # counted at once after the check: no other RQ is decided in between
+        self.by_host[host] += 1
+        counted = (calling, host)
+        try:
+            return await self._accept(stream, peer, proposal, called, calling), counted
+        except BaseException:
+            self._uncount(*counted)
+            raise
+
+    async def _accept(self, stream: PDUStream, peer: str, proposal: _Proposal, called: str,
+                      calling: str) -> _Association | str:
 
         if proposal.ac is None:
             log.debug("association handed to pynetdicom", extra={"path": "pynetdicom", "peer": peer,
