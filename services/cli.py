@@ -42,8 +42,8 @@ environment:
   YILIAN_DICOM_NATIVE_UL  asyncio DICOM upper layer for C-ECHO/C-STORE (default true; false: pynetdicom)
   YILIAN_DICOM_NETWORK_TIMEOUT  seconds a silent DICOM peer is kept (default 60)
   YILIAN_DICOM_MAX_ASSOCIATIONS  concurrent DICOM associations per gateway process (default 64)
-  YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE    of those, from one calling AE title (default 16)
-  YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER  of those, from one peer address (default 32)
+  YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE    of those, from one calling AE title (default 8)
+  YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER  of those, from one peer address (default 16)
   YILIAN_CORS_ORIGINS    comma-separated origins allowed to call the HTTP API
   See docs/configuration.md for every variable.
 """

@@ -88,8 +88,8 @@ class Settings:
     # Concurrent associations per gateway process: in all, per calling AE title, per peer address
     # (one broken modality, or one clinic's router, cannot take every slot of the county's node).
     dicom_max_associations: int = 64
-    dicom_max_associations_per_ae: int = 16
-    dicom_max_associations_per_peer: int = 32
+    dicom_max_associations_per_ae: int = 8
+    dicom_max_associations_per_peer: int = 16
     cors_origins: tuple[str, ...] = ()
 
     @classmethod
@@ -124,8 +124,8 @@ class Settings:
             dicom_native_ul=(env.get("YILIAN_DICOM_NATIVE_UL", "true").lower() not in ("0", "false", "no")),
             dicom_network_timeout=env_float("YILIAN_DICOM_NETWORK_TIMEOUT", 60.0),
             dicom_max_associations=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS", 64),
-            dicom_max_associations_per_ae=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE", 16),
-            dicom_max_associations_per_peer=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER", 32),
+            dicom_max_associations_per_ae=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE", 8),
+            dicom_max_associations_per_peer=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER", 16),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
         )
 

@@ -235,6 +235,12 @@ class _Association:
         self.stream.write(pdu.p_data_tf(context_id, command, command=True, max_pdu=self.peer_max_pdu))
 
 
+def _decrement(counter: collections.Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
 class NativeServer:
     """The gateway's DICOM port: an asyncio server; pynetdicom serves what it hands off."""
 
@@ -251,9 +257,10 @@ class NativeServer:
         self.max_per_ae = max_per_ae or max_associations
         self.max_per_peer = max_per_peer or max_associations
         self.max_pdu = max_pdu
-        self.active = 0
-        # Associations accepted and not ended (native or handed off), by calling AE title and by
-        # peer host: neither may hold more than its share of this process's slots.
+        self.active = 0  # connections holding a slot (the total limit counts these)
+        # Associations accepted and not ended (native or handed off) by calling AE title, and
+        # connections by peer host from the moment they are accepted (an idle connection holds a
+        # slot too): neither may hold more than its share of this process's slots.
         self.by_calling: collections.Counter[str] = collections.Counter()
         self.by_host: collections.Counter[str] = collections.Counter()
         # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
@@ -290,10 +297,14 @@ class NativeServer:
         assert task is not None
         self._tasks.add(task)
         address = stream.peername() or ("?", 0)
-        peer = f"{address[0]}:{address[1]}"
-        self.active += 1
+        peer, host = f"{address[0]}:{address[1]}", str(address[0])
+        # Past its host's share a connection gets no slot: it cannot crowd others out while it
+        # idles, and its A-ASSOCIATE-RQ is rejected.
+        over_share = self.by_host[host] >= self.max_per_peer
+        self.by_host[host] += 1
+        self.active += 0 if over_share else 1
         handed_off = established = False
-        counted: tuple[str, str] | None = None  # (calling AE, host) once the association is accepted
+        calling: str | None = None  # counted under it once its association is accepted
         try:
             async with asyncio.timeout(self.timeout) as deadline:  # ARTIM: the A-ASSOCIATE-RQ must come
                 try:
@@ -302,10 +313,10 @@ class NativeServer:
                         raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
                                             pdu.REASON_UNEXPECTED_PDU)
                     request = pdu.HEADER.pack(pdu_type, len(body)) + bytes(body)
-                    accepted = await self._associate(stream, peer, request, address)
+                    accepted = await self._associate(stream, peer, request, host, over_share)
                     if accepted is None:
                         return
-                    association, counted = accepted
+                    association, calling = accepted
                     deadline.reschedule(None)  # from here the stream's idle timeout, or pynetdicom's
                     if association == "handed off":
                         handed_off = True
@@ -333,24 +344,19 @@ class NativeServer:
             with contextlib.suppress(Exception):
                 stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
         finally:
-            self.active -= 1
-            if counted is not None:
-                self._uncount(*counted)
+            self.active -= 0 if over_share else 1
+            _decrement(self.by_host, host)
+            if calling is not None:
+                _decrement(self.by_calling, calling)
             self._tasks.discard(task)
             if not handed_off:
                 with contextlib.suppress(Exception):
                     await stream.close()
 
-    def _uncount(self, calling: str, host: str) -> None:
-        for counter, key in ((self.by_calling, calling), (self.by_host, host)):
-            counter[key] -= 1
-            if counter[key] <= 0:
-                del counter[key]
-
-    async def _associate(self, stream: PDUStream, peer: str, raw: bytes,
-                         address: Any) -> tuple[_Association | str, tuple[str, str]] | None:
+    async def _associate(self, stream: PDUStream, peer: str, raw: bytes, host: str,
+                         over_share: bool) -> tuple[_Association | str, str] | None:
         """Answer the A-ASSOCIATE-RQ: ``None`` when rejected, else the association (or "handed
-        off") and the (calling AE, host) it is counted under until it ends."""
+        off") and the calling AE title it is counted under until it ends."""
         key = raw[:AE_TITLES] + raw[AE_TITLES + 32:]
         titles = _plain_ae_titles(raw)
         proposal = self._proposals.get(key) if titles is not None else None
@@ -368,28 +374,25 @@ class NativeServer:
         if called != self.gateway.rt.settings.ae_title.strip():
             reject, reason = pdu.RJ_CALLED_AE, REJECT_CALLED_AE
         pynetdicom_active = len(self.gateway.ae.active_associations) if self.gateway.ae is not None else 0
-        host = str(address[0])
-        if reject is None and self.active + pynetdicom_active > self.max_associations:
+        if reject is None and over_share:
+            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this peer address"
+        elif reject is None and self.active + pynetdicom_active > self.max_associations:
             reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations"
         elif reject is None and self.by_calling[calling] >= self.max_per_ae:
             reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this calling AE title"
-        elif reject is None and self.by_host[host] >= self.max_per_peer:
-            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this peer address"
         if reject is not None:
             log.warning("association rejected", extra={
                 "reason": reason, "calling_ae": calling, "called_ae": called, "peer": peer,
                 "associations": self.active, "associations_of_calling_ae": self.by_calling[calling],
-                "associations_of_peer": self.by_host[host]})
+                "connections_of_peer": self.by_host[host]})
             stream.write(pdu.a_associate_rj(*reject))
             await stream.drain()
             return None
         self.by_calling[calling] += 1  # counted at once after the check: no other RQ is decided in between
-        self.by_host[host] += 1
-        counted = (calling, host)
         try:
-            return await self._accept(stream, peer, proposal, called, calling), counted
+            return await self._accept(stream, peer, proposal, called, calling), calling
         except BaseException:
-            self._uncount(*counted)
+            _decrement(self.by_calling, calling)
             raise
 
     async def _accept(self, stream: PDUStream, peer: str, proposal: _Proposal, called: str,
