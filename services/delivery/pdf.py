@@ -13,7 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from .document import base_dataset, dicom_datetime
+from ..core.localtime import LocalTime
+from .document import base_dataset
 from .sr import TITLES, code
 
 Doc = dict[str, Any]
@@ -31,7 +32,9 @@ def _pname(value: str | None) -> str:
     return " ".join(parts)
 
 
-def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str) -> bytes:
+def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
+           local: LocalTime | None = None) -> bytes:
+    local = local or LocalTime.named()
     pdf = FPDF(format="A4")
     pdf.set_title(HEADINGS.get(result["kind"], "诊断报告"))
     pdf.set_creator("Yilian")
@@ -76,15 +79,18 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str)
     pdf.set_font("cjk", size=10.5)
     pdf.multi_cell(width, 6.5, f"诊断医师：{result.get('reader_name') or ''}    诊断中心：{centre}", new_x="LMARGIN",
                    new_y="NEXT")
-    pdf.multi_cell(width, 6.5, f"签发时间：{result['signed_at']}    报告编号：{result['id']}", new_x="LMARGIN",
+    pdf.multi_cell(width, 6.5, f"签发时间：{local.for_people(result['signed_at'])}    报告编号：{result['id']}", new_x="LMARGIN",
                    new_y="NEXT")
     return bytes(pdf.output())
 
 
-def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution: str, station: str) -> Dataset:
+def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution: str, station: str,
+              local: LocalTime | None = None) -> Dataset:
     """An Encapsulated PDF instance (PS3.3 A.45.1) in the original study."""
+    local = local or LocalTime.named()
+    signed = local.dicom(result["signed_at"])
     ds = base_dataset(sop_class_uid=ENCAPSULATED_PDF, sop_instance_uid=result["pdf_sop_instance_uid"], study=study,
-                      result=result, created=created, station=station)
+                      result=result, created=created, station=station, local=local)
     ds.InstitutionName = institution
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = result["pdf_series_uid"]
@@ -92,8 +98,8 @@ def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution:
     ds.SeriesDescription = "远程诊断报告 PDF"
     ds.ConversionType = "WSD"  # SC Equipment: workstation
     ds.InstanceNumber = 1
-    ds.ContentDate, ds.ContentTime = dicom_datetime(result["signed_at"])
-    ds.AcquisitionDateTime = "".join(dicom_datetime(result["signed_at"]))
+    ds.ContentDate, ds.ContentTime = signed.date, signed.time
+    ds.AcquisitionDateTime = signed.datetime
     ds.BurnedInAnnotation = "YES"
     ds.DocumentTitle = HEADINGS.get(result["kind"], "诊断报告")
     ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])

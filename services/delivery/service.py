@@ -31,6 +31,7 @@ import aiohttp
 
 from ..core import audit, claims, orphans, tls
 from ..core.events import Event, new_traceparent
+from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
 from . import model, pdf, sr
@@ -119,7 +120,7 @@ async def _record_result(rt: Runtime, event: Event, result: Doc, now: float) -> 
                 d.update(state="delivered", delivered_at=result["created_at"], attempts=1, next_attempt_at=None)
                 tx.emit(_event(rt, "result.delivered", result, event.traceparent, delivery_id=d["id"],
                                channel="inbox", attempts=1, delivered_at=d["delivered_at"],
-                               summary=inbox.summary(result)))
+                               summary=inbox.summary(result, rt.local_time)))
             await tx.insert(DELIVERIES, d)
         await _audit(tx, "result.route", result, traceparent=event.traceparent, channels=sorted(channels),
                      source=result["source"], study_known=study_known)
@@ -218,15 +219,16 @@ class Worker:
         centre = rt.consortium.centres.get(result.get("centre") or "")
         institution = centre.name if centre else (org.name if org else "")
         created = iso(self.settings.now())
-        station = rt.settings.ae_title
+        station, local = rt.settings.ae_title, rt.local_time
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
-                            institution=institution, station=station)
+                            institution=institution, station=station, local=local)
         header = org.name if org else ""
         font = self.fonts.for_text(header, institution, *(str(v) for v in (*result.values(), *study.values())
                                                            if isinstance(v, str)))
-        rendered = await self._render(result, study=study, institution=header, centre=institution, font=font)
+        rendered = await self._render(result, study=study, institution=header, centre=institution, font=font,
+                                      local=local)
         pdf_ds = pdf.build_pdf(result, study=study, pdf=rendered, created=created, institution=institution,
-                               station=station)
+                               station=station, local=local)
         return await asyncio.to_thread(
             dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
@@ -259,17 +261,20 @@ class Worker:
                                   "is not set", permanent=True)
         if self.session is None:
             self.session = aiohttp.ClientSession()
-        return await webhook.post(self.session, url=d["target"]["url"], document=webhook_document(result, d),
+        return await webhook.post(self.session, url=d["target"]["url"], document=webhook_document(result, d, self.rt.local_time),
                                   delivery_id=d["id"], idempotency_key=d["idempotency_key"], secret=secret,
                                   timeout=self.settings.webhook_timeout)
 
 
-def webhook_document(result: Doc, d: Doc) -> Doc:
+def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:
+    """The result as the clinic's HIS receives it; ``signed_at`` is UTC, ``signed_at_local`` the
+    same instant in the consortium's zone with its offset (what a person there is shown)."""
     keys = ("organization", "centre", "source", "kind", "study_uid", "study_uids", "patient_id", "patient_name",
             "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signed_at",
             "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
             "pdf_sop_instance_uid")
-    return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys}}
+    return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys},
+            "signed_at_local": local.iso(result["signed_at"]), "timezone": local.name}
 
 
 async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff) -> None:

@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from .document import base_dataset, dicom_datetime
+from ..core.localtime import LocalTime
+from .document import base_dataset
 from .model import uid_for
 
 Doc = dict[str, Any]
@@ -88,10 +89,12 @@ def _references(study_uid: str, series: Iterable[tuple[str, list[tuple[str, str]
 
 
 def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[str, str]]]], created: str,
-             institution: str, station: str) -> Dataset:
+             institution: str, station: str, local: LocalTime | None = None) -> Dataset:
     """``evidence``: ``[(series_uid, [(sop_class_uid, sop_instance_uid), ...]), ...]`` from the index."""
+    local = local or LocalTime.named()
+    signed = local.dicom(result["signed_at"])
     ds = base_dataset(sop_class_uid=BASIC_TEXT_SR, sop_instance_uid=result["sr_sop_instance_uid"], study=study,
-                      result=result, created=created, station=station)
+                      result=result, created=created, station=station, local=local)
     ds.InstitutionName = institution
     # SR Document Series (C.17.1)
     ds.Modality = "SR"
@@ -103,12 +106,12 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     ds.InstanceNumber = 1
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "VERIFIED"
-    ds.ContentDate, ds.ContentTime = dicom_datetime(result["signed_at"])
+    ds.ContentDate, ds.ContentTime = signed.date, signed.time
     observer = Dataset()
     observer.VerifyingObserverName = result.get("reader_name") or ""
     observer.VerifyingObserverIdentificationCodeSequence = Sequence()
     observer.VerifyingOrganization = institution
-    observer.VerificationDateTime = "".join(dicom_datetime(result["signed_at"]))
+    observer.VerificationDateTime = signed.datetime
     ds.VerifyingObserverSequence = Sequence([observer])
     ds.PerformedProcedureCodeSequence = Sequence()
     if evidence:
@@ -127,14 +130,14 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     reader.PersonName = result.get("reader_name") or ""
     critical = _item("CODE", "CONTAINS", CRITICAL)
     critical.ConceptCodeSequence = Sequence([code(YES if result["critical"] else NO)])
-    signed = _item("DATETIME", "CONTAINS", SIGNED_AT)
-    signed.DateTime = "".join(dicom_datetime(result["signed_at"]))
+    signed_item = _item("DATETIME", "CONTAINS", SIGNED_AT)
+    signed_item.DateTime = signed.datetime
     content = [observer_type, reader,
                container("CONTAINS", FINDINGS, [text("CONTAINS", FINDING, result.get("findings") or "")]),
                container("CONTAINS", IMPRESSIONS, [text("CONTAINS", IMPRESSION, result.get("impression") or "")]),
                critical]
     if result["critical"] and result.get("critical_category"):
         content.append(text("CONTAINS", CRITICAL_CATEGORY, result["critical_category"]))
-    content.append(signed)
+    content.append(signed_item)
     ds.ContentSequence = Sequence(content)
     return ds
