@@ -221,7 +221,9 @@ class Worker:
         created = iso(self.settings.now())
         station, local = rt.settings.ae_title, rt.local_time
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
-                            institution=institution, station=station, local=local)
+                            institution=institution, station=station, local=local,
+                            observers=model.verifying_observers(rt.consortium, result,
+                                                                default_organization=institution))
         header = org.name if org else ""
         font = self.fonts.for_text(header, institution, *(str(v) for v in (*result.values(), *study.values())
                                                            if isinstance(v, str)))
@@ -270,8 +272,8 @@ def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:
     """The result as the clinic's HIS receives it; ``signed_at`` is UTC, ``signed_at_local`` the
     same instant in the consortium's zone with its offset (what a person there is shown)."""
     keys = ("organization", "centre", "source", "kind", "study_uid", "study_uids", "patient_id", "patient_name",
-            "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signed_at",
-            "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
+            "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signers",
+            "signed_at", "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
             "pdf_sop_instance_uid")
     return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys},
             "signed_at_local": local.iso(result["signed_at"]), "timezone": local.name}

@@ -17,7 +17,7 @@ from pypdf import PdfReader
 from services.core.consortium import ConfigError, load_consortium, parse_consortium
 from services.core.localtime import LocalTime
 from services.core.settings import Settings
-from services.delivery.model import result_from_report
+from services.delivery.model import result_from_consultation, result_from_report, verifying_observers
 from services.delivery.pdf import build_pdf, render
 from services.delivery.settings import DEFAULT_FONT
 from services.delivery.sr import build_sr
@@ -111,6 +111,40 @@ def test_pdf_prints_the_signing_time_in_local_time(tmp_path):
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
     assert "签发时间：2026-12-03 01:44" in text
     assert "17:44" not in text and "T17" not in text
+
+
+# --- 11: one verifying observer per signer --------------------------------------------------
+
+def test_consultation_sr_names_each_signer_with_his_own_organisation(tmp_path):
+    consortium = load_consortium(EXAMPLE_CONSORTIUM)
+    result = result_from_consultation(CONSULTATION, at=CREATED)
+    observers = verifying_observers(consortium, result, default_organization="县域影像诊断中心")
+    assert observers == [("王建国", consortium.centres["county-imaging"].name),
+                         ("陈志强", consortium.centres["city-imaging"].name)]
+    sr = build_sr(result, study=STUDY, evidence=[], created=CREATED, institution="县域影像诊断中心", station="YILIAN",
+                  observers=observers)
+    text = _dsrdump(sr, tmp_path / "consult.dcm")
+    back = pydicom.dcmread(tmp_path / "consult.dcm")
+    verifying = back.VerifyingObserverSequence
+    assert [str(v.VerifyingObserverName) for v in verifying] == ["王建国", "陈志强"]
+    assert [v.VerifyingOrganization for v in verifying] == [consortium.centres["county-imaging"].name,
+                                                            consortium.centres["city-imaging"].name]
+    assert "、" not in text
+    persons = [str(i.PersonName) for i in back.ContentSequence if i.ValueType == "PNAME"]
+    assert persons == ["王建国", "陈志强"]
+    orgs = [i.TextValue for i in back.ContentSequence
+            if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "121009"]
+    assert orgs == [v.VerifyingOrganization for v in verifying]
+    assert "王建国" in text and "陈志强" in text
+
+
+def test_a_report_has_its_reader_as_the_one_verifying_observer():
+    consortium = load_consortium(EXAMPLE_CONSORTIUM)
+    result = result_from_report(REPORT, at=CREATED)
+    assert verifying_observers(consortium, result, default_organization="x") == \
+        [("王建国", consortium.centres["county-imaging"].name)]
+    legacy = {**result, "signers": None}  # recorded before signers were kept
+    assert verifying_observers(consortium, legacy, default_organization="中心") == [("王建国", "中心")]
 
 
 def test_webhook_and_inbox_carry_the_local_signing_time_beside_utc():
