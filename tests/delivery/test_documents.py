@@ -15,10 +15,10 @@ import pytest
 from pypdf import PdfReader
 
 from services.core.consortium import ConfigError, load_consortium, parse_consortium
-from services.core.localtime import LocalTime
+from services.core.localtime import LocalTime, age_in_years
 from services.core.settings import Settings
 from services.delivery.model import result_from_consultation, result_from_report, verifying_observers
-from services.delivery.pdf import build_pdf, render
+from services.delivery.pdf import birth_date, build_pdf, patient_name, render
 from services.delivery.settings import DEFAULT_FONT
 from services.delivery.sr import build_sr
 
@@ -145,6 +145,40 @@ def test_a_report_has_its_reader_as_the_one_verifying_observer():
         [("王建国", consortium.centres["county-imaging"].name)]
     legacy = {**result, "signers": None}  # recorded before signers were kept
     assert verifying_observers(consortium, legacy, default_organization="中心") == [("王建国", "中心")]
+
+
+# --- 12: the patient on the PDF -------------------------------------------------------------
+
+def test_patient_name_and_age_as_a_chinese_reader_expects():
+    assert patient_name("Zhang^San=张^三") == "张三（Zhang San）"
+    assert patient_name("张^三") == "张三"
+    assert patient_name("=张^三") == "张三"
+    assert patient_name("Zhang^San") == "Zhang San"
+    assert patient_name("") == ""
+    assert age_in_years("19581203", "20261202") == 67 and age_in_years("19581202", "20261202") == 68
+    assert birth_date("19581203", "20261202") == "1958-12-03（67岁）"
+    assert birth_date("", "20261202") == ""
+
+
+@pytest.mark.skipif(not Path(DEFAULT_FONT).is_file(), reason="fonts-wqy-microhei is not installed")
+def test_pdf_shows_the_chinese_name_birth_date_age_and_local_signing_time(tmp_path):
+    result = result_from_report(REPORT, at=CREATED)
+    pdf = render(result, study=STUDY, institution="城关镇卫生院", centre="县域影像诊断中心", font=DEFAULT_FONT,
+                 local=LocalTime.named())
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    text = "".join(page.extract_text() for page in PdfReader(path).pages)
+    assert "张三（Zhang San）" in text
+    assert "1958-12-03（67岁）" in text
+    assert "2026-12-02" in text  # the study date, as a date
+    assert "签发时间：2026-12-03 01:44" in text
+    assert "17:44" not in text and "T17" not in text and "Z " not in text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    subprocess.run([PDFTOPPM, "-png", "-r", "80", "-singlefile", str(path), str(ARTIFACTS / "report")],
+                   check=True, timeout=60)
+    png = ARTIFACTS / "report.png"
+    assert png.stat().st_size > 10_000
+    shutil.copy(path, ARTIFACTS / "report.pdf")
 
 
 def test_webhook_and_inbox_carry_the_local_signing_time_beside_utc():
