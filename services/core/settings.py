@@ -136,10 +136,23 @@ class Settings:
         """
         if self.jwt_secret:
             return self.jwt_secret
-        path = self.data_dir / "jwt.secret"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+        return generated_secret(self.data_dir / "jwt.secret")
+
+    @property
+    def embedded(self) -> bool:
+        """The one-machine default (SQLite store): secrets may be generated under the data dir."""
+        return self.store_url.startswith("sqlite:")
+
+
+def generated_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (mode 0600), created the first time it is asked for."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this machine made it first
+            pass
+        else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+    return path.read_text().strip()

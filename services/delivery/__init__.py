@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 
 from ..core.events import Event
 from ..core.runtime import Runtime
+from . import secrets
 from .critical import escalate_overdue
 from .service import (GROUP, SETTINGS_KEY, WAKE_KEY, Worker, on_consultation_concluded, on_report_signed,
                       settings_of)
@@ -38,12 +38,8 @@ class DeliveryService:
         types = ["report.signed"]
         if "consultation.concluded" in rt.schemas.types:
             types.append("consultation.concluded")
+        secrets.check(rt.consortium, rt.settings)
         rt.bus.subscribe(GROUP, types, self._on_event)
-        for org in rt.consortium.organizations.values():
-            if org.webhook is not None:
-                if not os.environ.get(org.webhook.secret_env):
-                    log.warning("webhook secret not set; its deliveries will be dead-lettered", extra={
-                        "organization": org.id, "secret_env": org.webhook.secret_env})
 
     async def _on_event(self, event: Event) -> None:
         if event.type == "consultation.concluded":

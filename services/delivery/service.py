@@ -34,7 +34,7 @@ from ..core.events import Event, new_traceparent
 from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
-from . import model, pdf, sr
+from . import model, pdf, secrets, sr
 from .channels import Outcome, dicom, inbox, webhook
 from .fonts import Fonts
 from .retry import Backoff
@@ -257,8 +257,8 @@ class Worker:
         return tls.client_context(s.dicom_tls_ca, s.dicom_tls_cert, s.dicom_tls_key)
 
     async def _webhook(self, result: Doc, d: Doc) -> Outcome:
-        secret = os.environ.get(d["target"]["secret_env"])
-        if not secret:
+        secret = secrets.webhook_secret(self.rt.settings, d["target"]["secret_env"])
+        if not secret:  # a webhook added through the admin API after start, in a scale-out deployment
             return Outcome(False, f"environment variable {d['target']['secret_env']} (the webhook's HMAC secret) "
                                   "is not set", permanent=True)
         if self.session is None:
