@@ -78,6 +78,22 @@ def result_from_consultation(data: Doc, *, at: str) -> Doc:
                    consultation_id=cid)
 
 
+def result_from_return(data: Doc, *, at: str, returned_at: str, reader_name: str) -> Doc:
+    """A notice from ``reading.returned``: the clinic must re-scan (no report, no DICOM object).
+
+    It goes through the inbox and the webhook like a result, as ``source: "returned"`` with the
+    reason, so the clinic learns at once; ``signed_at`` is when it was returned (the inbox's order).
+    """
+    rid = f"rs-{data['request_id']}"
+    result = _result(rid, kind=data["kind"], source="returned", data={**data, "critical": False, "signed_at": returned_at},
+                     at=at, reader_name=reader_name,
+                     signers=_signers([{"id": data.get("reader_id"), "name": reader_name,
+                                        "centre": data.get("centre")}]),
+                     findings="", impression="", study_uids=[data["study_uid"]], consultation_id=None)
+    result.update(returned_at=returned_at, return_reason_code=data["reason_code"], return_comment=data.get("comment") or "")
+    return result
+
+
 def _recommendations_text(recommendations: Any) -> str:
     """consultation.concluded carries recommendations as an object with a readable ``text``."""
     if isinstance(recommendations, dict):
@@ -126,11 +142,11 @@ def channels_for(consortium: Consortium, result: Doc, *, study_known: bool) -> d
     """The channels the origin organisation's configuration gives it, with their targets.
 
     The inbox is always there.  DICOM needs the clinic's SCP and a study in the index to
-    attach the SR to; webhook needs a configured URL.
+    attach the SR to (a re-scan notice has no SR); webhook needs a configured URL.
     """
     org = consortium.organizations.get(result["organization"])
     out: dict[str, Doc] = {"inbox": {"organization": result["organization"]}}
-    if org is not None and org.scp is not None and study_known:
+    if org is not None and org.scp is not None and study_known and result["source"] != "returned":
         out["dicom"] = {"ae_title": org.scp.ae_title, "host": org.scp.host, "port": org.scp.port,
                         "tls": org.scp.tls}
     if org is not None and org.webhook is not None:

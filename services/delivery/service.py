@@ -79,6 +79,8 @@ def _event(rt: Runtime, type: str, result: Doc, traceparent: str | None, **data:
             "study_uid": result.get("study_uid"), "report_id": result.get("report_id"),
             "request_id": result.get("request_id"),
             "consultation_id": result.get("consultation_id"), "critical": result["critical"], **data}
+    if result.get("source"):
+        body["source"] = result["source"]  # "returned": a re-scan notice, not a report (the monitor skips it)
     return Event(type, subject=result["id"], data=body, source=rt.source("delivery"),
                  traceparent=traceparent or new_traceparent())
 
@@ -100,6 +102,15 @@ async def on_report_signed(rt: Runtime, event: Event) -> None:
 async def on_consultation_concluded(rt: Runtime, event: Event) -> None:
     now = settings_of(rt).now()
     await _record_result(rt, event, model.result_from_consultation(event.data, at=iso(now)), now)
+
+
+async def on_reading_returned(rt: Runtime, event: Event) -> None:
+    """Returned for a re-scan: the clinic is told at once, by inbox (and its stream) and webhook."""
+    now = settings_of(rt).now()
+    reader = rt.consortium.users.get(event.data.get("reader_id") or "")
+    await _record_result(rt, event, model.result_from_return(
+        event.data, at=iso(now), returned_at=event.time, reader_name=reader.name if reader else
+        event.data.get("reader_id") or ""), now)
 
 
 async def _record_result(rt: Runtime, event: Event, result: Doc, now: float) -> None:
@@ -275,6 +286,10 @@ def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:
             "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signers",
             "signed_at", "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
             "pdf_sop_instance_uid")
+    if result.get("source") == "returned":  # a re-scan notice: the reason, no report and no DICOM objects
+        keys = ("organization", "centre", "source", "kind", "study_uid", "patient_id", "patient_name",
+                "accession_number", "request_id", "reader_name", "returned_at", "return_reason_code",
+                "return_comment", "critical")
     return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys},
             "signed_at_local": local.iso(result["signed_at"]), "timezone": local.name}
 

@@ -12,7 +12,8 @@ from typing import Any
 from ...core.localtime import LocalTime
 
 SUMMARY = ("study_uid", "patient_id", "patient_name", "accession_number", "kind", "source", "reader_name",
-           "signed_at", "critical", "critical_category", "consultation_id", "addendum_of")
+           "signed_at", "critical", "critical_category", "consultation_id", "addendum_of",
+           "return_reason_code", "return_comment")  # the last two: a re-scan notice (source "returned")
 
 
 def summary(result: dict[str, Any], local: LocalTime) -> dict[str, Any]:
