@@ -1,8 +1,8 @@
 """The delivery service: signed results back to the clinic that asked (docs/delivery.md).
 
 Consumes ``report.signed``, ``reading.returned`` (a re-scan notice for the clinic) and
-``consultation.concluded`` (when that schema exists) as consumer group ``delivery``; a loop works due deliveries (DICOM SR + PDF, webhook) and
-escalates unacknowledged critical results.  Any number of processes may run it: claims
+``consultation.concluded`` (when that schema exists) as consumer group ``delivery``; a loop
+works due deliveries (DICOM SR + PDF, webhook) and escalates unacknowledged critical results.  Any number of processes may run it: claims
 are compare-and-set leases in the store.
 """
 

@@ -85,12 +85,13 @@ def result_from_return(data: Doc, *, at: str, returned_at: str, reader_name: str
     reason, so the clinic learns at once; ``signed_at`` is when it was returned (the inbox's order).
     """
     rid = f"rs-{data['request_id']}"
-    result = _result(rid, kind=data["kind"], source="returned", data={**data, "critical": False, "signed_at": returned_at},
-                     at=at, reader_name=reader_name,
+    result = _result(rid, kind=data["kind"], source="returned",
+                     data={**data, "critical": False, "signed_at": returned_at}, at=at, reader_name=reader_name,
                      signers=_signers([{"id": data.get("reader_id"), "name": reader_name,
                                         "centre": data.get("centre")}]),
                      findings="", impression="", study_uids=[data["study_uid"]], consultation_id=None)
-    result.update(returned_at=returned_at, return_reason_code=data["reason_code"], return_comment=data.get("comment") or "")
+    result.update(returned_at=returned_at, return_reason_code=data["reason_code"],
+                  return_comment=data.get("comment") or "")
     return result
 
 

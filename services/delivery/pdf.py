@@ -97,8 +97,8 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
     pdf.set_font("cjk", size=10.5)
     pdf.multi_cell(width, 6.5, f"诊断医师：{result.get('reader_name') or ''}    诊断中心：{centre}", new_x="LMARGIN",
                    new_y="NEXT")
-    pdf.multi_cell(width, 6.5, f"签发时间：{local.for_people(result['signed_at'])}    报告编号：{result['id']}", new_x="LMARGIN",
-                   new_y="NEXT")
+    signed = local.for_people(result["signed_at"])
+    pdf.multi_cell(width, 6.5, f"签发时间：{signed}    报告编号：{result['id']}", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 

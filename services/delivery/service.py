@@ -274,7 +274,8 @@ class Worker:
                                   "is not set", permanent=True)
         if self.session is None:
             self.session = aiohttp.ClientSession()
-        return await webhook.post(self.session, url=d["target"]["url"], document=webhook_document(result, d, self.rt.local_time),
+        document = webhook_document(result, d, self.rt.local_time)
+        return await webhook.post(self.session, url=d["target"]["url"], document=document,
                                   delivery_id=d["id"], idempotency_key=d["idempotency_key"], secret=secret,
                                   timeout=self.settings.webhook_timeout)
 
