@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .localtime import zone
+
 DEFAULT_CONSORTIUM = Path(__file__).resolve().parents[2] / "deploy" / "consortium.example.yaml"
 
 
@@ -33,6 +35,16 @@ def _gateway_indexer() -> str:
     if choice == "auto":
         return "process" if (os.cpu_count() or 1) >= 2 else "inline"
     return choice
+
+
+def _timezone(raw: str | None) -> str | None:
+    """``YILIAN_TIMEZONE``, checked at start: a zone zoneinfo does not know stops the process."""
+    if not (raw or "").strip():
+        return None
+    try:
+        return zone(raw.strip()).key
+    except ValueError as exc:
+        raise SystemExit(f"YILIAN_TIMEZONE: {exc}") from None
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
@@ -79,6 +91,7 @@ class Settings:
     dicom_native_ul: bool = True  # asyncio upper layer for C-ECHO/C-STORE; False: pynetdicom serves all
     dicom_network_timeout: float = 60.0  # seconds a DICOM peer may stay silent (ARTIM and idle)
     cors_origins: tuple[str, ...] = ()
+    timezone: str | None = None  # YILIAN_TIMEZONE: overrides the consortium file's ``timezone``
 
     @classmethod
     def from_env(cls, *, consortium: str | None = None) -> Settings:
@@ -112,6 +125,7 @@ class Settings:
             dicom_native_ul=(env.get("YILIAN_DICOM_NATIVE_UL", "true").lower() not in ("0", "false", "no")),
             dicom_network_timeout=env_float("YILIAN_DICOM_NETWORK_TIMEOUT", 60.0),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
+            timezone=_timezone(env.get("YILIAN_TIMEZONE")),
         )
 
     def secret(self) -> str:
@@ -122,10 +136,23 @@ class Settings:
         """
         if self.jwt_secret:
             return self.jwt_secret
-        path = self.data_dir / "jwt.secret"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+        return generated_secret(self.data_dir / "jwt.secret")
+
+    @property
+    def embedded(self) -> bool:
+        """The one-machine default (SQLite store): secrets may be generated under the data dir."""
+        return self.store_url.startswith("sqlite:")
+
+
+def generated_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (mode 0600), created the first time it is asked for."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this machine made it first
+            pass
+        else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+    return path.read_text().strip()
