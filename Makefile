@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests drive as real peers (DCMTK tools, Orthanc) or use (fonts for PDF reports).
-DEBS   := dcmtk orthanc fonts-wqy-microhei chromium chromium-driver
+# Debian packages the tests drive as real peers (DCMTK tools, Orthanc) or use (fonts for PDF reports,
+# poppler-utils: pdftoppm renders the delivered PDF to PNG).
+DEBS   := dcmtk orthanc fonts-wqy-microhei chromium chromium-driver poppler-utils
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-test debs bench clean help

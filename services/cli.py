@@ -30,6 +30,8 @@ environment:
   YILIAN_AE_TITLE        the gateway's called AE title (default YILIAN)
   YILIAN_JWT_SECRET      token signing secret (default: generated once under the data directory)
   YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
+  YILIAN_TIMEZONE        time zone of times shown to people and written in DICOM (default: the
+                         consortium file's timezone, Asia/Shanghai)
   YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)
   YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
   YILIAN_GATEWAY_INDEXER   auto (default: process with 2+ cores), process or inline: where instances are indexed

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .localtime import DEFAULT_TIMEZONE, zone
+
 LEVELS = ("city", "county", "township", "village")
 KINDS = ("imaging", "ecg")
 PRIORITIES = ("stat", "urgent", "routine")
@@ -137,6 +139,7 @@ class Consortium:
     users: dict[str, User]
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     consultation: ConsultationConfig = field(default_factory=ConsultationConfig)
+    timezone: str = DEFAULT_TIMEZONE  # IANA zone of times shown to people and written in DICOM
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -300,7 +303,12 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
         "consultation": False})
 
-    head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True})
+    head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False})
+    timezone = L.opt(head, "timezone", "consortium") or DEFAULT_TIMEZONE
+    try:
+        zone(timezone)
+    except ValueError as exc:
+        raise head["timezone"].error(f"consortium.timezone: {exc}") from None
     orgs: dict[str, Organization] = {}
     org_lines: dict[str, _Node] = {}
     ae_seen: dict[str, str] = {}
@@ -461,7 +469,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
 
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
-                      sla, boost, tuple(rules), users, source=data, consultation=consultation)
+                      sla, boost, tuple(rules), users, source=data, consultation=consultation,
+                      timezone=timezone)
 
 
 def consortium_summary(c: Consortium) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from .blobs.port import BlobStore
 from .bus.port import Bus
 from .consortium import Consortium, consortium_summary, load_consortium
 from .events import Event, SchemaRegistry, registry
+from .localtime import LocalTime
 from .private import make_private, restrict_new_files
 from .settings import Settings
 from .store.port import Store
@@ -87,6 +88,11 @@ class Runtime:
 
     def source(self, service: str) -> str:
         return f"/yilian/{service}"
+
+    @property
+    def local_time(self) -> LocalTime:
+        """The consortium's time zone (``YILIAN_TIMEZONE`` over the file's ``timezone``)."""
+        return LocalTime.named(self.settings.timezone or self.consortium.timezone)
 
 
 async def build_runtime(settings: Settings) -> Runtime:

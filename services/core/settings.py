@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .localtime import zone
+
 DEFAULT_CONSORTIUM = Path(__file__).resolve().parents[2] / "deploy" / "consortium.example.yaml"
 
 
@@ -40,6 +42,16 @@ def _gateway_indexer() -> str:
     if choice == "auto":
         return "process" if (os.cpu_count() or 1) >= 2 else "inline"
     return choice
+
+
+def _timezone(raw: str | None) -> str | None:
+    """``YILIAN_TIMEZONE``, checked at start: a zone zoneinfo does not know stops the process."""
+    if not (raw or "").strip():
+        return None
+    try:
+        return zone(raw.strip()).key
+    except ValueError as exc:
+        raise SystemExit(f"YILIAN_TIMEZONE: {exc}") from None
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
@@ -91,6 +103,7 @@ class Settings:
     dicom_max_associations_per_ae: int = 8
     dicom_max_associations_per_peer: int = 16
     cors_origins: tuple[str, ...] = ()
+    timezone: str | None = None  # YILIAN_TIMEZONE: overrides the consortium file's ``timezone``
 
     @classmethod
     def from_env(cls, *, consortium: str | None = None) -> Settings:
@@ -127,6 +140,7 @@ class Settings:
             dicom_max_associations_per_ae=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE", 8),
             dicom_max_associations_per_peer=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER", 16),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
+            timezone=_timezone(env.get("YILIAN_TIMEZONE")),
         )
 
     def secret(self) -> str:
@@ -137,10 +151,23 @@ class Settings:
         """
         if self.jwt_secret:
             return self.jwt_secret
-        path = self.data_dir / "jwt.secret"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+        return generated_secret(self.data_dir / "jwt.secret")
+
+    @property
+    def embedded(self) -> bool:
+        """The one-machine default (SQLite store): secrets may be generated under the data dir."""
+        return self.store_url.startswith("sqlite:")
+
+
+def generated_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (mode 0600), created the first time it is asked for."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this machine made it first
+            pass
+        else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+    return path.read_text().strip()

@@ -1,8 +1,8 @@
 """The delivery service: signed results back to the clinic that asked (docs/delivery.md).
 
-Consumes ``report.signed`` (and ``consultation.concluded`` when that schema exists) as
-consumer group ``delivery``; a loop works due deliveries (DICOM SR + PDF, webhook) and
-escalates unacknowledged critical results.  Any number of processes may run it: claims
+Consumes ``report.signed``, ``reading.returned`` (a re-scan notice for the clinic) and
+``consultation.concluded`` (when that schema exists) as consumer group ``delivery``; a loop
+works due deliveries (DICOM SR + PDF, webhook) and escalates unacknowledged critical results.  Any number of processes may run it: claims
 are compare-and-set leases in the store.
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 
 from ..core.events import Event
 from ..core.runtime import Runtime
+from . import secrets
 from .critical import escalate_overdue
-from .service import (GROUP, SETTINGS_KEY, WAKE_KEY, Worker, on_consultation_concluded, on_report_signed,
-                      settings_of)
+from .service import (GROUP, SETTINGS_KEY, WAKE_KEY, Worker, on_consultation_concluded, on_reading_returned,
+                      on_report_signed, settings_of)
 from .settings import DeliverySettings
 
 log = logging.getLogger("yilian.delivery")
@@ -35,19 +35,17 @@ class DeliveryService:
         self._wake = rt.shared[WAKE_KEY] = asyncio.Event()
         self.worker = Worker(rt)
         self._loop: asyncio.Task[None] | None = None
-        types = ["report.signed"]
+        types = ["report.signed", "reading.returned"]
         if "consultation.concluded" in rt.schemas.types:
             types.append("consultation.concluded")
+        secrets.check(rt.consortium, rt.settings)
         rt.bus.subscribe(GROUP, types, self._on_event)
-        for org in rt.consortium.organizations.values():
-            if org.webhook is not None:
-                if not os.environ.get(org.webhook.secret_env):
-                    log.warning("webhook secret not set; its deliveries will be dead-lettered", extra={
-                        "organization": org.id, "secret_env": org.webhook.secret_env})
 
     async def _on_event(self, event: Event) -> None:
         if event.type == "consultation.concluded":
             await on_consultation_concluded(self.rt, event)
+        elif event.type == "reading.returned":
+            await on_reading_returned(self.rt, event)
         else:
             await on_report_signed(self.rt, event)
 

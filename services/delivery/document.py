@@ -6,25 +6,22 @@ files the SR and the PDF under the original study.  I/O free.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+from ..core.localtime import LocalTime
 
 Doc = dict[str, Any]
 
 CHARSET = "ISO_IR 192"  # UTF-8: Chinese names and text round-trip
 
 
-def dicom_datetime(iso: str) -> tuple[str, str]:
-    """``2026-11-23T10:15:30.123Z`` -> (``20261123``, ``101530.123``), in UTC."""
-    ts = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
-    return ts.strftime("%Y%m%d"), ts.strftime("%H%M%S.") + f"{ts.microsecond // 1000:03d}"
-
-
 def base_dataset(*, sop_class_uid: str, sop_instance_uid: str, study: Doc, result: Doc, created: str,
-                 station: str) -> Dataset:
+                 station: str, local: LocalTime) -> Dataset:
+    """Every date and time the result objects write is in ``local`` time, with its offset in
+    Timezone Offset From UTC (0008,0201, SOP Common), so a clinic's PACS shows local times."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
@@ -32,8 +29,9 @@ def base_dataset(*, sop_class_uid: str, sop_instance_uid: str, study: Doc, resul
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.SpecificCharacterSet = CHARSET
-    day, time = dicom_datetime(created)
-    ds.InstanceCreationDate, ds.InstanceCreationTime = day, time
+    when = local.dicom(created)
+    ds.InstanceCreationDate, ds.InstanceCreationTime = when.date, when.time
+    ds.TimezoneOffsetFromUTC = when.offset
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, sop_instance_uid
     # Patient (C.7.1.1): from the index, falling back to what the report carried.
     ds.PatientName = study.get("patient_name") or result.get("patient_name") or ""

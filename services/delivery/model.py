@@ -42,11 +42,25 @@ def _signer_names(signers: Any) -> str:
     return "、".join(n for n in names if n)
 
 
+def _signers(signers: Any) -> list[Doc]:
+    """Each person who signs, on his own: ``{"id", "name", "centre"}``."""
+    out = []
+    for s in signers or []:
+        if isinstance(s, dict):
+            out.append({"id": s.get("id"), "name": str(s.get("name") or s.get("id") or ""),
+                        "centre": s.get("centre")})
+        else:
+            out.append({"id": None, "name": str(s), "centre": None})
+    return [s for s in out if s["name"]]
+
+
 def result_from_report(data: Doc, *, at: str) -> Doc:
     """A result from ``report.signed`` data (a report or an addendum)."""
     rid = data["report_id"]
+    reader_name = data.get("reader_name") or data.get("reader_id") or ""
     return _result(rid, kind=data["kind"], source="addendum" if data.get("addendum_of") else "report",
-                   data=data, at=at, reader_name=data.get("reader_name") or data.get("reader_id") or "",
+                   data=data, at=at, reader_name=reader_name,
+                   signers=_signers([{"id": data.get("reader_id"), "name": reader_name, "centre": data.get("centre")}]),
                    findings=data.get("findings") or "", impression=data.get("impression") or "",
                    study_uids=[data["study_uid"]], consultation_id=None)
 
@@ -57,10 +71,28 @@ def result_from_consultation(data: Doc, *, at: str) -> Doc:
     rid = data.get("opinion_id") or f"cr-{cid}"
     data = {**data, "reader_id": data.get("lead")}
     return _result(rid, kind="consultation", source="consultation", data=data, at=at,
-                   reader_name=_signer_names(data.get("signers")), findings=data.get("assessment") or "",
+                   reader_name=_signer_names(data.get("signers")), signers=_signers(data.get("signers")),
+                   findings=data.get("assessment") or "",
                    impression=_recommendations_text(data.get("recommendations")),
                    study_uids=list(data.get("study_uids") or []),
                    consultation_id=cid)
+
+
+def result_from_return(data: Doc, *, at: str, returned_at: str, reader_name: str) -> Doc:
+    """A notice from ``reading.returned``: the clinic must re-scan (no report, no DICOM object).
+
+    It goes through the inbox and the webhook like a result, as ``source: "returned"`` with the
+    reason, so the clinic learns at once; ``signed_at`` is when it was returned (the inbox's order).
+    """
+    rid = f"rs-{data['request_id']}"
+    result = _result(rid, kind=data["kind"], source="returned",
+                     data={**data, "critical": False, "signed_at": returned_at}, at=at, reader_name=reader_name,
+                     signers=_signers([{"id": data.get("reader_id"), "name": reader_name,
+                                        "centre": data.get("centre")}]),
+                     findings="", impression="", study_uids=[data["study_uid"]], consultation_id=None)
+    result.update(returned_at=returned_at, return_reason_code=data["reason_code"],
+                  return_comment=data.get("comment") or "")
+    return result
 
 
 def _recommendations_text(recommendations: Any) -> str:
@@ -70,8 +102,8 @@ def _recommendations_text(recommendations: Any) -> str:
     return recommendations or ""
 
 
-def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name: str, findings: str,
-            impression: str, study_uids: list[str], consultation_id: str | None) -> Doc:
+def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name: str, signers: list[Doc],
+            findings: str, impression: str, study_uids: list[str], consultation_id: str | None) -> Doc:
     critical = bool(data.get("critical"))
     return {
         "id": rid, "source": source, "kind": kind, "organization": data["organization"],
@@ -80,7 +112,7 @@ def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name
         "study_uid": study_uids[0] if study_uids else None, "study_uids": study_uids,
         "patient_id": data.get("patient_id"), "patient_name": data.get("patient_name"),
         "accession_number": data.get("accession_number"), "reader_id": data.get("reader_id"),
-        "reader_name": reader_name, "signed_at": data["signed_at"], "findings": findings,
+        "reader_name": reader_name, "signers": signers, "signed_at": data["signed_at"], "findings": findings,
         "impression": impression, "critical": critical,
         "critical_category": data.get("critical_category") if critical else None,
         "priority": data.get("priority"), "created_at": at,
@@ -92,15 +124,30 @@ def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name
     }
 
 
+def verifying_observers(consortium: Consortium, result: Doc, *, default_organization: str) -> list[tuple[str, str]]:
+    """``(name, organisation)`` of every person who signed, each with his own organisation
+    (his centre's name, else his organisation's): one Verifying Observer each (PS3.3 C.17.2).
+    A result recorded before ``signers`` existed has its one ``reader_name``."""
+    out = []
+    for s in result.get("signers") or []:
+        user = consortium.users.get(s.get("id") or "")
+        centre = consortium.centres.get(s.get("centre") or (user.centre if user else None) or "")
+        org = consortium.organizations.get(user.organization) if user else None
+        out.append((s["name"], centre.name if centre else org.name if org else default_organization))
+    if not out and result.get("reader_name"):
+        out.append((result["reader_name"], default_organization))
+    return out
+
+
 def channels_for(consortium: Consortium, result: Doc, *, study_known: bool) -> dict[str, Doc]:
     """The channels the origin organisation's configuration gives it, with their targets.
 
     The inbox is always there.  DICOM needs the clinic's SCP and a study in the index to
-    attach the SR to; webhook needs a configured URL.
+    attach the SR to (a re-scan notice has no SR); webhook needs a configured URL.
     """
     org = consortium.organizations.get(result["organization"])
     out: dict[str, Doc] = {"inbox": {"organization": result["organization"]}}
-    if org is not None and org.scp is not None and study_known:
+    if org is not None and org.scp is not None and study_known and result["source"] != "returned":
         out["dicom"] = {"ae_title": org.scp.ae_title, "host": org.scp.host, "port": org.scp.port,
                         "tls": org.scp.tls}
     if org is not None and org.webhook is not None:

@@ -13,7 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from .document import base_dataset, dicom_datetime
+from ..core.localtime import LocalTime, age_in_years, dicom_date_for_people
+from .document import base_dataset
 from .sr import TITLES, code
 
 Doc = dict[str, Any]
@@ -23,15 +24,34 @@ SERIES_NUMBER = 9902
 HEADINGS = {"imaging": "远程影像诊断报告", "ecg": "远程心电诊断报告", "consultation": "远程会诊意见"}
 
 
-def _pname(value: str | None) -> str:
-    """DICOM ``Family^Given`` -> a readable name."""
-    parts = [p for p in (value or "").split("=")[0].split("^") if p]
-    if len(parts) >= 2 and all(ord(ch) > 0x2E7F for ch in "".join(parts)):
-        return "".join(parts)  # 张^三 -> 张三
+def _group(group: str) -> str:
+    """One component group of a DICOM PN, readable: 张^三 -> 张三, Zhang^San -> Zhang San."""
+    parts = [p for p in group.split("^") if p]
+    if parts and all(ord(ch) > 0x2E7F for ch in "".join(parts)):
+        return "".join(parts)
     return " ".join(parts)
 
 
-def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str) -> bytes:
+def patient_name(value: str | None) -> str:
+    """A Chinese report names the patient as a Chinese reader knows him: the ideographic group
+    (``Zhang^San=张^三`` -> ``张三（Zhang San）``), the alphabetic one beside it when there is one."""
+    groups = [_group(g) for g in (value or "").split("=")]
+    alphabetic, ideographic = groups[0], (groups[1] if len(groups) > 1 else "")
+    if ideographic and alphabetic and ideographic != alphabetic:
+        return f"{ideographic}（{alphabetic}）"
+    return ideographic or alphabetic
+
+
+def birth_date(birth_da: str | None, study_da: str | None) -> str:
+    """``19580312`` at a study of ``20261202`` -> ``1958-03-12（68岁）``."""
+    text = dicom_date_for_people(birth_da)
+    age = age_in_years(birth_da, study_da)
+    return f"{text}（{age}岁）" if text and age is not None else text
+
+
+def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
+           local: LocalTime | None = None) -> bytes:
+    local = local or LocalTime.named()
     pdf = FPDF(format="A4")
     pdf.set_title(HEADINGS.get(result["kind"], "诊断报告"))
     pdf.set_creator("Yilian")
@@ -48,11 +68,12 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str)
     pdf.cell(width, 9, heading, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font("cjk", size=10.5)
-    rows = [("姓名", _pname(study.get("patient_name") or result.get("patient_name"))),
+    rows = [("姓名", patient_name(study.get("patient_name") or result.get("patient_name"))),
             ("患者ID", study.get("patient_id") or result.get("patient_id") or ""),
             ("性别", {"M": "男", "F": "女"}.get(study.get("sex") or "", study.get("sex") or "")),
-            ("出生日期", study.get("birth_date") or ""),
-            ("检查日期", study.get("study_date") or ""),
+            ("出生日期", birth_date(study.get("birth_date"),
+                                   study.get("study_date") or local.dicom(result["signed_at"]).date)),
+            ("检查日期", dicom_date_for_people(study.get("study_date"))),
             ("检查号", study.get("accession_number") or result.get("accession_number") or ""),
             ("检查描述", study.get("study_description") or ""),
             ("Study UID", result.get("study_uid") or "")]
@@ -76,15 +97,18 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str)
     pdf.set_font("cjk", size=10.5)
     pdf.multi_cell(width, 6.5, f"诊断医师：{result.get('reader_name') or ''}    诊断中心：{centre}", new_x="LMARGIN",
                    new_y="NEXT")
-    pdf.multi_cell(width, 6.5, f"签发时间：{result['signed_at']}    报告编号：{result['id']}", new_x="LMARGIN",
-                   new_y="NEXT")
+    signed = local.for_people(result["signed_at"])
+    pdf.multi_cell(width, 6.5, f"签发时间：{signed}    报告编号：{result['id']}", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 
-def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution: str, station: str) -> Dataset:
+def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution: str, station: str,
+              local: LocalTime | None = None) -> Dataset:
     """An Encapsulated PDF instance (PS3.3 A.45.1) in the original study."""
+    local = local or LocalTime.named()
+    signed = local.dicom(result["signed_at"])
     ds = base_dataset(sop_class_uid=ENCAPSULATED_PDF, sop_instance_uid=result["pdf_sop_instance_uid"], study=study,
-                      result=result, created=created, station=station)
+                      result=result, created=created, station=station, local=local)
     ds.InstitutionName = institution
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = result["pdf_series_uid"]
@@ -92,8 +116,8 @@ def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution:
     ds.SeriesDescription = "远程诊断报告 PDF"
     ds.ConversionType = "WSD"  # SC Equipment: workstation
     ds.InstanceNumber = 1
-    ds.ContentDate, ds.ContentTime = dicom_datetime(result["signed_at"])
-    ds.AcquisitionDateTime = "".join(dicom_datetime(result["signed_at"]))
+    ds.ContentDate, ds.ContentTime = signed.date, signed.time
+    ds.AcquisitionDateTime = signed.datetime
     ds.BurnedInAnnotation = "YES"
     ds.DocumentTitle = HEADINGS.get(result["kind"], "诊断报告")
     ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])

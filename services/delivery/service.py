@@ -31,9 +31,10 @@ import aiohttp
 
 from ..core import audit, claims, orphans, tls
 from ..core.events import Event, new_traceparent
+from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
-from . import model, pdf, sr
+from . import model, pdf, secrets, sr
 from .channels import Outcome, dicom, inbox, webhook
 from .fonts import Fonts
 from .retry import Backoff
@@ -78,6 +79,8 @@ def _event(rt: Runtime, type: str, result: Doc, traceparent: str | None, **data:
             "study_uid": result.get("study_uid"), "report_id": result.get("report_id"),
             "request_id": result.get("request_id"),
             "consultation_id": result.get("consultation_id"), "critical": result["critical"], **data}
+    if result.get("source"):
+        body["source"] = result["source"]  # "returned": a re-scan notice, not a report (the monitor skips it)
     return Event(type, subject=result["id"], data=body, source=rt.source("delivery"),
                  traceparent=traceparent or new_traceparent())
 
@@ -101,6 +104,15 @@ async def on_consultation_concluded(rt: Runtime, event: Event) -> None:
     await _record_result(rt, event, model.result_from_consultation(event.data, at=iso(now)), now)
 
 
+async def on_reading_returned(rt: Runtime, event: Event) -> None:
+    """Returned for a re-scan: the clinic is told at once, by inbox (and its stream) and webhook."""
+    now = settings_of(rt).now()
+    reader = rt.consortium.users.get(event.data.get("reader_id") or "")
+    await _record_result(rt, event, model.result_from_return(
+        event.data, at=iso(now), returned_at=event.time, reader_name=reader.name if reader else
+        event.data.get("reader_id") or ""), now)
+
+
 async def _record_result(rt: Runtime, event: Event, result: Doc, now: float) -> None:
     settings = settings_of(rt)
     async with rt.store.transaction() as tx:
@@ -119,7 +131,7 @@ async def _record_result(rt: Runtime, event: Event, result: Doc, now: float) -> 
                 d.update(state="delivered", delivered_at=result["created_at"], attempts=1, next_attempt_at=None)
                 tx.emit(_event(rt, "result.delivered", result, event.traceparent, delivery_id=d["id"],
                                channel="inbox", attempts=1, delivered_at=d["delivered_at"],
-                               summary=inbox.summary(result)))
+                               summary=inbox.summary(result, rt.local_time)))
             await tx.insert(DELIVERIES, d)
         await _audit(tx, "result.route", result, traceparent=event.traceparent, channels=sorted(channels),
                      source=result["source"], study_known=study_known)
@@ -218,15 +230,18 @@ class Worker:
         centre = rt.consortium.centres.get(result.get("centre") or "")
         institution = centre.name if centre else (org.name if org else "")
         created = iso(self.settings.now())
-        station = rt.settings.ae_title
+        station, local = rt.settings.ae_title, rt.local_time
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
-                            institution=institution, station=station)
+                            institution=institution, station=station, local=local,
+                            observers=model.verifying_observers(rt.consortium, result,
+                                                                default_organization=institution))
         header = org.name if org else ""
         font = self.fonts.for_text(header, institution, *(str(v) for v in (*result.values(), *study.values())
                                                            if isinstance(v, str)))
-        rendered = await self._render(result, study=study, institution=header, centre=institution, font=font)
+        rendered = await self._render(result, study=study, institution=header, centre=institution, font=font,
+                                      local=local)
         pdf_ds = pdf.build_pdf(result, study=study, pdf=rendered, created=created, institution=institution,
-                               station=station)
+                               station=station, local=local)
         return await asyncio.to_thread(
             dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
@@ -253,23 +268,31 @@ class Worker:
         return tls.client_context(s.dicom_tls_ca, s.dicom_tls_cert, s.dicom_tls_key)
 
     async def _webhook(self, result: Doc, d: Doc) -> Outcome:
-        secret = os.environ.get(d["target"]["secret_env"])
-        if not secret:
+        secret = secrets.webhook_secret(self.rt.settings, d["target"]["secret_env"])
+        if not secret:  # a webhook added through the admin API after start, in a scale-out deployment
             return Outcome(False, f"environment variable {d['target']['secret_env']} (the webhook's HMAC secret) "
                                   "is not set", permanent=True)
         if self.session is None:
             self.session = aiohttp.ClientSession()
-        return await webhook.post(self.session, url=d["target"]["url"], document=webhook_document(result, d),
+        document = webhook_document(result, d, self.rt.local_time)
+        return await webhook.post(self.session, url=d["target"]["url"], document=document,
                                   delivery_id=d["id"], idempotency_key=d["idempotency_key"], secret=secret,
                                   timeout=self.settings.webhook_timeout)
 
 
-def webhook_document(result: Doc, d: Doc) -> Doc:
+def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:
+    """The result as the clinic's HIS receives it; ``signed_at`` is UTC, ``signed_at_local`` the
+    same instant in the consortium's zone with its offset (what a person there is shown)."""
     keys = ("organization", "centre", "source", "kind", "study_uid", "study_uids", "patient_id", "patient_name",
-            "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signed_at",
-            "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
+            "accession_number", "report_id", "consultation_id", "addendum_of", "reader_name", "signers",
+            "signed_at", "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
             "pdf_sop_instance_uid")
-    return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys}}
+    if result.get("source") == "returned":  # a re-scan notice: the reason, no report and no DICOM objects
+        keys = ("organization", "centre", "source", "kind", "study_uid", "patient_id", "patient_name",
+                "accession_number", "request_id", "reader_name", "returned_at", "return_reason_code",
+                "return_comment", "critical")
+    return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys},
+            "signed_at_local": local.iso(result["signed_at"]), "timezone": local.name}
 
 
 async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff) -> None:

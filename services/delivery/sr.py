@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from .document import base_dataset, dicom_datetime
+from ..core.localtime import LocalTime
+from .document import base_dataset
 from .model import uid_for
 
 Doc = dict[str, Any]
@@ -33,6 +34,7 @@ IMPRESSION = ("121073", "DCM", "Impression")
 OBSERVER_TYPE = ("121005", "DCM", "Observer Type")
 PERSON = ("121006", "DCM", "Person")
 PERSON_NAME = ("121008", "DCM", "Person Observer Name")
+PERSON_ORGANIZATION = ("121009", "DCM", "Person Observer's Organization Name")
 # No standard code says "critical finding (危急值)" yet; a private scheme, values from CID 230 (Yes-No).
 CRITICAL = ("CRITICAL", "99YILIAN", "Critical finding")
 CRITICAL_CATEGORY = ("CRIT_CATEGORY", "99YILIAN", "Critical finding category")
@@ -87,11 +89,31 @@ def _references(study_uid: str, series: Iterable[tuple[str, list[tuple[str, str]
     return study
 
 
+def _person_observers(observers: list[tuple[str, str]]) -> list[Dataset]:
+    """Observation context (TID 1002/1003): Observer Type, name and organisation, per person."""
+    items = []
+    for name, organization in observers:
+        observer_type = _item("CODE", "HAS OBS CONTEXT", OBSERVER_TYPE)
+        observer_type.ConceptCodeSequence = Sequence([code(PERSON)])
+        person = _item("PNAME", "HAS OBS CONTEXT", PERSON_NAME)
+        person.PersonName = name
+        items += [observer_type, person]
+        if organization:
+            items.append(text("HAS OBS CONTEXT", PERSON_ORGANIZATION, organization))
+    return items
+
+
 def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[str, str]]]], created: str,
-             institution: str, station: str) -> Dataset:
-    """``evidence``: ``[(series_uid, [(sop_class_uid, sop_instance_uid), ...]), ...]`` from the index."""
+             institution: str, station: str, local: LocalTime | None = None,
+             observers: list[tuple[str, str]] | None = None) -> Dataset:
+    """``evidence``: ``[(series_uid, [(sop_class_uid, sop_instance_uid), ...]), ...]`` from the index;
+    ``observers``: ``(name, organisation)`` of each person who signed (default: the reader at ``institution``)."""
+    if observers is None:
+        observers = [(result.get("reader_name") or "", institution)]
+    local = local or LocalTime.named()
+    signed = local.dicom(result["signed_at"])
     ds = base_dataset(sop_class_uid=BASIC_TEXT_SR, sop_instance_uid=result["sr_sop_instance_uid"], study=study,
-                      result=result, created=created, station=station)
+                      result=result, created=created, station=station, local=local)
     ds.InstitutionName = institution
     # SR Document Series (C.17.1)
     ds.Modality = "SR"
@@ -103,13 +125,17 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     ds.InstanceNumber = 1
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "VERIFIED"
-    ds.ContentDate, ds.ContentTime = dicom_datetime(result["signed_at"])
-    observer = Dataset()
-    observer.VerifyingObserverName = result.get("reader_name") or ""
-    observer.VerifyingObserverIdentificationCodeSequence = Sequence()
-    observer.VerifyingOrganization = institution
-    observer.VerificationDateTime = "".join(dicom_datetime(result["signed_at"]))
-    ds.VerifyingObserverSequence = Sequence([observer])
+    ds.ContentDate, ds.ContentTime = signed.date, signed.time
+    # One item per person who signed, each with his own organisation (a consultation has several).
+    verifying = []
+    for name, organization in observers:
+        observer = Dataset()
+        observer.VerifyingObserverName = name
+        observer.VerifyingObserverIdentificationCodeSequence = Sequence()
+        observer.VerifyingOrganization = organization
+        observer.VerificationDateTime = signed.datetime
+        verifying.append(observer)
+    ds.VerifyingObserverSequence = Sequence(verifying)
     ds.PerformedProcedureCodeSequence = Sequence()
     if evidence:
         ds.CurrentRequestedProcedureEvidenceSequence = Sequence([_references(result["study_uid"], evidence)])
@@ -121,20 +147,16 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])
     ds.ContinuityOfContent = "SEPARATE"
-    observer_type = _item("CODE", "HAS OBS CONTEXT", OBSERVER_TYPE)
-    observer_type.ConceptCodeSequence = Sequence([code(PERSON)])
-    reader = _item("PNAME", "HAS OBS CONTEXT", PERSON_NAME)
-    reader.PersonName = result.get("reader_name") or ""
     critical = _item("CODE", "CONTAINS", CRITICAL)
     critical.ConceptCodeSequence = Sequence([code(YES if result["critical"] else NO)])
-    signed = _item("DATETIME", "CONTAINS", SIGNED_AT)
-    signed.DateTime = "".join(dicom_datetime(result["signed_at"]))
-    content = [observer_type, reader,
+    signed_item = _item("DATETIME", "CONTAINS", SIGNED_AT)
+    signed_item.DateTime = signed.datetime
+    content = [*_person_observers(observers),
                container("CONTAINS", FINDINGS, [text("CONTAINS", FINDING, result.get("findings") or "")]),
                container("CONTAINS", IMPRESSIONS, [text("CONTAINS", IMPRESSION, result.get("impression") or "")]),
                critical]
     if result["critical"] and result.get("critical_category"):
         content.append(text("CONTAINS", CRITICAL_CATEGORY, result["critical_category"]))
-    content.append(signed)
+    content.append(signed_item)
     ds.ContentSequence = Sequence(content)
     return ds

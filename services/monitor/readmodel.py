@@ -66,7 +66,7 @@ def keys(event: Event) -> list[Key]:
                 (TOTALS, totals_id(data["centre"], data["kind"], data.get("priority") or "routine"))]
     if event.type in ("study.received", "instance.stored"):
         return [(STUDIES, data["study_uid"])]
-    if event.type in RESULT_TYPES:
+    if event.type in RESULT_TYPES and data.get("source") != "returned":  # a re-scan notice is no result
         return [(RESULTS, _report_id(event))]
     return []
 
@@ -94,7 +94,7 @@ def apply(event: Event, docs: dict[Key, Doc | None], sla_of: SlaOf) -> list[tupl
         return _signed(event, docs)
     if t in ("study.received", "instance.stored"):
         return [(STUDIES, _study(event, docs.get((STUDIES, data["study_uid"]))))]
-    if t in RESULT_TYPES:
+    if t in RESULT_TYPES and data.get("source") != "returned":
         return [(RESULTS, _result(event, docs.get((RESULTS, _report_id(event)))))]
     return []
 

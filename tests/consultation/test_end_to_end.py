@@ -132,6 +132,10 @@ async def consultation_flow(y: Yilian, clinic_scp: StoreSCP) -> None:  # noqa: F
     assert by_class[SR_CLASS].StudyInstanceUID == study.study_uid and by_class[SR_CLASS].PatientID == "CG-0042"
     sr_text = " ".join(str(v.value) for v in by_class[SR_CLASS].iterall() if v.keyword == "TextValue")
     assert "冠心病可能性大" in sr_text and "上转" in sr_text and "示范市第一人民医院 心内科" in sr_text, sr_text
+    # each signer is a Verifying Observer of his own, with his own centre (not one "陈志强、王建国")
+    observers = {str(v.VerifyingObserverName): v.VerifyingOrganization
+                 for v in by_class[SR_CLASS].VerifyingObserverSequence}
+    assert observers == {"陈志强": "市区域影像中心", "王建国": "县域影像诊断中心"}, observers
 
     async def acknowledged() -> bool:
         status, result = await y.call("GET", f"/api/v1/results/{opinion_id}", "cg-clinic")
