@@ -11,6 +11,7 @@ import sys
 
 from .core import logs
 from .core.consortium import ConfigError, consortium_summary, load_consortium
+from .core.private import restrict_new_files
 from .core.runtime import SERVICE_NAMES, Runtime, run
 from .core.settings import Settings
 
@@ -42,6 +43,9 @@ environment:
   YILIAN_DICOM_TLS_CERT, YILIAN_DICOM_TLS_KEY, YILIAN_DICOM_TLS_CA  DICOM TLS (PEM files)
   YILIAN_DICOM_NATIVE_UL  asyncio DICOM upper layer for C-ECHO/C-STORE (default true; false: pynetdicom)
   YILIAN_DICOM_NETWORK_TIMEOUT  seconds a silent DICOM peer is kept (default 60)
+  YILIAN_DICOM_MAX_ASSOCIATIONS  concurrent DICOM associations per gateway process (default 64)
+  YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE    of those, from one calling AE title (default 8)
+  YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER  of those, from one peer address (default 16)
   YILIAN_CORS_ORIGINS    comma-separated origins allowed to call the HTTP API
   See docs/configuration.md for every variable.
 """
@@ -166,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_new_files()  # at process start: whatever yilian writes is its user's alone
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -20,6 +20,7 @@ from .bus.port import Bus
 from .consortium import Consortium, consortium_summary, load_consortium
 from .events import Event, SchemaRegistry, registry
 from .localtime import LocalTime
+from .private import make_private, restrict_new_files
 from .settings import Settings
 from .store.port import Store
 
@@ -95,6 +96,7 @@ class Runtime:
 
 
 async def build_runtime(settings: Settings) -> Runtime:
+    restrict_new_files()  # every process that touches the data: files 0600, directories 0700
     schemas = registry()
     consortium = load_consortium(settings.consortium_path)
     store = make_store(settings.store_url, schemas.validate)
@@ -153,6 +155,7 @@ async def _health_listener(rt: Runtime) -> _HealthListener:
 async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Runtime], None] | None = None,
               stop: asyncio.Event | None = None) -> None:
     """Build, start ``names``, wait for ``stop``, then stop everything in reverse order."""
+    await asyncio.to_thread(make_private, settings.data_dir)
     rt = await build_runtime(settings)
     stop = stop or asyncio.Event()
     try:

@@ -22,6 +22,13 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise SystemExit(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = (os.environ.get(name) or default).strip().lower()
     if raw not in choices:
@@ -90,6 +97,11 @@ class Settings:
     dicom_tls_ca: str | None = None
     dicom_native_ul: bool = True  # asyncio upper layer for C-ECHO/C-STORE; False: pynetdicom serves all
     dicom_network_timeout: float = 60.0  # seconds a DICOM peer may stay silent (ARTIM and idle)
+    # Concurrent associations per gateway process: in all, per calling AE title, per peer address
+    # (one broken modality, or one clinic's router, cannot take every slot of the county's node).
+    dicom_max_associations: int = 64
+    dicom_max_associations_per_ae: int = 8
+    dicom_max_associations_per_peer: int = 16
     cors_origins: tuple[str, ...] = ()
     timezone: str | None = None  # YILIAN_TIMEZONE: overrides the consortium file's ``timezone``
 
@@ -124,6 +136,9 @@ class Settings:
             dicom_tls_ca=env.get("YILIAN_DICOM_TLS_CA") or None,
             dicom_native_ul=(env.get("YILIAN_DICOM_NATIVE_UL", "true").lower() not in ("0", "false", "no")),
             dicom_network_timeout=env_float("YILIAN_DICOM_NETWORK_TIMEOUT", 60.0),
+            dicom_max_associations=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS", 64),
+            dicom_max_associations_per_ae=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE", 8),
+            dicom_max_associations_per_peer=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER", 16),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
             timezone=_timezone(env.get("YILIAN_TIMEZONE")),
         )

@@ -53,6 +53,7 @@ CHUNK = 1 << 20
 ORPHAN_AGE_SECONDS = 60.0
 JOURNAL_STAGED_PREFIX = "journal-"  # staging files a journal record names: not orphans
 HEAD_BYTES = 1 << 20  # how much of a staged file the header scan reads
+OWNERS_KEPT = 4096  # studies whose indexed owner is remembered (a study's instances come together)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,12 @@ class Ingest:
         self.indexer: Indexing | None = Indexer(self) if journal is not None else None
         self._retiring: asyncio.Task[int] | None = None
         self._read_now = True  # until the store says get_now is not for it
+        # Studies with instances this process answered and has not indexed yet: study UID ->
+        # [organisation, instances].  A new study's first sender owns it before the index knows it.
+        self._claims: dict[str, list[Any]] = {}
+        # Indexed studies' owners, remembered: a study's organisation never changes once indexed
+        # (nothing deletes a study), and a point read per instance costs ~30-60 µs of CPU.
+        self._owners: dict[str, str] = {}
 
     # --- where the data set arrived ------------------------------------------------------
     def prepare(self, received: Received) -> Prepared:
@@ -168,19 +175,56 @@ class Ingest:
     # --- on the event loop ---------------------------------------------------------------
     def lookup(self, sop_instance_uid: str) -> asyncio.Future[dict | None]:
         """Start reading the index entry of an instance about to arrive (the C-STORE-RQ names it):
-        by the time its data set is in, :meth:`commit` has the answer without waiting for it.  An
-        embedded store answers at once (``get_now``: a tenth of the CPU of a thread hand-off)."""
+        by the time its data set is in, :meth:`commit` has the answer without waiting for it."""
+        return self._read("instances", sop_instance_uid)
+
+    def _read(self, collection: str, id: str) -> asyncio.Future[dict | None]:
+        """A document, as a future.  An embedded store answers at once (``get_now``: a tenth of the
+        CPU of a thread hand-off)."""
         if self._read_now:
             future: asyncio.Future[dict | None] = asyncio.get_running_loop().create_future()
             try:
-                future.set_result(self.rt.store.get_now("instances", sop_instance_uid))
+                future.set_result(self.rt.store.get_now(collection, id))
                 return future
             except NotImplementedError:
                 self._read_now = False  # a networked store: read on its own terms from now on
             except Exception as exc:  # noqa: BLE001 - the answer's path reports it, as get() would
                 future.set_exception(exc)
                 return future
-        return asyncio.ensure_future(self.rt.store.get("instances", sop_instance_uid))
+        return asyncio.ensure_future(self.rt.store.get(collection, id))
+
+    async def _check_owner(self, p: Prepared) -> None:
+        """Refuse (:class:`StoreRefused`) an instance of a study another organisation owns: the
+        index's owner, or for a study not indexed yet, the organisation whose instances of it this
+        process answered first.  A claim is looked at before and after the read: one released
+        meanwhile was indexed before the read began, or is seen now.  (Two processes answering
+        the first instances of one study at once cannot see each other: the indexer keeps the
+        first owner and quarantines the other's, :meth:`_decide`.)"""
+        uid = p.header.study_uid
+        owner = self._owners.get(uid)
+        if owner is None:
+            claimed = self._claims.get(uid)
+            study = await self._read("studies", uid)
+            if study is not None:
+                owner = study["organization"]
+                if len(self._owners) >= OWNERS_KEPT:
+                    del self._owners[next(iter(self._owners))]  # the oldest
+                self._owners[uid] = owner
+            else:
+                claimed = claimed or self._claims.get(uid)
+                owner = claimed[0] if claimed else None
+        model.check_owner(owner, p.received.organization)
+
+    def _claim(self, p: Prepared) -> None:
+        claim = self._claims.setdefault(p.header.study_uid, [p.received.organization, 0])
+        claim[1] += 1
+
+    def _release(self, p: Prepared) -> None:
+        claim = self._claims.get(p.header.study_uid)
+        if claim is not None and claim[0] == p.received.organization:
+            claim[1] -= 1
+            if claim[1] <= 0:
+                del self._claims[p.header.study_uid]
 
     async def commit(self, p: Prepared, looked_up: asyncio.Future[dict | None] | None = None) -> Outcome:
         if self.journal is None:
@@ -190,7 +234,9 @@ class Ingest:
         assert self.indexer is not None
         h = p.header
         waiting = self.indexer.waiting(h.sop_instance_uid)
-        if waiting is not None:  # a copy is on its way into the index: answer as if it were there
+        if waiting is not None and waiting.prepared.received.organization == p.received.organization:
+            # A copy is on its way into the index: answer as if it were there.  (Another
+            # organisation's copy goes the long way, to the ownership check.)
             early = self._duplicate(_as_indexed(waiting.prepared), p)
             if early is not None:
                 return early
@@ -212,15 +258,23 @@ class Ingest:
             # The index read (started when the C-STORE-RQ came) overlaps the data set and the
             # fdatasync: a copy already held is answered from it.
             await self.journal.durable(written.position)
+            await self._check_owner(p)
             existing = await looked_up
             early = self._duplicate(existing, p) if existing is not None else None
         except BaseException:
-            await self._abandon(written)  # refused (an instance moving series) or failed: keep nothing
+            looked_up.cancel()
+            # Refused (another organisation's study, an instance moving series) or failed: keep nothing.
+            await self._abandon(written)
             raise
         if early is not None:
             await self._abandon(written)
             return early
-        await self.indexer.submit(Waiting(p, now, written, meta=meta))
+        self._claim(p)  # at once after the check: no other C-STORE runs in between
+        try:
+            await self.indexer.submit(Waiting(p, now, written, meta=meta))
+        except BaseException:
+            self._release(p)
+            raise
         return Outcome(statuses.SUCCESS)
 
     async def _abandon(self, written: Written) -> None:
@@ -270,6 +324,7 @@ class Ingest:
                 item.on_indexed()
             elif item.written is not None and self.journal is not None:
                 self.journal.indexed(item.written.segment)
+                self._release(item.prepared)  # answered here (replayed ones were never claimed)
         if self.journal is not None and self.journal.retirable:
             self._retire_soon()
 
@@ -323,7 +378,8 @@ class Ingest:
         """:meth:`_decide` for each instance in turn, each seeing the documents the ones before it wrote.
 
         An instance refused only now (another receiving process had the same SOP Instance UID in
-        another series) raises :class:`StoreRefused`: the sender was answered Success already, so
+        another series, or answered another organisation's first instances of the same new study
+        a moment before) raises :class:`StoreRefused`: the sender was answered Success already, so
         the indexer sets it aside in quarantine, like any instance the index cannot take.
         """
         current = dict(zip(keys, docs))
@@ -341,6 +397,8 @@ class Ingest:
 
     async def _commit_direct(self, p: Prepared) -> Outcome:
         key = model.blob_key(p.header, p.sha256)
+        study = await self.rt.store.get("studies", p.header.study_uid)  # refused before any file is written
+        model.check_owner(study["organization"] if study is not None else None, p.received.organization)
         existing = await self.rt.store.get("instances", p.header.sop_instance_uid)
         if existing is not None:
             early = self._duplicate(existing, p)
@@ -486,6 +544,10 @@ class Ingest:
     def _decide(self, p: Prepared, key: str, now: str, existing: dict | None, series: dict | None,
                 study: dict | None, patient: dict | None) -> Batch:
         h, r = p.header, p.received
+        # The study's first sender owns it; another organisation's instance is refused (here, in
+        # the transaction, also when it was answered before the owner's instances were indexed:
+        # the indexer then sets it aside in quarantine), never merged, nor a copy replaced.
+        model.check_owner(study["organization"] if study is not None else None, r.organization)
         if existing is not None:
             # Already held (another association, or an earlier copy): identical, kept or replaced.
             early = self._duplicate(existing, p)
@@ -497,10 +559,7 @@ class Ingest:
                                       sha256=p.sha256, now=now)
         replaced = existing is not None
         added = 0 if replaced else 1
-        owner = study["organization"] if study else r.organization
-        if study is not None and owner != r.organization:
-            log.warning("instance for a study owned by another organisation; owner kept",
-                        extra={"study_uid": h.study_uid, "owner": owner, "calling_ae": r.calling_ae})
+        owner = r.organization
         batch = Batch(puts=[("instances", instance),
                             ("series", model.series_doc(series, h, organization=owner, added=added)),
                             ("studies", model.study_doc(study, h, organization=owner, added=added,

@@ -122,6 +122,17 @@ def check(header: InstanceHeader, *, requested_sop_class: str, requested_sop_ins
         raise StoreRefused(statuses.OUT_OF_RESOURCES, f"instance of {size} bytes exceeds limit {max_size}")
 
 
+FOREIGN_STUDY = "study belongs to another organisation"
+
+
+def check_owner(owner: str | None, organization: str) -> None:
+    """A study belongs to the organisation that first sent it (``owner``; ``None``: a new study).
+    Raise :class:`StoreRefused` for an instance of another organisation: one clinic's images
+    never join another clinic's patient, whatever the UIDs say."""
+    if owner is not None and owner != organization:
+        raise StoreRefused(statuses.NOT_AUTHORIZED, FOREIGN_STUDY)
+
+
 def name_key(name: str) -> str:
     """Person names match case-insensitively (PS3.4 C.2.2.2.1 leaves it to the SCP; we fold case)."""
     return name.upper()

@@ -146,7 +146,7 @@ def build_ae(gateway: GatewayService) -> GatewayAE:
     settings = gateway.rt.settings
     ae = GatewayAE(settings.ae_title, lambda: registered_aes(gateway))
     ae.require_called_aet = True
-    ae.maximum_associations = 64
+    ae.maximum_associations = settings.dicom_max_associations
     ae.maximum_pdu_size = 1 << 20  # fewer, larger PDUs: less per-message Python work
     ae.add_supported_context(Verification, UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
     for cx in AllStoragePresentationContexts:
@@ -207,17 +207,14 @@ class StorageSCP:
         req = event.request
         calling = event.assoc.requestor.ae_title.strip()
         sop_uid = str(req.AffectedSOPInstanceUID or "")
-        org = self.gateway.organization_for(calling)
         path = Path(event.dataset_path)
         extra = {"calling_ae": calling, "sop_instance_uid": sop_uid,
                  "peer": f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"}
-        if org is None:
-            log.warning("C-STORE refused", extra={**extra, "reason": "calling AE title no longer registered"})
-            return _status(CALLING_AE_NOT_REGISTERED, "calling AE title not registered")
-        received = Received(path=path, calling_ae=calling, organization=org.id,
-                            sop_class_uid=str(req.AffectedSOPClassUID or ""), sop_instance_uid=sop_uid,
-                            transfer_syntax_uid=str(event.context.transfer_syntax))
         try:
+            org = self.gateway.sender(calling)
+            received = Received(path=path, calling_ae=calling, organization=org.id,
+                                sop_class_uid=str(req.AffectedSOPClassUID or ""), sop_instance_uid=sop_uid,
+                                transfer_syntax_uid=str(event.context.transfer_syntax))
             prepared = self.ingest.prepare(received)
             outcome = self.gateway.call(self.ingest.commit(prepared), timeout=self.commit_timeout)
         except StoreRefused as refused:

@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 
 from ..core.consortium import Organization
 from ..core.runtime import Runtime
+from . import statuses
 from .announce import StudyAnnouncer
 from .ingest import Ingest, sweep_orphans
 from .journal import Journal
-from .scp import (GatewayAE, HandOffServer, ReusePortServer, StorageSCP, build_ae, receive_into,
-                  server_ssl_context)
+from .model import StoreRefused
+from .scp import (CALLING_AE_NOT_REGISTERED, GatewayAE, HandOffServer, ReusePortServer, StorageSCP, build_ae,
+                  receive_into, server_ssl_context)
 from .ul import NativeServer
 
 log = logging.getLogger("yilian.pacs_gateway")
@@ -88,6 +90,18 @@ class GatewayService:
     def organization_for(self, calling_ae: str) -> Organization | None:
         return self.rt.consortium.organization_of_ae(calling_ae)
 
+    def sender(self, calling_ae: str) -> Organization:
+        """The organisation a C-STORE from ``calling_ae`` is stored for; :class:`StoreRefused` when
+        the AE may not store: no longer registered, or a reading workstation (workstations query
+        and retrieve; what a reader produces comes back through Yilian's reports, and a
+        workstation's send must never add to, or start, a clinic's study)."""
+        org = self.organization_for(calling_ae)
+        if org is None:
+            raise StoreRefused(CALLING_AE_NOT_REGISTERED, "calling AE title not registered")
+        if calling_ae.strip() not in org.modality_aes:
+            raise StoreRefused(statuses.NOT_AUTHORIZED, "a workstation AE title may not store")
+        return org
+
     def _plugin_handlers(self) -> list[tuple[Any, ...]]:
         handlers: list[tuple[Any, ...]] = []
         for name in PLUGINS:
@@ -137,6 +151,8 @@ class GatewayService:
                                         hand_off=self._server, ssl_context=ssl_context,
                                         timeout=settings.dicom_network_timeout,
                                         max_associations=self.ae.maximum_associations,
+                                        max_per_ae=settings.dicom_max_associations_per_ae,
+                                        max_per_peer=settings.dicom_max_associations_per_peer,
                                         max_pdu=self.ae.maximum_pdu_size)
             self.dicom_port = await self._native.start(settings.bind_host, settings.dicom_port)
             if self.ingest.journal is not None:  # one connection (C-STOREs come one at a time): flush inline

@@ -14,5 +14,8 @@ DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 # Failure: Error: Cannot understand (0xC000 family; the low byte is ours).
 CANNOT_UNDERSTAND_UNPARSABLE = 0xC210
 CANNOT_UNDERSTAND_BAD_UID = 0xC211
+# Failure: Refused: Not authorized (PS3.7 C.5): the sender may not store this instance here (a study
+# another organisation owns, or a workstation's AE title); retrying cannot help.
+NOT_AUTHORIZED = 0x0124
 # Failure: Processing failure (the store or blob store is unavailable; the sender may retry).
 PROCESSING_FAILURE = 0x0110

@@ -142,16 +142,18 @@ async def test_stow_refusals(web, ct, tmp_path):
     status, body, _ = await web.post(f"/studies/{ct.StudyInstanceUID}", multipart([files["j2k"].read_bytes()]),
                                      STOW_TYPE, user="cg-clinic")
     assert status == 409 and Dataset.from_json(body.decode()).FailedSOPSequence[0].FailureReason == 0xA900
-    # another clinic adding to cg-clinic's study: refused, the study unchanged
+    # another clinic adding to cg-clinic's study: refused (0x0124 Not Authorized), the study unchanged
     status, body, _ = await web.post("/studies", multipart([files["ct"].read_bytes()]), STOW_TYPE, user="db-clinic")
-    assert status == 409 and Dataset.from_json(body.decode()).FailedSOPSequence[0].FailureReason == 0x0110
+    assert status == 409 and Dataset.from_json(body.decode()).FailedSOPSequence[0].FailureReason == 0x0124
     other = dcmread(files["ct"])
     other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     path = tmp_path / "other.dcm"
     other.save_as(path, enforce_file_format=True)
-    status, body, _ = await web.post("/studies", multipart([path.read_bytes()]), STOW_TYPE, user="db-clinic")
-    assert status == 409 and Dataset.from_json(body.decode()).FailedSOPSequence[0].FailureReason == 0x0110
+    for user in ("db-clinic", "admin"):  # an administrator's upload does not join a clinic's study either
+        status, body, _ = await web.post("/studies", multipart([path.read_bytes()]), STOW_TYPE, user=user)
+        assert status == 409 and Dataset.from_json(body.decode()).FailedSOPSequence[0].FailureReason == 0x0124
     assert (await web.rt.store.get("studies", ct.StudyInstanceUID))["instance_count"] == 1
+    assert await web.rt.store.get("instances", "1.2.826.0.1.3680043.8.498.1") is None
 
 
 async def test_duplicates_follow_the_gateway_policy(web, ct, tmp_path):

@@ -8,7 +8,8 @@ The File Meta Information plays the part of the C-STORE request (SOP Class and I
 UIDs, transfer syntax), so a file whose meta and data set disagree is refused as the
 gateway refuses a C-STORE whose request and data set disagree.
 
-The owner is the caller's organisation.  Failure reasons are the DIMSE statuses
+The owner is the caller's organisation; an instance of a study another organisation owns is
+refused (0x0124 Not Authorized, also for an admin), never merged.  Failure reasons are the DIMSE statuses
 (PS3.18 Table 10.5.3-2 uses the same codes).
 """
 
@@ -141,10 +142,7 @@ async def _ingest_one(rt: Runtime, ingest: Ingest, who: Principal, path: Path, s
         if study_uid is not None and study != study_uid:
             raise StoreRefused(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                                "Study Instance UID differs from the one in the request URL")
-        existing = await rt.store.get("studies", study)
-        if existing is not None and who.role != "admin" and existing.get("organization") != who.organization:
-            # Never let one clinic add images to another clinic's patient.
-            raise StoreRefused(statuses.PROCESSING_FAILURE, "study belongs to another organisation")
+        # A study another organisation owns is refused by the ingest (0x0124), as over C-STORE.
         outcome = await ingest.commit(prepared)
     except StoreRefused as refused:
         log.warning("STOW-RS instance refused", extra={"sop_instance_uid": sop_instance, "user": who.user_id,

@@ -3,7 +3,8 @@
 One coroutine per association.  After the A-ASSOCIATE-RQ (PS3.8 9.3.2) is read:
 
 * rejected (A-ASSOCIATE-RJ) for an unknown called or calling AE title, or too many
-  associations — the same checks and reasons as the pynetdicom AE;
+  associations — in all (as the pynetdicom AE), or from one calling AE title or one peer
+  address (rejected-transient, local-limit-exceeded);
 * served natively when every proposed abstract syntax is Verification or Storage and no
   extended negotiation is asked for: data set fragments stream into a staging file (and a
   running sha256), then :class:`~..ingest.Ingest` prepares and commits the instance and
@@ -16,6 +17,7 @@ One coroutine per association.  After the A-ASSOCIATE-RQ (PS3.8 9.3.2) is read:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -56,7 +58,6 @@ NATIVE_USER_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotificati
                      ImplementationVersionNameNotification, AsynchronousOperationsWindowNegotiation)
 MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones before reading them
 MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
-CALLING_AE_NOT_REGISTERED = 0xC212
 AE_TITLES = 10  # offset of the Called and Calling AE Title fields (16 bytes each) in A-ASSOCIATE-RQ/AC
 PROPOSALS_KEPT = 64  # distinct A-ASSOCIATE-RQs remembered (a few kB each): one or two per modality
 C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
@@ -234,20 +235,34 @@ class _Association:
         self.stream.write(pdu.p_data_tf(context_id, command, command=True, max_pdu=self.peer_max_pdu))
 
 
+def _decrement(counter: collections.Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
 class NativeServer:
     """The gateway's DICOM port: an asyncio server; pynetdicom serves what it hands off."""
 
     def __init__(self, gateway: GatewayService, ingest: Ingest, *, contexts: list[PresentationContext],
                  hand_off: Any, ssl_context: ssl.SSLContext | None, timeout: float,
-                 max_associations: int, max_pdu: int) -> None:
+                 max_associations: int, max_pdu: int, max_per_ae: int | None = None,
+                 max_per_peer: int | None = None) -> None:
         self.gateway, self.ingest = gateway, ingest
         self.contexts = contexts
         self.hand_off_server = hand_off  # a pynetdicom ThreadedAssociationServer that never listens
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.max_associations = max_associations
+        self.max_per_ae = max_per_ae or max_associations
+        self.max_per_peer = max_per_peer or max_associations
         self.max_pdu = max_pdu
-        self.active = 0
+        self.active = 0  # connections holding a slot (the total limit counts these)
+        # Associations accepted and not ended (native or handed off) by calling AE title, and
+        # connections by peer host from the moment they are accepted (an idle connection holds a
+        # slot too): neither may hold more than its share of this process's slots.
+        self.by_calling: collections.Counter[str] = collections.Counter()
+        self.by_host: collections.Counter[str] = collections.Counter()
         # Only a blob store that fsyncs its files wants the early fsync (GridFS copies the file).
         self.fsync = bool(getattr(gateway.rt.blobs, "fsync", False))
         self.responses = dimse_counter(gateway.rt)  # looked up once, counted per C-STORE
@@ -282,9 +297,14 @@ class NativeServer:
         assert task is not None
         self._tasks.add(task)
         address = stream.peername() or ("?", 0)
-        peer = f"{address[0]}:{address[1]}"
-        self.active += 1
+        peer, host = f"{address[0]}:{address[1]}", str(address[0])
+        # Past its host's share a connection gets no slot: it cannot crowd others out while it
+        # idles, and its A-ASSOCIATE-RQ is rejected.
+        over_share = self.by_host[host] >= self.max_per_peer
+        self.by_host[host] += 1
+        self.active += 0 if over_share else 1
         handed_off = established = False
+        calling: str | None = None  # counted under it once its association is accepted
         try:
             async with asyncio.timeout(self.timeout) as deadline:  # ARTIM: the A-ASSOCIATE-RQ must come
                 try:
@@ -293,9 +313,10 @@ class NativeServer:
                         raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
                                             pdu.REASON_UNEXPECTED_PDU)
                     request = pdu.HEADER.pack(pdu_type, len(body)) + bytes(body)
-                    association = await self._associate(stream, peer, request, address)
-                    if association is None:
+                    accepted = await self._associate(stream, peer, request, host, over_share)
+                    if accepted is None:
                         return
+                    association, calling = accepted
                     deadline.reschedule(None)  # from here the stream's idle timeout, or pynetdicom's
                     if association == "handed off":
                         handed_off = True
@@ -323,13 +344,19 @@ class NativeServer:
             with contextlib.suppress(Exception):
                 stream.write(pdu.a_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_NOT_SPECIFIED))
         finally:
-            self.active -= 1
+            self.active -= 0 if over_share else 1
+            _decrement(self.by_host, host)
+            if calling is not None:
+                _decrement(self.by_calling, calling)
             self._tasks.discard(task)
             if not handed_off:
                 with contextlib.suppress(Exception):
                     await stream.close()
 
-    async def _associate(self, stream: PDUStream, peer: str, raw: bytes, address: Any) -> _Association | str | None:
+    async def _associate(self, stream: PDUStream, peer: str, raw: bytes, host: str,
+                         over_share: bool) -> tuple[_Association | str, str] | None:
+        """Answer the A-ASSOCIATE-RQ: ``None`` when rejected, else the association (or "handed
+        off") and the calling AE title it is counted under until it ends."""
         key = raw[:AE_TITLES] + raw[AE_TITLES + 32:]
         titles = _plain_ae_titles(raw)
         proposal = self._proposals.get(key) if titles is not None else None
@@ -347,14 +374,29 @@ class NativeServer:
         if called != self.gateway.rt.settings.ae_title.strip():
             reject, reason = pdu.RJ_CALLED_AE, REJECT_CALLED_AE
         pynetdicom_active = len(self.gateway.ae.active_associations) if self.gateway.ae is not None else 0
-        if reject is None and self.active + pynetdicom_active > self.max_associations:
+        if reject is None and over_share:
+            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this peer address"
+        elif reject is None and self.active + pynetdicom_active > self.max_associations:
             reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations"
+        elif reject is None and self.by_calling[calling] >= self.max_per_ae:
+            reject, reason = pdu.RJ_LOCAL_LIMIT, "too many associations from this calling AE title"
         if reject is not None:
-            log.warning("association rejected", extra={"reason": reason, "calling_ae": calling, "called_ae": called,
-                                                       "peer": peer})
+            log.warning("association rejected", extra={
+                "reason": reason, "calling_ae": calling, "called_ae": called, "peer": peer,
+                "associations": self.active, "associations_of_calling_ae": self.by_calling[calling],
+                "connections_of_peer": self.by_host[host]})
             stream.write(pdu.a_associate_rj(*reject))
             await stream.drain()
             return None
+        self.by_calling[calling] += 1  # counted at once after the check: no other RQ is decided in between
+        try:
+            return await self._accept(stream, peer, proposal, called, calling), calling
+        except BaseException:
+            _decrement(self.by_calling, calling)
+            raise
+
+    async def _accept(self, stream: PDUStream, peer: str, proposal: _Proposal, called: str,
+                      calling: str) -> _Association | str:
 
         if proposal.ac is None:
             log.debug("association handed to pynetdicom", extra={"path": "pynetdicom", "peer": peer,
@@ -439,10 +481,7 @@ class NativeServer:
             return {"calling_ae": calling, "sop_instance_uid": command.sop_instance_uid, "peer": association.peer,
                     **more}
         try:
-            org = self.gateway.organization_for(calling)
-            if org is None:
-                log.warning("C-STORE refused", extra=extra(reason="calling AE title no longer registered"))
-                return CALLING_AE_NOT_REGISTERED, "calling AE title not registered"
+            org = self.gateway.sender(calling)
             if incoming.size > incoming.limit:
                 raise StoreRefused(statuses.OUT_OF_RESOURCES,
                                    f"instance of {incoming.size} bytes exceeds limit {incoming.limit}")
