@@ -202,11 +202,15 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
     question = _text(cmd.clinical_question, "clinical_question", limit=4000)
     study = await ctx.tx.get("studies", cmd.study_uid)
     if study is not None and not policy.sees_study(ctx.actor, study):
-        raise NotFound(f"no study {cmd.study_uid}")
+        if ctx.actor.role != "clinic":
+            raise NotFound(f"no study {cmd.study_uid}")
+        # Another organisation's study is answered as an unknown one (a request that waits), so a
+        # clinic cannot learn which Study UIDs exist elsewhere; it is never queued (on_study_received).
+        study = None
     if study is None and ctx.actor.role != "clinic":
         raise NotFound(f"no study {cmd.study_uid} (only its clinic may request a reading before it arrives)")
     organization = study["organization"] if study else ctx.actor.organization
-    existing = await ctx.tx.find(RR, {"study_uid": cmd.study_uid, "kind": cmd.kind,
+    existing = await ctx.tx.find(RR, {"study_uid": cmd.study_uid, "kind": cmd.kind, "organization": organization,
                                       "state": {"$in": list(model.OPEN_STATES)}}, limit=1)
     if existing:
         raise Conflict(f"study {cmd.study_uid} already has an open {cmd.kind} reading request {existing[0]['id']}")
@@ -488,9 +492,9 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
                 continue
             rid = site_rule_request_id(study["id"], rule.kind)
             if await tx.get(RR, rid) is not None or await tx.find(
-                    RR, {"study_uid": study["id"], "kind": rule.kind, "state": {"$in": list(model.OPEN_STATES)}},
-                    limit=1):
-                continue  # already created (earlier revision) or the clinic asked explicitly
+                    RR, {"study_uid": study["id"], "kind": rule.kind, "organization": organization,
+                         "state": {"$in": list(model.OPEN_STATES)}}, limit=1):
+                continue  # already created (earlier revision) or the clinic asked explicitly (not another one)
             doc = new_request(rt.consortium, id=rid, study_uid=study["id"], organization=organization,
                               kind=rule.kind, priority=rule.priority,
                               clinical_question=f"site rule: every {rule.kind} of {organization}",
@@ -503,12 +507,9 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
                             kind=rule.kind, priority=rule.priority, site_rule=True)
         for doc in await tx.find(RR, {"study_uid": study["id"], "state": "requested"}, sort=(("requested_at", 1),)):
             if doc["organization"] != organization:
-                # Asked for before arrival by a clinic that does not own the study: never queue it.
-                doc = await _apply(ctx, doc, "cancel", {"cancellation": {
-                    "reason": "the study belongs to another organization", "by": SYSTEM.user_id, "at": ctx.at}})
-                ctx.event("reading.cancelled", doc, reason="study_not_owned")
-                await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"],
-                                reason="study_not_owned")
+                # Asked for by a clinic that does not own the study: never queued, and left waiting
+                # like a request for a study that never arrives (cancelling it would tell the clinic
+                # that the Study UID exists elsewhere).  The clinic may cancel it.
                 continue
             try:
                 await _route_and_queue(ctx, doc, study)

@@ -99,8 +99,9 @@ async def test_bad_requests_are_rejected_with_a_precise_message(world):
 
 async def test_scope_other_clinics_study_and_roles(world):
     await world.add_study(DX_UID, "dongba-thc", ["DX"], announce=False)
-    with pytest.raises(NotFound):  # another clinic's study: as if it did not exist
-        await execute(world.rt, RequestReading(DX_UID, "imaging", "routine", "q"), actor=world.who("cg-clinic"))
+    waiting = await execute(world.rt, RequestReading(DX_UID, "imaging", "routine", "q"), actor=world.who("cg-clinic"))
+    assert waiting["organization"] == "chengguan-thc" and waiting["patient_id"] is None  # as if it did not exist
+    await execute(world.rt, CancelReading(waiting["id"], "oops"), actor=world.who("cg-clinic"))
     with pytest.raises(Forbidden):
         await execute(world.rt, RequestReading(DX_UID, "imaging", "routine", "q"), actor=world.who("dr-wang"))
     with pytest.raises(Forbidden):
@@ -138,7 +139,27 @@ async def test_request_before_arrival_for_a_study_of_another_clinic_is_never_que
     event = await world.add_study(uid, "dongba-thc", ["DX"])
     await wait_for(lambda: world.handled(event), what="handled")
     after = await queries.get_request(world.store, doc["id"])
-    assert after["state"] == "cancelled" and after["centre"] is None
+    # left waiting, exactly like a request for a study that never arrives: nothing tells the clinic
+    # that the UID exists at another organisation
+    assert after == doc
+    assert [e.type for e in await world.events(subject=doc["id"])] == ["reading.requested"]
+
+
+async def test_a_study_of_another_clinic_is_answered_like_an_unknown_one(world):
+    """Existence oracle: another organisation's Study UID and an unknown one get the same answer,
+    field for field, even while the owner has an open request of the same kind."""
+    foreign, unknown = "1.2.3.78", "1.2.3.79"
+    await world.add_study(foreign, "dongba-thc", ["DX"], announce=False)
+    await execute(world.rt, RequestReading(foreign, "imaging", "routine", "q"), actor=world.who("db-clinic"))
+    clinic = world.who("cg-clinic")
+    answers = [await execute(world.rt, RequestReading(uid, "imaging", "routine", "q"), actor=clinic)
+               for uid in (foreign, unknown)]
+    ignored = {"id", "study_uid", "history"}
+    assert [{k: v for k, v in a.items() if k not in ignored} for a in answers] == \
+        [{k: v for k, v in answers[1].items() if k not in ignored}] * 2
+    assert answers[0]["state"] == "requested" and answers[0]["patient_name"] is None
+    events = [e.data for a in answers for e in await world.events(subject=a["id"])]
+    assert [e["waiting"] for e in events] == [True, True]
 
 
 async def test_unroutable_request_waits_with_the_reason_and_the_event_is_not_lost(world):
@@ -148,3 +169,11 @@ async def test_unroutable_request_waits_with_the_reason_and_the_event_is_not_los
     doc = await queries.get_request(world.store, site_rule_request_id(ECG_UID, "ecg"))
     assert doc["state"] == "requested" and "no reading centre is configured for ecg" in doc["routing_error"]
     assert await world.store.count("dead_letters") == 0
+
+
+async def test_another_clinics_waiting_request_does_not_stop_the_owners_site_rule(world):
+    await execute(world.rt, RequestReading(ECG_UID, "ecg", "routine", "q"), actor=world.who("cg-clinic"))
+    event = await world.add_study(ECG_UID, "zhangzhuang-vc", ["ECG"])
+    await wait_for(lambda: world.handled(event), what="study.received handled")
+    doc = await queries.get_request(world.store, site_rule_request_id(ECG_UID, "ecg"))
+    assert doc is not None and doc["state"] == "queued" and doc["organization"] == "zhangzhuang-vc"
