@@ -27,8 +27,8 @@ from ..core.store.port import Store
 from .problems import Problem
 
 PRINCIPAL = web.RequestKey("principal", Principal)
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json",
-                          "/metrics", "/dashboard"})  # aggregates, and a page with no data
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/v1/openapi.json",
+                          "/metrics", "/dashboard"})  # where things are, aggregates, a page with no data
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REVOKE_PATH = "/api/v1/auth/revoke"

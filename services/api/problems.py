@@ -1,7 +1,9 @@
 """Errors as ``application/problem+json`` (RFC 9457): type, title, status, detail, instance.
 
 Handlers raise :class:`Problem` (or a workflow error, mapped here); the middleware turns
-every failure, including aiohttp's own 404/405/413, into one problem document.
+every failure, including aiohttp's own 404/405/413, into one problem document.  What aiohttp's
+parser refuses before any handler runs (a bad request line, a bad header) is answered the same
+way by :class:`ProblemRequestHandler`, and logged in one line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("yilian.api")
 
@@ -50,11 +53,27 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
     return web.json_response(data, status=status, headers=headers, dumps=_dumps)
 
 
-def problem_response(request: web.Request, problem: Problem) -> web.Response:
+def problem_response(request: web.BaseRequest | None, problem: Problem) -> web.Response:
+    """``request`` None: no request was parsed, so there is no ``instance`` to name."""
     body = {"type": TYPE_PREFIX + problem.slug, "title": problem.title, "status": problem.status,
-            "detail": problem.detail, "instance": request.path, **problem.extensions}
+            "detail": problem.detail, **({"instance": request.path} if request is not None else {}),
+            **problem.extensions}
     return web.Response(status=problem.status, text=_dumps(body), content_type=CONTENT_TYPE,
                         headers=problem.headers)
+
+
+def unparsable(exc: HttpProcessingError) -> Problem:
+    """aiohttp's parser refused the request line, a header, or a multipart part: the client's
+    fault (400, or 413 for what is too large), said in one line."""
+    status = exc.code if 400 <= exc.code < 500 else 400
+    why = (exc.message or type(exc).__name__).splitlines()[0].strip().rstrip(":")
+    return Problem(status, f"unparsable request: {why}", slug="unparsable-request")
+
+
+def log_unparsable(request: web.BaseRequest, problem: Problem, *, parsed: bool = True) -> None:
+    where = {"path": request.path, "method": request.method} if parsed else {}
+    log.warning("unparsable request", extra={**where, "remote": request.remote, "status": problem.status,
+                                             "reason": problem.detail})
 
 
 def from_workflow(exc: Exception) -> Problem:
@@ -93,8 +112,41 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
                   413: "request body too large"}.get(exc.status, exc.text or exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return problem_response(request, Problem(exc.status, detail, headers=headers))
+    except HttpProcessingError as exc:  # a multipart body aiohttp cannot split, a line too long
+        problem = unparsable(exc)
+        log_unparsable(request, problem)
+        return problem_response(request, problem)
     except Exception as exc:
         if _is_workflow_error(exc):
             return problem_response(request, from_workflow(exc))
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return problem_response(request, Problem(500, "internal error; it has been logged"))
+
+
+class ProblemRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering a request its parser refused as problem+json
+    (it answers ``text/plain`` and logs a traceback)."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        problem = unparsable(exc)
+        log_unparsable(request, problem, parsed=False)  # ``request`` is a placeholder: path "/"
+        response = problem_response(None, problem)
+        response.force_close()  # the parser's position in the stream is lost
+        return response
+
+
+class ProblemServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemAppRunner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections use :class:`ProblemRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = ProblemServer  # the app's own Server, built by aiohttp; only __call__ differs
+        return server

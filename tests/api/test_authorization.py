@@ -11,7 +11,7 @@ import pytest
 from services.core.auth import issue_token
 
 CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"
-PUBLIC = {"/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard"}
+PUBLIC = {"/", "/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard"}
 
 
 async def scenario(api) -> dict[str, str]:
