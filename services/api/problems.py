@@ -1,6 +1,6 @@
 """Errors as ``application/problem+json`` (RFC 9457): type, title, status, detail, instance.
 
-Handlers raise :class:`Problem` (or a workflow error, mapped here); the middleware turns
+Handlers raise :class:`~services.core.http.Problem` (or a workflow error, mapped here); the middleware turns
 every failure, including aiohttp's own 404/405/413, into one problem document.  What aiohttp's
 parser refuses before any handler runs (a bad request line, a bad header) is answered the same
 way by :class:`ProblemRequestHandler`, and logged in one line.
@@ -8,57 +8,25 @@ way by :class:`ProblemRequestHandler`, and logged in one line.
 
 from __future__ import annotations
 
-import json
 import logging
-from functools import partial
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..core.http import CONTENT_TYPE, TYPE_PREFIX, Problem, dumps, json_response
+
+__all__ = ["CONTENT_TYPE", "Problem", "json_response", "problem_middleware", "problem_response", "unparsable",
+           "ProblemAppRunner"]
+
 log = logging.getLogger("yilian.api")
-
-CONTENT_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:yilian:problem:"
-
-_dumps = partial(json.dumps, ensure_ascii=False)
-
-TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
-    422: "Unprocessable Content", 500: "Internal Server Error", 503: "Service Unavailable",
-}
-SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-    409: "conflict", 413: "body-too-large", 415: "unsupported-media-type", 422: "invalid-body",
-    500: "internal-error", 503: "unavailable",
-}
-
-
-class Problem(Exception):
-    """An HTTP error with a precise, human-readable ``detail``."""
-
-    def __init__(self, status: int, detail: str, *, slug: str | None = None, title: str | None = None,
-                 headers: dict[str, str] | None = None, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-        self.slug = slug or SLUGS.get(status, "error")
-        self.title = title or TITLES.get(status, "Error")
-        self.headers = headers or {}
-        self.extensions = extensions
-
-
-def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """JSON with Chinese kept readable (no ``\\u`` escapes)."""
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
-
 
 def problem_response(request: web.BaseRequest | None, problem: Problem) -> web.Response:
     """``request`` None: no request was parsed, so there is no ``instance`` to name."""
     body = {"type": TYPE_PREFIX + problem.slug, "title": problem.title, "status": problem.status,
             "detail": problem.detail, **({"instance": request.path} if request is not None else {}),
             **problem.extensions}
-    return web.Response(status=problem.status, text=_dumps(body), content_type=CONTENT_TYPE,
+    return web.Response(status=problem.status, text=dumps(body), content_type=CONTENT_TYPE,
                         headers=problem.headers)
 
 

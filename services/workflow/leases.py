@@ -11,19 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from ..core.settings import env_float
+from ..core.times import iso, parse_iso
+
+__all__ = ["Clock", "WorkflowSettings", "iso", "parse_iso"]
 
 Clock = Callable[[], float]  # seconds since the epoch
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)
