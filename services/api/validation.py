@@ -98,7 +98,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
             raise Problem(415, f"Content-Type must be application/json, not {ctype!r}")
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8, not JSON, or an integer of more than 4300 digits
             raise Problem(400, f"malformed JSON: {exc}", slug="malformed-json") from None
         except RecursionError:  # deeper than Python's own parser goes
             raise too_deep() from None

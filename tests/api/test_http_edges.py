@@ -54,6 +54,9 @@ async def test_deeply_nested_json_is_400(web, caplog):
         for data in (nested, b'{"study_uid": ' + nested + b"}"):
             problem = assert_problem(*await post_json(web, path, data), 400, path)
             assert "nested deeper than" in problem["detail"]
+    # a number Python refuses to convert (more than 4300 digits) is malformed too
+    problem = assert_problem(*await post_json(web, path, b'{"study_uid": ' + b"1" * 5000 + b"}"), 400, path)
+    assert "malformed JSON" in problem["detail"]
     # still usable: an ordinary body is validated as before
     status, body, _ = await post_json(web, path, json.dumps({**BODY, "kind": {"a": [[1]]}}).encode())
     assert status == 422, body
