@@ -21,6 +21,7 @@ __all__ = ["CONTENT_TYPE", "Problem", "json_response", "problem_middleware", "pr
 
 log = logging.getLogger("yilian.api")
 
+
 def problem_response(request: web.BaseRequest | None, problem: Problem) -> web.Response:
     """``request`` None: no request was parsed, so there is no ``instance`` to name."""
     body = {"type": TYPE_PREFIX + problem.slug, "title": problem.title, "status": problem.status,

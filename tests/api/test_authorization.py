@@ -192,7 +192,8 @@ async def test_another_clinics_study_uid_is_answered_like_an_unknown_one(api):
         status, doc, _ = await api.call("POST", "/api/v1/reading-requests", user="db-clinic", json={
             "study_uid": uid, "kind": "imaging", "priority": "stat", "clinical_question": "?"})
         assert status == 201, doc
-        answers.append({k: v for k, v in doc.items() if k not in ("id", "study_uid", "history", "requested_at", "updated_at")})
+        answers.append({k: v for k, v in doc.items()
+                        if k not in ("id", "study_uid", "history", "requested_at", "updated_at")})
         assert doc["state"] == "requested" and doc["organization"] == "dongba-thc" and doc["patient_name"] is None
     assert answers[0] == answers[1]
     # a consultation attaching one or the other: the same refusal

@@ -253,10 +253,12 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
 async def test_dicomweb_answers_as_documented(api, contract, tmp_path):  # noqa: F811
     path = sample_files(tmp_path / "samples")["ct"]
     data = path.read_bytes()
+
     async def call(method: str, url: str, user: str = "cg-clinic", **kw: Any) -> Any:
         return await api.call(method, url, user=user, **kw)
 
-    status, body, _ = await call("POST", "/dicomweb/studies", data=multipart([data]), headers={"Content-Type": STOW_TYPE})
+    status, body, _ = await call("POST", "/dicomweb/studies", data=multipart([data]),
+                                 headers={"Content-Type": STOW_TYPE})
     assert status == 200, body
     from pydicom import dcmread
     ds = dcmread(path)
