@@ -11,20 +11,10 @@ import logging
 
 import pytest
 
-from tests.dicomweb.conftest import start_web, stop_web
+from tests.dicomweb.conftest import web  # noqa: F401 - the fixture: an api service with DICOMweb
 from tests.dicomweb.helpers import BOUNDARY, STOW_TYPE
 
 BODY = {"study_uid": "1.2.3", "kind": "imaging", "priority": "routine", "clinical_question": "q"}
-
-
-@pytest.fixture
-async def web(tmp_path, monkeypatch):
-    monkeypatch.delenv("YILIAN_TRUSTED_PROXIES", raising=False)
-    w = await start_web(tmp_path)
-    try:
-        yield w
-    finally:
-        await stop_web(w)
 
 
 def assert_problem(status: int, body: bytes, headers, expected: int, path: str | None) -> dict:
@@ -46,7 +36,7 @@ async def post_json(web, path: str, data: bytes, user: str = "cg-clinic"):
         return resp.status, await resp.read(), resp.headers
 
 
-async def test_deeply_nested_json_is_400(web, caplog):
+async def test_deeply_nested_json_is_400(web, caplog):  # noqa: F811
     caplog.set_level(logging.INFO)
     path = "/api/v1/reading-requests"
     for depth in (100_000, 5_000, 200):  # past Python's parser; past the validator's recursion; just deep
@@ -75,7 +65,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-async def test_malformed_multipart_is_400(web, caplog, case):
+async def test_malformed_multipart_is_400(web, caplog, case):  # noqa: F811
     caplog.set_level(logging.INFO)
     body = MALFORMED[case].replace(b"%b", BOUNDARY.encode())
     problem = assert_problem(*await web.post("/studies", body, STOW_TYPE, user="cg-clinic"), 400, "/dicomweb/studies")
@@ -98,7 +88,7 @@ async def raw_request(web, request_line: bytes) -> tuple[int, dict[str, str], by
     return int(status_line.split()[1]), headers, body
 
 
-async def test_what_aiohttps_parser_refuses_is_a_problem_logged_in_one_line(web, caplog):
+async def test_what_aiohttps_parser_refuses_is_a_problem_logged_in_one_line(web, caplog):  # noqa: F811
     caplog.set_level(logging.INFO)
     status, headers, body = await raw_request(web, "GET /dicomweb/studies?PatientName=张* HTTP/1.1".encode())
     problem = assert_problem(status, body, headers, 400, None)  # no request was parsed: no instance
@@ -112,7 +102,7 @@ async def test_what_aiohttps_parser_refuses_is_a_problem_logged_in_one_line(web,
     assert status in (200, 204)
 
 
-async def test_front_door(web):
+async def test_front_door(web):  # noqa: F811
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
     async with web.session.get(web.base + "/", headers={"Accept": browser}, allow_redirects=False) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
