@@ -39,10 +39,11 @@ def unparsable(exc: HttpProcessingError) -> Problem:
     return Problem(status, f"unparsable request: {why}", slug="unparsable-request")
 
 
-def log_unparsable(request: web.BaseRequest, problem: Problem, *, parsed: bool = True) -> None:
+def log_unparsable(request: web.BaseRequest, problem: Problem, *, parsed: bool = True,
+                   level: int = logging.WARNING) -> None:
     where = {"path": request.path, "method": request.method} if parsed else {}
-    log.warning("unparsable request", extra={**where, "remote": request.remote, "status": problem.status,
-                                             "reason": problem.detail})
+    log.log(level, "unparsable request", extra={**where, "remote": request.remote, "status": problem.status,
+                                                "reason": problem.detail})
 
 
 def from_workflow(exc: Exception) -> Problem:
@@ -101,7 +102,9 @@ class ProblemRequestHandler(web.RequestHandler):
         if not isinstance(exc, HttpProcessingError) or status >= 500 or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         problem = unparsable(exc)
-        log_unparsable(request, problem, parsed=False)  # ``request`` is a placeholder: path "/"
+        # ``request`` is a placeholder (path "/"); no HTTP at all (TLS, a scanner) is as quiet as aiohttp keeps it
+        log_unparsable(request, problem, parsed=False,
+                       level=logging.DEBUG if type(exc).__name__ == "BadHttpMethod" else logging.WARNING)
         response = problem_response(None, problem)
         response.force_close()  # the parser's position in the stream is lost
         return response

@@ -97,6 +97,12 @@ async def test_what_aiohttps_parser_refuses_is_a_problem_logged_in_one_line(web,
     assert len(logged) == 1 and logged[0].levelno == logging.WARNING
     assert logged[0].reason == problem["detail"]
     no_tracebacks(caplog)
+    # not HTTP at all (a TLS hello, a scanner): the same answer, logged at debug level only, as aiohttp does
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="yilian.api")
+    status, headers, body = await raw_request(web, b"\x16\x03\x01 / HTTP/1.1")
+    assert_problem(status, body, headers, 400, None)
+    assert [r.levelno for r in caplog.records if "unparsable" in r.getMessage()] == [logging.DEBUG]
     # encoded, as the README says (curl -G --data-urlencode 'PatientName=张*'): accepted
     status, _, _ = await web.get("/studies", user="cg-clinic", params={"PatientName": "张*"})
     assert status in (200, 204)
