@@ -508,8 +508,8 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
         for doc in await tx.find(RR, {"study_uid": study["id"], "state": "requested"}, sort=(("requested_at", 1),)):
             if doc["organization"] != organization:
                 # Asked for by a clinic that does not own the study: never queued, and left waiting
-                # like a request for a study that never arrives (cancelling it would tell the clinic
-                # that the Study UID exists elsewhere).  The clinic may cancel it.
+                # like a request for a study that never arrives (cancelling it now would tell the clinic
+                # that the Study UID exists elsewhere); expire_waiting cancels both alike.
                 continue
             try:
                 await _route_and_queue(ctx, doc, study)
@@ -538,6 +538,35 @@ async def expire_leases(rt: Runtime) -> int:
             await ctx.audit("reading.lease_expire", f"reading/{doc['id']}", doc["organization"], reader_id=held_by)
             returned += 1
     return returned
+
+
+async def expire_waiting(rt: Runtime) -> int:
+    """Cancel the requests that waited ``wait_seconds`` for a study of their own organisation; how many.
+
+    The same for a Study UID that never arrived and one that arrived from another organisation
+    (which is never queued), so the answer says nothing about other organisations' studies."""
+    settings = settings_of(rt)
+    now = settings.now()
+    due = await rt.store.find(RR, {"state": "requested", "requested_at": {"$lt": iso(now - settings.wait_seconds)}},
+                              sort=(("requested_at", 1),), limit=500)
+    cancelled = 0
+    for stale in due:
+        async with rt.store.transaction() as tx:
+            ctx = _Ctx(rt, tx, SYSTEM, None, now, new_traceparent())
+            doc = await tx.get(RR, stale["id"])
+            if doc is None or doc["state"] != "requested":
+                continue
+            study = await tx.get("studies", doc["study_uid"])
+            if _arrived(study) and study["organization"] == doc["organization"]:
+                continue  # its study is here: unroutable (routing_error) or about to be queued, not waiting
+            days = settings.wait_seconds / 86400
+            reason = f"no study {doc['study_uid']} arrived from {doc['organization']} within {days:g} days"
+            doc = await _apply(ctx, doc, "cancel", {"cancellation": {"reason": reason, "by": SYSTEM.user_id,
+                                                                     "at": ctx.at}})
+            ctx.event("reading.cancelled", doc, reason="study_not_received")
+            await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"], reason="study_not_received")
+            cancelled += 1
+    return cancelled
 
 
 async def flag_sla_risks(rt: Runtime) -> int:

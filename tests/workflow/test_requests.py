@@ -177,3 +177,33 @@ async def test_another_clinics_waiting_request_does_not_stop_the_owners_site_rul
     await wait_for(lambda: world.handled(event), what="study.received handled")
     doc = await queries.get_request(world.store, site_rule_request_id(ECG_UID, "ecg"))
     assert doc is not None and doc["state"] == "queued" and doc["organization"] == "zhangzhuang-vc"
+
+
+async def test_requests_that_waited_too_long_are_cancelled_alike_whether_the_uid_exists_elsewhere(world):
+    """A Study UID nobody sent and one another clinic owns: both wait, and both are cancelled by the
+    sweeper after ``wait_seconds`` with the same reason; a request whose study is here is left alone."""
+    foreign, unknown, unroutable = "1.2.3.81", "1.2.3.82", ECG_UID
+    event = await world.add_study(foreign, "dongba-thc", ["DX"])
+    await wait_for(lambda: world.handled(event), what="handled")
+    clinic = world.who("cg-clinic")
+    waiting = [await execute(world.rt, RequestReading(uid, "imaging", "routine", "q"), actor=clinic)
+               for uid in (foreign, unknown)]
+    world.rt.consortium = dataclasses.replace(world.rt.consortium, routes=())  # a configuration gap
+    event = await world.add_study(unroutable, "zhangzhuang-vc", ["ECG"])
+    await wait_for(lambda: world.handled(event), what="handled")
+    stuck = await queries.get_request(world.store, site_rule_request_id(unroutable, "ecg"))
+    assert stuck["state"] == "requested" and stuck["routing_error"]
+
+    world.clock.now = T0 + world.service.settings.wait_seconds - 1
+    assert await world.service.sweep_waiting() == 0
+    world.clock.now = T0 + world.service.settings.wait_seconds + 1
+    assert await world.service.sweep_waiting() == 2
+    after = [await queries.get_request(world.store, w["id"]) for w in waiting]
+    assert [a["state"] for a in after] == ["cancelled", "cancelled"]
+    reasons = [a["cancellation"]["reason"].replace(a["study_uid"], "UID") for a in after]
+    assert reasons[0] == reasons[1] == "no study UID arrived from chengguan-thc within 7 days"
+    events = [e.data for w in waiting for e in await world.events(subject=w["id"])]
+    assert [(e["state"], e.get("reason")) for e in events] == \
+        [("requested", None), ("cancelled", "study_not_received")] * 2
+    assert (await queries.get_request(world.store, stuck["id"]))["state"] == "requested"
+    assert await world.service.sweep_waiting() == 0
