@@ -15,6 +15,7 @@ from ..core.runtime import Runtime
 from .auth import auth_middleware, parse_networks
 from .auditing import AuditWriter
 from .context import AUDIT, RUNTIME, TRUSTED_PROXIES
+from ..monitor.routes import install as install_monitor
 from .dicomweb import add_dicomweb
 from .problems import problem_middleware
 from .routes import add_routes
@@ -33,6 +34,5 @@ def create_app(rt: Runtime, *, trusted_proxies: str | None = None) -> web.Applic
     add_health_routes(app, rt)
     add_routes(app)
     add_dicomweb(app)
-    from ..monitor.routes import install as install_monitor  # here: monitor.routes imports the api
     install_monitor(app, rt)  # /dashboard, HTTP metrics
     return app

@@ -24,11 +24,10 @@ from ..core.auth import AuthError, Principal, verify_token
 from ..core.consortium import Consortium
 from ..core.runtime import Runtime
 from ..core.store.port import Store
-from .problems import Problem
+from ..core.http import PRINCIPAL, Problem
 
-PRINCIPAL = web.RequestKey("principal", Principal)
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json",
-                          "/metrics", "/dashboard"})  # aggregates, and a page with no data
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/v1/openapi.json",
+                          "/metrics", "/dashboard"})  # where things are, aggregates, a page with no data
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REVOKE_PATH = "/api/v1/auth/revoke"

@@ -6,37 +6,20 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.auth import Principal
-from ..core.runtime import Runtime
+from ..core.http import RUNTIME, Problem, principal, require_role, runtime
 from .auditing import AuditWriter
-from .auth import PRINCIPAL, Network, remote_of
-from .problems import Problem
+from .auth import Network, remote_of
 
-RUNTIME = web.AppKey("runtime", Runtime)
+__all__ = ["AUDIT", "RUNTIME", "TRUSTED_PROXIES", "not_found", "page", "principal", "record", "remote",
+           "require_role", "runtime"]
+
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 AUDIT = web.AppKey("audit", AuditWriter)
-
-
-def runtime(request: web.Request) -> Runtime:
-    return request.app[RUNTIME]
-
-
-def principal(request: web.Request) -> Principal:
-    return request[PRINCIPAL]
 
 
 def remote(request: web.Request) -> str | None:
     proxies: tuple[Network, ...] = request.app.get(TRUSTED_PROXIES, ())
     return remote_of(request, proxies)
-
-
-def require_role(request: web.Request, *roles: str) -> Principal:
-    """403 for a role that may not use this endpoint at all (the endpoint is public knowledge)."""
-    who = principal(request)
-    if who.role not in roles:
-        raise Problem(403, f"role {who.role!r} may not {request.method} {request.match_info.route.resource.canonical}"
-                           f" (allowed: {', '.join(roles)})")
-    return who
 
 
 async def record(request: web.Request, action: str, resource: str, *, organization: str | None = None,

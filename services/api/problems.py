@@ -1,60 +1,49 @@
 """Errors as ``application/problem+json`` (RFC 9457): type, title, status, detail, instance.
 
-Handlers raise :class:`Problem` (or a workflow error, mapped here); the middleware turns
-every failure, including aiohttp's own 404/405/413, into one problem document.
+Handlers raise :class:`~services.core.http.Problem` (or a workflow error, mapped here); the middleware turns
+every failure, including aiohttp's own 404/405/413, into one problem document.  What aiohttp's
+parser refuses before any handler runs (a bad request line, a bad header) is answered the same
+way by :class:`ProblemRequestHandler`, and logged in one line.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from functools import partial
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ..core.http import CONTENT_TYPE, TYPE_PREFIX, Problem, dumps, json_response
+
+__all__ = ["CONTENT_TYPE", "Problem", "json_response", "problem_middleware", "problem_response", "unparsable",
+           "ProblemAppRunner"]
 
 log = logging.getLogger("yilian.api")
 
-CONTENT_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:yilian:problem:"
 
-_dumps = partial(json.dumps, ensure_ascii=False)
-
-TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
-    422: "Unprocessable Content", 500: "Internal Server Error", 503: "Service Unavailable",
-}
-SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-    409: "conflict", 413: "body-too-large", 415: "unsupported-media-type", 422: "invalid-body",
-    500: "internal-error", 503: "unavailable",
-}
-
-
-class Problem(Exception):
-    """An HTTP error with a precise, human-readable ``detail``."""
-
-    def __init__(self, status: int, detail: str, *, slug: str | None = None, title: str | None = None,
-                 headers: dict[str, str] | None = None, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-        self.slug = slug or SLUGS.get(status, "error")
-        self.title = title or TITLES.get(status, "Error")
-        self.headers = headers or {}
-        self.extensions = extensions
-
-
-def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """JSON with Chinese kept readable (no ``\\u`` escapes)."""
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
-
-
-def problem_response(request: web.Request, problem: Problem) -> web.Response:
+def problem_response(request: web.BaseRequest | None, problem: Problem) -> web.Response:
+    """``request`` None: no request was parsed, so there is no ``instance`` to name."""
     body = {"type": TYPE_PREFIX + problem.slug, "title": problem.title, "status": problem.status,
-            "detail": problem.detail, "instance": request.path, **problem.extensions}
-    return web.Response(status=problem.status, text=_dumps(body), content_type=CONTENT_TYPE,
+            "detail": problem.detail, **({"instance": request.path} if request is not None else {}),
+            **problem.extensions}
+    return web.Response(status=problem.status, text=dumps(body), content_type=CONTENT_TYPE,
                         headers=problem.headers)
+
+
+def unparsable(exc: HttpProcessingError) -> Problem:
+    """aiohttp's parser refused the request line, a header, or a multipart part: the client's
+    fault (400, or 413 for what is too large), said in one line."""
+    status = exc.code if 400 <= exc.code < 500 else 400
+    why = (exc.message or type(exc).__name__).splitlines()[0].strip().rstrip(":")
+    return Problem(status, f"unparsable request: {why}", slug="unparsable-request")
+
+
+def log_unparsable(request: web.BaseRequest, problem: Problem, *, parsed: bool = True,
+                   level: int = logging.WARNING) -> None:
+    where = {"path": request.path, "method": request.method} if parsed else {}
+    log.log(level, "unparsable request", extra={**where, "remote": request.remote, "status": problem.status,
+                                                "reason": problem.detail})
 
 
 def from_workflow(exc: Exception) -> Problem:
@@ -93,8 +82,43 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
                   413: "request body too large"}.get(exc.status, exc.text or exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return problem_response(request, Problem(exc.status, detail, headers=headers))
+    except HttpProcessingError as exc:  # a multipart body aiohttp cannot split, a line too long
+        problem = unparsable(exc)
+        log_unparsable(request, problem)
+        return problem_response(request, problem)
     except Exception as exc:
         if _is_workflow_error(exc):
             return problem_response(request, from_workflow(exc))
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return problem_response(request, Problem(500, "internal error; it has been logged"))
+
+
+class ProblemRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering a request its parser refused as problem+json
+    (it answers ``text/plain`` and logs a traceback)."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        problem = unparsable(exc)
+        # ``request`` is a placeholder (path "/"); no HTTP at all (TLS, a scanner) is as quiet as aiohttp keeps it
+        log_unparsable(request, problem, parsed=False,
+                       level=logging.DEBUG if type(exc).__name__ == "BadHttpMethod" else logging.WARNING)
+        response = problem_response(None, problem)
+        response.force_close()  # the parser's position in the stream is lost
+        return response
+
+
+class ProblemServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemAppRunner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections use :class:`ProblemRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = ProblemServer  # the app's own Server, built by aiohttp; only __call__ differs
+        return server

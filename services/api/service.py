@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..core.runtime import Runtime
 from .app import create_app
+from .problems import ProblemAppRunner
 
 log = logging.getLogger("yilian.api")
 
@@ -23,7 +24,7 @@ class ApiService:
 
     async def start(self) -> None:
         app = create_app(self.rt)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = ProblemAppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.rt.settings.bind_host, self.rt.settings.http_port,
                            reuse_address=True)

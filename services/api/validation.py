@@ -23,6 +23,7 @@ from .problems import Problem
 SPEC_PATH = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
 SPEC_URI = "urn:yilian:openapi"
 MAX_JSON_BYTES = 256 * 1024  # reports are text; anything larger is a mistake or an attack
+MAX_JSON_DEPTH = 32  # no body nests deeper than 3; a deep one would exhaust the validator's recursion
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +76,7 @@ def check(validator: Draft202012Validator, data: Any) -> None:
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON body, validated against its operation's schema.
 
-    Malformed JSON -> 400; too large -> 413; not JSON -> 415; schema violations
+    Malformed or too deeply nested JSON -> 400; too large -> 413; not JSON -> 415; schema violations
     (including unknown fields) -> 422.
     """
     resource = request.match_info.route.resource
@@ -97,10 +98,31 @@ async def json_body(request: web.Request) -> dict[str, Any]:
             raise Problem(415, f"Content-Type must be application/json, not {ctype!r}")
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8, not JSON, or an integer of more than 4300 digits
             raise Problem(400, f"malformed JSON: {exc}", slug="malformed-json") from None
+        except RecursionError:  # deeper than Python's own parser goes
+            raise too_deep() from None
+        if depth(data) > MAX_JSON_DEPTH:
+            raise too_deep()
     check(validator, data)
     return data
+
+
+def too_deep() -> Problem:
+    return Problem(400, f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels", slug="malformed-json")
+
+
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest (iteratively: the value may be arbitrarily deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 async def _read_limited(request: web.Request) -> bytes:

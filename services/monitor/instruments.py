@@ -1,5 +1,5 @@
-"""What ``/metrics`` shows besides the runtime's figures: queues and turnaround from the read
-model, HTTP requests of the api (a middleware), DIMSE responses of the gateway.
+"""What ``/metrics`` shows of the monitor's read model: queues and turnaround.  (HTTP requests and
+DIMSE responses are counted with ``services/core/instruments.py``, which every service may import.)
 
 Metric names (documented in docs/monitor.md):
 
@@ -7,24 +7,16 @@ Metric names (documented in docs/monitor.md):
 * ``yilian_queue_at_risk{centre}``, ``yilian_queue_past_deadline{centre}``, ``yilian_queue_oldest_waiting_seconds{centre}``
 * ``yilian_turnaround_seconds{centre,kind,priority}`` — histogram, queued to signed
 * ``yilian_results_dead_lettered{centre}``, ``yilian_critical_unacknowledged{centre}``
-* ``yilian_http_requests_total{method,route,status}``, ``yilian_http_request_duration_seconds{method,route}``
-* ``yilian_dimse_responses_total{command,status}`` — final responses the gateway sent
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter as Tally
-from typing import Any
-
-from aiohttp import web
 
 from ..core.metrics import Family, Sample, histogram_samples, metrics_of
 from ..core.runtime import Runtime
 from . import figures
 from .readmodel import TURNAROUND_BUCKETS
-
-DIMSE_PENDING = (0xFF00, 0xFF01)
 
 
 def install_read_model_collectors(rt: Runtime) -> None:
@@ -69,47 +61,3 @@ def install_read_model_collectors(rt: Runtime) -> None:
                        dict(Tally(r["centre"] for r in problems if r.get("critical_unacknowledged")))),
         ]
     metrics_of(rt).collector("monitor.read_model", collect)
-
-
-def http_middleware(rt: Runtime) -> Any:
-    """Count and time every HTTP request by route template (never the raw path: ids would explode)."""
-    registry = metrics_of(rt)
-    requests = registry.counter("yilian_http_requests_total", "HTTP requests answered",
-                                ("method", "route", "status"))
-    latency = registry.histogram("yilian_http_request_duration_seconds", "HTTP request latency",
-                                 ("method", "route"))
-
-    @web.middleware
-    async def measure(request: web.Request, handler: Any) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "(unmatched)"
-            requests.inc(method=request.method, route=route, status=str(status))
-            latency.observe(time.perf_counter() - started, method=request.method, route=route)
-
-    return measure
-
-
-DIMSE_COMMANDS = {0x8001: "C-STORE", 0x8020: "C-FIND", 0x8010: "C-GET", 0x8021: "C-MOVE", 0x8030: "C-ECHO",
-                  0x8130: "N-ACTION", 0x8100: "N-EVENT-REPORT"}
-
-
-def dimse_counter(rt: Runtime) -> Any:
-    return metrics_of(rt).counter("yilian_dimse_responses_total", "Final DIMSE responses sent by the gateway",
-                                  ("command", "status"))
-
-
-def count_dimse_response(rt: Runtime, command_field: int, status: int) -> None:
-    """One final response (pending C-FIND/C-GET/C-MOVE responses are not results)."""
-    if status in DIMSE_PENDING or command_field not in DIMSE_COMMANDS:
-        return
-    dimse_counter(rt).inc(command=DIMSE_COMMANDS[command_field], status=f"0x{status:04X}")

@@ -24,12 +24,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.context import require_role, runtime
-from ..api.problems import Problem, json_response
 from ..core.auth import Principal
+from ..core.http import Problem, json_response, require_role, runtime
+from ..core.instruments import http_middleware
 from ..core.metrics import install_runtime_collectors
 from ..core.runtime import Runtime
-from .instruments import http_middleware
 from .service import settings_of
 from .views import MonitorViews
 

@@ -25,7 +25,7 @@ from pynetdicom import evt
 
 from ..core.blobs.port import BlobStore
 from ..core.store.port import Store
-from ..workflow.leases import iso
+from ..core.times import iso
 from . import query as q
 
 log = logging.getLogger("yilian.pacs_gateway.commitment")

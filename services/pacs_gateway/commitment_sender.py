@@ -30,10 +30,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context, build_role
 
 from ..core import claims
+from ..core.backoff import Backoff
 from ..core.runtime import Runtime
 from ..core.settings import env_float
-from ..delivery.retry import Backoff
-from ..workflow.leases import iso, parse_iso
+from ..core.times import iso, parse_iso
 from . import query as q
 from .commitment import (COMMITMENTS, NO_SUCH_OBJECT_INSTANCE, STORAGE_COMMITMENT_INSTANCE,
                          STORAGE_COMMITMENT_PUSH_MODEL, event_information, report_destination, verdicts)

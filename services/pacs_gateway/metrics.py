@@ -14,7 +14,7 @@ from typing import Any
 from pynetdicom import evt
 
 from ..core.metrics import Family, Sample, metrics_of
-from ..monitor.instruments import count_dimse_response, dimse_counter
+from ..core.instruments import count_dimse_response, dimse_counter
 
 
 def install(gateway: Any) -> list[tuple[Any, Any]]:

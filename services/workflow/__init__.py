@@ -2,7 +2,8 @@
 
 Commands come from the API through :func:`.service.execute`; ``study.received`` events
 (consumer group ``workflow``) apply site rules and queue waiting requests; a sweeper
-returns expired leases to the queue and flags tasks at SLA risk.
+returns expired leases to the queue, flags tasks at SLA risk and cancels requests that waited
+too long for their study.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from . import ecg_triage
 from .consultation import reminders as consultation_reminders
 from .leases import WorkflowSettings
 from .context import SETTINGS_KEY, settings_of
-from .service import expire_leases, flag_sla_risks, on_study_received
+from .service import expire_leases, expire_waiting, flag_sla_risks, on_study_received
 
 log = logging.getLogger("yilian.workflow")
 
@@ -53,6 +54,10 @@ class WorkflowService:
         """One pass: (leases expired, tasks newly flagged at SLA risk)."""
         return await expire_leases(self.rt), await flag_sla_risks(self.rt)
 
+    async def sweep_waiting(self) -> int:
+        """One pass: requests cancelled after waiting too long for their study."""
+        return await expire_waiting(self.rt)
+
     async def sweep_consultations(self) -> tuple[int, int]:
         """One pass of the consultation timers: (reminders sent, no-shows flagged)."""
         return await consultation_reminders.sweep(self.rt)
@@ -63,6 +68,8 @@ class WorkflowService:
                 expired, at_risk = await self.sweep()
                 if expired or at_risk:
                     log.info("workflow sweep", extra={"leases_expired": expired, "sla_at_risk": at_risk})
+                if waited := await self.sweep_waiting():
+                    log.info("waiting requests cancelled", extra={"cancelled": waited})
                 reminded, no_shows = await self.sweep_consultations()
                 if reminded or no_shows:
                     log.info("consultation sweep", extra={"reminders": reminded, "no_shows": no_shows})

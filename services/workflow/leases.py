@@ -11,19 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from ..core.settings import env_float
+from ..core.times import iso, parse_iso
+
+__all__ = ["Clock", "WorkflowSettings", "iso", "parse_iso"]
 
 Clock = Callable[[], float]  # seconds since the epoch
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)
@@ -31,13 +25,15 @@ class WorkflowSettings:
     lease_seconds: float = 900.0
     sweep_interval: float = 5.0  # how often expired leases and SLA risks are looked for
     sla_risk_fraction: float = 0.8  # a queued task is at risk once this much of its SLA has passed
+    wait_seconds: float = 7 * 86400.0  # how long a request waits for its study from the clinic's organisation
     clock: Clock = time.time
 
     @classmethod
     def from_env(cls, **overrides) -> WorkflowSettings:
         values = dict(lease_seconds=env_float("YILIAN_LEASE_SECONDS", 900.0),
                       sweep_interval=env_float("YILIAN_WORKFLOW_SWEEP_SECONDS", 5.0),
-                      sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8))
+                      sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8),
+                      wait_seconds=env_float("YILIAN_REQUEST_WAIT_SECONDS", 7 * 86400.0))
         values.update(overrides)
         return cls(**values)
 

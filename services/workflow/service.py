@@ -202,11 +202,15 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
     question = _text(cmd.clinical_question, "clinical_question", limit=4000)
     study = await ctx.tx.get("studies", cmd.study_uid)
     if study is not None and not policy.sees_study(ctx.actor, study):
-        raise NotFound(f"no study {cmd.study_uid}")
+        if ctx.actor.role != "clinic":
+            raise NotFound(f"no study {cmd.study_uid}")
+        # Another organisation's study is answered as an unknown one (a request that waits), so a
+        # clinic cannot learn which Study UIDs exist elsewhere; it is never queued (on_study_received).
+        study = None
     if study is None and ctx.actor.role != "clinic":
         raise NotFound(f"no study {cmd.study_uid} (only its clinic may request a reading before it arrives)")
     organization = study["organization"] if study else ctx.actor.organization
-    existing = await ctx.tx.find(RR, {"study_uid": cmd.study_uid, "kind": cmd.kind,
+    existing = await ctx.tx.find(RR, {"study_uid": cmd.study_uid, "kind": cmd.kind, "organization": organization,
                                       "state": {"$in": list(model.OPEN_STATES)}}, limit=1)
     if existing:
         raise Conflict(f"study {cmd.study_uid} already has an open {cmd.kind} reading request {existing[0]['id']}")
@@ -488,9 +492,9 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
                 continue
             rid = site_rule_request_id(study["id"], rule.kind)
             if await tx.get(RR, rid) is not None or await tx.find(
-                    RR, {"study_uid": study["id"], "kind": rule.kind, "state": {"$in": list(model.OPEN_STATES)}},
-                    limit=1):
-                continue  # already created (earlier revision) or the clinic asked explicitly
+                    RR, {"study_uid": study["id"], "kind": rule.kind, "organization": organization,
+                         "state": {"$in": list(model.OPEN_STATES)}}, limit=1):
+                continue  # already created (earlier revision) or the clinic asked explicitly (not another one)
             doc = new_request(rt.consortium, id=rid, study_uid=study["id"], organization=organization,
                               kind=rule.kind, priority=rule.priority,
                               clinical_question=f"site rule: every {rule.kind} of {organization}",
@@ -503,12 +507,9 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
                             kind=rule.kind, priority=rule.priority, site_rule=True)
         for doc in await tx.find(RR, {"study_uid": study["id"], "state": "requested"}, sort=(("requested_at", 1),)):
             if doc["organization"] != organization:
-                # Asked for before arrival by a clinic that does not own the study: never queue it.
-                doc = await _apply(ctx, doc, "cancel", {"cancellation": {
-                    "reason": "the study belongs to another organization", "by": SYSTEM.user_id, "at": ctx.at}})
-                ctx.event("reading.cancelled", doc, reason="study_not_owned")
-                await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"],
-                                reason="study_not_owned")
+                # Asked for by a clinic that does not own the study: never queued, and left waiting
+                # like a request for a study that never arrives (cancelling it now would tell the clinic
+                # that the Study UID exists elsewhere); expire_waiting cancels both alike.
                 continue
             try:
                 await _route_and_queue(ctx, doc, study)
@@ -537,6 +538,35 @@ async def expire_leases(rt: Runtime) -> int:
             await ctx.audit("reading.lease_expire", f"reading/{doc['id']}", doc["organization"], reader_id=held_by)
             returned += 1
     return returned
+
+
+async def expire_waiting(rt: Runtime) -> int:
+    """Cancel the requests that waited ``wait_seconds`` for a study of their own organisation; how many.
+
+    The same for a Study UID that never arrived and one that arrived from another organisation
+    (which is never queued), so the answer says nothing about other organisations' studies."""
+    settings = settings_of(rt)
+    now = settings.now()
+    due = await rt.store.find(RR, {"state": "requested", "requested_at": {"$lt": iso(now - settings.wait_seconds)}},
+                              sort=(("requested_at", 1),), limit=500)
+    cancelled = 0
+    for stale in due:
+        async with rt.store.transaction() as tx:
+            ctx = _Ctx(rt, tx, SYSTEM, None, now, new_traceparent())
+            doc = await tx.get(RR, stale["id"])
+            if doc is None or doc["state"] != "requested":
+                continue
+            study = await tx.get("studies", doc["study_uid"])
+            if _arrived(study) and study["organization"] == doc["organization"]:
+                continue  # its study is here: unroutable (routing_error) or about to be queued, not waiting
+            days = settings.wait_seconds / 86400
+            reason = f"no study {doc['study_uid']} arrived from {doc['organization']} within {days:g} days"
+            doc = await _apply(ctx, doc, "cancel", {"cancellation": {"reason": reason, "by": SYSTEM.user_id,
+                                                                     "at": ctx.at}})
+            ctx.event("reading.cancelled", doc, reason="study_not_received")
+            await ctx.audit("reading.cancel", f"reading/{doc['id']}", doc["organization"], reason="study_not_received")
+            cancelled += 1
+    return cancelled
 
 
 async def flag_sla_risks(rt: Runtime) -> int:

@@ -11,7 +11,7 @@ import pytest
 from services.core.auth import issue_token
 
 CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"
-PUBLIC = {"/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard"}
+PUBLIC = {"/", "/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard"}
 
 
 async def scenario(api) -> dict[str, str]:
@@ -166,7 +166,7 @@ async def test_another_clinics_ids_are_404_and_change_nothing(api):
     for user in ("db-clinic", "zz-clinic"):
         for method, path, body in endpoints(ids):
             if not any(ids[k] in path for k in ids):
-                continue
+                continue  # (a reading request names its study in the body: below)
             status, problem, _ = await api.call(method, path, user=user, json=body)
             assert status == 404, (user, method, path, status, problem)
             assert_problem(problem, 404, path)
@@ -174,10 +174,6 @@ async def test_another_clinics_ids_are_404_and_change_nothing(api):
     _, real, _ = await api.call("GET", f"/api/v1/reading-requests/{ids['rid']}", user="db-clinic")
     _, fake, _ = await api.call("GET", "/api/v1/reading-requests/rr-doesnotexist", user="db-clinic")
     assert {k for k in real} == {k for k in fake} and real["title"] == fake["title"]
-    # asking for a reading of another clinic's study
-    status, _, _ = await api.call("POST", "/api/v1/reading-requests", user="db-clinic", json={
-        "study_uid": CG_DX, "kind": "ecg", "priority": "stat", "clinical_question": "?"})
-    assert status == 404
     # lists show only its own
     assert (await api.ok("GET", "/api/v1/studies", "db-clinic"))["items"][0]["organization"] == "dongba-thc"
     assert all(s["organization"] == "dongba-thc" for s in (await api.ok("GET", "/api/v1/studies", "db-clinic"))["items"])
@@ -186,13 +182,36 @@ async def test_another_clinics_ids_are_404_and_change_nothing(api):
     assert await snapshot(api) == before
 
 
+async def test_another_clinics_study_uid_is_answered_like_an_unknown_one(api):
+    """No existence oracle: naming another clinic's Study UID (which even has an open request of
+    the same kind) or a UID nobody has sent gets the same answer, field for field."""
+    await scenario(api)
+    unknown = "1.2.826.0.1.100.999"
+    answers = []
+    for uid in (CG_DX, unknown):
+        status, doc, _ = await api.call("POST", "/api/v1/reading-requests", user="db-clinic", json={
+            "study_uid": uid, "kind": "imaging", "priority": "stat", "clinical_question": "?"})
+        assert status == 201, doc
+        answers.append({k: v for k, v in doc.items()
+                        if k not in ("id", "study_uid", "history", "requested_at", "updated_at")})
+        assert doc["state"] == "requested" and doc["organization"] == "dongba-thc" and doc["patient_name"] is None
+    assert answers[0] == answers[1]
+    # a consultation attaching one or the other: the same refusal
+    refusals = []
+    for uid in (CG_DX, unknown):
+        status, problem, _ = await api.call("POST", "/api/v1/consultations", user="db-clinic",
+                                            json={**CONSULTATION_BODY, "study_uids": [uid]})
+        refusals.append((status, {k: v.replace(uid, "UID") for k, v in problem.items() if isinstance(v, str)}))
+    assert refusals[0] == refusals[1] and refusals[0][0] == 404
+
+
 async def test_another_centres_reader_and_coordinator_get_404_and_change_nothing(api):
     ids = await scenario(api)
     before = await snapshot(api)
     for user in ("dr-chen", "dr-zhao", "coord-city"):  # city-imaging, county-ecg, city-imaging
         for method, path, body in endpoints(ids):
             if not any(ids[k] in path for k in ids):
-                continue
+                continue  # (a reading request names its study in the body: below)
             status, problem, _ = await api.call(method, path, user=user, json=body)
             assert status in (403, 404), (user, method, path, status)
             if method == "GET" or "/reading-requests/" in path or "/reports/" in path:

@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.sop_class import CTImageStorage
 
-from services.monitor.instruments import dimse_counter
+from services.core.instruments import dimse_counter
 from services.pacs_gateway.ul import dimse, pdu
 from services.pacs_gateway.ul.acceptor import _plain_ae_titles
 from services.pacs_gateway.ul.pdu import ProtocolError

@@ -99,8 +99,9 @@ async def test_bad_requests_are_rejected_with_a_precise_message(world):
 
 async def test_scope_other_clinics_study_and_roles(world):
     await world.add_study(DX_UID, "dongba-thc", ["DX"], announce=False)
-    with pytest.raises(NotFound):  # another clinic's study: as if it did not exist
-        await execute(world.rt, RequestReading(DX_UID, "imaging", "routine", "q"), actor=world.who("cg-clinic"))
+    waiting = await execute(world.rt, RequestReading(DX_UID, "imaging", "routine", "q"), actor=world.who("cg-clinic"))
+    assert waiting["organization"] == "chengguan-thc" and waiting["patient_id"] is None  # as if it did not exist
+    await execute(world.rt, CancelReading(waiting["id"], "oops"), actor=world.who("cg-clinic"))
     with pytest.raises(Forbidden):
         await execute(world.rt, RequestReading(DX_UID, "imaging", "routine", "q"), actor=world.who("dr-wang"))
     with pytest.raises(Forbidden):
@@ -138,7 +139,27 @@ async def test_request_before_arrival_for_a_study_of_another_clinic_is_never_que
     event = await world.add_study(uid, "dongba-thc", ["DX"])
     await wait_for(lambda: world.handled(event), what="handled")
     after = await queries.get_request(world.store, doc["id"])
-    assert after["state"] == "cancelled" and after["centre"] is None
+    # left waiting, exactly like a request for a study that never arrives: nothing tells the clinic
+    # that the UID exists at another organisation
+    assert after == doc
+    assert [e.type for e in await world.events(subject=doc["id"])] == ["reading.requested"]
+
+
+async def test_a_study_of_another_clinic_is_answered_like_an_unknown_one(world):
+    """Existence oracle: another organisation's Study UID and an unknown one get the same answer,
+    field for field, even while the owner has an open request of the same kind."""
+    foreign, unknown = "1.2.3.78", "1.2.3.79"
+    await world.add_study(foreign, "dongba-thc", ["DX"], announce=False)
+    await execute(world.rt, RequestReading(foreign, "imaging", "routine", "q"), actor=world.who("db-clinic"))
+    clinic = world.who("cg-clinic")
+    answers = [await execute(world.rt, RequestReading(uid, "imaging", "routine", "q"), actor=clinic)
+               for uid in (foreign, unknown)]
+    ignored = {"id", "study_uid", "history"}
+    assert [{k: v for k, v in a.items() if k not in ignored} for a in answers] == \
+        [{k: v for k, v in answers[1].items() if k not in ignored}] * 2
+    assert answers[0]["state"] == "requested" and answers[0]["patient_name"] is None
+    events = [e.data for a in answers for e in await world.events(subject=a["id"])]
+    assert [e["waiting"] for e in events] == [True, True]
 
 
 async def test_unroutable_request_waits_with_the_reason_and_the_event_is_not_lost(world):
@@ -148,3 +169,41 @@ async def test_unroutable_request_waits_with_the_reason_and_the_event_is_not_los
     doc = await queries.get_request(world.store, site_rule_request_id(ECG_UID, "ecg"))
     assert doc["state"] == "requested" and "no reading centre is configured for ecg" in doc["routing_error"]
     assert await world.store.count("dead_letters") == 0
+
+
+async def test_another_clinics_waiting_request_does_not_stop_the_owners_site_rule(world):
+    await execute(world.rt, RequestReading(ECG_UID, "ecg", "routine", "q"), actor=world.who("cg-clinic"))
+    event = await world.add_study(ECG_UID, "zhangzhuang-vc", ["ECG"])
+    await wait_for(lambda: world.handled(event), what="study.received handled")
+    doc = await queries.get_request(world.store, site_rule_request_id(ECG_UID, "ecg"))
+    assert doc is not None and doc["state"] == "queued" and doc["organization"] == "zhangzhuang-vc"
+
+
+async def test_requests_that_waited_too_long_are_cancelled_alike_whether_the_uid_exists_elsewhere(world):
+    """A Study UID nobody sent and one another clinic owns: both wait, and both are cancelled by the
+    sweeper after ``wait_seconds`` with the same reason; a request whose study is here is left alone."""
+    foreign, unknown, unroutable = "1.2.3.81", "1.2.3.82", ECG_UID
+    event = await world.add_study(foreign, "dongba-thc", ["DX"])
+    await wait_for(lambda: world.handled(event), what="handled")
+    clinic = world.who("cg-clinic")
+    waiting = [await execute(world.rt, RequestReading(uid, "imaging", "routine", "q"), actor=clinic)
+               for uid in (foreign, unknown)]
+    world.rt.consortium = dataclasses.replace(world.rt.consortium, routes=())  # a configuration gap
+    event = await world.add_study(unroutable, "zhangzhuang-vc", ["ECG"])
+    await wait_for(lambda: world.handled(event), what="handled")
+    stuck = await queries.get_request(world.store, site_rule_request_id(unroutable, "ecg"))
+    assert stuck["state"] == "requested" and stuck["routing_error"]
+
+    world.clock.now = T0 + world.service.settings.wait_seconds - 1
+    assert await world.service.sweep_waiting() == 0
+    world.clock.now = T0 + world.service.settings.wait_seconds + 1
+    assert await world.service.sweep_waiting() == 2
+    after = [await queries.get_request(world.store, w["id"]) for w in waiting]
+    assert [a["state"] for a in after] == ["cancelled", "cancelled"]
+    reasons = [a["cancellation"]["reason"].replace(a["study_uid"], "UID") for a in after]
+    assert reasons[0] == reasons[1] == "no study UID arrived from chengguan-thc within 7 days"
+    events = [e.data for w in waiting for e in await world.events(subject=w["id"])]
+    assert [(e["state"], e.get("reason")) for e in events] == \
+        [("requested", None), ("cancelled", "study_not_received")] * 2
+    assert (await queries.get_request(world.store, stuck["id"]))["state"] == "requested"
+    assert await world.service.sweep_waiting() == 0

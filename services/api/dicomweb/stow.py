@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydicom.filereader import read_file_meta_info
 
 from ...core.auth import Principal
@@ -30,6 +31,7 @@ from ...core.runtime import Runtime
 from ...pacs_gateway import statuses
 from ...pacs_gateway.ingest import Ingest, Received
 from ...pacs_gateway.model import StoreRefused
+from ..problems import unparsable
 from .multipart import parse_media_type
 
 log = logging.getLogger("yilian.api.dicomweb.stow")
@@ -114,6 +116,9 @@ async def store(request: web.Request, rt: Runtime, who: Principal, study_uid: st
     except (ValueError, AssertionError, asyncio.IncompleteReadError) as exc:
         # aiohttp's multipart reader: a missing or broken boundary, truncated body
         raise StowError(400, f"malformed multipart body: {exc or type(exc).__name__}") from None
+    except HttpProcessingError as exc:
+        # a part's headers without their blank line, or a line longer than aiohttp reads
+        raise StowError(400, f"malformed multipart body: {unparsable(exc).detail}") from None
     if parts == 0:
         raise StowError(400, "multipart body without any part")
     return result

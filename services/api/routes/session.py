@@ -1,4 +1,4 @@
-"""Who am I, revoke a token, and the OpenAPI document."""
+"""The front door (``GET /``), who am I, revoke a token, and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -9,10 +9,26 @@ from aiohttp import web
 from ...core import audit
 from ...core.auth import revoke
 from ..context import principal, remote, runtime
+from ..dicomweb.multipart import parse_accept
 from ..problems import Problem, json_response
 from ..validation import json_body, spec
 
 routes = web.RouteTableDef()
+
+
+INDEX = {"name": "Yilian (医联)", "api": "/api/v1", "openapi": "/api/v1/openapi.json", "dashboard": "/dashboard",
+         "dicomweb": "/dicomweb", "health": "/healthz", "ready": "/readyz"}
+
+
+@routes.get("/")
+async def front_door(request: web.Request) -> web.StreamResponse:
+    """A browser goes to the dashboard; a JSON client gets where things are (public: it names no data)."""
+    for media in parse_accept(request.headers.get("Accept")):
+        if media.media_type in ("text/html", "application/xhtml+xml"):
+            raise web.HTTPSeeOther("/dashboard")
+        if media.media_type in ("application/json", "*/*") or media.media_type.endswith("+json"):
+            break
+    return json_response(INDEX)
 
 
 @routes.get("/api/v1/openapi.json")

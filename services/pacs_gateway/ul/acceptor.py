@@ -37,7 +37,7 @@ from pynetdicom.pdu_primitives import (A_ASSOCIATE, AsynchronousOperationsWindow
                                        MaximumLengthNotification)
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext, negotiate_as_acceptor
 
-from ...monitor.instruments import DIMSE_COMMANDS, count_dimse_response, dimse_counter
+from ...core.instruments import DIMSE_COMMANDS, count_dimse_response, dimse_counter
 from .. import statuses
 from ..ingest import Ingest, Received
 from ..model import StoreRefused
