@@ -27,7 +27,7 @@ environment:
   YILIAN_HTTP_PORT       HTTP API port; health port of a 'serve' process (default 8080)
   YILIAN_DICOM_PORT      DICOM port of the PACS gateway (default 11112)
   YILIAN_AE_TITLE        the gateway's called AE title (default YILIAN)
-  YILIAN_JWT_SECRET      token signing secret (default: generated once under the data directory)
+  YILIAN_JWT_SECRET      token signing secret (default: $YILIAN_DATA_DIR/jwt.secret, which 'up' writes once)
   YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
   YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)
   YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
@@ -150,9 +150,12 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a bearer token for a user of the consortium",
                            description="Print a signed bearer token (JWT) for USER_ID of the loaded consortium, "
-                                       "carrying the user's organisation, role and centre.")
+                                       "carrying the user's organisation, role and centre. It is signed with the "
+                                       "running server's secret, found as the server finds it: YILIAN_JWT_SECRET, "
+                                       "else $YILIAN_DATA_DIR/jwt.secret (default ./var/jwt.secret), which "
+                                       "'yilian up' writes at its first start; without either it refuses.")
     token.add_argument("--user", required=True, metavar="USER_ID", help="a user id from the consortium file")
-    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS", help="lifetime (default 28800)")
+    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS", help="lifetime, a positive number of seconds (default 28800)")
     consortium_arg(token)
     token.set_defaults(func=cmd_token)
 

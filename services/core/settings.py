@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_CONSORTIUM = Path(__file__).resolve().parents[2] / "deploy" / "consortium.example.yaml"
+SECRET_FILE = "jwt.secret"  # the generated JWT secret, under the data directory
 
 
 def _int(name: str, default: int) -> int:
@@ -114,18 +116,33 @@ class Settings:
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
         )
 
-    def secret(self) -> str:
-        """The JWT signing secret: ``YILIAN_JWT_SECRET``, else one generated once under the data dir.
+    def secret(self, *, create: bool = False) -> str:
+        """The JWT signing secret, found by one rule for the server and ``yilian token``:
+        ``YILIAN_JWT_SECRET`` if set, else the file ``$YILIAN_DATA_DIR/jwt.secret``.
 
-        The generated file is for the embedded, single-machine default only; a scale-out
-        deployment sets the variable (docker-compose.yml requires it).
+        Only a server passes ``create``: it writes that file (mode 0600) at its first start. A
+        command that issues tokens must find the running server's secret, so it refuses (naming
+        where it looked) rather than invent a second one every request would then fail against.
+        The file is for the embedded, single-machine default; a scale-out deployment sets the
+        variable (docker-compose.yml requires it).
         """
         if self.jwt_secret:
             return self.jwt_secret
-        path = self.data_dir / "jwt.secret"
-        if not path.exists():
+        path = self.data_dir / SECRET_FILE
+        if create and not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+            with contextlib.suppress(FileExistsError):  # another process of this instance wrote it first
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        if not secret:
+            raise SystemExit(
+                f"no token signing secret: YILIAN_JWT_SECRET is not set and {path} does not exist or is empty. "
+                f"`yilian up` writes {SECRET_FILE} into its data directory at start: run this with the running "
+                "server's YILIAN_DATA_DIR (the default is ./var of the directory it was started in), or set "
+                "YILIAN_JWT_SECRET to the server's secret")
+        return secret

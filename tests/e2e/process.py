@@ -43,7 +43,7 @@ class YilianProcess:
         self.dicom_port = int(env.pop("YILIAN_DICOM_PORT", 0) or stable_port())
         self.env = clean_env(YILIAN_DATA_DIR=str(data_dir), YILIAN_HTTP_PORT=str(self.http_port),
                              YILIAN_DICOM_PORT=str(self.dicom_port), YILIAN_BIND_HOST="127.0.0.1",
-                             YILIAN_JWT_SECRET="test-secret-not-for-production", **env)
+                             **{"YILIAN_JWT_SECRET": "test-secret-not-for-production", **env})
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict | None = None
         self.runs = 0
