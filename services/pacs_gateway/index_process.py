@@ -179,6 +179,10 @@ class IndexServer:
                                                   on_indexed=functools.partial(acknowledge, seq)))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the receiving process stopped; what it did not get acknowledged it sends again
+        except asyncio.CancelledError:
+            # stop() ends the connection. Ending normally: asyncio's stream callback (3.11) logs a
+            # traceback for a cancelled connection task.
+            pass
         except Exception:
             log.exception("bad record from a receiving process; connection closed")
         finally:
@@ -205,7 +209,8 @@ class IndexProcess:
         ready = self._ctx.Event()
         self.process = self._ctx.Process(target=index_process_main, name="yilian-gateway-indexer", daemon=True,
                                          args=(self.settings, self.address, os.getpid(), ready))
-        self.process.start()
+        with orphans.spared_from_interrupt():
+            self.process.start()
         if not await asyncio.to_thread(ready.wait, READY_TIMEOUT):
             self.process.kill()
             raise RuntimeError("the gateway's indexer process did not become ready "
