@@ -1,4 +1,8 @@
-"""What a new user does first, for real: ``make run`` (with his own consortium)."""
+"""What a new user does first, for real: ``make run`` (with his own consortium), the README's
+"Try it" walk pasted into a second shell, and Ctrl-C.
+
+The walk is taken from README.md itself, so the README cannot drift from the code.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,39 @@ def readme_walk() -> str:
 
 def quiet(output: str) -> bool:
     return "Traceback" not in output and "KeyboardInterrupt" not in output
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_readme_walk_brings_a_signed_result_to_the_clinic_inbox_and_a_stop_is_quiet(tmp_path, yilian_process,
+                                                                                       sig):
+    """After the walk every helper process runs (the gateway's indexer, the PDF worker that rendered
+    the result). A terminal's Ctrl-C (SIGINT) and systemd's stop (SIGTERM) reach every process of
+    the group: all stop, with exit status 0 and no traceback."""
+    # A checkout as `make run` leaves it: .venv beside ./var, where the server keeps its token secret.
+    checkout = tmp_path / "yilian"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(sys.prefix)
+    yl = yilian_process(checkout / "var", YILIAN_JWT_SECRET="", YILIAN_STUDY_QUIET_SECONDS="1",
+                        YILIAN_GATEWAY_INDEXER="process")
+    yl.start()
+    # The second shell: in the same directory, without the server's YILIAN_DATA_DIR.
+    walk = subprocess.run(["bash", "-eu", "-o", "pipefail", "-c", readme_walk()], cwd=checkout,
+                          env=clean_env(PATH=SHELL_PATH, YILIAN_HTTP_PORT=str(yl.http_port),
+                                        YILIAN_DICOM_PORT=str(yl.dicom_port)),
+                          capture_output=True, text=True, timeout=240)
+    assert walk.returncode == 0, walk.stdout + walk.stderr
+    lines = walk.stdout.splitlines()
+    assert lines[-4:-1] == ["claimed", "draft", "signed"], walk.stdout
+    assert lines[-1].startswith("王建国 示例报告，未见明显异常。 "), walk.stdout
+    assert "'inbox': 'delivered'" in lines[-1]
+    children = yl.children()
+    assert len(children) >= 2, children
+    assert yl.signal_group(sig) == 0
+    log = yl.log_path.read_text()
+    assert quiet(log + yl.stdout_after_ready()), log
+    assert '"message": "stopped"' in log
+    wait_for_sync(lambda: not any(running(pid) for pid in children), timeout=10, what="helper processes to exit")
 
 
 @pytest.mark.parametrize("how", ["CONSORTIUM", "YILIAN_CONSORTIUM"])
