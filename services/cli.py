@@ -155,7 +155,8 @@ def parser() -> argparse.ArgumentParser:
                                        "else $YILIAN_DATA_DIR/jwt.secret (default ./var/jwt.secret), which "
                                        "'yilian up' writes at its first start; without either it refuses.")
     token.add_argument("--user", required=True, metavar="USER_ID", help="a user id from the consortium file")
-    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS", help="lifetime, a positive number of seconds (default 28800)")
+    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS",
+                       help="lifetime, a positive number of seconds (default 28800)")
     consortium_arg(token)
     token.set_defaults(func=cmd_token)
 
