@@ -140,6 +140,12 @@ class IndexServer:
         self.indexer.start()
         self._server = await asyncio.start_unix_server(self._connection, self.address, limit=READ_LIMIT)
 
+    async def receivers_gone(self, timeout: float) -> None:
+        """Until the receiving processes hung up (or ``timeout``): they do once what they
+        forwarded is indexed, before their parent stops this process."""
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=timeout)
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -264,6 +270,9 @@ async def _serve(settings: Settings, address: str, parent_pid: int, ready: Any) 
         await server.start()
         ready.set()
         await stop.wait()
+        # A SIGTERM to the whole process group (systemd's stop) reaches this process with its
+        # parent's: keep indexing until the parent, stopping in order, hung up.
+        await server.receivers_gone(STOP_WAIT)
     finally:
         await server.stop()
         await rt.blobs.close()

@@ -66,6 +66,8 @@ def test_the_readme_walk_brings_a_signed_result_to_the_clinic_inbox_and_a_stop_i
     log = yl.log_path.read_text()
     assert quiet(log + yl.stdout_after_ready()), log
     assert '"message": "stopped"' in log
+    # In order: the indexer process outlives the receiving side that still forwards to it.
+    assert '"level": "error"' not in log and "indexer process lost" not in log, log[log.index('"stopping"') - 100:]
     wait_for_sync(lambda: not any(running(pid) for pid in children), timeout=10, what="helper processes to exit")
 
 
