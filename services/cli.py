@@ -118,6 +118,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(raw: str) -> int:
+    """A token lifetime: a token with none would be born expired (every call answers 401)."""
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {raw!r}")
+    return seconds
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="yilian", description="Yilian (医联): telemedicine collaboration backend of a medical consortium.",
@@ -155,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
                                        "else $YILIAN_DATA_DIR/jwt.secret (default ./var/jwt.secret), which "
                                        "'yilian up' writes at its first start; without either it refuses.")
     token.add_argument("--user", required=True, metavar="USER_ID", help="a user id from the consortium file")
-    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS",
+    token.add_argument("--ttl", type=_positive_seconds, default=8 * 3600, metavar="SECONDS",
                        help="lifetime, a positive number of seconds (default 28800)")
     consortium_arg(token)
     token.set_defaults(func=cmd_token)
