@@ -6,11 +6,14 @@ BIN    := $(VENV)/bin
 # poppler-utils: pdftoppm renders the delivered PDF to PNG).
 DEBS   := dcmtk orthanc fonts-wqy-microhei chromium chromium-driver poppler-utils
 PYTEST_ARGS ?=
+# The consortium file of `make run`: CONSORTIUM=PATH, else YILIAN_CONSORTIUM, else the example
+# (yilian's own rule: --consortium, then the variable, then deploy/consortium.example.yaml).
+CONSORTIUM ?=
 
 .PHONY: run test install install-test debs bench clean help
 
 help:
-	@echo "make run    - create $(VENV), install Yilian, start 'yilian up' with the example consortium"
+	@echo "make run    - create $(VENV), install Yilian, start 'yilian up' (CONSORTIUM=PATH or YILIAN_CONSORTIUM; default the example)"
 	@echo "make test   - install test needs (pip extras + Debian packages) and run the whole suite"
 	@echo "make bench  - run the benchmarks in bench/ (see docs/performance.md)"
 
@@ -31,7 +34,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(BIN)/yilian up --consortium deploy/consortium.example.yaml
+	$(BIN)/yilian up $(if $(CONSORTIUM),--consortium $(CONSORTIUM))
 
 # Installs the Debian packages the suite needs when they are missing (needs root or sudo).
 debs:

@@ -28,7 +28,7 @@ environment:
   YILIAN_HTTP_PORT       HTTP API port; health port of a 'serve' process (default 8080)
   YILIAN_DICOM_PORT      DICOM port of the PACS gateway (default 11112)
   YILIAN_AE_TITLE        the gateway's called AE title (default YILIAN)
-  YILIAN_JWT_SECRET      token signing secret (default: generated once under the data directory)
+  YILIAN_JWT_SECRET      token signing secret (default: $YILIAN_DATA_DIR/jwt.secret, which 'up' writes once)
   YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
   YILIAN_TIMEZONE        time zone of times shown to people and written in DICOM (default: the
                          consortium file's timezone, Asia/Shanghai)
@@ -124,6 +124,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(raw: str) -> int:
+    """A token lifetime: a token with none would be born expired (every call answers 401)."""
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {raw!r}")
+    return seconds
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="yilian", description="Yilian (医联): telemedicine collaboration backend of a medical consortium.",
@@ -156,9 +167,13 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a bearer token for a user of the consortium",
                            description="Print a signed bearer token (JWT) for USER_ID of the loaded consortium, "
-                                       "carrying the user's organisation, role and centre.")
+                                       "carrying the user's organisation, role and centre. It is signed with the "
+                                       "running server's secret, found as the server finds it: YILIAN_JWT_SECRET, "
+                                       "else $YILIAN_DATA_DIR/jwt.secret (default ./var/jwt.secret), which "
+                                       "'yilian up' writes at its first start; without either it refuses.")
     token.add_argument("--user", required=True, metavar="USER_ID", help="a user id from the consortium file")
-    token.add_argument("--ttl", type=int, default=8 * 3600, metavar="SECONDS", help="lifetime (default 28800)")
+    token.add_argument("--ttl", type=_positive_seconds, default=8 * 3600, metavar="SECONDS",
+                       help="lifetime, a positive number of seconds (default 28800)")
     consortium_arg(token)
     token.set_defaults(func=cmd_token)
 

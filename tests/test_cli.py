@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -114,15 +115,43 @@ def test_token_ttl_and_a_wrong_secret():
         verify_token(out.stdout.strip(), "another-secret-0123456789abcdef0123", consortium)
 
 
-def test_token_without_a_secret_uses_one_kept_under_the_data_dir(tmp_path):
-    first = yilian("token", "--user", "admin", YILIAN_DATA_DIR=str(tmp_path))
-    second = yilian("token", "--user", "admin", YILIAN_DATA_DIR=str(tmp_path))
-    assert first.returncode == second.returncode == 0
-    secret_file = tmp_path / "jwt.secret"
-    assert secret_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+def test_token_without_a_secret_refuses_and_names_where_it_looked(tmp_path):
+    """A second shell without the server's YILIAN_DATA_DIR: no second secret that every call would fail
+    against (401 with no hint), but an error naming the file it looked for and what to set."""
+    out = yilian("token", "--user", "admin", YILIAN_DATA_DIR=str(tmp_path / "var"))
+    assert out.returncode == 2, out
+    assert out.stdout == ""
+    assert str(tmp_path / "var" / "jwt.secret") in out.stderr
+    assert "YILIAN_DATA_DIR" in out.stderr and "YILIAN_JWT_SECRET" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "var").exists()  # nothing invented
+
+
+def test_token_finds_the_secret_the_running_server_wrote(tmp_path, yilian_process):
+    yl = yilian_process(tmp_path / "data", YILIAN_JWT_SECRET="")  # the embedded default: no variable
+    yl.start()
+    secret_file = tmp_path / "data" / "jwt.secret"
+    assert secret_file.stat().st_mode & 0o077 == 0  # written at start, readable by its owner only
+    out = yilian("token", "--user", "dr-wang", YILIAN_DATA_DIR=str(tmp_path / "data"))
+    assert out.returncode == 0, out.stderr
+    request = urllib.request.Request(f"http://127.0.0.1:{yl.http_port}/api/v1/worklist",
+                                     headers={"Authorization": f"Bearer {out.stdout.strip()}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    assert yl.terminate() == 0
+    # The same rule finds it after the server stopped, and a restart keeps it.
+    again = yilian("token", "--user", "admin", YILIAN_DATA_DIR=str(tmp_path / "data"))
+    assert again.returncode == 0, again.stderr
     consortium = load_consortium(EXAMPLE_CONSORTIUM)
-    for out in (first, second):
-        assert verify_token(out.stdout.strip(), secret_file.read_text().strip(), consortium).role == "admin"
+    assert verify_token(again.stdout.strip(), secret_file.read_text().strip(), consortium).role == "admin"
+
+
+@pytest.mark.parametrize("ttl", ["-5", "0"])
+def test_token_with_a_ttl_that_is_not_positive_is_refused(ttl):
+    out = yilian("token", "--user", "dr-wang", "--ttl", ttl, YILIAN_JWT_SECRET=SECRET)
+    assert out.returncode == 2, out
+    assert out.stdout == ""  # no token born expired
+    assert "ttl" in out.stderr and ttl in out.stderr and "positive" in out.stderr
 
 
 def test_token_for_an_unknown_user_exits_2():

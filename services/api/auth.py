@@ -138,7 +138,7 @@ def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None) -> Any:
             return await handler(request)
         token = bearer(request)
         if not secret:
-            secret.append(rt.settings.secret())
+            secret.append(rt.settings.secret(create=True))
         try:
             principal = verified.verify(token, secret[0], rt.consortium)
         except AuthError as exc:

@@ -23,6 +23,8 @@ class ApiService:
         self.port: int | None = None
 
     async def start(self) -> None:
+        # Written before the port opens, so `yilian token` finds it as soon as `ready` is printed.
+        self.rt.settings.secret(create=True)
         app = create_app(self.rt)
         self._runner = ProblemAppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

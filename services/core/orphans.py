@@ -3,6 +3,9 @@
 Nothing tells a child that its parent died (it is re-parented and carries on): a
 ``ProcessPoolExecutor`` worker blocks on its call queue, a gateway worker keeps its share
 of the listening port. So each helper watches its parent pid from a daemon thread.
+
+Nor do they stop on their own at Ctrl-C: they are started with SIGINT blocked
+(:func:`spared_from_interrupt`) and their parent stops them in order.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 
 log = logging.getLogger("yilian.orphans")
 
@@ -47,3 +52,22 @@ def stop_with_parent(parent_pid: int, stop: asyncio.Event, what: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: it stopped already
             loop.call_soon_threadsafe(gone)
     on_parent_exit(parent_pid, act)
+
+
+@contextlib.contextmanager
+def spared_from_interrupt() -> Iterator[None]:
+    """Start helper processes inside this block: they inherit SIGINT blocked, from their first
+    instruction on (a spawned child imports for a second or two before any of our code runs).
+
+    A terminal sends Ctrl-C to the whole process group; a helper would die of it with a
+    KeyboardInterrupt traceback while its parent is still stopping it in order. A SIGINT
+    meant for the parent during the block stays pending and is delivered at its end.
+    """
+    # Starting multiprocessing's resource tracker (done by the first spawn) unblocks SIGINT:
+    # start it before blocking.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

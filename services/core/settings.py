@@ -10,6 +10,7 @@ from pathlib import Path
 from .localtime import zone
 
 DEFAULT_CONSORTIUM = Path(__file__).resolve().parents[2] / "deploy" / "consortium.example.yaml"
+SECRET_FILE = "jwt.secret"  # the generated JWT secret, under the data directory
 
 
 def _int(name: str, default: int) -> int:
@@ -143,15 +144,32 @@ class Settings:
             timezone=_timezone(env.get("YILIAN_TIMEZONE")),
         )
 
-    def secret(self) -> str:
-        """The JWT signing secret: ``YILIAN_JWT_SECRET``, else one generated once under the data dir.
+    def secret(self, *, create: bool = False) -> str:
+        """The JWT signing secret, found by one rule for the server and ``yilian token``:
+        ``YILIAN_JWT_SECRET`` if set, else the file ``$YILIAN_DATA_DIR/jwt.secret``.
 
-        The generated file is for the embedded, single-machine default only; a scale-out
-        deployment sets the variable (docker-compose.yml requires it).
+        Only a server passes ``create``: it writes that file (mode 0600) at its first start. A
+        command that issues tokens must find the running server's secret, so it refuses (naming
+        where it looked) rather than invent a second one every request would then fail against.
+        The file is for the embedded, single-machine default; a scale-out deployment sets the
+        variable (docker-compose.yml requires it).
         """
         if self.jwt_secret:
             return self.jwt_secret
-        return generated_secret(self.data_dir / "jwt.secret")
+        path = self.data_dir / SECRET_FILE
+        if create:
+            return generated_secret(path)
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        if not secret:
+            raise SystemExit(
+                f"no token signing secret: YILIAN_JWT_SECRET is not set and {path} does not exist or is empty. "
+                f"`yilian up` writes {SECRET_FILE} into its data directory at start: run this with the running "
+                "server's YILIAN_DATA_DIR (the default is ./var of the directory it was started in), or set "
+                "YILIAN_JWT_SECRET to the server's secret")
+        return secret
 
     @property
     def embedded(self) -> bool:

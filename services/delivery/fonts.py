@@ -52,7 +52,8 @@ class Fonts:
         self._building = multiprocessing.get_context("spawn").Process(
             target=build_subset, args=(self.full, str(self.subset_path), os.getpid()),
             name="delivery:font-subset", daemon=True)
-        self._building.start()
+        with orphans.spared_from_interrupt():
+            self._building.start()
 
     def for_text(self, *texts: str) -> str:
         """The font file to render ``texts`` with."""
@@ -69,6 +70,7 @@ def build_subset(full: str, path: str, parent_pid: int) -> None:
     os.nice(10)  # after ingest and queries: nothing waits for the subset
     from fontTools import subset
     from fontTools.ttLib import TTFont
+    logging.getLogger("fontTools").setLevel(logging.ERROR)  # "FFTM NOT subset ..." on the terminal is noise
     target = Path(path)
     try:
         font = TTFont(full, fontNumber=0)

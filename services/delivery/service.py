@@ -257,7 +257,9 @@ class Worker:
             self._pdf_pool = ProcessPoolExecutor(self.settings.pdf_processes, mp_context=get_context("spawn"),
                                                  initializer=orphans.exit_with_parent, initargs=(os.getpid(),))
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pdf_pool, call)
+            with orphans.spared_from_interrupt():  # the pool starts its worker process in submit
+                rendering = asyncio.get_running_loop().run_in_executor(self._pdf_pool, call)
+            return await rendering
         except BrokenProcessPool:
             log.warning("PDF worker process died; starting a new one")
             self._pdf_pool = None

@@ -140,6 +140,12 @@ class IndexServer:
         self.indexer.start()
         self._server = await asyncio.start_unix_server(self._connection, self.address, limit=READ_LIMIT)
 
+    async def receivers_gone(self, timeout: float) -> None:
+        """Until the receiving processes hung up (or ``timeout``): they do once what they
+        forwarded is indexed, before their parent stops this process."""
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=timeout)
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -179,6 +185,10 @@ class IndexServer:
                                                   on_indexed=functools.partial(acknowledge, seq)))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the receiving process stopped; what it did not get acknowledged it sends again
+        except asyncio.CancelledError:
+            # stop() ends the connection. Ending normally: asyncio's stream callback (3.11) logs a
+            # traceback for a cancelled connection task.
+            pass
         except Exception:
             log.exception("bad record from a receiving process; connection closed")
         finally:
@@ -205,7 +215,8 @@ class IndexProcess:
         ready = self._ctx.Event()
         self.process = self._ctx.Process(target=index_process_main, name="yilian-gateway-indexer", daemon=True,
                                          args=(self.settings, self.address, os.getpid(), ready))
-        self.process.start()
+        with orphans.spared_from_interrupt():
+            self.process.start()
         if not await asyncio.to_thread(ready.wait, READY_TIMEOUT):
             self.process.kill()
             raise RuntimeError("the gateway's indexer process did not become ready "
@@ -259,6 +270,9 @@ async def _serve(settings: Settings, address: str, parent_pid: int, ready: Any) 
         await server.start()
         ready.set()
         await stop.wait()
+        # A SIGTERM to the whole process group (systemd's stop) reaches this process with its
+        # parent's: keep indexing until the parent, stopping in order, hung up.
+        await server.receivers_gone(STOP_WAIT)
     finally:
         await server.stop()
         await rt.blobs.close()

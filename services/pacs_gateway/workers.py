@@ -50,7 +50,8 @@ class WorkerPool:
             proc = self._ctx.Process(target=worker_main,
                                      args=(self.settings, index + 1, os.getpid(), event, self.indexer_address),
                                      name=f"yilian-gateway-worker-{index + 1}", daemon=True)
-            proc.start()
+            with orphans.spared_from_interrupt():
+                proc.start()
             self.processes.append(proc)
             ready.append(event)
         for proc, event in zip(self.processes, ready):

@@ -36,14 +36,16 @@ def clean_env(**overrides: str) -> dict[str, str]:
 class YilianProcess:
     """One ``yilian`` process with its data dir; ports are chosen once and kept across restarts."""
 
-    def __init__(self, data_dir: Path, *, args: tuple[str, ...] = ("up",), **env: str) -> None:
+    def __init__(self, data_dir: Path, *, args: tuple[str, ...] = ("up",), command: list[str] | None = None,
+                 **env: str) -> None:
         self.data_dir = data_dir
         self.args = args
+        self.command = command or yilian_command()  # another launcher of `yilian up` (make run)
         self.http_port = int(env.pop("YILIAN_HTTP_PORT", 0) or stable_port())  # the same after a restart
         self.dicom_port = int(env.pop("YILIAN_DICOM_PORT", 0) or stable_port())
         self.env = clean_env(YILIAN_DATA_DIR=str(data_dir), YILIAN_HTTP_PORT=str(self.http_port),
                              YILIAN_DICOM_PORT=str(self.dicom_port), YILIAN_BIND_HOST="127.0.0.1",
-                             YILIAN_JWT_SECRET="test-secret-not-for-production", **env)
+                             **{"YILIAN_JWT_SECRET": "test-secret-not-for-production", **env})
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict | None = None
         self.runs = 0
@@ -59,8 +61,9 @@ class YilianProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lines = queue.Queue()
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
-        self.proc = subprocess.Popen([*yilian_command(), *self.args], env=self.env, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True, bufsize=1)
+        # A process group of its own, as a shell gives a command: signal_group() reaches all of it.
+        self.proc = subprocess.Popen([*self.command, *self.args], env=self.env, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, bufsize=1, start_new_session=True)
         threading.Thread(target=self._pump, args=(self.proc, self._lines), daemon=True).start()
         deadline = time.monotonic() + timeout
         while True:
@@ -110,6 +113,26 @@ class YilianProcess:
             pytest.fail(f"yilian did not stop within {timeout}s of SIGTERM; log:\n{self.log_tail()}")
         finally:
             self.log.close()
+
+    def signal_group(self, sig: int, *, timeout: float = 15.0) -> int:
+        """Send ``sig`` to the whole process group, as a terminal's Ctrl-C (SIGINT) or systemd's stop
+        (SIGTERM) does, and wait; returns the exit status."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"yilian did not stop within {timeout}s of {signal.Signals(sig).name}; log:\n{self.log_tail()}")
+        finally:
+            self.log.close()
+
+    def stdout_after_ready(self) -> str:
+        """What the process printed after its ready line (call once it has exited)."""
+        lines = []
+        while (line := self._lines.get(timeout=5)) is not None:
+            lines.append(line)
+        return "".join(lines)
 
     def kill(self) -> None:
         """``kill -9``: no chance to clean up."""

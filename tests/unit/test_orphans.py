@@ -52,3 +52,26 @@ async def test_a_pool_worker_exits_and_a_stateful_helper_stops_cleanly_after_kil
         await parent.wait()
     await wait_for(lambda: not any(map(running, helpers)), timeout=10, what="both helpers end")
     assert said.read_text() == "stopped cleanly"
+
+
+def _blocked_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+
+
+def test_a_helper_started_spared_from_interrupt_has_sigint_blocked_from_its_start_and_the_parent_keeps_its_own():
+    # Whether or not multiprocessing's resource tracker runs yet (starting it unblocks SIGINT).
+    import multiprocessing
+
+    from services.core import orphans
+    sigint = 1 << (signal.SIGINT - 1)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    helper = multiprocessing.get_context("spawn").Process(target=signal.pause, daemon=True)
+    with orphans.spared_from_interrupt():
+        helper.start()
+    try:
+        assert _blocked_signals(helper.pid) & sigint  # a terminal's Ctrl-C cannot interrupt its imports
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before  # the parent's Ctrl-C works again
+    finally:
+        helper.kill()
+        helper.join(10)
