@@ -165,7 +165,10 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
                 from exc
         if rt.bus.relays_outbox:
             from .bus.relay import OutboxRelay
-            relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*names, "runtime")])
+            # Every process may relay every partition of the outbox (the api writes the workflow's
+            # events); it holds its own services' and takes the others only while nobody does.
+            relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*SERVICE_NAMES, "runtime")],
+                                own=[rt.source(n) for n in names], lease_seconds=settings.relay_lease_seconds)
             await relay.start()
             rt._background.append(relay)
         await rt.bus.start()
