@@ -171,6 +171,7 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
                                 own=[rt.source(n) for n in names], lease_seconds=settings.relay_lease_seconds)
             await relay.start()
             rt._background.append(relay)
+            rt.shared["outbox_relay"] = relay
         await rt.bus.start()
         if ready is not None:
             ready(rt)

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from ..events import Event, InvalidEvent, utc_now
 from ..store.port import DuplicateKey, Store
 from .consumer import handle
+from .outage import OUTAGE
 from .port import DEAD_LETTER_TOPIC, Bus, BusUnavailable, RetryPolicy, Subscription, topic_of
 
 log = logging.getLogger("yilian.bus")
@@ -121,6 +122,7 @@ class KafkaBus(Bus):
     async def start(self) -> None:
         self._stopping = False
         self._stopped = False
+        OUTAGE.attach(self.ping, self._after_outage)
         groups = self._groups()
         await self._ensure_topics([self.dead_letter_topic, *self._topics_of(self.subscriptions)])
         for group, subs in groups.items():
@@ -154,6 +156,7 @@ class KafkaBus(Bus):
     async def stop(self) -> None:
         self._stopping = True
         self._stopped = True
+        OUTAGE.detach(self.ping, self._after_outage)
         for task in self._tasks:
             # A consumer finishes and commits the message in hand; give it a moment, then cancel.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -280,7 +283,7 @@ class KafkaBus(Bus):
                 batch = await consumer.getmany(timeout_ms=self.poll_ms, max_records=100)
             except KafkaError as exc:  # the broker may come back
                 failures += 1
-                log.warning("kafka fetch failed", extra={"group": group, "reason": repr(exc)})
+                OUTAGE.quiet(log, "kafka fetch failed", {"group": group, "reason": repr(exc)})
                 await asyncio.sleep(self.retry.backoff(failures))
                 continue
             stalled = False
@@ -307,7 +310,7 @@ class KafkaBus(Bus):
             await consumer.commit({tp: offset})
         except KafkaError as exc:
             # The partition moved to another member (or the broker is away): it is read again.
-            log.warning("kafka commit failed", extra={"group": group, "topic": tp.topic, "offset": offset,
+            OUTAGE.quiet(log, "kafka commit failed", {"group": group, "topic": tp.topic, "offset": offset,
                                                       "reason": repr(exc)})
 
     async def _handle_record(self, group: str, subs: list[Subscription], record) -> None:
@@ -360,7 +363,19 @@ class KafkaBus(Bus):
         except (BusUnavailable, KafkaError, OSError, asyncio.TimeoutError) as exc:
             log.error("dead letter kept in the store only", extra={"id": letter["id"], "reason": repr(exc)})
 
+    async def _after_outage(self) -> None:
+        """The broker answers again: check its topics afresh and drop the producer's metadata."""
+        self._ready_topics.clear()
+        async with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self.timeout)
+
     # --- monitoring ----------------------------------------------------------------
+    def figures(self) -> list:
+        return OUTAGE.figures()
+
     def assignment(self, group: str) -> list[tuple[str, int]]:
         """The (topic, partition) pairs this process consumes for ``group`` right now."""
         consumer = self._consumers.get(group)

@@ -78,6 +78,10 @@ class Bus(ABC):
     async def lag(self) -> dict[str, int]:
         """Events published but not yet acknowledged, per consumer group."""
 
+    def figures(self) -> list:
+        """Metric families of the bus itself (``core.metrics.Family``), read at every scrape."""
+        return []
+
     @property
     def relays_outbox(self) -> bool:
         """Whether events emitted in store transactions must be relayed to this bus."""

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 
 from .. import claims
 from ..events import InvalidEvent, utc_now
+from ..metrics import Family, Sample
 from ..store.port import DuplicateKey, LoggedEvent, Store
 from .port import Bus, RetryPolicy
 
@@ -63,6 +64,7 @@ class OutboxRelay:
         self.retry = retry or RetryPolicy(first_backoff=0.1, max_backoff=5.0)
         self.relayed = 0  # events published since start
         self.failures = 0  # consecutive failed attempts (0 while the bus is healthy)
+        self.failed_attempts = 0  # every failed attempt since start (a metric; only the first of a run is logged)
         self._wakeup = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -215,18 +217,31 @@ class OutboxRelay:
             self._wakeup.clear()
             try:
                 relayed = await self.relay_once()
-                self.failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - bus or store down: the events wait in the outbox
                 self.failures += 1
+                self.failed_attempts += 1
                 delay = self.retry.backoff(self.failures)
-                log.warning("outbox relay failed, retrying", extra={
-                    "attempt": self.failures, "retry_in_s": delay, "reason": repr(exc)})
+                if self.failures == 1:  # the first failure says why; the others are counted
+                    log.warning("outbox relay failed, retrying", extra={
+                        "attempt": self.failures, "retry_in_s": delay, "reason": repr(exc)})
                 await self._sleep(delay, self._stopped)  # a commit does not cut the backoff short
                 continue
+            if self.failures:
+                log.info("outbox relay resumed", extra={"failed_attempts": self.failures})
+                self.failures = 0
             if relayed < self.batch:
                 await self._sleep(self.poll_interval, self._wakeup)
+
+    def figures(self) -> list[Family]:
+        return [Family("yilian_outbox_relay_failed_attempts_total", "counter",
+                       "Outbox relay attempts that failed (bus or store away) and were retried",
+                       [Sample("yilian_outbox_relay_failed_attempts_total", {}, self.failed_attempts)]),
+                Family("yilian_outbox_partitions_held", "gauge",
+                       "Partitions (event sources) of the outbox this process relays now",
+                       [Sample("yilian_outbox_partitions_held", {"source": str(s)}, 1) for s in sorted(
+                           self.held, key=str)])]
 
     @staticmethod
     async def _sleep(seconds: float, wake: asyncio.Event) -> None:
