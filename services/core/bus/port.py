@@ -11,7 +11,7 @@ applies the effect.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..events import Event
@@ -24,9 +24,19 @@ TOPIC_PREFIX = "yilian."
 DEAD_LETTER_TOPIC = "yilian.dead_letter"
 
 
+# ``bus.probe`` is the tests' and benchmarks' event: no service sends or reads it.
+PROBE_FAMILY = "bus"
+
+
 def topic_of(event_type: str) -> str:
     """``instance.stored`` -> ``yilian.instance``."""
     return TOPIC_PREFIX + event_type.split(".", 1)[0]
+
+
+def deployment_topics(event_types: Iterable[str]) -> list[str]:
+    """The topics a deployment needs: one per event family (of the schemas' types), then dead letters."""
+    families = {t.split(".", 1)[0] for t in event_types} - {PROBE_FAMILY}
+    return [*sorted(TOPIC_PREFIX + f for f in families), DEAD_LETTER_TOPIC]
 
 
 class BusUnavailable(Exception):
