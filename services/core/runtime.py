@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .blobs.port import BlobStore
-from .bus.port import Bus
+from .bus.port import Bus, TopicMismatch
 from .consortium import Consortium, consortium_summary, load_consortium
 from .events import Event, SchemaRegistry, registry
 from .settings import Settings
@@ -172,7 +172,10 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
             await relay.start()
             rt._background.append(relay)
             rt.shared["outbox_relay"] = relay
-        await rt.bus.start()
+        try:
+            await rt.bus.start()
+        except TopicMismatch as exc:  # an operator's decision, not a retry: say what to do and stop
+            raise SystemExit(str(exc)) from exc
         if ready is not None:
             ready(rt)
         await stop.wait()

@@ -45,6 +45,7 @@ class Outage(logging.Filter):
         self._last_line = 0.0  # monotonic time of the last line counted
         self._pings: list[Ping] = []
         self._on_end: list[Callable[[], Awaitable[None]]] = []
+        self._on_begin: list[Callable[[], None]] = []
         self._watch: asyncio.Task[None] | None = None
         self._installed = False
 
@@ -53,17 +54,18 @@ class Outage(logging.Filter):
         return self.since is not None
 
     # --- who watches ----------------------------------------------------------------
-    def attach(self, ping: Ping, on_end: Callable[[], Awaitable[None]]) -> None:
-        """A started bus: its ``ping`` tells the end of an outage, ``on_end`` runs after it."""
+    def attach(self, ping: Ping, on_end: Callable[[], Awaitable[None]], on_begin: Callable[[], None]) -> None:
+        """A started bus: ``on_begin`` runs when an outage begins, its ``ping`` tells the end,
+        ``on_end`` runs after it."""
         self._install()
         self._pings.append(ping)
         self._on_end.append(on_end)
+        self._on_begin.append(on_begin)
 
-    def detach(self, ping: Ping, on_end: Callable[[], Awaitable[None]]) -> None:
-        with contextlib.suppress(ValueError):
-            self._pings.remove(ping)
-        with contextlib.suppress(ValueError):
-            self._on_end.remove(on_end)
+    def detach(self, ping: Ping, on_end: Callable[[], Awaitable[None]], on_begin: Callable[[], None]) -> None:
+        for hooks, hook in ((self._pings, ping), (self._on_end, on_end), (self._on_begin, on_begin)):
+            with contextlib.suppress(ValueError):
+                hooks.remove(hook)
 
     def _install(self) -> None:
         # A logger's filter sees only its own records, not its children's: filter each one.
@@ -107,6 +109,8 @@ class Outage(logging.Filter):
         self._counted_now = 0
         log.warning("kafka broker unreachable; its client's errors are counted, not logged, until it answers",
                     extra={"reason": reason})
+        for on_begin in list(self._on_begin):
+            on_begin()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

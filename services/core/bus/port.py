@@ -43,6 +43,10 @@ class BusUnavailable(Exception):
     """The broker cannot be reached; the event was not published."""
 
 
+class TopicMismatch(BusUnavailable):
+    """A topic on the broker does not fit the configuration (too few partitions, not fixable)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     group: str
@@ -87,6 +91,14 @@ class Bus(ABC):
     @abstractmethod
     async def lag(self) -> dict[str, int]:
         """Events published but not yet acknowledged, per consumer group."""
+
+    def topic(self, event_type: str) -> str:
+        """Where events of ``event_type`` go."""
+        return topic_of(event_type)
+
+    def take_lost_topics(self) -> set[str]:
+        """Topics whose records the broker lost since the last call (the outbox publishes them again)."""
+        return set()
 
     def figures(self) -> list:
         """Metric families of the bus itself (``core.metrics.Family``), read at every scrape."""

@@ -19,6 +19,7 @@ backlog at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -47,7 +48,8 @@ def iso(t: datetime) -> str:
 class OutboxRelay:
     def __init__(self, store: Store, bus: Bus, sources: Sequence[str | None] = (None,), *,
                  own: Collection[str | None] | None = None, lease_seconds: float = 10.0,
-                 poll_interval: float = 0.1, batch: int = 200, retry: RetryPolicy | None = None) -> None:
+                 poll_interval: float = 0.1, batch: int = 200, retry: RetryPolicy | None = None,
+                 remember: int = 100_000) -> None:
         self.store = store
         self.bus = bus
         # The partitions this relay may relay (None: every source, as one partition) ...
@@ -63,6 +65,9 @@ class OutboxRelay:
         self.batch = batch
         self.retry = retry or RetryPolicy(first_backoff=0.1, max_backoff=5.0)
         self.relayed = 0  # events published since start
+        # (seq, type) of the last events published: put back in the outbox if the broker loses them
+        self.recent: collections.deque[tuple[int, str]] = collections.deque(maxlen=remember)
+        self.published_again = 0
         self.failures = 0  # consecutive failed attempts (0 while the bus is healthy)
         self.failed_attempts = 0  # every failed attempt since start (a metric; only the first of a run is logged)
         self._wakeup = asyncio.Event()
@@ -179,6 +184,9 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch per partition this relay holds; return how many events were relayed."""
         await self._leases()
+        lost = self.bus.take_lost_topics()
+        if lost:
+            await self._publish_again(lost)
         total = 0
         for source in list(self.held):
             pending = await self.store.read_unrelayed(source=source, limit=self.batch)
@@ -191,9 +199,24 @@ class OutboxRelay:
             except InvalidEvent:
                 await self._publish_one_by_one(pending)
             await self.store.mark_relayed([logged.seq for logged in pending])
+            self.recent.extend((logged.seq, logged.event.type) for logged in pending)
             total += len(pending)
         self.relayed += total
         return total
+
+    async def _publish_again(self, topics: set[str]) -> None:
+        """The broker lost ``topics`` (re-created after a restart): what this process published to
+        them goes back in the outbox, in its ``seq`` order; consumers apply each event once."""
+        seqs = [seq for seq, type in self.recent if self.bus.topic(type) in topics]
+        if not seqs:
+            return
+        await self.store.mark_relayed(seqs, relayed=False)
+        kept = [(seq, type) for seq, type in self.recent if self.bus.topic(type) not in topics]
+        self.recent.clear()
+        self.recent.extend(kept)
+        self.published_again += len(seqs)
+        log.warning("events the broker lost are published again", extra={
+            "topics": sorted(topics), "events": len(seqs), "from_seq": seqs[0]})
 
     async def _publish_one_by_one(self, pending: list[LoggedEvent]) -> None:
         """Find the event the bus refuses; keep it as a dead letter instead of blocking the outbox."""
