@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -55,6 +56,22 @@ async def test_a_topic_with_fewer_partitions_than_configured_is_refused_at_start
     assert "set partitions=1 in YILIAN_BUS_URL" in message
 
 
+@asynccontextmanager
+async def consuming(store, url: str):
+    """A process's bus: one consumer group applying bus.probe, and the relay of SOURCE."""
+    effects = Effects(store)
+    bus = new_bus(url, store)
+    bus.subscribe(GROUP, ["bus.probe"], effects.handler("a"))
+    relay = OutboxRelay(store, bus, sources=[SOURCE])
+    await bus.start()
+    await relay.start()
+    try:
+        yield effects, bus, relay
+    finally:
+        await relay.stop()
+        await bus.stop()
+
+
 async def broker_back_without_topics(broker, topic: str, partitions: int) -> None:
     """Stop the broker until the bus sees the outage; start it (memory storage: every topic,
     record and group is gone) and re-create ``topic`` with ``partitions``, as a broker that
@@ -68,13 +85,7 @@ async def broker_back_without_topics(broker, topic: str, partitions: int) -> Non
 async def test_after_a_broker_lost_its_topics_consumers_join_again_and_lost_events_are_published_again(
         tmp_path, tansu_broker):
     url = f"{tansu_broker.url}?prefix=back.&partitions=2&session_timeout_ms=1000"
-    async with sqlite(tmp_path) as store:
-        effects = Effects(store)
-        bus = new_bus(url, store)
-        bus.subscribe(GROUP, ["bus.probe"], effects.handler("a"))
-        relay = OutboxRelay(store, bus, sources=[SOURCE])
-        await bus.start()
-        await relay.start()
+    async with sqlite(tmp_path) as store, consuming(store, url) as (effects, bus, relay):
         later: list[object] = []
         try:
             await emit(store, *(probe(i) for i in range(4)))
@@ -101,33 +112,21 @@ async def test_after_a_broker_lost_its_topics_consumers_join_again_and_lost_even
         finally:
             for thing in reversed(later):
                 await thing.stop()
-            await relay.stop()
-            await bus.stop()
 
 
 async def test_a_topic_back_with_fewer_partitions_is_refused_and_its_events_wait_in_the_outbox(
         tmp_path, tansu_broker):
     url = f"{tansu_broker.url}?prefix=few.&partitions=4&session_timeout_ms=1000"
-    async with sqlite(tmp_path) as store:
-        effects = Effects(store)
-        bus = new_bus(url, store)
-        bus.subscribe(GROUP, ["bus.probe"], effects.handler("a"))
-        relay = OutboxRelay(store, bus, sources=[SOURCE])
-        await bus.start()
-        await relay.start()
-        try:
-            await emit(store, probe(0))
-            await wait_for(lambda: effects.all_applied() == [0], timeout=30, what="an event before")
+    async with sqlite(tmp_path) as store, consuming(store, url) as (effects, bus, relay):
+        await emit(store, probe(0))
+        await wait_for(lambda: effects.all_applied() == [0], timeout=30, what="an event before")
 
-            await broker_back_without_topics(tansu_broker, "few.yilian.bus", 2)
-            await emit(store, *(probe(i) for i in range(1, 9)))
-            await wait_for(lambda: relay.failures >= 2, timeout=30, what="the relay to be refused")
-            with pytest.raises(TopicMismatch, match="'few.yilian.bus' has 2 partition.s. where the bus URL says "
-                                                     "partitions=4"):
-                await bus.publish(probe(99))
-            assert [e.event.data["seq"] for e in await store.read_unrelayed(source=SOURCE)] == list(range(9))
-            await asyncio.sleep(0.5)
-            assert effects.all_applied() == [0]
-        finally:
-            await relay.stop()
-            await bus.stop()
+        await broker_back_without_topics(tansu_broker, "few.yilian.bus", 2)
+        await emit(store, *(probe(i) for i in range(1, 9)))
+        await wait_for(lambda: relay.failures >= 2, timeout=30, what="the relay to be refused")
+        with pytest.raises(TopicMismatch, match="'few.yilian.bus' has 2 partition.s. where the bus URL says "
+                                                 "partitions=4"):
+            await bus.publish(probe(99))
+        assert [e.event.data["seq"] for e in await store.read_unrelayed(source=SOURCE)] == list(range(9))
+        await asyncio.sleep(0.5)
+        assert effects.all_applied() == [0]

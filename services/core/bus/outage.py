@@ -2,10 +2,10 @@
 
 While the broker is away aiokafka logs an error for every retry of every connection (about
 2,000 lines per consumer process in a 10 s outage).  The first line that says the broker
-cannot be reached opens the outage: one warning names it.  Until a ping answers again and the clients have stopped complaining,
-aiokafka's warnings and errors, and the bus's and relay's own retry lines, are counted
-instead of written (``yilian_bus_outage_log_lines_total``); the end is one line with the
-duration and the count.  Logging is process-wide, so there is one :data:`OUTAGE` per process.
+cannot be reached opens the outage: one warning names it.  Until a ping answers again and
+the clients have been quiet for a moment, aiokafka's warnings and errors, and the bus's own
+retry lines, are counted instead of written (``yilian_bus_outage_log_lines_total``); the end
+is one line with the duration and the count.  Logging is process-wide, so there is one :data:`OUTAGE` per process.
 """
 
 from __future__ import annotations
