@@ -10,6 +10,10 @@
   the same.  Records that are not valid envelopes are dead-lettered, never dropped.
 * ``prefix`` namespaces topics and consumer groups, so several deployments (or tests) can
   share one cluster.
+* partition counts are checked at start and after every outage or failed publish: too few
+  are added or refused (:class:`.port.TopicMismatch`); a topic re-created under the bus makes
+  its consumers join again and the relay publish again what the broker lost.
+* a broker outage is logged once at each end (:mod:`.outage`), its client noise counted.
 
 Events emitted in store transactions reach Kafka through :class:`.relay.OutboxRelay`.
 """
