@@ -66,6 +66,11 @@ class Outage(logging.Filter):
         for hooks, hook in ((self._pings, ping), (self._on_end, on_end), (self._on_begin, on_begin)):
             with contextlib.suppress(ValueError):
                 hooks.remove(hook)
+        if not self._pings:  # no bus left to ask: the outage is nobody's now
+            self.since = None
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
 
     def _install(self) -> None:
         # A logger's filter sees only its own records, not its children's: filter each one.
@@ -115,7 +120,7 @@ class Outage(logging.Filter):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not in a loop (a client thread): the next line from the loop starts the watch
-        if self._watch is None or self._watch.done():
+        if self._watch is None or self._watch.done() or self._watch.get_loop() is not loop:
             self._watch = loop.create_task(self._wait_for_broker(), name="kafka-outage")
 
     async def _wait_for_broker(self) -> None:
