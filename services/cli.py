@@ -33,6 +33,7 @@ environment:
   YILIAN_TIMEZONE        time zone of times shown to people and written in DICOM (default: the
                          consortium file's timezone, Asia/Shanghai)
   YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)
+  YILIAN_RELAY_LEASE_SECONDS  a process's lease on a partition of the outbox (Kafka; default 10)
   YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
   YILIAN_GATEWAY_INDEXER   auto (default: process with 2+ cores), process or inline: where instances are indexed
   YILIAN_STUDY_QUIET_SECONDS  quiet time before study.received (default 30)

@@ -84,6 +84,7 @@ class Settings:
     log_level: str = "INFO"
     jwt_secret: str = field(default="", repr=False)
     kafka_idempotent: bool = True
+    relay_lease_seconds: float = 10.0  # a process's hold on a partition of the outbox; a dead one's expires
     gateway_workers: int = 1
     # "process": index in a process of its own (pacs_gateway/index_process.py); from the
     # environment the default is "process" with two cores or more (_gateway_indexer)
@@ -125,6 +126,7 @@ class Settings:
             log_level=(env.get("YILIAN_LOG_LEVEL") or "INFO").upper(),
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
+            relay_lease_seconds=env_float("YILIAN_RELAY_LEASE_SECONDS", 10.0, minimum=0.5),
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
             gateway_indexer=_gateway_indexer(),
             study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),

@@ -15,6 +15,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "dead_letters": (Index(("group",)), Index(("type",))),
     "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",))),
     "revoked_tokens": (),
+    # the outbox relay's lease of each partition (event source) of the outbox (core/bus/relay.py)
+    "outbox_leases": (),
     # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
     "patients": (Index(("organization", "patient_id")),),
     "studies": (Index(("organization",)), Index(("patient_id",)), Index(("study_date",)),
