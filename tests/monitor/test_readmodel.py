@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from services.core.events import Event
@@ -162,8 +164,8 @@ def test_percentile_is_nearest_rank_and_risk_follows_the_sla():
     assert risk(row, Window(deadline - 1000, 0, risk_fraction=0.25)) == "at_risk"
     # "today" starts at local midnight: 00:30 Beijing on the 19th is 16:30 UTC on the 18th
     now = 1_795_019_400.0  # 2026-11-18T16:30:00Z
-    assert Window.at(now).day_start == 1_795_017_600.0  # 2026-11-18T16:00:00Z
-    assert Window.at(now, utc_offset_hours=0).day_start == 1_794_960_000.0
+    assert Window.at(now, ZoneInfo("Asia/Shanghai")).day_start == 1_795_017_600.0  # 2026-11-18T16:00:00Z
+    assert Window.at(now, ZoneInfo("UTC")).day_start == 1_794_960_000.0
 
 
 async def test_the_registry_speaks_the_prometheus_text_format():
