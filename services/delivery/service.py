@@ -18,7 +18,6 @@ import functools
 import logging
 import os
 import ssl
-import uuid
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from ..core import audit, claims, orphans, tls
+from ..core import audit, claims, holders, orphans, tls
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from ..core.store.port import Transaction
@@ -136,7 +135,8 @@ class Worker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = settings_of(rt)
-        self.id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = holders.of(rt)
+        self.id = self.holder.id
         self.backoff = Backoff(self.settings.first_delay, self.settings.max_delay, self.settings.horizon)
         # A claim must outlive the slowest attempt (association + two C-STOREs), or a second
         # worker could take over a delivery that is still being sent.
@@ -158,7 +158,8 @@ class Worker:
 
     async def due(self) -> list[Doc]:
         return await claims.due(self.rt.store, DELIVERIES, busy="delivering", now=iso(self.settings.now()),
-                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight)
+                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight,
+                                gone=self.holder.gone())
 
     async def run_once(self) -> int:
         """Claim what is due and start attempting it; how many were started."""
@@ -181,7 +182,8 @@ class Worker:
         claimed = await claims.claim(self.rt.store, DELIVERIES, d, busy="delivering", worker=self.id,
                                      lease_expires_at=iso(self.settings.now() + self.lease))
         if claimed is not None and d["state"] == "delivering":
-            log.warning("delivery lease expired; taking over", extra={"delivery_id": d["id"], "worker": d["worker"]})
+            why = "lease expired" if d["lease_expires_at"] < iso(self.settings.now()) else "holder gone"
+            log.warning(f"delivery {why}; taking over", extra={"delivery_id": d["id"], "worker": d["worker"]})
         return claimed  # None: another worker got it first
 
     async def _attempt(self, d: Doc) -> None:
