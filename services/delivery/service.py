@@ -229,10 +229,20 @@ class Worker:
         rendered = await self._render(result, study=study, institution=header, centre=institution, font=font)
         pdf_ds = pdf.build_pdf(result, study=study, pdf=rendered, created=created, institution=institution,
                                station=station)
+        loop = asyncio.get_running_loop()
+
+        def stored(sop_instance_uid: str) -> None:
+            # From the C-STORE thread: written before the next instance goes, so a crash after
+            # the SCP's Success cannot make that instance go again.
+            try:
+                asyncio.run_coroutine_threadsafe(record_sent(rt, d, sop_instance_uid), loop).result()
+            except Exception:  # noqa: BLE001 - stopping: the outcome is not written either, it is sent again
+                log.warning("accepted instance not recorded", extra={"delivery_id": d["id"]})
+
         return await asyncio.to_thread(
             dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
-            already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None)
+            already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None, stored=stored)
 
     async def _render(self, result: Doc, **kw: Any) -> bytes:
         """Render the PDF in a worker process (it is CPU-bound: the event loop and the C-STOREs
@@ -272,6 +282,23 @@ def webhook_document(result: Doc, d: Doc) -> Doc:
             "findings", "impression", "critical", "critical_category", "sr_sop_instance_uid",
             "pdf_sop_instance_uid")
     return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys}}
+
+
+async def record_sent(rt: Runtime, d: Doc, sop_instance_uid: str) -> None:
+    """Record at once that the clinic's SCP accepted ``sop_instance_uid`` (``d`` is updated in place,
+    so the attempt's outcome is written over this version)."""
+    sent = sorted({*(d.get("sent") or []), sop_instance_uid})
+    changes = {"sent": sent, "version": d["version"] + 1}
+    try:
+        async with rt.store.transaction() as tx:
+            if not await tx.update(DELIVERIES, d["id"], changes, where={"version": d["version"]}):
+                log.warning("delivery taken over by another worker; accepted instance not recorded",
+                            extra={"delivery_id": d["id"], "sop_instance_uid": sop_instance_uid})
+                return
+    except Exception:  # noqa: BLE001 - the store may be down: the outcome records it, or it is sent again
+        log.exception("could not record an accepted instance", extra={"delivery_id": d["id"]})
+        return
+    d.update(changes)
 
 
 async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff) -> None:

@@ -330,3 +330,54 @@ async def test_kill_9_with_the_default_leases_results_reach_the_clinic_right_aft
         hole.close()
         scp.stop()
         proc.kill()
+
+
+@pytest.mark.slow
+async def test_an_sr_the_clinic_accepted_before_kill_9_is_not_sent_again(tmp_path):
+    """Issue 19, defect 2: each instance the clinic's SCP accepted is recorded at its Success, so
+    after a kill -9 only what was not answered yet goes again."""
+    hole = Terminal(free_port(), answers=1)  # the SR's C-STORE response goes through, the PDF's is held
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    consortium = consortium_file(tmp_path, scp_port=hole.sock.getsockname()[1], webhook_port=None)
+    proc = YilianProcess(data_dir, YILIAN_CONSORTIUM=str(consortium), YILIAN_STUDY_QUIET_SECONDS="0.3")
+    scp = StoreSCP(tmp_path / "clinic-terminal", free_port(), unique=True)  # a file per C-STORE received
+    scp.start()
+    await wait_for(lambda: _listening(scp.port), timeout=10, what="storescp listening")
+    hole.come_back(scp.port)
+    await asyncio.to_thread(proc.start)
+    c = load_consortium(consortium)
+    try:
+        async with aiohttp.ClientSession() as http:
+            [report_id] = await _sign(http, proc, c, tmp_path / "modality", count=1)
+        store = await _store_of(data_dir)
+        try:
+            result = await store.get("results", report_id)
+        finally:
+            await store.close()
+        sr_uid, pdf_uid = result["sr_sop_instance_uid"], result["pdf_sop_instance_uid"]
+        # Yilian has the SR's Success; the PDF is stored at the SCP but its Success never arrives
+        await wait_for(hole.held.is_set, timeout=30, what="the PDF's C-STORE response held back")
+
+        async def sr_recorded() -> bool:
+            return any(sr_uid in (d.get("sent") or []) for d in await _dicom_deliveries(data_dir))
+        deadline = time.monotonic() + 5  # the record follows the Success at once; before the fix, never
+        while not await sr_recorded() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(proc.kill)
+        assert _stored_per_sop_instance(scp) == {sr_uid: 1, pdf_uid: 1}
+
+        hole.answers = None
+        hole.come_back(scp.port)  # the held association dies with the process; new ones go through
+        await asyncio.to_thread(proc.start)
+
+        async def delivered() -> bool:
+            return [d["state"] for d in await _dicom_deliveries(data_dir)] == ["delivered"]
+        await wait_for(delivered, timeout=60, interval=0.1, what="the delivery finished after the restart")
+        await asyncio.to_thread(proc.terminate)
+        # the SR once; the PDF, stored but unanswered at the kill, again (same SOP Instance UID)
+        assert _stored_per_sop_instance(scp) == {sr_uid: 1, pdf_uid: 2}
+    finally:
+        hole.close()
+        scp.stop()
+        proc.kill()

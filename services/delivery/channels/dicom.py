@@ -1,15 +1,17 @@
 """The DICOM channel: C-STORE the SR and the PDF to the clinic's own SCP (pynetdicom SCU).
 
-pynetdicom calls block, so :func:`store` runs in a worker thread.  Instances the SCP already
-accepted (``already_sent``) are not sent again on a retry; either way their SOP Instance
-UIDs never change, so a repeat is the same object to the clinic's archive.
+pynetdicom calls block, so :func:`store` runs in a worker thread.  Each instance the SCP
+accepts is reported to ``stored`` as soon as its Success arrives (the worker records it before
+the next instance goes); instances the SCP already accepted (``already_sent``) are not sent
+again on a retry.  Either way their SOP Instance UIDs never change, so a repeat is the same
+object to the clinic's archive.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -26,7 +28,8 @@ PERMANENT = {0x0122, 0xA900}
 
 
 def store(datasets: Sequence[Dataset], *, calling_ae: str, called_ae: str, host: str, port: int,
-          timeout: float, already_sent: Sequence[str] = (), tls: ssl.SSLContext | None = None) -> Outcome:
+          timeout: float, already_sent: Sequence[str] = (), tls: ssl.SSLContext | None = None,
+          stored: Callable[[str], None] = lambda _uid: None) -> Outcome:
     todo = [ds for ds in datasets if ds.SOPInstanceUID not in already_sent]
     if not todo:
         return Outcome(True, "nothing left to send")
@@ -51,6 +54,7 @@ def store(datasets: Sequence[Dataset], *, calling_ae: str, called_ae: str, host:
                 return Outcome(False, f"{called_ae} refused {ds.SOPClassUID.name} with status 0x{code:04X}",
                                permanent=code in PERMANENT, sent=tuple(sent))
             sent.append(ds.SOPInstanceUID)
+            stored(ds.SOPInstanceUID)
     except (ValueError, RuntimeError) as exc:
         # e.g. no accepted presentation context for the SOP class: the terminal cannot take it
         return Outcome(False, f"{called_ae} cannot take the result: {exc}", permanent=True, sent=tuple(sent))
