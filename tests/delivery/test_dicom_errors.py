@@ -1,6 +1,7 @@
 """A failed DICOM delivery says what happened (the delivery's ``last_error``), against real peers:
 nothing listening, a port that never accepts, TLS to a plain SCP, DCMTK ``storescp --refuse`` and
-``--abort-after``, a peer that hangs up, and an SCP that answers a failure status."""
+``--abort-after``, a peer that hangs up or never answers, and pynetdicom SCPs that answer a failure
+status or support none of the classes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage, Verification
 
 from services.delivery.channels import dicom
 
@@ -128,3 +129,27 @@ def test_an_scp_answering_a_failure_status_says_the_status(datasets):
         server.shutdown()
     assert not outcome.ok and not outcome.permanent
     assert outcome.detail == f"C-STORE of CT Image Storage to CG_TERM@127.0.0.1:{port} failed with status 0xA700"
+
+
+def test_a_peer_that_never_answers_the_association_request(datasets):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        outcome = _store(datasets, port, timeout=1.0)  # accepted by the kernel, never read
+    assert not outcome.ok and not outcome.permanent
+    assert outcome.detail == f"no answer from CG_TERM@127.0.0.1:{port} to the association request within 1s"
+
+
+def test_an_scp_that_takes_none_of_the_classes_is_a_dead_letter_at_once(datasets):
+    scp = AE(ae_title="CG_TERM")
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False)
+    try:
+        port = server.server_address[1]
+        outcome = _store(datasets, port)
+    finally:
+        server.shutdown()
+    assert not outcome.ok and outcome.permanent
+    assert outcome.detail == (f"CG_TERM@127.0.0.1:{port} accepted none of the proposed presentation contexts "
+                              "(SOP class / transfer syntax)")
