@@ -48,8 +48,9 @@ def store(datasets: Sequence[Dataset], *, calling_ae: str, called_ae: str, host:
                          evt_handlers=[(evt.EVT_CONN_OPEN, peer.connected), (evt.EVT_PDU_RECV, peer.pdu)])
     where = f"{called_ae}@{host}:{port}"
     if not assoc.is_established:
-        failed = _not_established(assoc, peer, began, where=where, timeout=timeout, tls=tls is not None)
-        return Outcome(False, failed, permanent=failed.endswith(NONE_ACCEPTED))
+        if assoc.is_aborted and not assoc.accepted_contexts and assoc.rejected_contexts:
+            return Outcome(False, f"{where} {NONE_ACCEPTED}", permanent=True)  # it cannot take SR or PDF
+        return Outcome(False, _not_established(assoc, peer, began, where=where, timeout=timeout, tls=tls is not None))
     sent: list[str] = []
     try:
         for ds in todo:
@@ -159,8 +160,6 @@ def _not_established(assoc: Any, peer: _Peer, began: float, *, where: str, timeo
                                                                   "reason_str")
     if peer.aborted is not None:
         return f"association aborted by {where} ({_abort(peer.aborted)})"
-    if assoc.is_aborted and not assoc.accepted_contexts and assoc.rejected_contexts:
-        return f"{where} {NONE_ACCEPTED}"
     if time.time() - began >= timeout:
         return f"no answer from {where} to the association request within {timeout:g}s"
     return f"connection closed by {where} during association negotiation"
