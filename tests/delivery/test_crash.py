@@ -315,11 +315,13 @@ async def test_kill_9_with_the_default_leases_results_reach_the_clinic_right_aft
 
         async def all_delivered() -> bool:
             return {d["state"] for d in await _dicom_deliveries(data_dir)} == {"delivered"}
-        await wait_for(all_delivered, timeout=60, interval=0.1, what="every result delivered after the restart")
+        # within 60 s of the restart (the leases would hold them 121 s)
+        await wait_for(all_delivered, timeout=60 - ready, interval=0.1, what="every result delivered after the restart")
         delay = time.monotonic() - restarted
         await asyncio.to_thread(proc.terminate)
         print(f"\nrestart: ready after {ready:.1f}s, {results} results at the clinic after {delay:.1f}s")
-        assert delay < 30, f"results reached the clinic {delay:.1f}s after the restart"
+        # what the restart itself costs is the start; after it, only a poll and the attempts
+        assert delay - ready < 30, f"results at the clinic {delay - ready:.1f}s after the restarted process was ready"
         store = await _store_of(data_dir)
         try:
             srs = {(await store.get("results", r))["sr_sop_instance_uid"] for r in reports}
