@@ -263,6 +263,8 @@ def walk(data: bytes | memoryview | mmap.mmap, transfer_syntax: str, limits: Lim
         w.elements(0, len(view), transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN, 0)
     except struct.error:
         raise Malformed("element header cut short") from None
+    except RecursionError:  # a depth limit set past what Python's stack allows
+        raise TooDeep("sequences nested too deeply to walk") from None
     return w.raw
 
 

@@ -8,12 +8,15 @@ Every access is audited, refused ones included, before any byte of patient data 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from ...core.blobs.port import BlobNotFound
+from ...pacs_gateway import bounded
 from ..context import not_found, record, require_role, runtime
 from ..problems import Problem
 from ..scope import sees_study
@@ -186,8 +189,8 @@ async def _metadata(request: web.Request) -> web.Response:
     for doc in found:
         url = _instance_url(base, doc)
         syntax = doc.get("transfer_syntax_uid") or ""
-        async with wado.local_file(rt.blobs, doc["blob_key"]) as path:
-            header = await asyncio.to_thread(wado.read_header, path)
+        async with wado.local_file(rt.blobs, doc["blob_key"]) as path, _decodable(doc):
+            header = await asyncio.to_thread(wado.read_header, path, syntax, _limits(request))
             pixels = (wado.pixel_vr(header, syntax), f"{url}/bulkdata/7FE00010") if doc.get("rows") else None
             item = await asyncio.to_thread(dataset_json, header, lambda tag, u=url: f"{u}/bulkdata/{tag:08X}",
                                            pixel_data=pixels)
@@ -226,6 +229,24 @@ async def _multipart_parts(request: web.Request, part_type: str, parts: list[byt
     return response
 
 
+def _limits(request: web.Request) -> bounded.Limits:
+    return bounded.Limits.of(runtime(request).settings)
+
+
+@contextlib.asynccontextmanager
+async def _decodable(doc: dict[str, Any]) -> AsyncIterator[None]:
+    """A stored instance no read can decode (nested too deep, not whole, inflating past the
+    ceiling: stored before the store-time checks, or damaged) is a 422 naming it, never a 500."""
+    try:
+        yield
+    except bounded.Undecodable as exc:
+        raise Problem(422, f"stored instance {doc['id']} cannot be decoded: {exc.reason}",
+                      slug="undecodable-instance", title="Stored instance cannot be decoded") from None
+    except RecursionError:
+        raise Problem(422, f"stored instance {doc['id']} cannot be decoded: sequences nested too deeply",
+                      slug="undecodable-instance", title="Stored instance cannot be decoded") from None
+
+
 @routes.get(INSTANCE + "/frames/{frames}")
 async def frames(request: web.Request) -> web.StreamResponse:
     study, (doc,) = await _instances(request, "dicomweb.frames")
@@ -237,16 +258,28 @@ async def frames(request: web.Request) -> web.StreamResponse:
         raise Problem(400, str(exc)) from None
     except wado.NotAcceptable as exc:
         raise not_acceptable(str(exc)) from None
-    try:
-        async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
-            data = await asyncio.to_thread(wado.read_frames, path, numbers, decode=decode)
-    except wado.FrameError as exc:
-        raise Problem(404 if "no pixel data" in str(exc) else 400, str(exc)) from None
-    await record(request, "dicomweb.frames", request.path, organization=study.get("organization"),
-                 detail={"sop_instance_uid": doc["id"], "frames": numbers})
     sent_syntax = wado.EXPLICIT_LE if part_type == wado.OCTET else syntax
-    return await _multipart_parts(request, part_type, data, f"{part_type}; transfer-syntax={sent_syntax}",
-                                  sent_syntax)
+    async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
+        try:
+            async with _decodable(doc):
+                layout = await asyncio.to_thread(wado.frame_layout, path, numbers, syntax, _limits(request))
+        except wado.FrameError as exc:
+            raise Problem(404 if "no pixel data" in str(exc) else 400, str(exc)) from None
+        await record(request, "dicomweb.frames", request.path, organization=study.get("organization"),
+                     detail={"sop_instance_uid": doc["id"], "frames": numbers})
+        # One frame read, sent, and let go at a time: memory stays at one frame for any list.
+        writer = MultipartWriter(part_type)
+        response = web.StreamResponse(headers={"Content-Type": writer.content_type(sent_syntax)})
+        await response.prepare(request)
+        for n in numbers:
+            try:
+                data = await asyncio.to_thread(wado.read_frame, path, layout, n, decode=decode)
+            except Exception as exc:  # noqa: BLE001 - undecodable frame after the head went: cut, never a partial lie
+                raise ConnectionAbortedError(f"frame {n} of {doc['id']}: {exc}") from None
+            await writer.part(response, data, content_type=f"{part_type}; transfer-syntax={sent_syntax}")
+            del data
+        await writer.close(response)
+        return response
 
 
 @routes.get(INSTANCE + "/bulkdata/{tag}")
@@ -256,8 +289,9 @@ async def bulkdata(request: web.Request) -> web.StreamResponse:
     if len(text) != 8 or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise Problem(400, "bulk data is addressed by a top-level tag, 8 hex digits (e.g. 7FE00010)")
     try:
-        async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
-            data = await asyncio.to_thread(wado.read_bulk, path, int(text, 16))
+        async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path, _decodable(doc):
+            data = await asyncio.to_thread(wado.read_bulk, path, int(text, 16), doc.get("transfer_syntax_uid") or "",
+                                           _limits(request))
     except (KeyError, wado.FrameError):
         raise await not_found(request, "dicomweb.bulkdata", request.path, f"element {text}") from None
     await record(request, "dicomweb.bulkdata", request.path, organization=study.get("organization"),
@@ -287,9 +321,10 @@ async def _rendered(request: web.Request, frame: int) -> web.Response:
             raise render.RenderError("quality must be 1..100")
     except ValueError as exc:
         raise Problem(400, str(exc)) from None
-    async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
+    async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path, _decodable(doc):
         try:
-            image = await asyncio.to_thread(wado.render_frame, path, frame, media_type=media_type, window=window,
+            image = await asyncio.to_thread(wado.render_frame, path, frame, doc.get("transfer_syntax_uid") or "",
+                                            _limits(request), media_type=media_type, window=window,
                                             viewport=viewport, quality=quality)
         except render.RenderError as exc:
             raise Problem(400, str(exc)) from None
