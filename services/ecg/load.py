@@ -22,7 +22,10 @@ def parse(data: bytes) -> Ecg:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for a damaged file
         raise WaveformError(f"the stored file cannot be parsed: {exc}") from None
-    return decode(ds)
+    try:
+        return decode(ds)
+    except RecursionError:  # sequences nested too deep (stored before the gateway refused them)
+        raise WaveformError("the stored file's sequences are nested too deeply to decode") from None
 
 
 async def load(blobs: BlobStore, instance: dict[str, Any]) -> Ecg:

@@ -306,14 +306,13 @@ def mapped(path: Path) -> Iterator[memoryview]:
             m.close()
 
 
-def _meta_end(path: Path) -> int:
+def _meta_end(part10: Any) -> int:
     """Where the data set starts in a file whose File Meta Information lacks its group length."""
     from pydicom.filereader import _read_file_meta_info, read_preamble
     try:
-        with open(path, "rb") as f:
-            read_preamble(f, False)
-            _read_file_meta_info(f)
-            return f.tell()
+        read_preamble(part10, False)
+        _read_file_meta_info(part10)
+        return part10.tell()
     except Exception:  # noqa: BLE001 - whatever pydicom raises, there is no usable meta
         raise Malformed("no File Meta Information") from None
 
@@ -325,20 +324,27 @@ def _file_chunks(path: Path, offset: int, chunk: int = 1 << 16) -> Iterator[byte
             yield data
 
 
+def check_part10(view: memoryview, transfer_syntax: str, limits: Limits) -> None:
+    """:func:`walk` the data set of the Part 10 file ``view`` (a deflated one inflated within the ceiling)."""
+    offset = data_set_offset(view[:144]) if len(view) >= 144 else None
+    if offset is None:
+        with io.BytesIO(view) as f:
+            offset = _meta_end(f)
+    if offset > len(view):
+        raise Malformed("File Meta Information runs past the end of the file")
+    if transfer_syntax == DEFLATED:
+        data = view[offset:]
+        step = 1 << 16
+        walk(inflate((data[i:i + step] for i in range(0, len(data), step)), len(data), limits), transfer_syntax,
+             limits)
+    else:
+        walk(view[offset:], transfer_syntax, limits)
+
+
 def check_file(path: Path, transfer_syntax: str, limits: Limits) -> None:
-    """:func:`walk` a stored or staged Part 10 file (inflating a deflated one within the ceiling)."""
+    """:func:`check_part10` of a stored or staged file, mapped (only the pages walked are read)."""
     with mapped(path) as view:
-        offset = data_set_offset(view[:144]) if len(view) >= 144 else None
-        if offset is None:
-            offset = _meta_end(path)
-        if offset > len(view):
-            raise Malformed("File Meta Information runs past the end of the file")
-        if transfer_syntax == DEFLATED:
-            size = len(view) - offset
-            inflated = inflate(_file_chunks(path, offset), size, limits)
-            walk(inflated, transfer_syntax, limits)
-        else:
-            walk(view[offset:], transfer_syntax, limits)
+        check_part10(view, transfer_syntax, limits)
 
 
 def read_dataset(path: Path, transfer_syntax: str, limits: Limits, *, stop_before_pixels: bool) -> Any:

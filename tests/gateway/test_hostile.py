@@ -86,3 +86,19 @@ async def test_deflated_instance_of_ordinary_ratio_is_stored(gateway, tmp_path):
     result = await run(storescu, gateway.port, [path], calling=CHENGGUAN_CT, extra=["-R", "-xd"])
     assert result.returncode == 0 and "0xa700" not in result.output.lower(), result.output
     assert await gateway.count("instances") == 1
+
+
+async def test_retrieve_refuses_to_decode_a_stored_undecodable_instance(make_gateway, tmp_path, monkeypatch):
+    """Stored before the depth limit (the header step without it stands in for that): a C-GET or
+    C-MOVE that must convert it (load) is refused by the store's walk before pydicom decodes it,
+    and its sub-operation fails (``_sub_operations``) instead of the DIMSE thread crashing."""
+    from services.pacs_gateway import bounded, ingest, model, retrieve
+    gw = await make_gateway()
+    ds, nested = hostile_instance("nested_300", tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(ingest, "_header", lambda received, limits: model.header_of(ds))
+        assert (await run(send_raw, gw.port, nested))[0] == 0x0000
+    await gw.service.ingest.settled()
+    doc = await gw.rt.store.get("instances", ds.SOPInstanceUID)
+    with pytest.raises(bounded.TooDeep, match="nested deeper than 64"):
+        await run(retrieve.load, gw.service, doc)
