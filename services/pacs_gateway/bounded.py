@@ -132,7 +132,7 @@ class _Short(Malformed):
 
 
 class _Walk:
-    __slots__ = ("buf", "max_depth", "raw", "tag", "u16", "u32", "wanted")
+    __slots__ = ("buf", "explicit_head", "implicit_head", "max_depth", "raw", "tag", "u32", "wanted")
 
     def __init__(self, buf: memoryview, little: bool, max_depth: int, wanted: frozenset[int] | None) -> None:
         self.buf = buf
@@ -140,49 +140,50 @@ class _Walk:
         self.wanted = wanted
         self.raw: dict[int, memoryview] = {}
         order = "<" if little else ">"
+        # One unpack per element header: (group, element, VR, 16-bit length) or (group, element, length).
+        self.explicit_head = struct.Struct(order + "HH2sH").unpack_from
+        self.implicit_head = struct.Struct(order + "HHI").unpack_from
         self.tag = struct.Struct(order + "HH").unpack_from
-        self.u16 = struct.Struct(order + "H").unpack_from
         self.u32 = struct.Struct(order + "I").unpack_from
 
     def elements(self, pos: int, end: int, explicit: bool, depth: int, *, in_item: bool = False,
                  stop_at: int | None = None) -> int:
         """Walk the elements of a data set or item from ``pos`` to ``end`` (exactly), or in an
         undefined-length item to its Item Delimitation; returns where it stopped."""
-        buf, top = self.buf, depth == 0
+        buf, top, u32 = self.buf, depth == 0, self.u32
+        wanted = self.wanted if top else None
         if explicit and pos + 6 <= end and bytes(buf[pos + 4:pos + 6]) not in KNOWN_VRS \
                 and self.tag(buf, pos)[0] != 0xFFFE:
             explicit = False  # implicit VR in an explicit syntax: pydicom reads it so, and so do we
+        head = self.explicit_head if explicit else self.implicit_head
+        vr = b""
         while pos < end:
             if pos + 8 > end:
                 raise _Short(f"element header cut short at byte {pos}")
-            group, element = self.tag(buf, pos)
+            if explicit:
+                group, element, vr, length = head(buf, pos)
+            else:
+                group, element, length = head(buf, pos)
             tag = group << 16 | element
             if stop_at is not None and tag >= stop_at:
                 return pos
             if group == 0xFFFE:
-                length = self.u32(buf, pos + 4)[0]
+                length = u32(buf, pos + 4)[0]
                 if tag == ITEM_END and in_item:
                     return pos + 8
                 if tag in (ITEM_END, SEQUENCE_END) and length == 0:
                     pos += 8  # a stray delimiter outside its place: harmless, pydicom skips it too
                     continue
                 raise Malformed(f"item tag (FFFE,{element:04X}) outside a sequence at byte {pos}")
-            vr = b""
-            if explicit:
-                vr = bytes(buf[pos + 4:pos + 6])
-                if vr in SHORT_VRS:
-                    length = self.u16(buf, pos + 6)[0]
-                    pos += 8
-                elif vr in LONG_VRS:
-                    if pos + 12 > end:
-                        raise _Short(f"element header cut short at byte {pos}")
-                    length = self.u32(buf, pos + 8)[0]
-                    pos += 12
-                else:
-                    raise Malformed(f"element ({group:04X},{element:04X}) has no valid VR at byte {pos}")
-            else:
-                length = self.u32(buf, pos + 4)[0]
+            if not explicit or vr in SHORT_VRS:
                 pos += 8
+            elif vr in LONG_VRS:
+                if pos + 12 > end:
+                    raise _Short(f"element header cut short at byte {pos}")
+                length = u32(buf, pos + 8)[0]
+                pos += 12
+            else:
+                raise Malformed(f"element ({group:04X},{element:04X}) has no valid VR at byte {pos}")
             if length == UNDEFINED:
                 if tag == PIXEL_DATA and vr in ENCAPSULATED_VRS:
                     pos = self.fragments(pos, end, tag)
@@ -194,15 +195,18 @@ class _Walk:
             if pos + length > end:
                 raise _Short(f"({group:04X},{element:04X}) length {length} runs past the end of the "
                              f"{'data set' if top else 'item'}")
-            if length and (vr == b"SQ" or vr == b"" and tag in SEQUENCE_TAGS):
-                self.sequence(pos, pos + length, explicit, depth + 1, pos + length, tag)
-            elif length and vr == b"UN" and tag in SEQUENCE_TAGS:
-                # pydicom reads a UN whose tag the dictionary calls SQ as an implicit VR sequence:
-                # its depth counts; anything else wrong in it pydicom keeps as bytes.
-                with contextlib.suppress(Malformed):
-                    self.sequence(pos, pos + length, False, depth + 1, pos + length, tag)
-            elif top and self.wanted is not None and tag in self.wanted:
-                self.raw[tag] = buf[pos:pos + length]
+            if length:
+                if vr == b"SQ" or not explicit and tag in SEQUENCE_TAGS:
+                    self.sequence(pos, pos + length, explicit, depth + 1, pos + length, tag)
+                elif vr == b"UN" and tag in SEQUENCE_TAGS:
+                    # pydicom reads a UN whose tag the dictionary calls SQ as an implicit VR sequence:
+                    # its depth counts; anything else wrong in it pydicom keeps as bytes.
+                    with contextlib.suppress(Malformed):
+                        self.sequence(pos, pos + length, False, depth + 1, pos + length, tag)
+                elif wanted is not None and tag in wanted:
+                    self.raw[tag] = buf[pos:pos + length]
+            elif wanted is not None and tag in wanted:
+                self.raw[tag] = buf[pos:pos]
             pos += length
         if in_item:
             raise _Short("an item of undefined length is never closed")

@@ -11,28 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
-
 from ..dicom_samples import hostile_instance, make_instance, storescu, write
 from .conftest import CHENGGUAN_CT, run
+from .test_ingest import pynetdicom_store
 
 
 def send_raw(port: int, path: Path, *, calling: str = CHENGGUAN_CT) -> tuple[int, str]:
-    """C-STORE ``path``'s data set as it is on disk (pynetdicom reads only its File Meta)."""
-    meta = read_file_meta_info(path)
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
-    previous = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        assoc = ae.associate("127.0.0.1", port, ae_title="YILIAN")
-        assert assoc.is_established
-        rsp = assoc.send_c_store(path)
-        assoc.release()
-        return int(rsp.Status), str(rsp.get("ErrorComment", ""))
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = previous
+    """C-STORE ``path``'s data set as it is on disk: (status, Error Comment)."""
+    rsp = pynetdicom_store(port, path, calling=calling)
+    return int(rsp.Status), str(rsp.get("ErrorComment", ""))
 
 
 @pytest.mark.parametrize("native_ul", [True, False], ids=["native-ul", "pynetdicom"])
