@@ -125,3 +125,32 @@ async def test_deflated_metadata_is_read_without_inflating_the_pixels(web, tmp_p
         assert status == 422 and b"inflates past" in body
     finally:
         web.rt.settings = strict
+
+
+async def test_pixel_data_bulk_data_is_streamed(web, tmp_path):
+    """40 MiB of Pixel Data as bulk data: sent from the file a chunk at a time, byte for byte."""
+    import hashlib
+
+    from pydicom import dcmread
+
+    from tests.dicom_samples import dataset_bytes, write_large_multiframe
+    path = write_large_multiframe(tmp_path / "big.dcm", 40 << 20)
+    ds = dcmread(path, stop_before_pixels=True)
+    await _stow(web, path)
+    url = web.root + _instance_path(ds) + "/bulkdata/7FE00010"
+    body = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        async with web.session.get(url, headers={"Authorization": f"Bearer {web.token('cg-clinic')}"}) as resp:
+            assert resp.status == 200
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                body.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, f"peak {peak >> 20} MiB traced while sending 40 MiB of Pixel Data"
+    pixels = dataset_bytes(path)[-(ds.NumberOfFrames * 1024 * 1024):]
+    boundary = resp.headers["Content-Type"].split("boundary=")[1].split(";")[0]
+    expected = (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode() + pixels
+                + f"\r\n--{boundary}--\r\n".encode())
+    assert body.hexdigest() == hashlib.sha256(expected).hexdigest()

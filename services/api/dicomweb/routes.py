@@ -150,9 +150,7 @@ async def _retrieve(request: web.Request) -> web.StreamResponse:
     await record(request, "dicomweb.retrieve", request.path, organization=study.get("organization"),
                  detail={"sop_instance_uids": [d["id"] for d in found]})
     rt, base = runtime(request), base_url(request)
-    writer = MultipartWriter(wado.DICOM)
-    response = web.StreamResponse(headers={"Content-Type": writer.content_type(syntax)})
-    await response.prepare(request)
+    writer, response = await _start_multipart(request, wado.DICOM, syntax)
     for doc in found:  # one file at a time, chunk by chunk
         try:
             await writer.part(response, rt.blobs.read_chunks(doc["blob_key"]),
@@ -218,15 +216,13 @@ async def instance_metadata(request: web.Request) -> web.Response:
 
 # --- WADO-RS: frames and bulk data -------------------------------------------------------------
 
-async def _multipart_parts(request: web.Request, part_type: str, parts: list[bytes], content_type: str,
-                           syntax: str | None = None) -> web.StreamResponse:
+async def _start_multipart(request: web.Request, part_type: str,
+                           syntax: str | None = None) -> tuple[MultipartWriter, web.StreamResponse]:
+    """A prepared ``multipart/related`` response, to write parts to as they are read."""
     writer = MultipartWriter(part_type)
     response = web.StreamResponse(headers={"Content-Type": writer.content_type(syntax)})
     await response.prepare(request)
-    for data in parts:
-        await writer.part(response, data, content_type=content_type)
-    await writer.close(response)
-    return response
+    return writer, response
 
 
 def _limits(request: web.Request) -> bounded.Limits:
@@ -268,9 +264,7 @@ async def frames(request: web.Request) -> web.StreamResponse:
         await record(request, "dicomweb.frames", request.path, organization=study.get("organization"),
                      detail={"sop_instance_uid": doc["id"], "frames": numbers})
         # One frame read, sent, and let go at a time: memory stays at one frame for any list.
-        writer = MultipartWriter(part_type)
-        response = web.StreamResponse(headers={"Content-Type": writer.content_type(sent_syntax)})
-        await response.prepare(request)
+        writer, response = await _start_multipart(request, part_type, sent_syntax)
         for n in numbers:
             try:
                 data = await asyncio.to_thread(wado.read_frame, path, layout, n, decode=decode)
@@ -292,11 +286,16 @@ async def bulkdata(request: web.Request) -> web.StreamResponse:
         async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path, _decodable(doc):
             data = await asyncio.to_thread(wado.read_bulk, path, int(text, 16), doc.get("transfer_syntax_uid") or "",
                                            _limits(request))
+            await record(request, "dicomweb.bulkdata", request.path, organization=study.get("organization"),
+                         detail={"sop_instance_uid": doc["id"], "tag": text})
+            writer, response = await _start_multipart(request, wado.OCTET)
+            # Pixel Data streams from the file, a chunk at a time; other values are small.
+            await writer.part(response, data if isinstance(data, bytes) else wado.file_range(path, *data),
+                              content_type=wado.OCTET)
+            await writer.close(response)
+            return response
     except (KeyError, wado.FrameError):
         raise await not_found(request, "dicomweb.bulkdata", request.path, f"element {text}") from None
-    await record(request, "dicomweb.bulkdata", request.path, organization=study.get("organization"),
-                 detail={"sop_instance_uid": doc["id"], "tag": text})
-    return await _multipart_parts(request, wado.OCTET, [data], wado.OCTET)
 
 
 # --- WADO-RS: rendered --------------------------------------------------------------------------

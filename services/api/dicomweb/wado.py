@@ -10,6 +10,7 @@ only that is accepted.  File reads run in threads, off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -212,8 +213,9 @@ def read_frames(path: Path, numbers: list[int], *, decode: bool, syntax: str = E
     return [read_frame(path, layout, n, decode=decode) for n in numbers]
 
 
-def read_bulk(path: Path, tag: int, syntax: str, limits: bounded.Limits) -> bytes:
-    """The value of top-level element ``tag`` (Pixel Data as stored)."""
+def read_bulk(path: Path, tag: int, syntax: str, limits: bounded.Limits) -> bytes | tuple[int, int]:
+    """The value of top-level element ``tag``: Pixel Data as stored is its (offset, length) in the
+    file, to be streamed (:func:`file_range`); a smaller value, its bytes."""
     check(path, syntax, limits)
     if syntax == bounded.DEFLATED:  # no file offsets to seek to: the data set, inflated within its ceiling
         ds = bounded.read_dataset(path, syntax, limits, stop_before_pixels=False)
@@ -222,15 +224,28 @@ def read_bulk(path: Path, tag: int, syntax: str, limits: bounded.Limits) -> byte
         return bytes(ds[tag].value or b"")
     if tag == 0x7FE00010:
         layout = pixel_layout(path)
-        with open(path, "rb") as f:
-            f.seek(layout.offset)
-            if layout.length != 0xFFFFFFFF:
-                return f.read(layout.length)
-            return f.read()[:-8]  # encapsulated: up to the Sequence Delimitation Item (last in the file)
+        if layout.length != 0xFFFFFFFF:
+            return layout.offset, layout.length
+        # encapsulated: up to the Sequence Delimitation Item (last in the file)
+        return layout.offset, path.stat().st_size - layout.offset - 8
     ds = read_header(path, syntax, limits)
     if tag not in ds or ds[tag].VR not in BINARY_VRS:
         raise KeyError(tag)  # only binary values are bulk data
     return bytes(ds[tag].value or b"")
+
+
+async def file_range(path: Path, offset: int, length: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    """``length`` bytes of the file from ``offset``, a chunk at a time, read off the event loop."""
+    def read(f: Any, n: int) -> bytes:
+        return f.read(n)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while length > 0:
+            data = await asyncio.to_thread(read, f, min(chunk, length))
+            if not data:
+                raise ConnectionAbortedError(f"{path.name} ends before its Pixel Data")  # cut: never a partial lie
+            length -= len(data)
+            yield data
 
 
 def render_frame(path: Path, frame: int, syntax: str, limits: bounded.Limits, **options: Any) -> bytes:
