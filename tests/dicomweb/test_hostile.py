@@ -29,10 +29,13 @@ def failures(body: bytes) -> dict[str, int]:
 async def test_stow_refuses_a_hostile_part_and_keeps_the_good_one(web, tmp_path, kind, reason):
     ds, path = hostile_instance(kind, tmp_path)
     good = write(make_instance(), tmp_path / "good.dcm")
-    status, body, _ = await web.post("/studies", multipart([path.read_bytes(), good.read_bytes()]), STOW_TYPE,
-                                     user="cg-clinic")
+    status, body, headers = await web.post("/studies", multipart([path.read_bytes(), good.read_bytes()]),
+                                           STOW_TYPE, user="cg-clinic")
     assert status == 202, body
     assert failures(body) == {ds.SOPInstanceUID: reason}
+    words = {"nested": "nested deeper than 64", "deflate": "inflates past", "unclosed": "never closed"}
+    assert headers["Warning"].startswith(f'299 yilian "{ds.SOPInstanceUID} refused: ')
+    assert next((w for k, w in words.items() if kind.startswith(k)), "runs past the end") in headers["Warning"]
     assert await web.rt.store.count("instances") == 1
 
 

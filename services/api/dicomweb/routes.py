@@ -103,8 +103,8 @@ async def _search(request: web.Request, level: str) -> web.Response:
                          "study_uids": sorted({r["StudyInstanceUID"] for r in records})})
     headers = {}
     if search.ignored:
-        headers["Warning"] = (f'299 yilian "The following attributes are not supported as query keys '
-                              f'or include fields and were ignored: {", ".join(search.ignored)}"')
+        headers["Warning"] = _warning("The following attributes are not supported as query keys or include "
+                                      f"fields and were ignored: {', '.join(search.ignored)}")
     return dicom_json(body, headers=headers)
 
 
@@ -369,7 +369,15 @@ async def _store(request: web.Request) -> web.Response:
                  detail={"stored": [i for _, i, _, _ in result.stored], "results": result.results,
                          "failed": [{"sop_instance_uid": i, "reason": f"0x{r:04X}", "why": why}
                                     for _, i, r, why in result.failed]})
-    return dicom_json(body, status=result.status)
+    # The Failure Reason is a code; the words go in Warning header fields (PS3.18 8.4.4), one per instance.
+    warnings = [_warning(f"{i or 'part'} refused: {why}") for _, i, _, why in result.failed]
+    return dicom_json(body, status=result.status, headers={"Warning": ", ".join(warnings)} if warnings else None)
+
+
+def _warning(text: str) -> str:
+    """A Warning header field value (RFC 7234 5.5): ASCII, one line, in a quoted string."""
+    text = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "?" for c in text)
+    return f'299 yilian "{text}"'
 
 
 @routes.post(PREFIX + "/studies")
