@@ -3,7 +3,8 @@
 A decompression bomb, a data set that is not whole (a length past its end, a sequence never
 closed) and sequences nested hundreds of levels deep — each built byte by byte
 (``dicom_samples.hostile_instance``), sent by DCMTK ``storescu`` where it will send it, else
-raw by pynetdicom (the bytes as they are), through both upper layers.
+raw by pynetdicom (the bytes as they are: DCMTK will not read a file whose Pixel Data is "larger
+than remaining bytes in file"), through both upper layers.
 """
 
 from __future__ import annotations
