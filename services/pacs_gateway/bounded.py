@@ -328,21 +328,24 @@ def _file_chunks(path: Path, offset: int, chunk: int = 1 << 16) -> Iterator[byte
             yield data
 
 
-def check_part10(view: memoryview, transfer_syntax: str, limits: Limits) -> None:
-    """:func:`walk` the data set of the Part 10 file ``view`` (a deflated one inflated within the ceiling)."""
+def data_set_of(view: memoryview, transfer_syntax: str, limits: Limits) -> bytes | memoryview:
+    """The data set of the Part 10 file ``view``: a view of it, or a deflated one inflated within the ceiling."""
     offset = data_set_offset(view[:144]) if len(view) >= 144 else None
     if offset is None:
         with io.BytesIO(view) as f:
             offset = _meta_end(f)
     if offset > len(view):
         raise Malformed("File Meta Information runs past the end of the file")
-    if transfer_syntax == DEFLATED:
-        data = view[offset:]
-        step = 1 << 16
-        walk(inflate((data[i:i + step] for i in range(0, len(data), step)), len(data), limits), transfer_syntax,
-             limits)
-    else:
-        walk(view[offset:], transfer_syntax, limits)
+    data = view[offset:]
+    if transfer_syntax != DEFLATED:
+        return data
+    step = 1 << 16
+    return inflate((data[i:i + step] for i in range(0, len(data), step)), len(data), limits)
+
+
+def check_part10(view: memoryview, transfer_syntax: str, limits: Limits) -> None:
+    """:func:`walk` the data set of the Part 10 file ``view`` (a deflated one inflated within the ceiling)."""
+    walk(data_set_of(view, transfer_syntax, limits), transfer_syntax, limits)
 
 
 def check_file(path: Path, transfer_syntax: str, limits: Limits) -> None:

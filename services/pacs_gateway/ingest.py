@@ -118,15 +118,8 @@ def _header(received: Received, limits: bounded.Limits) -> InstanceHeader:
             if ts == bounded.DEFLATED:
                 data = bounded.inflate([data], len(data), limits)
             return _from_data_set(received, data, limits)
-        if ts == bounded.DEFLATED:
-            bounded.check_file(received.path, ts, limits)  # inflated within the ceiling, then dropped
-            return _parsed(received)  # the deflated syntax is rare: pydicom, once it is known to be safe
         with bounded.mapped(received.path) as view:
-            offset = bounded.data_set_offset(view[:144])
-            if offset is None:
-                bounded.check_file(received.path, ts, limits)  # finds the data set the slow way
-                return _parsed(received)
-            return _from_data_set(received, view[offset:], limits)
+            return _from_data_set(received, bounded.data_set_of(view, ts, limits), limits)
     except bounded.TooLarge as exc:
         raise StoreRefused(statuses.OUT_OF_RESOURCES, exc.reason) from None
     except bounded.Refused as exc:
@@ -139,22 +132,23 @@ def _from_data_set(received: Received, data: bytes | memoryview, limits: bounded
     scanned = fast_header.from_values(raw) if ts != bounded.EXPLICIT_BIG_ENDIAN else None
     if scanned is not None:
         return scanned
-    if ts == bounded.DEFLATED:  # inflated already: parse that, not the file again
-        return _parsed(received, read_dataset(io.BytesIO(bytes(data)), is_implicit_VR=False,
-                                              is_little_endian=True, stop_when=_at_pixel_data))
-    return _parsed(received)
+    return _parsed(received, bytes(data) if ts == bounded.DEFLATED else None)  # inflated: not the file again
 
 
 def _at_pixel_data(tag: Any, vr: Any, length: Any) -> bool:
     return tag == bounded.PIXEL_DATA
 
 
-def _parsed(received: Received, ds: Any = None) -> InstanceHeader:
-    """The header by pydicom, of a data set :func:`bounded.walk` found whole."""
+def _parsed(received: Received, inflated: bytes | None = None) -> InstanceHeader:
+    """The header by pydicom, of a data set :func:`bounded.walk` found whole (``inflated``: a
+    deflated one, inflated already)."""
     source: Any = received.path if received.path is not None else io.BytesIO(b"".join(received.part10()))
     try:
         # Header only: pixel data and other bulk values stay where they are.
-        return model.header_of(ds if ds is not None else dcmread(source, stop_before_pixels=True, defer_size=4096))
+        ds = (dcmread(source, stop_before_pixels=True, defer_size=4096) if inflated is None else
+              read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True,
+                           stop_when=_at_pixel_data))
+        return model.header_of(ds)
     except StoreRefused:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError,

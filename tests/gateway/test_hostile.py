@@ -67,13 +67,24 @@ async def test_limits_are_settings(make_gateway, tmp_path):
     assert await gw.count("instances") == 2
 
 
-async def test_deflated_instance_of_ordinary_ratio_is_stored(gateway, tmp_path):
-    ds = make_instance(transfer_syntax="1.2.840.10008.1.2.1.99", rows=64, columns=64)
-    ds.PixelData = bytes(range(256)) * 16
-    path = write(ds, tmp_path / "deflated.dcm")
-    result = await run(storescu, gateway.port, [path], calling=CHENGGUAN_CT, extra=["-R", "-xd"])
-    assert result.returncode == 0 and "0xa700" not in result.output.lower(), result.output
-    assert await gateway.count("instances") == 1
+async def test_deflated_instances_of_ordinary_ratio_are_stored(gateway, tmp_path):
+    """In memory, staged (over 1 MiB deflated: random pixels), and one whose header only pydicom
+    reads (ISO 2022 code extensions), each parsed from the one bounded inflate."""
+    import os
+    small = make_instance(transfer_syntax="1.2.840.10008.1.2.1.99", rows=64, columns=64, patient_id="D1")
+    small.PixelData = bytes(range(256)) * 16
+    large = make_instance(transfer_syntax="1.2.840.10008.1.2.1.99", rows=1024, columns=1536, patient_id="D2")
+    large.PixelData = os.urandom(1024 * 1536)
+    iso2022 = make_instance(transfer_syntax="1.2.840.10008.1.2.1.99", patient_id="D3")
+    iso2022.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    paths = [write(ds, tmp_path / f"{n}.dcm") for n, ds in enumerate((small, large, iso2022))]
+    result = await run(storescu, gateway.port, paths, calling=CHENGGUAN_CT, extra=["-R", "-xd"])
+    assert result.returncode == 0 and "error" not in result.output.lower(), result.output
+    assert await gateway.count("instances") == 3
+    for ds in (small, large, iso2022):
+        assert (await gateway.rt.store.get("instances", ds.SOPInstanceUID))["transfer_syntax_uid"] == \
+            "1.2.840.10008.1.2.1.99"
+    assert await gateway.count("patients", {"patient_id": "D3"}) == 1
 
 
 async def test_retrieve_refuses_to_decode_a_stored_undecodable_instance(make_gateway, tmp_path, monkeypatch):
