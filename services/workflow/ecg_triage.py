@@ -25,6 +25,7 @@ from ..core.events import Event
 from ..core.runtime import Runtime
 from ..ecg import measure as measuring
 from ..ecg.load import load
+from ..pacs_gateway import bounded
 from ..ecg.prioritise import Thresholds, breaches, raised
 from ..ecg.waveform import ECG_SOP_CLASSES, WaveformError
 from . import model
@@ -87,7 +88,7 @@ async def _worst_finding(rt: Runtime, study_uid: str) -> Doc | None:
                                     sort=(("series_uid", 1), ("instance_number", 1), ("id", 1)))
     for instance in instances:
         try:
-            ecg = await load(rt.blobs, instance)
+            ecg = await load(rt.blobs, instance, bounded.Limits.of(rt.settings))
         except (WaveformError, KeyError) as exc:
             log.warning("ECG instance cannot be measured", extra={"sop_instance_uid": instance["id"],
                                                                   "reason": str(exc)})
