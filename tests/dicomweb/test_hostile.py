@@ -157,3 +157,16 @@ async def test_pixel_data_bulk_data_is_streamed(web, tmp_path):
     expected = (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode() + pixels
                 + f"\r\n--{boundary}--\r\n".encode())
     assert body.hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+async def test_a_frame_that_cannot_be_decoded_is_a_problem_not_a_500(web, tmp_path):
+    """JPEG baseline whose one fragment is no JPEG, asked decoded (application/octet-stream only)."""
+    from pydicom.encaps import encapsulate
+    ds = make_instance(transfer_syntax="1.2.840.10008.1.2.4.50")
+    ds.PixelData = encapsulate([b"\xff\xd8 not a jpeg \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    await _stow(web, write(ds, tmp_path / "bad-jpeg.dcm"))
+    status, body, headers = await web.get(_instance_path(ds) + "/frames/1", user="cg-clinic",
+                                          headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert status == 422 and headers["Content-Type"].startswith("application/problem+json"), body
+    assert "frame 1 of stored instance" in json.loads(body)["detail"]

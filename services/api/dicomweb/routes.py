@@ -236,11 +236,13 @@ async def _decodable(doc: dict[str, Any]) -> AsyncIterator[None]:
     try:
         yield
     except bounded.Undecodable as exc:
-        raise Problem(422, f"stored instance {doc['id']} cannot be decoded: {exc.reason}",
-                      slug="undecodable-instance", title="Stored instance cannot be decoded") from None
+        raise _undecodable(f"stored instance {doc['id']} cannot be decoded: {exc.reason}") from None
     except RecursionError:
-        raise Problem(422, f"stored instance {doc['id']} cannot be decoded: sequences nested too deeply",
-                      slug="undecodable-instance", title="Stored instance cannot be decoded") from None
+        raise _undecodable(f"stored instance {doc['id']} cannot be decoded: sequences nested too deeply") from None
+
+
+def _undecodable(detail: str) -> Problem:
+    return Problem(422, detail, slug="undecodable-instance", title="Stored instance cannot be decoded")
 
 
 @routes.get(INSTANCE + "/frames/{frames}")
@@ -261,15 +263,20 @@ async def frames(request: web.Request) -> web.StreamResponse:
                 layout = await asyncio.to_thread(wado.frame_layout, path, numbers, syntax, _limits(request))
         except wado.FrameError as exc:
             raise Problem(404 if "no pixel data" in str(exc) else 400, str(exc)) from None
+        try:  # the first frame before the head goes: a frame pydicom cannot decode is still a problem document
+            data = await asyncio.to_thread(wado.read_frame, path, layout, numbers[0], decode=decode)
+        except Exception as exc:  # noqa: BLE001 - no decoder, corrupt data: the client is told
+            raise _undecodable(f"frame {numbers[0]} of stored instance {doc['id']} cannot be decoded: {exc}") from None
         await record(request, "dicomweb.frames", request.path, organization=study.get("organization"),
                      detail={"sop_instance_uid": doc["id"], "frames": numbers})
         # One frame read, sent, and let go at a time: memory stays at one frame for any list.
         writer, response = await _start_multipart(request, part_type, sent_syntax)
         for n in numbers:
-            try:
-                data = await asyncio.to_thread(wado.read_frame, path, layout, n, decode=decode)
-            except Exception as exc:  # noqa: BLE001 - undecodable frame after the head went: cut, never a partial lie
-                raise ConnectionAbortedError(f"frame {n} of {doc['id']}: {exc}") from None
+            if n != numbers[0]:
+                try:
+                    data = await asyncio.to_thread(wado.read_frame, path, layout, n, decode=decode)
+                except Exception as exc:  # noqa: BLE001 - the head went already: cut, never a partial lie
+                    raise ConnectionAbortedError(f"frame {n} of {doc['id']}: {exc}") from None
             await writer.part(response, data, content_type=f"{part_type}; transfer-syntax={sent_syntax}")
             del data
         await writer.close(response)
