@@ -170,3 +170,29 @@ async def test_a_frame_that_cannot_be_decoded_is_a_problem_not_a_500(web, tmp_pa
                                           headers={"Accept": 'multipart/related; type="application/octet-stream"'})
     assert status == 422 and headers["Content-Type"].startswith("application/problem+json"), body
     assert "frame 1 of stored instance" in json.loads(body)["detail"]
+
+
+async def test_a_later_frame_that_cannot_be_decoded_cuts_the_stream_at_once(web, tmp_path):
+    """The head went with frame 1; frame 2 is no JPEG: the client sees a truncated body at once
+    (it waited for the rest until its own timeout when the problem middleware answered instead)."""
+    import aiohttp
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from tests.dicom_samples import real_file
+    src = dcmread(real_file("SC_rgb_jpeg_dcmtk.dcm"))
+    ds = make_instance(transfer_syntax="1.2.840.10008.1.2.4.50", rows=src.Rows, columns=src.Columns,
+                       number_of_frames=2)
+    for keyword in ("SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "BitsAllocated",
+                    "BitsStored", "HighBit"):
+        setattr(ds, keyword, src[keyword].value)
+    ds.PixelData = encapsulate([next(generate_frames(src.PixelData, number_of_frames=1)), b"\xff\xd8 no \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    await _stow(web, write(ds, tmp_path / "half-bad.dcm"))
+    headers = {"Authorization": f"Bearer {web.token('cg-clinic')}",
+               "Accept": 'multipart/related; type="application/octet-stream"'}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async with session.get(web.root + _instance_path(ds) + "/frames/1,2", headers=headers) as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from .access import ROLES, STORE_ROLES, scope_of
 from .dicom_json import MEDIA_TYPE, RETRIEVE_URL, dataset_json, record_json, store_response
 from .multipart import MultipartWriter, parse_accept
 
+log = logging.getLogger("yilian.api.dicomweb")
 routes = web.RouteTableDef()
 
 PREFIX = "/dicomweb"
@@ -157,7 +159,7 @@ async def _retrieve(request: web.Request) -> web.StreamResponse:
                               content_type=f"{wado.DICOM}; transfer-syntax={doc.get('transfer_syntax_uid')}",
                               location=_instance_url(base, doc))
         except BlobNotFound:
-            raise ConnectionAbortedError(f"blob of {doc['id']} missing") from None  # cut: never a partial lie
+            raise _cut(request, f"blob of {doc['id']} missing") from None
     await writer.close(response)
     return response
 
@@ -225,6 +227,16 @@ async def _start_multipart(request: web.Request, part_type: str,
     return writer, response
 
 
+def _cut(request: web.Request, reason: str) -> ConnectionAbortedError:
+    """End a streamed response that cannot be finished: the connection is closed, so the client
+    sees a truncated body, never a whole-looking one (nor waits for the rest on a kept-alive
+    connection, as when the problem middleware answered after the head had gone)."""
+    log.error("streamed response cut", extra={"path": request.path, "reason": reason})
+    if request.transport is not None:
+        request.transport.close()
+    return ConnectionAbortedError(reason)
+
+
 def _limits(request: web.Request) -> bounded.Limits:
     return bounded.Limits.of(runtime(request).settings)
 
@@ -276,7 +288,7 @@ async def frames(request: web.Request) -> web.StreamResponse:
                 try:
                     data = await asyncio.to_thread(wado.read_frame, path, layout, n, decode=decode)
                 except Exception as exc:  # noqa: BLE001 - the head went already: cut, never a partial lie
-                    raise ConnectionAbortedError(f"frame {n} of {doc['id']}: {exc}") from None
+                    raise _cut(request, f"frame {n} of {doc['id']} cannot be decoded: {exc}") from None
             await writer.part(response, data, content_type=f"{part_type}; transfer-syntax={sent_syntax}")
             del data
         await writer.close(response)
@@ -297,8 +309,11 @@ async def bulkdata(request: web.Request) -> web.StreamResponse:
                          detail={"sop_instance_uid": doc["id"], "tag": text})
             writer, response = await _start_multipart(request, wado.OCTET)
             # Pixel Data streams from the file, a chunk at a time; other values are small.
-            await writer.part(response, data if isinstance(data, bytes) else wado.file_range(path, *data),
-                              content_type=wado.OCTET)
+            try:
+                await writer.part(response, data if isinstance(data, bytes) else wado.file_range(path, *data),
+                                  content_type=wado.OCTET)
+            except ConnectionAbortedError as exc:  # the file ends before its Pixel Data does
+                raise _cut(request, str(exc)) from None
             await writer.close(response)
             return response
     except (KeyError, wado.FrameError):
