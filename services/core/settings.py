@@ -91,6 +91,10 @@ class Settings:
     gateway_indexer: str = "inline"
     study_quiet_seconds: float = 30.0
     max_instance_bytes: int = 2 * 1024**3
+    # hostile data sets (core/bounded.py): inflated size and ratio of a deflated one, nesting
+    max_inflated_bytes: int = 256 * 1024**2
+    max_inflate_ratio: int = 100
+    max_sequence_depth: int = 64
     gateway_inline_bytes: int = 1024**2  # instances up to this size are received in memory and journaled whole
     gateway_journal_segment_bytes: int = 32 * 1024**2
     duplicate_policy: str = "keep_first"  # or "replace"
@@ -131,6 +135,9 @@ class Settings:
             gateway_indexer=_gateway_indexer(),
             study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
+            max_inflated_bytes=_int("YILIAN_MAX_INFLATED_BYTES", 256 * 1024**2),
+            max_inflate_ratio=_int("YILIAN_MAX_INFLATE_RATIO", 100),
+            max_sequence_depth=_int("YILIAN_MAX_SEQUENCE_DEPTH", 64),
             gateway_inline_bytes=_int("YILIAN_GATEWAY_INLINE_BYTES", 1024**2),
             gateway_journal_segment_bytes=_int("YILIAN_GATEWAY_JOURNAL_SEGMENT_BYTES", 32 * 1024**2),
             duplicate_policy=env.get("YILIAN_DUPLICATE_POLICY") or "keep_first",
