@@ -173,11 +173,13 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
                              f"YILIAN_HTTP_PORT={settings.http_port}, YILIAN_DICOM_PORT={settings.dicom_port})") \
                 from exc
         if rt.bus.relays_outbox:
+            from . import holders
             from .bus.relay import OutboxRelay
             # Every process may relay every partition of the outbox (the api writes the workflow's
             # events); it holds its own services' and takes the others only while nobody does.
             relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*SERVICE_NAMES, "runtime")],
-                                own=[rt.source(n) for n in names], lease_seconds=settings.relay_lease_seconds)
+                                own=[rt.source(n) for n in names], lease_seconds=settings.relay_lease_seconds,
+                                holder=holders.of(rt))
             await relay.start()
             rt._background.append(relay)
             rt.shared["outbox_relay"] = relay

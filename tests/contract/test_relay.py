@@ -16,6 +16,7 @@ import pytest
 from services.core.bus.kafka import KafkaBus
 from services.core.bus.port import RetryPolicy
 from services.core.bus.relay import OutboxRelay
+from services.core.holders import Holder
 from services.core.events import Event, registry
 from services.core.store.sqlite import SqliteStore
 
@@ -221,6 +222,39 @@ async def test_a_process_relays_another_services_events_while_no_process_of_it_r
                 await workflow.stop()
                 await workflow.bus.stop()
             await api.stop()
+            await bus.stop()
+
+
+async def test_a_partition_of_a_gone_holder_on_this_data_directory_is_taken_at_once(tmp_path, tansu_url):
+    """A process restarted after kill -9 on the same data directory (core/holders.py) does not
+    wait for its dead predecessor's lease: the lock file says the holder is gone."""
+    url = bus_url(tansu_url, f"r{uuid.uuid4().hex[:10]}.")
+    holders_dir = tmp_path / "holders"
+    async with sqlite(tmp_path) as store:
+        effects = Effects(store)
+        bus = new_bus(url, store)
+        bus.subscribe(GROUP, ["bus.probe"], effects.handler("a"))
+        await bus.start()
+        dead, alive = Holder(holders_dir), Holder(holders_dir)
+        dead.open()
+        alive.open()
+        first = OutboxRelay(store, bus, sources=[WORKFLOW], lease_seconds=600, holder=dead)
+        second = OutboxRelay(store, bus, sources=[WORKFLOW], lease_seconds=600, poll_interval=0.05, holder=alive)
+        await first.start()
+        try:
+            await wait_for(lambda: WORKFLOW in first.held, timeout=10, what="the first process to hold the lease")
+            first._task.cancel()  # killed: its 600 s lease stays in the store
+            first.held.clear()
+            await dead.stop()  # ... and the kernel dropped its lock
+            await second.start()
+            await emit(store, *(signed(i) for i in range(3)))
+            await wait_for(lambda: len(effects.all_applied()) == 3, timeout=15,
+                           what="the restarted process to relay without waiting for the lease")
+            assert WORKFLOW in second.held
+        finally:
+            await first.stop()
+            await second.stop()
+            await alive.stop()
             await bus.stop()
 
 

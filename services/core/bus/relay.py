@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from .. import claims
 from ..events import InvalidEvent, utc_now
+from ..holders import Holder
 from ..metrics import Family, Sample
 from ..store.port import DuplicateKey, LoggedEvent, Store
 from .port import Bus, RetryPolicy
@@ -49,7 +50,7 @@ class OutboxRelay:
     def __init__(self, store: Store, bus: Bus, sources: Sequence[str | None] = (None,), *,
                  own: Collection[str | None] | None = None, lease_seconds: float = 10.0,
                  poll_interval: float = 0.1, batch: int = 200, retry: RetryPolicy | None = None,
-                 remember: int = 100_000) -> None:
+                 remember: int = 100_000, holder: Holder | None = None) -> None:
         self.store = store
         self.bus = bus
         # The partitions this relay may relay (None: every source, as one partition) ...
@@ -57,7 +58,10 @@ class OutboxRelay:
         # ... and those it holds while it lives (its own services'; the others only on demand).
         self.own = set(self.sources if own is None else own)
         self.lease_seconds = lease_seconds
-        self.worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # With a holder (core/holders.py) a dead process of this data directory is known to be
+        # gone, and its partitions are taken at once rather than when their lease expires.
+        self.holder = holder
+        self.worker = holder.id if holder else f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.held: dict[str | None, int] = {}  # partition -> version of the lease document we hold
         self._renew_at = 0.0  # loop time of the next lease renewal and look for free partitions
         self._documents_ready = False
@@ -145,8 +149,9 @@ class OutboxRelay:
         """Take the free or expired partitions: our own always, another's if it has events waiting."""
         wanted = {self._lease_id(s) for s in self.sources}
         now = iso(datetime.now(timezone.utc))
+        gone = self.holder.gone() if self.holder else ()
         for lease in await claims.due(self.store, LEASES, busy=RELAYING, now=now, room=len(self.sources),
-                                      skip={self._lease_id(s) for s in self.held}):
+                                      skip={self._lease_id(s) for s in self.held}, gone=gone):
             source = self._source_of(lease["id"])
             if lease["id"] not in wanted:
                 continue
@@ -158,7 +163,7 @@ class OutboxRelay:
                 continue  # another process got it first
             self.held[source] = claimed["version"]
             if lease["state"] == RELAYING:
-                log.warning("outbox partition lease expired; taking over",
+                log.warning("outbox partition lease expired or its holder is gone; taking over",
                             extra={"source": source, "worker": lease["worker"]})
 
     async def _release(self, source: str | None) -> None:
