@@ -241,6 +241,7 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/api/v1/monitor/centres/nope", "coord-county")  # 404
     await call("GET", "/api/v1/consortium", "admin")
     await call("GET", "/api/v1/audit?limit=20", "auditor")
+    await call("GET", "/api/v1/audit/verification", "auditor")
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
 
     answered = {(m, t) for m, t, _ in contract.checked}

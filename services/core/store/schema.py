@@ -13,7 +13,10 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "config": (),
     "handled_events": (Index(("group",)),),
     "dead_letters": (Index(("group",)), Index(("type",))),
-    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",))),
+    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",)),
+              Index(("seq",))),
+    # the audit trail's hash chain: one document, "head" (last seq and hash; services/core/audit.py)
+    "audit_chain": (),
     "revoked_tokens": (),
     # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
     "patients": (Index(("organization", "patient_id")),),
