@@ -45,11 +45,14 @@ def new_record(*, actor: str, role: str, action: str, resource: str, organizatio
             "detail": detail or {}, "traceparent": traceparent}
 
 
+def canonical_json(value: Any) -> bytes:
+    """One byte form per JSON value: keys sorted, no spaces, UTF-8 (what hashes are taken over)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
 def canonical(doc: Doc) -> bytes:
-    """The bytes a record's hash covers: its JSON without ``hash``, keys sorted, no spaces."""
-    body = {k: v for k, v in doc.items() if k != "hash"}
-    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                      allow_nan=False).encode()
+    """The bytes a record's hash covers: its JSON without ``hash``."""
+    return canonical_json({k: v for k, v in doc.items() if k != "hash"})
 
 
 def digest(doc: Doc) -> str:

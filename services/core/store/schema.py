@@ -17,6 +17,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
               Index(("seq",))),
     # the audit trail's hash chain: one document, "head" (last seq and hash; services/core/audit.py)
     "audit_chain": (),
+    # sealed (封存) patients' frozen copies: manifest, report copies, state (services/core/sealing.py)
+    "seals": (Index(("organization", "patient_id", "state")), Index(("state", "sealed_at"))),
     "revoked_tokens": (),
     # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
     "patients": (Index(("organization", "patient_id")),),
