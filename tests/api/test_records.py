@@ -56,13 +56,18 @@ async def test_a_study_inside_its_retention_period_is_not_deleted_and_the_attemp
     assert retention["retained_until"] == "2056-11-23T10:00:10.000Z"
     assert await api.rt.store.get("studies", CG_CT) is not None
     assert await api.rt.store.count("instances", {"study_uid": CG_CT}) == 1
-    (refused,) = await audit_of(api, action="study.delete")
-    assert refused["outcome"] == "refused" and refused["actor"] == "admin"
-    assert refused["detail"]["retention"]["retained_until"] == "2056-11-23T10:00:10.000Z"
-    status, _, _ = await api.call("DELETE", f"/api/v1/studies/{CG_CT}", user="auditor")
+    status, _, _ = await api.call("DELETE", f"/api/v1/studies/{CG_CT}", user="cg-clinic")  # its own: 403
     assert status == 403
+    status, _, _ = await api.call("DELETE", f"/api/v1/studies/{CG_CT}", user="db-clinic")  # not its own: 404
+    assert status == 404
     status, body, _ = await api.call("DELETE", "/api/v1/studies/1.2.3.999", user="admin")
     assert status == 404
+    refused, forbidden, hidden, unknown = await audit_of(api, action="study.delete")
+    assert (unknown["outcome"], unknown["resource"]) == ("not_found", "study/1.2.3.999")
+    assert (forbidden["outcome"], forbidden["actor"]) == ("forbidden", "cg-clinic")
+    assert (hidden["outcome"], hidden["actor"]) == ("not_found", "db-clinic")
+    assert refused["outcome"] == "refused" and refused["actor"] == "admin"
+    assert refused["detail"]["retention"]["retained_until"] == "2056-11-23T10:00:10.000Z"
 
 
 async def test_a_study_past_its_period_is_deleted_with_its_files(api):

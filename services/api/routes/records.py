@@ -12,14 +12,18 @@ from typing import Any
 from aiohttp import web
 
 from ...core import sealing
+from ...core.auth import Principal
 from ...core.deletion import Refused, delete_report, delete_study
-from ..context import page, record, remote, require_role, runtime
+from ...workflow.policy import sees_report
+from ..context import not_found, page, record, remote, require_role, runtime
 from ..problems import Problem, json_response
+from ..scope import sees_study
 from ..validation import json_body, known_query, query_int
 
 routes = web.RouteTableDef()
 
 OUTCOMES = {404: "not_found", 409: "refused"}
+ANY_ROLE = ("clinic", "reader", "coordinator", "admin", "auditor")
 
 
 async def _refused(request: web.Request, action: str, resource: str, exc: Refused | sealing.SealError) -> Problem:
@@ -28,10 +32,24 @@ async def _refused(request: web.Request, action: str, resource: str, exc: Refuse
     return Problem(exc.status, exc.detail, slug=exc.slug, **getattr(exc, "extensions", {}))
 
 
+async def _admin(request: web.Request, action: str, resource: str, what: str, sees: bool) -> Principal:
+    """Only an admin deletes; another role gets 403 for what it sees, 404 for what it may not know exists."""
+    who = require_role(request, *ANY_ROLE)
+    if who.role == "admin":
+        return who
+    if not sees:
+        raise await not_found(request, action, resource, what)
+    await record(request, action, resource, outcome="forbidden")
+    raise Problem(403, f"role {who.role!r} may not delete records (admin only)")
+
+
 @routes.delete("/api/v1/studies/{study_uid}")
 async def remove_study(request: web.Request) -> web.Response:
-    who = require_role(request, "admin")
     uid, rt = request.match_info["study_uid"], runtime(request)
+    caller = require_role(request, *ANY_ROLE)
+    study = await rt.store.get("studies", uid) if caller.role != "admin" else None
+    who = await _admin(request, "study.delete", f"study/{uid}", f"study {uid!r}",
+                       study is not None and await sees_study(rt.store, caller, study))
     try:
         result = await delete_study(rt.store, rt.blobs, rt.consortium.retention, uid, now=datetime.now(UTC),
                                     actor=who.user_id, role=who.role, remote=remote(request))
@@ -42,8 +60,11 @@ async def remove_study(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/reports/{report_id}")
 async def remove_report(request: web.Request) -> web.Response:
-    who = require_role(request, "admin")
     rid, rt = request.match_info["report_id"], runtime(request)
+    caller = require_role(request, *ANY_ROLE)
+    report = await rt.store.get("reports", rid) if caller.role != "admin" else None
+    who = await _admin(request, "report.delete", f"report/{rid}", f"report {rid!r}",
+                       report is not None and sees_report(caller, report))
     try:
         result = await delete_report(rt.store, rt.consortium.retention, rid, now=datetime.now(UTC),
                                      actor=who.user_id, role=who.role, remote=remote(request))
