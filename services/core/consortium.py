@@ -128,7 +128,7 @@ class ConsultationConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetentionConfig:
-    """How long records are kept, per record class, from their last activity (电子病历应用管理规范 第19条)."""
+    """How long records are kept, per record class, from their last activity (电子病历应用管理规范第19条)."""
 
     years: dict[str, int] = field(default_factory=lambda: {"outpatient": 15, "inpatient": 30})
     default_class: str = "inpatient"  # a record whose class is not known is kept as long as this class
