@@ -6,7 +6,9 @@ what the store did in its own transaction, what it refused here.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -32,45 +34,42 @@ async def _refused(request: web.Request, action: str, resource: str, exc: Refuse
     return Problem(exc.status, exc.detail, slug=exc.slug, **getattr(exc, "extensions", {}))
 
 
-async def _admin(request: web.Request, action: str, resource: str, what: str, sees: bool) -> Principal:
+async def _delete(request: web.Request, collection: str, kind: str, id: str,
+                  sees: Callable[[Principal, dict[str, Any]], Awaitable[bool]],
+                  delete: Callable[..., Awaitable[dict[str, Any]]]) -> web.Response:
     """Only an admin deletes; another role gets 403 for what it sees, 404 for what it may not know exists."""
+    action, resource, rt = f"{kind}.delete", f"{kind}/{id}", runtime(request)
     who = require_role(request, *ANY_ROLE)
-    if who.role == "admin":
-        return who
-    if not sees:
-        raise await not_found(request, action, resource, what)
-    await record(request, action, resource, outcome="forbidden")
-    raise Problem(403, f"role {who.role!r} may not delete records (admin only)")
+    if who.role != "admin":
+        doc = await rt.store.get(collection, id)
+        if doc is None or not await sees(who, doc):
+            raise await not_found(request, action, resource, f"{kind} {id!r}")
+        await record(request, action, resource, outcome="forbidden")
+        raise Problem(403, f"role {who.role!r} may not delete records (admin only)")
+    try:
+        result = await delete(id, now=datetime.now(UTC), actor=who.user_id, role=who.role, remote=remote(request))
+    except Refused as exc:
+        raise await _refused(request, action, resource, exc) from None
+    return json_response(result)
 
 
 @routes.delete("/api/v1/studies/{study_uid}")
 async def remove_study(request: web.Request) -> web.Response:
-    uid, rt = request.match_info["study_uid"], runtime(request)
-    caller = require_role(request, *ANY_ROLE)
-    study = await rt.store.get("studies", uid) if caller.role != "admin" else None
-    who = await _admin(request, "study.delete", f"study/{uid}", f"study {uid!r}",
-                       study is not None and await sees_study(rt.store, caller, study))
-    try:
-        result = await delete_study(rt.store, rt.blobs, rt.consortium.retention, uid, now=datetime.now(UTC),
-                                    actor=who.user_id, role=who.role, remote=remote(request))
-    except Refused as exc:
-        raise await _refused(request, "study.delete", f"study/{uid}", exc) from None
-    return json_response(result)
+    rt = runtime(request)
+    return await _delete(request, "studies", "study", request.match_info["study_uid"],
+                         lambda who, doc: sees_study(rt.store, who, doc),
+                         partial(delete_study, rt.store, rt.blobs, rt.consortium.retention))
+
+
+async def _sees_report(who: Principal, doc: dict[str, Any]) -> bool:
+    return sees_report(who, doc)
 
 
 @routes.delete("/api/v1/reports/{report_id}")
 async def remove_report(request: web.Request) -> web.Response:
-    rid, rt = request.match_info["report_id"], runtime(request)
-    caller = require_role(request, *ANY_ROLE)
-    report = await rt.store.get("reports", rid) if caller.role != "admin" else None
-    who = await _admin(request, "report.delete", f"report/{rid}", f"report {rid!r}",
-                       report is not None and sees_report(caller, report))
-    try:
-        result = await delete_report(rt.store, rt.consortium.retention, rid, now=datetime.now(UTC),
-                                     actor=who.user_id, role=who.role, remote=remote(request))
-    except Refused as exc:
-        raise await _refused(request, "report.delete", f"report/{rid}", exc) from None
-    return json_response(result)
+    rt = runtime(request)
+    return await _delete(request, "reports", "report", request.match_info["report_id"], _sees_report,
+                         partial(delete_report, rt.store, rt.consortium.retention))
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:
