@@ -362,3 +362,40 @@ def test_the_example_loads():
 def test_the_example_digest_is_stable():
     assert load_consortium(EXAMPLE_CONSORTIUM).digest() == load_consortium(EXAMPLE_CONSORTIUM).digest()
     assert parse_consortium(BASE).digest() != parse_consortium(BASE.replace("测试医共体", "另一个")).digest()
+
+
+# --- retention (issue 14) ------------------------------------------------------------------------
+
+def test_retention_defaults_and_configured_classes():
+    default = parse_consortium(BASE).retention
+    assert default.years == {"outpatient": 15, "inpatient": 30} and default.default_class == "inpatient"
+    c = parse_consortium(BASE + "retention:\n  years: {outpatient: 20, physical_exam: 5}\n"
+                                "  default_class: outpatient\n")
+    assert c.retention.years == {"outpatient": 20, "inpatient": 30, "physical_exam": 5}
+    assert c.retention.default_class == "outpatient"
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("retention:\n  years: {outpatient: 0}\n", ["retention.years.outpatient"]),
+    ("retention:\n  years: [15, 30]\n", ["retention.years must map"]),
+    ("retention:\n  default_class: emergency\n", ["'emergency'", "inpatient", "outpatient"]),
+    ("retention:\n  keep: 15\n", ["unknown key", "'keep'"]),
+])
+def test_bad_retention_names_the_line(extra, words):
+    text = BASE + extra
+    fails(text, text.count("\n"), *words)  # each error is on the last line
+
+
+def test_retention_runs_from_the_last_activity_of_any_record():
+    from datetime import UTC, datetime
+
+    from services.core.consortium import RetentionConfig
+    from services.core.retention import retention_of
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    docs = [{"signed_at": "2020-02-29T08:00:00.000Z", "addendum_at": "not a time"},
+            {"requested_at": "2019-01-01T00:00:00Z", "state_at": None}]
+    r = retention_of(RetentionConfig(), "outpatient", docs, now=now)
+    assert (r.last_activity, r.retained_until) == ("2020-02-29T08:00:00.000Z", "2035-03-01T08:00:00.000Z")
+    assert not r.expired(now) and r.expired(datetime(2035, 3, 1, 8, tzinfo=UTC))
+    unknown = retention_of(RetentionConfig(), None, [], now=now)
+    assert (unknown.record_class, unknown.retained_until) == ("inpatient", "2056-12-02T00:00:00.000Z")

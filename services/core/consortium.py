@@ -127,6 +127,14 @@ class ConsultationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long records are kept, per record class, from their last activity (电子病历应用管理规范第19条)."""
+
+    years: dict[str, int] = field(default_factory=lambda: {"outpatient": 15, "inpatient": 30})
+    default_class: str = "inpatient"  # a record whose class is not known is kept as long as this class
+
+
+@dataclass(frozen=True, slots=True)
 class Consortium:
     id: str
     name: str
@@ -140,6 +148,7 @@ class Consortium:
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     consultation: ConsultationConfig = field(default_factory=ConsultationConfig)
     timezone: str = DEFAULT_TIMEZONE  # IANA zone of times shown to people and written in DICOM
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -301,7 +310,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False})
+        "consultation": False, "retention": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False})
     timezone = L.opt(head, "timezone", "consortium") or DEFAULT_TIMEZONE
@@ -467,10 +476,26 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                 "consultation.meeting_url_template must be an http(s) URL containing {consultation_id}")
         consultation = ConsultationConfig(template)
 
+    retention = RetentionConfig()
+    if "retention" in top:
+        f = L.mapping(top["retention"], "retention", {"years": False, "default_class": False})
+        years = dict(retention.years)
+        if "years" in f:
+            if not isinstance(f["years"].node, yaml.MappingNode):
+                raise f["years"].error("retention.years must map record classes to years (outpatient: 15)")
+            for key, value in f["years"].node.value:
+                name = L.scalar(L.wrap(key), "retention.years class", pattern=ID)
+                years[name] = L.integer(L.wrap(value), f"retention.years.{name}", 1, 200)
+        default_class = L.opt(f, "default_class", "retention") or retention.default_class
+        if default_class not in years:
+            raise f["default_class"].error(
+                f"retention.default_class {default_class!r} is not one of the classes {sorted(years)}")
+        retention = RetentionConfig(years, default_class)
+
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
-                      timezone=timezone)
+                      timezone=timezone, retention=retention)
 
 
 def consortium_summary(c: Consortium) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from pydicom.filereader import read_dataset
 from ..core.events import Event, utc_now
 from ..core.fsync import fsync_path
 from ..core.runtime import Runtime
+from ..core.sealing import SEALED_PREFIX
 from ..core.store.port import Batch
 from ..core import bounded
 from . import header as fast_header
@@ -620,6 +621,8 @@ async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) 
             except FileNotFoundError:
                 pass
     async for key in rt.blobs.keys():
+        if key.startswith(SEALED_PREFIX):
+            continue  # a sealed (封存) copy: no instance names it, on purpose
         # Keys are <study>/<series>/<sop>.<sha256 prefix>.dcm (model.blob_key).
         sop_uid = key.rsplit("/", 1)[-1].removesuffix(".dcm").rsplit(".", 1)[0]
         doc = await rt.store.get("instances", sop_uid)

@@ -63,6 +63,15 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
         ("GET", "/api/v1/consortium", None),
         ("GET", "/api/v1/audit", None),
+        ("GET", "/api/v1/audit/verification", None),
+        # records custody: deletion under retention, sealing (封存)
+        ("DELETE", f"/api/v1/studies/{study}", None),
+        ("DELETE", f"/api/v1/reports/{report}", None),
+        ("POST", "/api/v1/seals", {"organization": "chengguan-thc", "patient_id": "CG001", "reason": "x"}),
+        ("GET", "/api/v1/seals", None),
+        ("GET", "/api/v1/seals/seal-x", None),
+        ("GET", "/api/v1/seals/seal-x/verification", None),
+        ("POST", "/api/v1/seals/seal-x/unseal", {"reason": "x"}),
         # live queue monitor (services/monitor)
         ("GET", "/api/v1/monitor/centres", None),
         ("GET", "/api/v1/monitor/centres/county-imaging", None),
@@ -103,7 +112,7 @@ BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": 
 async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
-                       "consultation_notes", "bookings"):
+                       "consultation_notes", "bookings", "seals", "instances"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -120,6 +129,7 @@ async def test_matrix_covers_every_route(api):
                .replace("/C", "/{consultation_id}")
                .replace("/results/{report_id}", "/results/{result_id}")
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
+               .replace("/seals/seal-x", "/seals/{seal_id}")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC
@@ -239,6 +249,8 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/studies"), ("dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/audit"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("GET", "/api/v1/audit/verification"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("GET", "/api/v1/seals"), ("cg-clinic", "dr-wang", "coord-county")),
     (("GET", "/api/v1/monitor/centres"), ("cg-clinic", "dr-wang", "auditor")),
     (("GET", "/api/v1/monitor/stream"), ("cg-clinic", "dr-wang", "auditor")),
     (("GET", "/api/v1/monitor/sites"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),

@@ -24,6 +24,7 @@ from services.workflow.leases import WorkflowSettings, parse_iso
 from ..dicomweb.helpers import STOW_TYPE, multipart, sample_files
 from ..support import ManualClock
 from .conftest import api  # noqa: F401 - the fixture
+from .test_records import file_instances
 
 METHODS = ("get", "put", "post", "delete", "patch")
 CG_CT = "1.2.826.0.1.100.1"
@@ -241,6 +242,21 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/api/v1/monitor/centres/nope", "coord-county")  # 404
     await call("GET", "/api/v1/consortium", "admin")
     await call("GET", "/api/v1/audit?limit=20", "auditor")
+    await call("GET", "/api/v1/audit/verification", "auditor")
+
+    # records custody: deletion under retention (409 here), sealing (封存)
+    await call("DELETE", f"/api/v1/studies/{CG_CT}", "admin")
+    await call("DELETE", f"/api/v1/reports/{report_id}", "admin")
+    await file_instances(api, CG_CT)
+    await file_instances(api, "1.2.826.0.1.100.2")
+    seal = await api.ok("POST", "/api/v1/seals", "auditor",
+                        {"organization": "chengguan-thc", "patient_id": "CG001", "reason": "封存"}, status=201)
+    await call("POST", "/api/v1/seals", "auditor", {"organization": "chengguan-thc"})  # 422
+    await call("GET", "/api/v1/seals?state=sealed", "auditor")
+    await call("GET", f"/api/v1/seals/{seal['id']}", "auditor")
+    await call("GET", f"/api/v1/seals/{seal['id']}/verification", "auditor")
+    await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})
+    await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})  # 409
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
 
     answered = {(m, t) for m, t, _ in contract.checked}

@@ -13,7 +13,12 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "config": (),
     "handled_events": (Index(("group",)),),
     "dead_letters": (Index(("group",)), Index(("type",))),
-    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",))),
+    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",)),
+              Index(("seq",))),
+    # the audit trail's hash chain: one document, "head" (last seq and hash; services/core/audit.py)
+    "audit_chain": (),
+    # sealed (封存) patients' frozen copies: manifest, report copies, state (services/core/sealing.py)
+    "seals": (Index(("organization", "patient_id", "state")), Index(("state", "sealed_at"))),
     "revoked_tokens": (),
     # the outbox relay's lease of each partition (event source) of the outbox (core/bus/relay.py)
     "outbox_leases": (),
