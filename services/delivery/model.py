@@ -66,6 +66,7 @@ def result_from_report(data: Doc, *, at: str) -> Doc:
                    findings=data.get("findings") or "", impression=data.get("impression") or "",
                    study_uids=[data["study_uid"]], consultation_id=None)
     result["reviewer_name"] = data.get("reviewer_name")
+    result["structured"] = data.get("structured") or []  # the template's fields, coded item by item in the SR
     return result
 
 

@@ -377,7 +377,7 @@ def _report_event_data(report: Doc, request: Doc) -> Doc:
     keys = ("study_uid", "organization", "centre", "reader_id", "reader_name", "signed_at", "findings",
             "impression", "critical", "critical_category", "addendum_of", "kind", "patient_id", "patient_name",
             "accession_number", "signers", "reviewer_id", "reviewer_name", "template_id", "template_version",
-            "fields", "version")
+            "fields", "structured", "version")
     return {"report_id": report["id"], **{k: report.get(k) for k in keys}, "priority": request["priority"]}
 
 
@@ -395,7 +395,15 @@ def _check_report(content: Doc) -> None:
         raise Invalid("cannot sign: " + "; ".join(problems))
 
 
-def _new_report(ctx: _Ctx, doc: Doc, content: Doc, *, author: str, signers: list[Doc], version: int) -> Doc:
+async def _structured(ctx: _Ctx, content: Doc) -> list[Doc]:
+    """The report's fields with their template's labels and units (the SR codes them item by item)."""
+    if not content.get("template_id") or not content.get("fields"):
+        return []
+    template = await template_store.version(ctx.tx, content["template_id"], content["template_version"])
+    return templates.structured(template, content["fields"]) if template else []
+
+
+async def _new_report(ctx: _Ctx, doc: Doc, content: Doc, *, author: str, signers: list[Doc], version: int) -> Doc:
     user = ctx.rt.consortium.users.get(author)
     reviewer = next((s for s in signers if s["role"] == "reviewing"), None)
     return {"id": f"rp-{uuid.uuid4().hex[:20]}", "request_id": doc["id"], "study_uid": doc["study_uid"],
@@ -404,6 +412,7 @@ def _new_report(ctx: _Ctx, doc: Doc, content: Doc, *, author: str, signers: list
             "signed_at": ctx.at, **content, "addendum_of": None, "addenda": [],
             "signers": signers, "reviewer_id": reviewer["id"] if reviewer else None,
             "reviewer_name": reviewer["name"] if reviewer else None, "version": version,
+            "structured": await _structured(ctx, content),
             "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"),
             "accession_number": doc.get("accession_number"), "clinical_question": doc.get("clinical_question"),
             "escalated_from": doc.get("escalated_from")}
@@ -418,7 +427,7 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
     if not ctx.rt.consortium.centres[doc["centre"]].releases(doc["kind"], user.title if user else None):
         return await _submit(ctx, doc, content)
     seq = _next_version(doc)
-    report = _new_report(ctx, doc, content, author=ctx.actor.user_id,
+    report = await _new_report(ctx, doc, content, author=ctx.actor.user_id,
                          signers=[_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)], version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "sign", {"report_id": report["id"], "signed_at": ctx.at,
@@ -477,7 +486,7 @@ async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
     author = doc["submitted_by"]
     signers = [_signer(ctx, author, "reporting", doc["submitted_at"]),
                _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at)]
-    report = _new_report(ctx, doc, content, author=author, signers=signers, version=seq)
+    report = await _new_report(ctx, doc, content, author=author, signers=signers, version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "countersign", {"report_id": report["id"], "signed_at": ctx.at,
                                                  "signed_by": ctx.actor.user_id, "report_versions": seq})
@@ -520,7 +529,8 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
     report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
                                                "modality", "patient_id", "patient_name", "accession_number",
                                                "clinical_question", "impression", "critical",
-                                               "critical_category")},
+                                               "critical_category", "template_id", "template_version", "fields",
+                                               "structured")},
               "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
               "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": [],
               "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)]}

@@ -19,7 +19,7 @@ from .errors import Invalid
 Doc = dict[str, Any]
 
 TEMPLATE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,15}$")  # also the SR item's Code Value (SH: at most 16)
 SECTIONS = ("findings", "impression")  # the report's text sections, in order
 FIELD_TYPES = ("choice", "number", "text")
 # What a version is made of (and what is compared to tell whether a shipped file changed).
@@ -146,6 +146,12 @@ def check_fields(template: Doc, values: Any) -> Doc:
         raise Invalid(f"template {template['template_id']} v{template['version']} has no field(s) "
                       f"{', '.join(unknown)}")
     return {k: check_value(known[k], v, what=f"field {k}") for k, v in values.items() if v is not None}
+
+
+def structured(template: Doc, values: Doc) -> list[Doc]:
+    """The filled fields in the template's order, with label and unit: what the SR codes item by item."""
+    return [{"key": f["key"], "label": f["label"], "type": f["type"], "unit": f.get("unit"), "value": values[f["key"]]}
+            for f in template.get("fields") or [] if values.get(f["key"]) is not None]
 
 
 def same_content(a: Doc, b: Doc) -> bool:

@@ -59,3 +59,36 @@ def test_the_pdf_names_the_reporting_and_the_reviewing_physician():
     single = render(result_from_report(REPORT, at=CREATED), study=STUDY, institution="城关镇卫生院",
                     centre="县域影像诊断中心", font=DEFAULT_FONT, local=LocalTime.named())
     assert "诊断医师：王建国" in "".join(p.extract_text() for p in PdfReader(io.BytesIO(single)).pages)
+
+
+ECG_REPORT = {**REPORT, "report_id": "rp-ecg", "kind": "ecg", "findings": "P波规律出现，PR间期0.16s。",
+              "impression": "1. 窦性心律；2. 正常心电图。", "template_id": "ecg-12-lead", "template_version": 1,
+              "structured": [{"key": "rhythm", "label": "心律", "type": "choice", "unit": None, "value": "窦性心律"},
+                             {"key": "heart_rate", "label": "心率", "type": "number", "unit": "次/分", "value": 75},
+                             {"key": "axis", "label": "电轴", "type": "number", "unit": "°", "value": -15}]}
+
+
+def test_template_fields_are_coded_items_of_the_sr_not_one_text_blob(tmp_path):
+    result = result_from_report(ECG_REPORT, at=CREATED)
+    sr = build_sr(result, study=STUDY, evidence=[], created=CREATED, institution="县域心电诊断中心", station="YILIAN",
+                  local=LocalTime.named())
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR: Basic Text SR has no NUM
+    sr.save_as(tmp_path / "ecg.dcm", enforce_file_format=True)
+    done = subprocess.run([DSRDUMP, "+Pc", str(tmp_path / "ecg.dcm")], capture_output=True, timeout=30)
+    out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 0 and "Error" not in out and "Warning" not in out, out
+    back = pydicom.dcmread(tmp_path / "ecg.dcm")
+    findings = next(i for i in back.ContentSequence if i.ValueType == "CONTAINER"
+                    and i.ConceptNameCodeSequence[0].CodeValue == "121070")
+    items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in findings.ContentSequence}
+    assert items["心律"].ValueType == "TEXT" and items["心律"].TextValue == "窦性心律"
+    rate = items["心率"].MeasuredValueSequence[0]
+    assert items["心率"].ValueType == "NUM" and float(rate.NumericValue) == 75
+    assert (rate.MeasurementUnitsCodeSequence[0].CodeValue, rate.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator) \
+        == ("/min", "UCUM")
+    assert float(items["电轴"].MeasuredValueSequence[0].NumericValue) == -15
+    assert items["电轴"].MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "deg"
+    assert "心率" in out and "窦性心律" in out
+    # Without fields the SR stays a Basic Text SR, as before.
+    assert build_sr(result_from_report(REPORT, at=CREATED), study=STUDY, evidence=[], created=CREATED,
+                    institution="x", station="YILIAN").SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.11"

@@ -75,6 +75,9 @@ async def test_a_report_records_its_template_version_and_its_fields_are_checked(
     report = await queries.report(world.store, signed["report_id"])
     assert (report["template_id"], report["template_version"]) == ("chest-dr-pa", 1)
     assert report["fields"] == {"ctr": 0.48, "lung_fields": "清晰"}
+    # In the template's order, with labels and units: what the SR codes item by item.
+    assert [(f["label"], f["type"], f["value"]) for f in report["structured"]] == [
+        ("肺野", "choice", "清晰"), ("心胸比", "number", 0.48)]
     assert [s["role"] for s in report["signers"]] == ["reporting"] and report["reviewer_id"] is None
 
 
