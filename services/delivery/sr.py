@@ -180,7 +180,8 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
         # The corrected report's SR (its UID is fixed by its id) is this one's predecessor.
         ds.PredecessorDocumentsSequence = Sequence([_references(result["study_uid"], [
             # An addendum carries its original's fields, so the same rule gives the original's class.
-            (uid_for(result["addendum_of"], "sr-series"), [(sop_class(result), uid_for(result["addendum_of"], "sr"))])])])
+            (uid_for(result["addendum_of"], "sr-series"),
+             [(sop_class(result), uid_for(result["addendum_of"], "sr"))])])])
     # SR Document Content (C.17.3): the content tree.
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])

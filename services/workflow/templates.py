@@ -129,7 +129,8 @@ def check_value(field: Doc, value: Any, *, what: str) -> Any:
             raise Invalid(f"{what} must be a number" + (f" (in {field['unit']})" if field.get("unit") else ""))
         low, high = field.get("min"), field.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
-            raise Invalid(f"{what} {value} is outside {low}..{high}" + (f" {field['unit']}" if field.get("unit") else ""))
+            unit = f" {field['unit']}" if field.get("unit") else ""
+            raise Invalid(f"{what} {value} is outside {low}..{high}{unit}")
     elif not isinstance(value, str) or len(value) > 2000:
         raise Invalid(f"{what} must be a string of at most 2000 characters")
     return value
