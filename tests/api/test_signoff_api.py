@@ -86,3 +86,14 @@ async def test_templates_are_managed_by_the_admin_and_centre_leads_and_every_ver
     # Another centre does not see it; the admin does.
     assert (await api.call("GET", "/api/v1/report-templates/head-ct-county", user="dr-chen"))[0] == 404
     await api.ok("GET", "/api/v1/report-templates/head-ct-county?version=1", "admin")
+
+
+async def test_the_clinic_never_sees_the_text_of_a_report_being_written(api):
+    rid = (await api.create_request(CG_DX))["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{rid}/claim", "dr-wang")
+    await api.ok("PUT", f"/api/v1/reading-requests/{rid}/draft", "dr-wang",
+                 {"findings": "右上肺结节，性质待定。", "impression": "肺癌待排。"})
+    seen = await api.ok("GET", f"/api/v1/reading-requests/{rid}", "cg-clinic")
+    assert seen["state"] == "draft" and "draft" not in seen
+    assert "肺癌" not in str(await api.ok("GET", f"/api/v1/reading-requests?study_uid={CG_DX}", "cg-clinic"))
+    assert (await api.ok("GET", f"/api/v1/reading-requests/{rid}", "dr-li"))["draft"]["impression"] == "肺癌待排。"
