@@ -399,3 +399,33 @@ def test_retention_runs_from_the_last_activity_of_any_record():
     assert not r.expired(now) and r.expired(datetime(2035, 3, 1, 8, tzinfo=UTC))
     unknown = retention_of(RetentionConfig(), None, [], now=now)
     assert (unknown.record_class, unknown.retained_until) == ("inpatient", "2056-12-02T00:00:00.000Z")
+
+
+def test_readers_titles_licences_leads_and_a_centres_sign_off():
+    text, _ = edit("organization: county, centre: county-imaging}",
+                   "organization: county, centre: county-imaging, title: 住院医师, licence_number: '110410000034567',"
+                   " lead: true}")
+    text, _ = edit("    escalation: city-imaging", "    escalation: city-imaging\n    sign_off: {imaging: 主治医师}",
+                   text=text)
+    c = parse_consortium(text)
+    wang, centre = c.users["dr-wang"], c.centres["county-imaging"]
+    assert (wang.title, wang.licence_number, wang.lead) == ("住院医师", "110410000034567", True)
+    assert centre.sign_off == {"imaging": "主治医师"}
+    assert not centre.releases("imaging", "住院医师") and not centre.releases("imaging", None)
+    assert centre.releases("imaging", "主治医师") and centre.releases("imaging", "主任医师")
+    assert c.centres["county-ecg"].releases("ecg", None)  # no sign_off: everyone releases
+
+
+@pytest.mark.parametrize("old,new,words", [
+    ("organization: county, centre: county-imaging}", "organization: county, centre: county-imaging, title: 医师}",
+     ("user.title", "must be one of")),
+    ("organization: county, centre: county-imaging}",
+     "organization: county, centre: county-imaging, licence_number: 'no/such'}", ("licence_number", "malformed")),
+    ("role: admin, organization: county}", "role: admin, organization: county, lead: true}", ("lead", "no centre")),
+    ("    kinds: [ecg]", "    kinds: [ecg]\n    sign_off: {imaging: 主治医师}", ("does not read",)),
+    ("    kinds: [ecg]", "    kinds: [ecg]\n    sign_off: {ecg: 专家}", ("centre.sign_off.ecg", "must be one of")),
+])
+def test_wrong_title_licence_lead_or_sign_off(old, new, words):
+    text, line = edit(old, new)
+    line += 1 if "\n" in new else 0
+    fails(text, line, *words)

@@ -18,6 +18,7 @@ from referencing.jsonschema import DRAFT202012
 from services.api.validation import spec
 from services.delivery.service import DELIVERIES, on_report_signed
 from services.monitor.service import MonitorService
+from services.workflow import template_store
 from services.workflow.context import SETTINGS_KEY
 from services.workflow.leases import WorkflowSettings, parse_iso
 
@@ -180,6 +181,45 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await api.ok("POST", f"/api/v1/reading-requests/{oid}/claim", "dr-li")
     await api.ok("POST", f"/api/v1/reading-requests/{oid}/return", "dr-li", {"reason_code": "image_quality",
                                                                              "comment": "运动伪影"})
+    # two-level sign-off: a resident submits, a reviewer edits, sends back, countersigns; the versions
+    await template_store.load_shipped(api.rt.store, at="2030-01-01T00:00:00Z")
+    junior = await api.create_request("1.2.826.0.1.100.2")
+    jid = junior["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{jid}/claim", "dr-zhou")
+    await api.ok("PUT", f"/api/v1/reading-requests/{jid}/draft", "dr-zhou", {
+        "findings": "两肺纹理清晰。", "impression": "心、肺、膈未见明显异常。", "template_id": "chest-dr-pa",
+        "fields": {"ctr": 0.45, "lung_fields": "清晰"}})
+    await call("PUT", f"/api/v1/reading-requests/{jid}/draft", "dr-zhou", {  # 422: outside the field's range
+        "findings": "x", "impression": "y", "template_id": "chest-dr-pa", "fields": {"ctr": 3}})
+    assert (await api.ok("POST", f"/api/v1/reading-requests/{jid}/sign", "dr-zhou", {}))["state"] == "submitted"
+    await call("GET", f"/api/v1/reading-requests/{jid}", "cg-clinic")
+    await call("POST", f"/api/v1/reading-requests/{jid}/countersign", "dr-zhou", {})  # 403: below sign_off
+    await api.ok("PUT", f"/api/v1/reading-requests/{jid}/review", "dr-li", {"impression": "两肺未见异常。"})
+    await api.ok("POST", f"/api/v1/reading-requests/{jid}/send-back", "dr-li", {"comment": "请描述心影"})
+    await api.ok("POST", f"/api/v1/reading-requests/{jid}/sign", "dr-zhou", {"findings": "两肺纹理清晰，心影不大。"})
+    countersigned = await api.ok("POST", f"/api/v1/reading-requests/{jid}/countersign", "dr-li")
+    await call("GET", f"/api/v1/reading-requests/{jid}/versions", "dr-li")
+    await call("GET", f"/api/v1/reading-requests/{jid}/versions", "cg-clinic")
+    await call("GET", f"/api/v1/reports/{countersigned['report_id']}/versions", "cg-clinic")
+    await call("GET", "/api/v1/reports/nope/versions", "cg-clinic")  # 404
+    # report templates
+    await call("GET", "/api/v1/report-templates?kind=imaging&modality=DX", "dr-zhou")
+    await call("GET", "/api/v1/report-templates/chest-dr-pa", "dr-zhou")
+    await call("GET", "/api/v1/report-templates/chest-dr-pa?version=1", "dr-zhou")
+    await call("GET", "/api/v1/report-templates/nope", "dr-zhou")  # 404
+    await call("GET", "/api/v1/report-templates/chest-dr-pa/versions", "admin")
+    knee = {"id": "knee-dr", "name": "膝关节正侧位DR", "kind": "imaging", "modalities": ["DX"], "body_part": "KNEE",
+            "sections": {"findings": {"title": "影像所见", "normal": "膝关节诸骨骨质未见异常。"},
+                         "impression": {"title": "诊断意见", "normal": "膝关节未见明显异常。"}},
+            "fields": [{"key": "effusion", "label": "关节积液", "type": "choice", "choices": ["无", "少量", "中量"]}]}
+    await api.ok("POST", "/api/v1/report-templates", "dr-wang", knee, status=201)  # a lead: his centre's
+    await call("POST", "/api/v1/report-templates", "dr-li", {**knee, "id": "knee-dr-2"})  # 403: not a lead
+    await call("POST", "/api/v1/report-templates", "admin", knee)  # 409: exists
+    await api.ok("PUT", "/api/v1/report-templates/knee-dr", "dr-wang",
+                 {**{k: v for k, v in knee.items() if k != "id"}, "base_version": 1})
+    await call("PUT", "/api/v1/report-templates/knee-dr", "dr-wang",  # 409: someone saved version 2
+               {**{k: v for k, v in knee.items() if k != "id"}, "base_version": 1})
+
     waiting = await api.ok("POST", "/api/v1/reading-requests", "cg-clinic", {
         "study_uid": "1.2.826.0.1.100.99", "kind": "imaging", "priority": "routine", "clinical_question": "?"},
         status=201)

@@ -43,6 +43,10 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                          Index(("organization", "requested_at")), Index(("state", "sla_risk_at"))),
     "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",)),
                 Index(("centre", "signed_at"))),
+    # workflow: every version of a request's report (id ``{request}:{seq}``, never updated) and the
+    # report templates (id ``{template}@{version}``, one immutable document per version)
+    "report_versions": (Index(("request_id", "seq")),),
+    "report_templates": (Index(("template_id", "version")), Index(("kind",))),
     # workflow: remote consultation (远程会诊); bookings hold specialists' time, one document per
     # (specialist, 5-minute cell) with a unique id, so double-booking fails atomically
     "consultations": (Index(("organization", "requested_at")), Index(("centre", "requested_at")),
