@@ -32,6 +32,19 @@ CG_CT = "1.2.826.0.1.100.1"
 URI = "urn:yilian:openapi"
 
 
+def test_no_key_of_the_document_is_empty():
+    """A comma in an unquoted flow-style value (``{description: a, b}``) makes YAML read a stray
+    key ``b`` with no value: the document then says something other than what was written."""
+    def empty(node: Any, path: str) -> list[str]:
+        if isinstance(node, dict):
+            return [f"{path}/{k}" for k, v in node.items() if v is None] + \
+                [p for k, v in node.items() for p in empty(v, f"{path}/{k}")]
+        if isinstance(node, list):
+            return [p for i, v in enumerate(node) for p in empty(v, f"{path}/{i}")]
+        return []
+    assert empty(spec(), "") == []
+
+
 async def test_every_route_is_documented_and_every_operation_is_served(api):  # noqa: F811
     served = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes() if r.method != "HEAD"}
     documented = {(m.upper(), p) for p, item in spec()["paths"].items() for m in item if m in METHODS}
