@@ -7,6 +7,7 @@ from aiohttp import web
 from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
 from . import consultations  # remote consultation (远程会诊)
+from . import orders  # exam requests (申请管理)
 from . import results  # result inbox, live push, dead letters (services/delivery)
 
 
@@ -15,5 +16,6 @@ def add_routes(app: web.Application) -> None:
         app.router.add_routes(module.routes)
     app.router.add_routes(ecg.routes)  # ECG reading view
     app.router.add_routes(consultations.routes)
+    app.router.add_routes(orders.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)
