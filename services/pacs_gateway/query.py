@@ -67,6 +67,8 @@ STORE_FIELDS = {
 }
 
 # Not matching keys: they describe the message, not the data.
+MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND (worklist.py)
+
 MESSAGE_KEYWORDS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle",
                               "InstanceAvailability", "TimezoneOffsetFromUTC", "QueryRetrieveView"})
 
@@ -339,6 +341,10 @@ def failure(status: int, comment: str) -> Dataset:
 def handle_find(gateway: Any, event: evt.Event) -> Iterator[tuple[Any, Dataset | None]]:
     """EVT_C_FIND: Pending per match, Cancel when asked, Success at the end."""
     calling_ae = event.assoc.requestor.ae_title
+    if event.request.AffectedSOPClassUID == MWL_FIND:  # one C-FIND handler per AE: the worklist's is there
+        from .worklist import handle_find as worklist_find
+        yield from worklist_find(gateway, event)
+        return
     model = FIND_MODELS.get(event.request.AffectedSOPClassUID)
     if model is None:
         yield failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "unsupported information model"), None
