@@ -53,8 +53,9 @@ class Modality:
         assert assoc.is_established, "MPPS association refused"
         return assoc
 
-    def in_progress(self, item: Dataset, *, patient_name: str, patient_id: str, modality: str) -> int:
-        """N-CREATE with status IN PROGRESS; the DIMSE status."""
+    def in_progress(self, item: Dataset, *, patient_name: str, patient_id: str, modality: str,
+                    status: str = "IN PROGRESS") -> int:
+        """N-CREATE (with status IN PROGRESS, unless a test says otherwise); the DIMSE status."""
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 192"
         ds.ScheduledStepAttributesSequence = [_scheduled(item)]
@@ -63,7 +64,7 @@ class Modality:
         ds.PerformedStationAETitle = self.calling
         ds.PerformedProcedureStepStartDate, ds.PerformedProcedureStepStartTime = "20261203", "093000"
         ds.PerformedProcedureStepID = "PPS1"
-        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.PerformedProcedureStepStatus = status
         ds.PerformedSeriesSequence = []
         return self._send(lambda a: a.send_n_create(ds, ModalityPerformedProcedureStep, self.uid))
 

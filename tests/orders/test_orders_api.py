@@ -3,6 +3,8 @@ organisation, audited, and every answer true to schemas/openapi.yaml."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from ..api.conftest import api  # noqa: F401 - the fixture
 from ..api.test_openapi_contract import contract  # noqa: F401 - the fixture
 
@@ -67,3 +69,18 @@ async def test_bad_orders_are_refused_with_the_field_and_nothing_kept(api, contr
         assert status == 422, (field, problem)
         assert field in problem["detail"], (field, problem["detail"])
     assert await api.rt.store.find("orders", {}) == []
+
+
+async def test_orders_with_no_study_past_the_overdue_time_are_listed_for_the_clinic(api, contract):  # noqa: F811
+    now = datetime.now(UTC)
+    late = await api.ok("POST", "/api/v1/orders", "cg-clinic",
+                        ORDER | {"scheduled_at": (now - timedelta(days=2)).isoformat()}, status=201)
+    await api.ok("POST", "/api/v1/orders", "cg-clinic",
+                 ORDER | {"scheduled_at": (now - timedelta(hours=2)).isoformat()}, status=201)  # not yet overdue
+    linked = await api.ok("POST", "/api/v1/orders", "cg-clinic",
+                          ORDER | {"scheduled_at": (now - timedelta(days=3)).isoformat()}, status=201)
+    async with api.rt.store.transaction() as tx:  # its study came
+        await tx.update("orders", linked["id"], {"study_uid": "1.2.826.0.1.100.1"})
+    overdue = await api.ok("GET", "/api/v1/orders?overdue=true", "cg-clinic")
+    assert [o["id"] for o in overdue["items"]] == [late["id"]]
+    assert (await api.ok("GET", "/api/v1/orders?overdue=true", "db-clinic"))["items"] == []

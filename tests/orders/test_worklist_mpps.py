@@ -82,8 +82,7 @@ async def test_worklist_answers_each_modality_its_organisations_items(make_gatew
 
 async def test_order_to_worklist_mpps_study_and_reading_request_end_to_end(make_gateway, tmp_path):  # noqa: F811
     gw = await make_gateway(study_quiet_seconds=30, jwt_secret=SECRET)  # no quiet period in this test's time
-    rt = gw.rt
-    rt.bus.poll_interval = 0.05
+    rt = gw.rt  # the bus as configured by default (no faster polling for the test)
     workflow = WorkflowService(rt, WorkflowSettings(sweep_interval=3600))
     await workflow.start()
     await rt.bus.start()
@@ -148,3 +147,31 @@ async def test_order_to_worklist_mpps_study_and_reading_request_end_to_end(make_
         await api.stop()
         await workflow.stop()
         await rt.bus.stop()
+
+
+async def test_mpps_refusals_name_the_problem_and_change_nothing(make_gateway):  # noqa: F811
+    gw = await make_gateway()
+    ct = await order(gw.rt)
+    item = Dataset()
+    item.AccessionNumber, item.StudyInstanceUID, item.RequestedProcedureID = (
+        ct["accession_number"], ct["study_instance_uid"], ct["requested_procedure_id"])
+    sps = Dataset()
+    sps.ScheduledProcedureStepID = ct["scheduled_step_id"]
+    item.ScheduledProcedureStepSequence = [sps]
+    kw = dict(patient_name="Zhang^San", patient_id="CG900", modality="CT")
+
+    assert await run(Modality(gw.port, "CG_CT1").in_progress, item, status="COMPLETED", **kw) == 0x0106
+    assert await run(Modality(gw.port, "COUNTY_RWS1").in_progress, item, **kw) == 0x0110  # a workstation
+    assert await run(Modality(gw.port, "CG_CT1").finish) == 0x0112  # never created
+    step = Modality(gw.port, "CG_CT1")
+    assert await run(step.in_progress, item, **kw) == 0
+    assert await run(step.in_progress, item, **kw) == 0x0111  # the same SOP Instance UID again
+    intruder = Modality(gw.port, "DB_DR1")
+    intruder.uid = step.uid
+    assert await run(intruder.finish, "DISCONTINUED") == 0x0112  # another township's: not there
+    assert await run(step.finish, "COMPLETED") == 0
+    assert await run(step.finish, "DISCONTINUED") == 0x0110  # final
+    kept = await gw.rt.store.find("performed_procedure_steps")
+    assert [(d["id"], d["status"], d["organization"]) for d in kept] == [(step.uid, "COMPLETED", "chengguan-thc")]
+    reported = [e.event.data["status"] for e in await gw.rt.store.read_log(0, types=["procedure_step.reported"])]
+    assert reported == ["IN PROGRESS", "COMPLETED"]

@@ -49,7 +49,7 @@ CHANGEABLE = ("patient_name", "patient_id", "sex", "birth_date", "modality", "bo
 def require(state: str, action: str) -> None:
     sources, _ = TRANSITIONS[action]
     if state not in sources:
-        raise IllegalTransition(state, action, _why(state), what="order")
+        raise IllegalTransition(state, action, _why(state), what="an order")
 
 
 def transition(doc: dict[str, Any], action: str, *, at: str, by: str,
