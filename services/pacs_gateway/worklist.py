@@ -51,7 +51,8 @@ PROCESSING_FAILURE = 0x0110  # with (0000,0902) "may no longer be updated" (F.7.
 STATUSES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
 
 PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
-CHARACTER_SETS = ("ISO_IR 192", "GB18030", "GBK", "ISO_IR 100")
+CODECS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "GBK": "gbk", "ISO_IR 100": "latin-1"}
+CHARACTER_SETS = tuple(CODECS)
 SPS_KEYS = ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
             "Modality", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription",
             "ScheduledProcedureStepID", "ScheduledProcedureStepStatus", "ScheduledProtocolCodeSequence")
@@ -140,20 +141,37 @@ async def find(store: Any, matchers: list[tuple[str, Matcher]], organization: st
 
 
 def response(record: dict[str, Any], identifier: Dataset, charset: str | None) -> Dataset:
-    """The requested keys filled from ``record``; an empty Scheduled Procedure Step item asks for all of it."""
+    """The requested keys filled from ``record``; an empty Scheduled Procedure Step item asks for all of it.
+
+    In the character set the query named when every value fits in it, else UTF-8 (a name in 汉字 asked
+    for in Latin-1 is still sent whole); no Specific Character Set when everything is ASCII and none
+    was asked for."""
     ds = Dataset()
-    values = [v for v in _strings(record)]
-    ds.SpecificCharacterSet = charset or ("ISO_IR 192" if any(not v.isascii() for v in values) else "ISO_IR 6")
-    if ds.SpecificCharacterSet == "ISO_IR 6":
-        del ds.SpecificCharacterSet
+    texts = list(_strings(record))
+    if charset is None or not all(_fits(t, charset) for t in texts):
+        charset = None if all(t.isascii() for t in texts) else "ISO_IR 192"
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
     _fill(ds, identifier, record)
     return ds
+
+
+def _fits(text: str, charset: str) -> bool:
+    try:
+        text.encode(CODECS[charset])
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _strings(record: dict[str, Any]) -> Iterator[str]:
     for v in record.values():
         if isinstance(v, str):
             yield v
+        elif isinstance(v, list):
+            for item in v:
+                if isinstance(item, dict):
+                    yield from _strings(item)
 
 
 def _fill(ds: Dataset, template: Dataset, record: dict[str, Any]) -> None:

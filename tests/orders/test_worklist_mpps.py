@@ -71,6 +71,11 @@ async def test_worklist_answers_each_modality_its_organisations_items(make_gatew
     assert [(str(d.PatientName), d.SpecificCharacterSet) for d in found] == [("Li^Si=李^四", "GB18030")]
     assert "李".encode("gb18030") in (tmp_path / "r2").joinpath(sorted(p.name for p in (tmp_path / "r2").iterdir())[0]) \
         .read_bytes()
+    # Latin-1 cannot carry 汉字: the answer says UTF-8 and keeps the name whole
+    code, out, found = await run(findscu_worklist, gw.port, tmp_path / "r2b", calling="CG_CT1", keys=[
+        "SpecificCharacterSet=ISO_IR 100", "PatientName", "ScheduledProcedureStepSequence[0].Modality=CT"])
+    assert code == 0 and [(str(d.PatientName), d.SpecificCharacterSet) for d in found] == [
+        ("Zhang^San=张^三", "ISO_IR 192")], out
     # Another township's modality sees none of chengguan's items
     code, out, found = await run(findscu_worklist, gw.port, tmp_path / "r3", calling="DB_DR1", query=q)
     assert code == 0 and found == [], out
