@@ -50,6 +50,8 @@ MISSING_ATTRIBUTE = 0x0120
 PROCESSING_FAILURE = 0x0110  # with (0000,0902) "may no longer be updated" (F.7.2.2, Error ID A710)
 STATUSES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
 
+# Issuer of Patient ID of the resident ID number (居民身份证号) in Other Patient IDs Sequence (docs/orders.md)
+RESIDENT_ID_ISSUER = "CN_RESIDENT_ID"
 PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
 CODECS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "GBK": "gbk", "ISO_IR 100": "latin-1"}
 CHARACTER_SETS = tuple(CODECS)
@@ -79,6 +81,8 @@ def order_record(o: dict[str, Any]) -> dict[str, Any]:
         "ReferringPhysicianName": o.get("requesting_physician"), "RequestingPhysician": o.get("requesting_physician"),
         "ReasonForTheRequestedProcedure": (o.get("clinical_question") or "")[:64] or None,
         "BodyPartExamined": o.get("body_part"),
+        "OtherPatientIDsSequence": ([{"PatientID": o["resident_id"], "IssuerOfPatientID": RESIDENT_ID_ISSUER,
+                                      "TypeOfPatientID": "TEXT"}] if o.get("resident_id") else []),
         # The one Scheduled Procedure Step of the order, flattened for matching
         "ScheduledStationAETitle": o.get("station_ae"), "ScheduledProcedureStepStartDate": o["scheduled_date"],
         "ScheduledProcedureStepStartTime": o["scheduled_time"], "Modality": o["modality"],

@@ -84,3 +84,27 @@ async def test_orders_with_no_study_past_the_overdue_time_are_listed_for_the_cli
     overdue = await api.ok("GET", "/api/v1/orders?overdue=true", "cg-clinic")
     assert [o["id"] for o in overdue["items"]] == [late["id"]]
     assert (await api.ok("GET", "/api/v1/orders?overdue=true", "db-clinic"))["items"] == []
+
+
+RESIDENT_ID = "11010519491231002X"  # the standard's worked example (GB 11643), check character X
+
+
+async def test_the_resident_id_is_checked_shown_masked_and_in_no_event_or_audit_record(api, contract):  # noqa: F811
+    order = await api.ok("POST", "/api/v1/orders", "cg-clinic", ORDER | {"resident_id": RESIDENT_ID.lower()},
+                         status=201)
+    assert order["resident_id"] == "1101**********002X"
+    assert (await api.ok("GET", f"/api/v1/orders/{order['id']}", "cg-clinic"))["resident_id"] == "1101**********002X"
+    assert (await api.ok("GET", "/api/v1/orders", "cg-clinic"))["items"][0]["resident_id"] == "1101**********002X"
+    assert (await api.rt.store.get("orders", order["id"]))["resident_id"] == RESIDENT_ID  # kept whole for the worklist
+    for wrong, why in (("110105194912310021", "check digit"), ("11010519491331002X", "birth date"),
+                       ("1101051949", "18 characters")):
+        status, problem, _ = await api.call("POST", "/api/v1/orders", user="cg-clinic",
+                                            json=ORDER | {"resident_id": wrong})
+        assert status == 422 and why in problem["detail"] and wrong not in problem["detail"], problem
+    changed = await api.ok("POST", f"/api/v1/orders/{order['id']}/change", "cg-clinic",
+                           {"changes": {"resident_id": None}})
+    assert changed["resident_id"] is None
+    logged = [e.event.to_dict() for e in await api.rt.store.read_log(0, limit=1000)]
+    audited = await api.rt.store.find("audit", {})
+    assert RESIDENT_ID not in repr(logged) + repr(audited)
+    assert "110105194912310021" not in repr(audited)  # nor a refused one

@@ -41,7 +41,7 @@ async def order(rt, **kw) -> dict:
 
 async def test_worklist_answers_each_modality_its_organisations_items(make_gateway, tmp_path):  # noqa: F811
     gw = await make_gateway()
-    ct = await order(gw.rt)
+    ct = await order(gw.rt, resident_id="11010519491231002X")
     await order(gw.rt, modality="DX", station_ae="CG_DR1", scheduled_at="2026-12-04T08:00:00+08:00",
                 patient_id="CG901", patient_name="Li^Si=李^四")
     # The query a modality sends (DCMTK's example wlistqry1: every return key, the whole SPS item), UTF-8
@@ -57,6 +57,12 @@ async def test_worklist_answers_each_modality_its_organisations_items(make_gatew
     assert (sps.Modality, sps.ScheduledStationAETitle, sps.ScheduledProcedureStepStartDate,
             sps.ScheduledProcedureStepStartTime, sps.ScheduledProcedureStepID) == (
         "CT", "CG_CT1", "20261203", "093000", ct["scheduled_step_id"])
+    # The resident ID travels to the modality in Other Patient IDs Sequence, with its issuer
+    code, out, found = await run(findscu_worklist, gw.port, tmp_path / "r1c", calling="CG_CT1", keys=[
+        "PatientID=CG900", "OtherPatientIDsSequence[0].PatientID", "OtherPatientIDsSequence[0].IssuerOfPatientID"])
+    assert code == 0 and len(found) == 1, out
+    other = found[0].OtherPatientIDsSequence[0]
+    assert (other.PatientID, other.IssuerOfPatientID) == ("11010519491231002X", "CN_RESIDENT_ID")
     # By modality and a date range
     code, out, found = await run(findscu_worklist, gw.port, tmp_path / "r1b", calling="CG_CT1", keys=[
         "PatientName", "AccessionNumber", "ScheduledProcedureStepSequence[0].Modality=CT",

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ...workflow.errors import WorkflowError
 from ...workflow.orders import commands as c
+from ...workflow.orders.identity import mask
 from ...workflow.orders.model import STATES
 from ...workflow.orders.service import ORDERS, overdue_before, sees
 from ...workflow.service import execute
@@ -40,12 +41,17 @@ async def _run(request: web.Request, action: str, build: Callable[[dict[str, Any
         await record(request, f"order.{action}", f"order/{oid}" if oid else "orders",
                      outcome=OUTCOMES.get(problem.status, "refused"), detail={"error": problem.detail})
         raise problem from None
-    return json_response(result, status=status)
+    return json_response(public(result), status=status)
+
+
+def public(doc: dict[str, Any]) -> dict[str, Any]:
+    """An order as the API shows it: the resident ID masked (the worklist carries it whole to the modality)."""
+    return {**doc, "resident_id": mask(doc.get("resident_id"))}
 
 
 @routes.post(BASE)
 async def create(request: web.Request) -> web.Response:
-    fields = ("sex", "birth_date", "body_part", "procedure_code", "procedure_description", "green_channel",
+    fields = ("sex", "birth_date", "resident_id", "body_part", "procedure_code", "procedure_description", "green_channel",
               "station_ae", "organization")
     return await _run(request, "create", lambda b: c.CreateOrder(
         patient_id=b["patient_id"], patient_name=b["patient_name"], kind=b["kind"], modality=b["modality"],
@@ -76,7 +82,7 @@ async def list_orders(request: web.Request) -> web.Response:
     items = await rt.store.find(ORDERS, where, sort=sort, limit=limit, offset=offset)
     await record(request, "order.list", "orders", organization=where.get("organization"),
                  detail={"order_ids": [d["id"] for d in items]})
-    return json_response(page(items, limit, offset))
+    return json_response(page([public(d) for d in items], limit, offset))
 
 
 async def _visible(request: web.Request, action: str) -> dict[str, Any]:
@@ -93,7 +99,7 @@ async def _visible(request: web.Request, action: str) -> dict[str, Any]:
 async def get_order(request: web.Request) -> web.Response:
     doc = await _visible(request, "order.read")
     await record(request, "order.read", f"order/{doc['id']}", organization=doc["organization"])
-    return json_response(doc)
+    return json_response(public(doc))
 
 
 @routes.post(BASE + "/{order_id}/change")

@@ -31,6 +31,7 @@ class CreateOrder:
     signed_resident: bool = False
     remote_reading: bool = True  # a reading request is created when the exam is done
     station_ae: str | None = None  # the modality AE it is scheduled on (any of the organisation's if None)
+    resident_id: str | None = None  # 居民身份证号, checked by its check digit; shown masked
     organization: str | None = None  # an admin names it; a clinic's is its own
 
 

@@ -41,7 +41,7 @@ MPPS_ACTIONS = {"IN PROGRESS": "start", "COMPLETED": "complete", "DISCONTINUED":
 DEMOGRAPHICS = ("patient_id", "patient_name", "sex", "birth_date")
 
 # Fields a clinic may change while the order is still scheduled.
-CHANGEABLE = ("patient_name", "patient_id", "sex", "birth_date", "modality", "body_part", "procedure_code",
+CHANGEABLE = ("patient_name", "patient_id", "resident_id", "sex", "birth_date", "modality", "body_part", "procedure_code",
               "procedure_description", "clinical_question", "requesting_physician", "priority", "green_channel",
               "signed_resident", "remote_reading", "station_ae", "scheduled_at")
 

@@ -26,7 +26,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..leases import iso
 from ..service import RR, SYSTEM, _Ctx, _route_and_queue, _text, new_request
 from . import commands as c
-from . import model
+from . import identity, model
 
 log = logging.getLogger("yilian.workflow.orders")
 
@@ -113,6 +113,13 @@ def _checked(ctx: _Ctx, organization: str, values: Doc) -> Doc:
             if not isinstance(value, bool):
                 raise Invalid(f"{key} must be true or false")
             out[key] = value
+        elif key == "resident_id":
+            if value is not None:
+                why = identity.problem(value) if isinstance(value, str) else "must be a string"
+                if why:  # the number itself is never repeated (errors reach the audit log)
+                    raise Invalid(f"resident_id (居民身份证号) {why}")
+                value = identity.normalized(value)
+            out[key] = value
         elif key == "sex":
             if value is not None and value not in SEXES:
                 raise Invalid(f"sex must be one of {', '.join(SEXES)}, not {value!r}")
@@ -193,7 +200,7 @@ async def _change(ctx: _Ctx, cmd: c.ChangeOrder) -> Doc:
         raise Invalid(f"field(s) {', '.join(wrong)} cannot be changed")
     model.require(doc["state"], "change")
     values = _checked(ctx, doc["organization"], dict(cmd.changes))
-    changed = sorted(k for k in cmd.changes if doc.get(k) != values.get(k))
+    changed = sorted(k for k in cmd.changes if doc.get(k) != values.get(k))  # names only, never values
     doc = await _apply(ctx, doc, "change", values)
     _event(ctx, "changed", doc, fields=changed)
     await _audit(ctx, "change", doc, fields=changed, reason=cmd.reason or None)
