@@ -349,7 +349,7 @@ def handle_n_set(gateway: Any, event: evt.Event) -> tuple[Any, Dataset | None]:
         if org is None:
             raise StepRefused(NO_SUCH_OBJECT_INSTANCE, "no such MPPS SOP Instance")
         modifications = event.modification_list
-        gateway.call(set_step(gateway.rt, uid, org, modifications), timeout=30)
+        gateway.call(_settled_then_set(gateway, uid, org, modifications), timeout=30)
     except StepRefused as exc:
         log.warning("MPPS N-SET refused", extra={"calling_ae": calling_ae, "sop_instance_uid": uid,
                                                  "status": hex(exc.status), "reason": exc.comment})
@@ -360,6 +360,15 @@ def handle_n_set(gateway: Any, event: evt.Event) -> tuple[Any, Dataset | None]:
     log.info("MPPS N-SET", extra={"calling_ae": calling_ae, "sop_instance_uid": uid,
                                   "status": _status_of(modifications)})
     return N_SUCCESS, modifications
+
+
+async def _settled_then_set(gateway: Any, uid: str, organization: str, modifications: Dataset) -> None:
+    # A C-STORE is answered once journalled and indexed milliseconds later: before COMPLETED is
+    # reported, what this process acknowledged is indexed, so the workflow finds the images the
+    # modality sent before its N-SET and queues the reading at once (not after the quiet period).
+    if _status_of(modifications) == "COMPLETED":
+        await gateway.ingest.settled()
+    await set_step(gateway.rt, uid, organization, modifications)
 
 
 def install(gateway: Any) -> list[tuple[Any, Any]]:

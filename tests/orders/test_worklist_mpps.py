@@ -3,6 +3,7 @@ end to end from an order through the API to the reading request on the centre's 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -186,3 +187,62 @@ async def test_mpps_refusals_name_the_problem_and_change_nothing(make_gateway): 
     assert [(d["id"], d["status"], d["organization"]) for d in kept] == [(step.uid, "COMPLETED", "chengguan-thc")]
     reported = [e.event.data["status"] for e in await gw.rt.store.read_log(0, types=["procedure_step.reported"])]
     assert reported == ["IN PROGRESS", "COMPLETED"]
+
+
+def _exam_in_one_association(port: int, order_doc: dict, study: Dataset) -> None:
+    """What many modalities do: N-CREATE, the images, N-SET COMPLETED, on one association."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep
+    ae = AE(ae_title="CG_CT1")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="YILIAN")
+    assert assoc.is_established
+    try:
+        uid = study.StudyInstanceUID + ".99"
+        create, item = Dataset(), Dataset()
+        item.AccessionNumber, item.StudyInstanceUID = order_doc["accession_number"], order_doc["study_instance_uid"]
+        item.ScheduledProcedureStepID = order_doc["scheduled_step_id"]
+        create.ScheduledStepAttributesSequence = [item]
+        create.PerformedProcedureStepStatus, create.Modality = "IN PROGRESS", "CT"
+        assert assoc.send_n_create(create, ModalityPerformedProcedureStep, uid)[0].Status == 0
+        assert assoc.send_c_store(study).Status == 0
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        assert assoc.send_n_set(done, ModalityPerformedProcedureStep, uid)[0].Status == 0
+    finally:
+        assoc.release()
+
+
+async def test_completed_right_after_the_images_finds_them_even_when_indexing_lags(make_gateway):  # noqa: F811
+    """A C-STORE is answered once journalled and indexed a little later; on a loaded machine the
+    N-SET COMPLETED that follows on the same association used to be handled before the images were
+    indexed, and the reading request then waited for the quiet period (30 s) instead of being queued."""
+    gw = await make_gateway(study_quiet_seconds=30)
+    rt = gw.rt
+    indexer = gw.service.ingest.indexer
+    index = indexer._index
+
+    async def slow_index(batch):  # the indexer of a busy machine
+        await asyncio.sleep(0.5)
+        return await index(batch)
+    indexer._index = slow_index
+    workflow = WorkflowService(rt, WorkflowSettings(sweep_interval=3600))
+    await workflow.start()
+    await rt.bus.start()
+    try:
+        ct = await order(rt)
+        study = make_instance(study_uid=ct["study_instance_uid"], accession_number=ct["accession_number"],
+                              patient_id="CG900", patient_name="Zhang^San")
+        await run(_exam_in_one_association, gw.port, ct, study)
+        answered = time.monotonic()
+
+        async def queued() -> bool:
+            doc = await rt.store.get("orders", ct["id"])
+            request = doc.get("request_id") and await rt.store.get("reading_requests", doc["request_id"])
+            return bool(request) and request["state"] == "queued"
+        await wait_for(queued, timeout=3, what="reading request queued without waiting for the quiet period")
+        assert time.monotonic() - answered < 1.0
+    finally:
+        await workflow.stop()
+        await rt.bus.stop()
