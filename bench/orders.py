@@ -163,7 +163,8 @@ async def run(n: int, reps: int, exams: int) -> None:
         await seed(rt, actor, n, start)
         print(f"seeded {n} orders in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         port = gateway.dicom_port
-        print(f"| query ({n} scheduled items) | matches | runs | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|---|")
+        print(f"| query ({n} scheduled items) | matches | runs | p50 | p90 | p99 | max |")
+        print("|---|---|---|---|---|---|---|")
         for name, calling, q in (
                 ("one station's day", "CG_CT1", worklist_query(ScheduledStationAETitle="CG_CT1",
                                                                ScheduledProcedureStepStartDate="20261210")),

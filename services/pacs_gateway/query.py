@@ -349,21 +349,29 @@ def handle_find(gateway: Any, event: evt.Event) -> Iterator[tuple[Any, Dataset |
     if model is None:
         yield failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "unsupported information model"), None
         return
+
+    def responses() -> Iterator[tuple[int, Dataset | None]]:
+        yield from find_responses(gateway, model, event.identifier, calling_ae)
+    yield from answer(event, calling_ae, "C-FIND", responses())
+
+
+def answer(event: evt.Event, calling_ae: str, what: str, responses: Iterator[tuple[int, Dataset | None]]
+           ) -> Iterator[tuple[Any, Dataset | None]]:
+    """Pass ``responses`` on until the peer cancels, then Success; a :class:`QueryError` or a failure
+    (raised while iterating them) ends the query with its status, never a dropped association."""
     try:
-        identifier = event.identifier
-        responses = find_responses(gateway, model, identifier, calling_ae)
         for status, ds in responses:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             yield status, ds
     except QueryError as exc:
-        log.warning("C-FIND refused", extra={"calling_ae": calling_ae, "status": hex(exc.status),
-                                             "reason": exc.comment})
+        log.warning(f"{what} refused", extra={"calling_ae": calling_ae, "status": hex(exc.status),
+                                              "reason": exc.comment})
         yield failure(exc.status, exc.comment), None
         return
-    except Exception as exc:  # the peer gets a status, never a dropped association
-        log.exception("C-FIND failed", extra={"calling_ae": calling_ae})
+    except Exception as exc:
+        log.exception(f"{what} failed", extra={"calling_ae": calling_ae})
         yield failure(UNABLE_TO_PROCESS, f"unable to process: {type(exc).__name__}"), None
         return
     yield SUCCESS, None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -31,7 +31,7 @@ from ..core.times import iso
 from . import matching
 from .ingest import SOURCE
 from .matching import Matcher, MatchingError
-from .query import (CANCEL, PENDING, SUCCESS, UNABLE_TO_PROCESS, QueryError, failure, organization_id)
+from .query import PENDING, UNABLE_TO_PROCESS, QueryError, _text, answer, organization_id
 
 log = logging.getLogger("yilian.pacs_gateway.worklist")
 
@@ -124,14 +124,6 @@ def character_set(identifier: Dataset) -> str | None:
     return None
 
 
-def _text(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value]
-    return str(value)
-
-
 async def find(store: Any, matchers: list[tuple[str, Matcher]], organization: str) -> list[dict[str, Any]]:
     where: dict[str, Any] = {"organization": organization, "on_worklist": True}
     for keyword, m in matchers:
@@ -219,27 +211,17 @@ def _items(keyword: str, requested: Any, record: dict[str, Any]) -> list[Dataset
 def handle_find(gateway: Any, event: evt.Event) -> Iterator[tuple[Any, Dataset | None]]:
     """EVT_C_FIND for the Modality Worklist model (query.py hands it over)."""
     calling_ae = event.assoc.requestor.ae_title.strip()
-    try:
-        identifier = event.identifier
-        matchers, charset = parse(identifier)
-        organization = organization_id(gateway.organization_for(calling_ae))
-        records = [] if organization is None else gateway.call(find(gateway.rt.store, matchers, organization),
-                                                                timeout=30)
-        log.info("worklist C-FIND", extra={"calling_ae": calling_ae, "matches": len(records)})
-        for record in records:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            yield PENDING, response(record, identifier, charset)
-    except QueryError as exc:
-        log.warning("worklist C-FIND refused", extra={"calling_ae": calling_ae, "reason": exc.comment})
-        yield failure(exc.status, exc.comment), None
-        return
-    except Exception as exc:  # the peer gets a status, never a dropped association
-        log.exception("worklist C-FIND failed", extra={"calling_ae": calling_ae})
-        yield failure(UNABLE_TO_PROCESS, f"unable to process: {type(exc).__name__}"), None
-        return
-    yield SUCCESS, None
+    yield from answer(event, calling_ae, "worklist C-FIND", _responses(gateway, event, calling_ae))
+
+
+def _responses(gateway: Any, event: evt.Event, calling_ae: str) -> Iterator[tuple[int, Dataset | None]]:
+    identifier = event.identifier
+    matchers, charset = parse(identifier)
+    organization = organization_id(gateway.organization_for(calling_ae))
+    records = [] if organization is None else gateway.call(find(gateway.rt.store, matchers, organization), timeout=30)
+    log.info("worklist C-FIND", extra={"calling_ae": calling_ae, "matches": len(records)})
+    for record in records:
+        yield PENDING, response(record, identifier, charset)
 
 
 # --- MPPS ------------------------------------------------------------------------------------
@@ -320,46 +302,46 @@ def _n_status(status: int, comment: str | None = None) -> Dataset:
 
 
 def handle_n_create(gateway: Any, event: evt.Event) -> tuple[Any, Dataset | None]:
-    calling_ae = event.assoc.requestor.ae_title.strip()
     uid = str(event.request.AffectedSOPInstanceUID or "")
-    org = organization_id(gateway.organization_for(calling_ae))
-    try:
+
+    def create(calling_ae: str, org: str | None) -> Dataset:
         if not uid:
             raise StepRefused(MISSING_ATTRIBUTE, "Affected SOP Instance UID missing")
         if org is None or calling_ae not in gateway.rt.consortium.organizations[org].modality_aes:
             raise StepRefused(PROCESSING_FAILURE, "only a modality AE title may report MPPS")
         attributes = event.attribute_list
         gateway.call(create_step(gateway.rt, uid, org, calling_ae, attributes), timeout=30)
-    except StepRefused as exc:
-        log.warning("MPPS N-CREATE refused", extra={"calling_ae": calling_ae, "sop_instance_uid": uid,
-                                                    "status": hex(exc.status), "reason": exc.comment})
-        return _n_status(exc.status, exc.comment), None
-    except Exception as exc:
-        log.exception("MPPS N-CREATE failed", extra={"calling_ae": calling_ae, "sop_instance_uid": uid})
-        return _n_status(PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"), None
-    log.info("MPPS N-CREATE", extra={"calling_ae": calling_ae, "sop_instance_uid": uid})
-    return N_SUCCESS, attributes
+        return attributes
+    return _n_request(gateway, event, "N-CREATE", uid, create)
 
 
 def handle_n_set(gateway: Any, event: evt.Event) -> tuple[Any, Dataset | None]:
-    calling_ae = event.assoc.requestor.ae_title.strip()
     uid = str(event.request.RequestedSOPInstanceUID or "")
-    org = organization_id(gateway.organization_for(calling_ae))
-    try:
+
+    def modify(calling_ae: str, org: str | None) -> Dataset:
         if org is None:
             raise StepRefused(NO_SUCH_OBJECT_INSTANCE, "no such MPPS SOP Instance")
         modifications = event.modification_list
         gateway.call(_settled_then_set(gateway, uid, org, modifications), timeout=30)
+        return modifications
+    return _n_request(gateway, event, "N-SET", uid, modify)
+
+
+def _n_request(gateway: Any, event: evt.Event, what: str, uid: str,
+               work: Callable[[str, str | None], Dataset]) -> tuple[Any, Dataset | None]:
+    """Run an MPPS N-CREATE / N-SET: Success with the attributes, or the refusal's status, logged."""
+    calling_ae = event.assoc.requestor.ae_title.strip()
+    extra = {"calling_ae": calling_ae, "sop_instance_uid": uid}
+    try:
+        attributes = work(calling_ae, organization_id(gateway.organization_for(calling_ae)))
     except StepRefused as exc:
-        log.warning("MPPS N-SET refused", extra={"calling_ae": calling_ae, "sop_instance_uid": uid,
-                                                 "status": hex(exc.status), "reason": exc.comment})
+        log.warning(f"MPPS {what} refused", extra={**extra, "status": hex(exc.status), "reason": exc.comment})
         return _n_status(exc.status, exc.comment), None
-    except Exception as exc:
-        log.exception("MPPS N-SET failed", extra={"calling_ae": calling_ae, "sop_instance_uid": uid})
+    except Exception as exc:  # the store failed: nothing kept, the modality may retry
+        log.exception(f"MPPS {what} failed", extra=extra)
         return _n_status(PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"), None
-    log.info("MPPS N-SET", extra={"calling_ae": calling_ae, "sop_instance_uid": uid,
-                                  "status": _status_of(modifications)})
-    return N_SUCCESS, modifications
+    log.info(f"MPPS {what}", extra={**extra, "status": _status_of(attributes)})
+    return N_SUCCESS, attributes
 
 
 async def _settled_then_set(gateway: Any, uid: str, organization: str, modifications: Dataset) -> None:
