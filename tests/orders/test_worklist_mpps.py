@@ -152,6 +152,14 @@ async def test_order_to_worklist_mpps_study_and_reading_request_end_to_end(make_
         assert [m["field"] for m in request["demographic_mismatches"]] == ["patient_name"]
         assert request["patient_name"] == "TEST^PATIENT"  # the study's, kept; the order's is beside it
         assert request["order_patient"]["patient_name"] == "Zhang^San=张^三"
+        # The reader sees the flag on his worklist row
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{api.port}/api/v1/worklist", headers={
+                    "Authorization": f"Bearer {issue_token(rt.consortium, 'dr-wang', SECRET)}"}) as resp:
+                rows = (await resp.json())["items"]
+        row = next(r for r in rows if r["id"] == request["id"])
+        assert row["demographic_mismatches"] == [
+            {"field": "patient_name", "order": "Zhang^San=张^三", "study": "TEST^PATIENT"}]
         # A second N-SET on a finished step is refused and changes nothing
         assert await run(ct.finish, "DISCONTINUED") == 0x0110
         assert (await rt.store.get("orders", created["id"]))["state"] == "completed"
