@@ -53,6 +53,11 @@ async def test_without_mpps_the_quiet_period_completes_the_order_and_queues_its_
     again = await _study(world, "1.2.3.1", "chengguan-thc", order["accession_number"])
     await wait_for(lambda: world.handled(again), timeout=5, what="re-announcement handled")
     assert await world.store.count("reading_requests", {"study_uid": "1.2.3.1"}) == 1
+    # A second study with the same Accession Number is its own: the order keeps the first
+    second = await _study(world, "1.2.3.2", "chengguan-thc", order["accession_number"])
+    await wait_for(lambda: world.handled(second), timeout=5, what="second study handled")
+    assert (await world.store.get("orders", order["id"]))["study_uid"] == "1.2.3.1"
+    assert (await world.store.get("reading_requests", request_id_for(order["id"])))["study_uid"] == "1.2.3.1"
     types = [e.type for e in await world.events(subject=order["id"])]
     assert types == ["order.created", "order.study_linked", "order.completed"]
 

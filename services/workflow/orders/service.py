@@ -291,6 +291,11 @@ async def on_study_received(ctx: _Ctx, study: Doc) -> None:
     for order in await ctx.tx.find(ORDERS, {"organization": study["organization"], "$or": where}):
         if order["state"] == "cancelled":
             continue
+        if order.get("study_uid") not in (None, study["id"]):
+            # The first study that came is the order's; another one with its Accession Number is its own.
+            log.warning("a second study carries an order's accession number; not linked", extra={
+                "order_id": order["id"], "linked_study_uid": order["study_uid"], "study_uid": study["id"]})
+            continue
         order = await _link(ctx, order, study)
         if order["state"] in model.OPEN_STATES:
             order = await _apply(ctx, order, "complete", {"performed_at": ctx.at})
