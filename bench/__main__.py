@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"ingest": "bench.ingest", "worklist": "bench.worklist", "delivery": "bench.delivery"}
+BENCHMARKS = {"ingest": "bench.ingest", "worklist": "bench.worklist", "delivery": "bench.delivery",
+              "orders": "bench.orders"}
 
 
 def main(argv: list[str] | None = None) -> int:

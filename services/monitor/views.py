@@ -91,7 +91,8 @@ class MonitorViews:
                 "studies_sent": await self.store.count(STUDIES, {**where, "received": True}),
                 "studies_sent_today": await self.store.count(STUDIES, {**where, "received": True,
                                                                        "first_received_at": {"$gte": day}}),
-                "readings_requested": await self.store.count(REQUESTS, {**where, "source": {"$in": ["clinic", "site_rule"]}}),
+                "readings_requested": await self.store.count(
+                    REQUESTS, {**where, "source": {"$in": ["clinic", "site_rule", "order"]}}),
                 "readings_signed": await self.store.count(REQUESTS, {**where, "state": "signed"}),
                 "results_delivered": await self.store.count(RESULTS, {**where, "delivered_at": {"$gt": ""}}),
                 "results_acknowledged": await self.store.count(RESULTS, {**where, "acknowledged_at": {"$gt": ""}}),

@@ -67,6 +67,8 @@ STORE_FIELDS = {
 }
 
 # Not matching keys: they describe the message, not the data.
+MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND (worklist.py)
+
 MESSAGE_KEYWORDS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle",
                               "InstanceAvailability", "TimezoneOffsetFromUTC", "QueryRetrieveView"})
 
@@ -339,25 +341,37 @@ def failure(status: int, comment: str) -> Dataset:
 def handle_find(gateway: Any, event: evt.Event) -> Iterator[tuple[Any, Dataset | None]]:
     """EVT_C_FIND: Pending per match, Cancel when asked, Success at the end."""
     calling_ae = event.assoc.requestor.ae_title
+    if event.request.AffectedSOPClassUID == MWL_FIND:  # one C-FIND handler per AE: the worklist's is there
+        from .worklist import handle_find as worklist_find
+        yield from worklist_find(gateway, event)
+        return
     model = FIND_MODELS.get(event.request.AffectedSOPClassUID)
     if model is None:
         yield failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "unsupported information model"), None
         return
+
+    def responses() -> Iterator[tuple[int, Dataset | None]]:
+        yield from find_responses(gateway, model, event.identifier, calling_ae)
+    yield from answer(event, calling_ae, "C-FIND", responses())
+
+
+def answer(event: evt.Event, calling_ae: str, what: str, responses: Iterator[tuple[int, Dataset | None]]
+           ) -> Iterator[tuple[Any, Dataset | None]]:
+    """Pass ``responses`` on until the peer cancels, then Success; a :class:`QueryError` or a failure
+    (raised while iterating them) ends the query with its status, never a dropped association."""
     try:
-        identifier = event.identifier
-        responses = find_responses(gateway, model, identifier, calling_ae)
         for status, ds in responses:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             yield status, ds
     except QueryError as exc:
-        log.warning("C-FIND refused", extra={"calling_ae": calling_ae, "status": hex(exc.status),
-                                             "reason": exc.comment})
+        log.warning(f"{what} refused", extra={"calling_ae": calling_ae, "status": hex(exc.status),
+                                              "reason": exc.comment})
         yield failure(exc.status, exc.comment), None
         return
-    except Exception as exc:  # the peer gets a status, never a dropped association
-        log.exception("C-FIND failed", extra={"calling_ae": calling_ae})
+    except Exception as exc:
+        log.exception(f"{what} failed", extra={"calling_ae": calling_ae})
         yield failure(UNABLE_TO_PROCESS, f"unable to process: {type(exc).__name__}"), None
         return
     yield SUCCESS, None

@@ -6,8 +6,8 @@ one to the pynetdicom AE (``YILIAN_DICOM_NATIVE_UL=false``: pynetdicom serves th
 starts ``YILIAN_GATEWAY_WORKERS - 1`` extra ingest processes on the same port, the
 ``study.received`` announcer and a sweep of blobs a crash left unreferenced.
 
-The hook for C-FIND / C-GET / C-MOVE / storage commitment: each of the modules
-``query``, ``retrieve`` and ``commitment`` in this package, when present, defines
+The hook for C-FIND / C-GET / C-MOVE / storage commitment / Modality Worklist and MPPS: each of
+the modules ``query``, ``retrieve``, ``commitment`` and ``worklist`` in this package, when present, defines
 ``install(gateway) -> list[(evt.EVT_..., handler)]``; it may add presentation contexts to
 ``gateway.ae`` and use ``gateway.rt``, ``gateway.loop``, ``gateway.call(coro)`` and
 ``gateway.organization_for(calling_ae)``.
@@ -37,7 +37,7 @@ from .ul import NativeServer
 log = logging.getLogger("yilian.pacs_gateway")
 
 T = TypeVar("T")
-PLUGINS = ("query", "retrieve", "commitment", "metrics")
+PLUGINS = ("query", "retrieve", "commitment", "worklist", "metrics")
 
 
 def journal_for(rt: Runtime, slot: int) -> Journal:

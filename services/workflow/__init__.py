@@ -18,6 +18,7 @@ from . import ecg_triage, template_store
 from .consultation import reminders as consultation_reminders
 from .leases import WorkflowSettings, iso
 from .context import SETTINGS_KEY, settings_of
+from .orders import service as orders
 from .service import expire_leases, expire_waiting, flag_sla_risks, on_study_received
 
 log = logging.getLogger("yilian.workflow")
@@ -35,10 +36,15 @@ class WorkflowService:
         self.settings = settings_of(rt)
         self._sweeper: asyncio.Task[None] | None = None
         rt.bus.subscribe(GROUP, ["study.received"], self._on_study_received)
+        # MPPS from the modalities moves exam requests (orders) and creates their reading requests
+        rt.bus.subscribe(orders.GROUP, ["procedure_step.reported"], self._on_procedure_step)
         ecg_triage.subscribe(rt)  # ECG measurements far outside normal raise the priority
 
     async def _on_study_received(self, event: Event) -> None:
         await on_study_received(self.rt, event)
+
+    async def _on_procedure_step(self, event: Event) -> None:
+        await orders.on_procedure_step(self.rt, event)
 
     async def start(self) -> None:
         # The consortium's report templates (deploy/report-templates): a changed file is a new version.

@@ -31,9 +31,9 @@ class IllegalTransition(WorkflowError):
 
     status = 409
 
-    def __init__(self, state: str, action: str, detail: str = "") -> None:
+    def __init__(self, state: str, action: str, detail: str = "", *, what: str = "a reading request") -> None:
         self.state, self.action = state, action
-        super().__init__(f"cannot {action} a reading request in state {state!r}" + (f": {detail}" if detail else ""))
+        super().__init__(f"cannot {action} {what} in state {state!r}" + (f": {detail}" if detail else ""))
 
 
 class Conflict(WorkflowError):

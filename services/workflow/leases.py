@@ -26,6 +26,7 @@ class WorkflowSettings:
     sweep_interval: float = 5.0  # how often expired leases and SLA risks are looked for
     sla_risk_fraction: float = 0.8  # a queued task is at risk once this much of its SLA has passed
     wait_seconds: float = 7 * 86400.0  # how long a request waits for its study from the clinic's organisation
+    order_overdue_seconds: float = 86400.0  # an order with no study this long after its scheduled time is overdue
     clock: Clock = time.time
 
     @classmethod
@@ -33,7 +34,8 @@ class WorkflowSettings:
         values = dict(lease_seconds=env_float("YILIAN_LEASE_SECONDS", 900.0),
                       sweep_interval=env_float("YILIAN_WORKFLOW_SWEEP_SECONDS", 5.0),
                       sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8),
-                      wait_seconds=env_float("YILIAN_REQUEST_WAIT_SECONDS", 7 * 86400.0))
+                      wait_seconds=env_float("YILIAN_REQUEST_WAIT_SECONDS", 7 * 86400.0),
+                      order_overdue_seconds=env_float("YILIAN_ORDER_OVERDUE_SECONDS", 86400.0))
         values.update(overrides)
         return cls(**values)
 

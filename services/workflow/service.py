@@ -661,9 +661,11 @@ async def on_study_received(rt: Runtime, event: Event) -> None:
         data = event.data
         study = await tx.get("studies", data["study_uid"]) or {
             "id": data["study_uid"], "organization": data["organization"], "modalities": data.get("modalities") or [],
-            "patient_id": data.get("patient_id"), "patient_name": data.get("patient_name")}
+            "patient_id": data.get("patient_id"), "patient_name": data.get("patient_name"),
+            "accession_number": data.get("accession_number")}
         study.setdefault("modalities", data.get("modalities") or [])
         organization = study["organization"]
+        await orders.on_study_received(ctx, study)  # before site rules: the order's request, not a rule's
         modalities = set(study.get("modalities") or [])
         for rule in rt.consortium.site_rules:
             if rule.organization != organization or (rule.modalities and not modalities & set(rule.modalities)):
@@ -764,3 +766,10 @@ async def flag_sla_risks(rt: Runtime) -> int:
             ctx.event("reading.sla_at_risk", {**doc, "sla_at_risk": True}, deadline=doc["deadline"])
             flagged += 1
     return flagged
+
+
+# Exam requests (services/workflow/orders) run through the same execute; imported last, as they
+# build on this module's reading-request helpers.
+from .orders import service as orders  # noqa: E402
+
+_HANDLERS.update(orders.HANDLERS)

@@ -293,6 +293,17 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
                  "/api/v1/monitor/consortium", "/api/v1/monitor/metrics"):
         await call("GET", path, "admin")
     await call("GET", "/api/v1/monitor/centres/nope", "coord-county")  # 404
+    # Exam requests (申请管理, docs/orders.md)
+    order = await api.ok("POST", "/api/v1/orders", "cg-clinic", {
+        "patient_id": "CG900", "patient_name": "Zhang^San=张^三", "kind": "imaging", "modality": "CT",
+        "clinical_question": "咳嗽两周", "requesting_physician": "李^医生", "station_ae": "CG_CT1",
+        "scheduled_at": "2026-12-03T09:30:00+08:00"}, status=201)
+    await call("GET", "/api/v1/orders?overdue=true", "cg-clinic")
+    await call("GET", f"/api/v1/orders/{order['id']}", "cg-clinic")
+    await call("POST", f"/api/v1/orders/{order['id']}/change", "cg-clinic", {"changes": {"priority": "stat"}})
+    await call("POST", f"/api/v1/orders/{order['id']}/cancel", "cg-clinic", {"reason": "患者未到"})
+    await call("POST", f"/api/v1/orders/{order['id']}/cancel", "cg-clinic", {"reason": "again"})  # 409
+    await call("POST", "/api/v1/orders", "cg-clinic", {"patient_id": "x"})  # 422
     await call("GET", "/api/v1/consortium", "admin")
     await call("GET", "/api/v1/audit?limit=20", "auditor")
     await call("GET", "/api/v1/audit/verification", "auditor")

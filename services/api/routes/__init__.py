@@ -7,6 +7,7 @@ from aiohttp import web
 from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
 from . import consultations  # remote consultation (远程会诊)
+from . import orders  # exam requests (申请管理)
 from . import results  # result inbox, live push, dead letters (services/delivery)
 from . import records  # retention-aware deletion, sealing (封存)
 from . import reports  # report templates and report versions (docs/reports.md)
@@ -19,5 +20,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(consultations.routes)
     app.router.add_routes(records.routes)
     app.router.add_routes(reports.routes)
+    app.router.add_routes(orders.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

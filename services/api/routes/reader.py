@@ -24,7 +24,8 @@ PRIOR_REPORT_FIELDS = ("id", "kind", "modality", "centre", "reader_name", "signe
 WORKLIST_FIELDS = ("id", "study_uid", "organization", "centre", "kind", "modality", "priority", "green_channel",
                    "signed_resident", "state", "requested_at", "queued_at", "deadline", "sla_at_risk",
                    "claimed_by", "claimed_by_name", "lease_expires_at", "patient_id", "patient_name",
-                   "accession_number", "study_description", "clinical_question", "escalated_from", "source")
+                   "accession_number", "study_description", "clinical_question", "escalated_from", "source",
+                   "demographic_mismatches")  # order and study disagree on the patient (四个一致): shown on the row
 
 
 @routes.get("/api/v1/worklist")

@@ -54,6 +54,14 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "consultation_notes": (Index(("consultation_id", "seq")),),
     "consultation_invitations": (Index(("specialist", "slot_start")), Index(("consultation_id",))),
     "bookings": (Index(("consultation_id",)), Index(("specialist", "cell"))),
+    # workflow: exam requests (申请管理) and their Modality Worklist items (services/workflow/orders)
+    "orders": (Index(("accession_number",), unique=True), Index(("organization", "created_at")),
+               Index(("organization", "state", "scheduled_at")), Index(("organization", "scheduled_step_id")),
+               Index(("study_instance_uid",)),
+               # the worklist: one organisation's scheduled items by scheduled date (PS3.4 K)
+               Index(("organization", "on_worklist", "scheduled_date"))),
+    # pacs_gateway: Modality Performed Procedure Steps (PS3.4 F), id = the MPPS SOP Instance UID
+    "performed_procedure_steps": (Index(("organization",)),),
     # monitor: its read model, fed only by events (services/monitor/readmodel.py)
     "monitor_requests": (Index(("centre", "state")), Index(("state",)), Index(("centre", "signed_at")),
                          Index(("organization", "state")), Index(("signed_at",)), Index(("overflow_to",)),
