@@ -38,6 +38,8 @@ environment:
   YILIAN_GATEWAY_INDEXER   auto (default: process with 2+ cores), process or inline: where instances are indexed
   YILIAN_STUDY_QUIET_SECONDS  quiet time before study.received (default 30)
   YILIAN_MAX_INSTANCE_BYTES   largest accepted DICOM instance (default 2 GiB)
+  YILIAN_MAX_INFLATED_BYTES, YILIAN_MAX_INFLATE_RATIO  ceiling of a deflated data set once inflated (256 MiB, 100x)
+  YILIAN_MAX_SEQUENCE_DEPTH   deepest sequence nesting accepted (default 64)
   YILIAN_GATEWAY_INLINE_BYTES   instances up to this size are received in memory (default 1 MiB)
   YILIAN_GATEWAY_JOURNAL_SEGMENT_BYTES   size of an ingest journal segment (default 32 MiB)
   YILIAN_DUPLICATE_POLICY  keep_first (default) or replace, for a re-sent SOP instance

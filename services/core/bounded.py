@@ -55,7 +55,7 @@ SEQUENCE_TAGS = _sequence_tags()
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """How much a data set may ask of us (``YILIAN_MAX_*``, docs/configuration.md)."""
+    """How much a data set may ask of us (``YILIAN_MAX_INFLATED_BYTES``, ``YILIAN_MAX_INFLATE_RATIO``, ``YILIAN_MAX_SEQUENCE_DEPTH``)."""
 
     max_inflated_bytes: int = 256 * 1024**2
     max_inflate_ratio: int = 100

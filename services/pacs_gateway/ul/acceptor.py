@@ -60,6 +60,7 @@ MAX_ASSOCIATE_RQ = 1 << 20  # an A-ASSOCIATE-RQ is a few kB; refuse absurd ones 
 MAX_PDU_ACCEPTED = 64 << 20  # a P-DATA-TF larger than this is a broken peer, not a big instance
 AE_TITLES = 10  # offset of the Called and Calling AE Title fields (16 bytes each) in A-ASSOCIATE-RQ/AC
 PROPOSALS_KEPT = 64  # distinct A-ASSOCIATE-RQs remembered (a few kB each): one or two per modality
+REJECTED_LINGER = 2.0  # after an A-ASSOCIATE-RJ, seconds the requestor has to close the connection
 C_STORE = DIMSE_COMMANDS[dimse.C_STORE_RSP]
 
 
@@ -387,6 +388,12 @@ class NativeServer:
                 "connections_of_peer": self.by_host[host]})
             stream.write(pdu.a_associate_rj(*reject))
             await stream.drain()
+            # PS3.8 Sta13: the requestor closes the connection once it has the RJ (ARTIM bounds the
+            # wait); closing first races its reading of the RJ, which it may then take for an abort.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(REJECTED_LINGER):
+                    while await stream.receive():
+                        pass
             return None
         self.by_calling[calling] += 1  # counted at once after the check: no other RQ is decided in between
         try:
