@@ -116,6 +116,8 @@ def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name
         "impression": impression, "critical": critical,
         "critical_category": data.get("critical_category") if critical else None,
         "priority": data.get("priority"), "created_at": at,
+        # the version of the report this result is (the signed PDF and the SR name it); 1 until reports have versions
+        "report_version": data.get("report_version") or 1,
         "sr_sop_instance_uid": uid_for(rid, "sr"), "sr_series_uid": uid_for(rid, "sr-series"),
         "pdf_sop_instance_uid": uid_for(rid, "pdf"), "pdf_series_uid": uid_for(rid, "pdf-series"),
         "acknowledged_at": None, "acknowledged_by": None, "acknowledgement": None,
