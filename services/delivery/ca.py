@@ -180,3 +180,23 @@ def _write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+TRUST_ENV = "YILIAN_SIGNATURE_TRUST_ROOTS"
+
+
+def trusted_roots_pem(data_dir: Path, env: dict[str, str] | None = None) -> list[bytes]:
+    """The roots a verifier trusts: the embedded CA's (if this data dir has one), and the PEM
+    files named in ``YILIAN_SIGNATURE_TRUST_ROOTS`` (comma-separated: a real CA's, a TSA's)."""
+    env = os.environ if env is None else env
+    pems = []
+    own = Path(data_dir) / "ca" / "ca.cert.pem"
+    if own.is_file():
+        pems.append(own.read_bytes())
+    for name in (env.get(TRUST_ENV) or "").split(","):
+        if name.strip():
+            try:
+                pems.append(Path(name.strip()).read_bytes())
+            except OSError as exc:
+                raise CAError(f"{TRUST_ENV}: cannot read {name.strip()!r}: {exc}") from exc
+    return pems

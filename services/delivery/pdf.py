@@ -107,8 +107,10 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
     pdf.multi_cell(width, 6.5, f"签发时间：{signed}    报告编号：{result['id']}    版本：{version}", new_x="LMARGIN",
                    new_y="NEXT")
     pdf.set_font("cjk", size=8)
-    pdf.multi_cell(width, 5, f"本报告附电子签名，可用 yilian verify 或 PDF 阅读器验证。结构化报告（SR）：{result['sr_sop_instance_uid']}",
+    pdf.multi_cell(width, 5, "本报告附诊断医师的电子签名，可用 PDF 阅读器或 yilian verify 验证。", align="L",
                    new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width, 5, f"结构化报告（SR）：{result['sr_sop_instance_uid']}", align="L", new_x="LMARGIN",
+                   new_y="NEXT")
     return bytes(pdf.output())
 
 
