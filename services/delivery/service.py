@@ -282,10 +282,26 @@ class Worker:
                                                      "sign_ms": kept["sign_ms"], "sha256": kept["sha256"]})
         return base64.b64decode(kept["pdf"]), kept["sha256"]
 
+    async def prepare_signer(self) -> None:
+        """At start: the CA and the readers' keys made (first start) and loaded in the PDF worker process,
+        which this starts (a reader's first report would otherwise wait for both).  Not with PDFs in a
+        thread: keys are then made and loaded on first need."""
+        if self.settings.pdf_processes <= 0:
+            return
+        readers = sorted(u.id for u in self.rt.consortium.users.values() if u.role == "reader")
+        try:
+            ready = await self._in_pdf_process(functools.partial(signing.warm, self.signer, readers))
+        except Exception:  # noqa: BLE001 - the first report issues or loads its key itself, and says why
+            log.exception("could not prepare the report signing keys")
+            return
+        log.info("report signing keys ready", extra={"readers": ready, "signature": self.settings.signature})
+
     async def _render(self, result: Doc, **kw: Any) -> tuple[bytes, float]:
         """Render and sign the PDF in a worker process (it is CPU-bound: the event loop and the C-STOREs
         keep this process's core), or in a thread when ``YILIAN_DELIVERY_PDF_PROCESSES`` is 0."""
-        call = functools.partial(pdf.render_signed, result, **kw)
+        return await self._in_pdf_process(functools.partial(pdf.render_signed, result, **kw))
+
+    async def _in_pdf_process(self, call: Any) -> Any:
         if self.settings.pdf_processes <= 0:
             return await asyncio.to_thread(call)
         if self._pdf_pool is None:

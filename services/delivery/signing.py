@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from pyhanko.keys import load_certs_from_pemder_data, load_private_key_from_pemder_data
+from asn1crypto import keys as asn1_keys
+from pyhanko.keys import load_certs_from_pemder_data
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import fields, signers, timestamps
 from pyhanko.sign.general import SigningError
@@ -110,7 +111,8 @@ class PadesSigner(Signer):
             # and the one certificate in the file is bound by the signed attributes.
             loaded = _LOADED[key] = _KeptKeySigner(
                 key=private, signing_cert=cert, cert_registry=SimpleCertificateStore.from_certs([]),
-                signing_key=load_private_key_from_pemder_data(issued.key_pem, self.ca.secret.encode()),
+                signing_key=asn1_keys.PrivateKeyInfo.load(private.private_bytes(
+                    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
                 embed_roots=False)
         return loaded, key
 
@@ -122,12 +124,13 @@ class PadesSigner(Signer):
             name=signer.signing_cert.subject.native.get("common_name"))
         stamper = timestamps.HTTPTimeStamper(self.tsa_url, timeout=self.tsa_timeout) if self.tsa_url else None
         reserved = _RESERVED.get(cache_key)
-        for _ in range(3):
+        # A timestamp token's size varies by a byte or two (its serial number, the nonce): a few more tries.
+        for _ in range(12 if stamper else 3):
             try:
                 signed = signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(pdf_bytes)), meta, signer=signer,
                                           timestamper=stamper, bytes_reserved=reserved).getvalue()
-            except SigningError:  # a timestamp token longer than the last one: estimate again
-                reserved = None
+            except SigningError:  # longer than the last one: a little more room, then exactly its size
+                reserved = None if reserved is None else reserved + 8
                 continue
             # No padding after the CMS object: a changed byte anywhere in the file breaks the signature.
             lo, hi = _contents(signed)
@@ -138,3 +141,13 @@ class PadesSigner(Signer):
                 return signed
             reserved = 2 * exact  # pyHanko counts the hex digits
         raise SigningError("the signature's size did not settle (time-stamping authority answers vary in size)")
+
+
+def warm(signer: Signer, signer_ids: list[str]) -> int:
+    """Load (issuing where missing) the keys of ``signer_ids`` in this process, so a reader's first
+    report is not slowed by it; how many are ready.  Run in the PDF worker process at start."""
+    if not isinstance(signer, PadesSigner):
+        return 0
+    for signer_id in signer_ids:
+        signer._signer(signer_id)
+    return len(signer_ids)

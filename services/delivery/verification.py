@@ -66,8 +66,8 @@ def verify(pdf: bytes, roots: Iterable[asn1_x509.Certificate]) -> Doc:
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         embedded = reader.embedded_signatures
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        out["error"] = f"not a readable PDF: {exc}"
+    except Exception as exc:  # noqa: BLE001 - pyHanko asserts on some mangled files: not readable, not a crash
+        out["error"] = f"not a readable PDF: {type(exc).__name__}: {exc}"
         return out
     if not embedded:
         out["error"] = "the PDF carries no signature"
@@ -91,7 +91,8 @@ def verify(pdf: bytes, roots: Iterable[asn1_x509.Certificate]) -> Doc:
             altered = _unsigned_parts_changed(sig)
         except (ValueError, KeyError, TypeError) as exc:
             altered = f"the signature does not parse: {exc}"
-        item.update(intact=bool(status.intact and not altered), valid=bool(status.intact and status.valid and not altered), trusted=bool(status.trusted),
+        item.update(intact=bool(status.intact and not altered),
+                    valid=bool(status.intact and status.valid and not altered), trusted=bool(status.trusted),
                     whole_file=whole, signer=_certificate(status.signing_cert),
                     signing_time=_iso(status.signer_reported_dt), md_algorithm=status.md_algorithm,
                     subfilter=str(sig.sig_object.get("/SubFilter")))

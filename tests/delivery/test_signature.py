@@ -24,8 +24,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from jsonschema import Draft202012Validator
 from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 
+from services.api.validation import spec
 from services.cli import main
 from services.delivery.ca import CAError, ConsortiumCA
 from services.delivery.pdf import render
@@ -261,6 +263,7 @@ async def test_the_delivered_pdf_is_signed_and_the_sr_names_it(make_yilian, clin
     body = await y.ok("GET", f"/api/v1/reports/{report_id}/verification", "cg-clinic")
     assert body["valid"] and body["sha256"] == digest == body["recorded_sha256"]
     assert body["signatures"][0]["signer"]["user_id"] == "dr-wang" and body["report_version"] == 1
+    Draft202012Validator(spec()["components"]["schemas"]["ReportVerification"]).validate(body)  # as documented
     # scoped like the report: another clinic does not learn it exists
     status, _ = await y.call("GET", f"/api/v1/reports/{report_id}/verification", "db-clinic")
     assert status == 404
