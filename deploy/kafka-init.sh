@@ -1,7 +1,7 @@
 #!/bin/sh
 # One-shot: create Yilian's Kafka topics before any service starts.
 # A topic per first word of the event types in schemas/events (services/core/bus/port.py:
-# topic_of), plus the dead-letter topic.  Partitioned so one consumer group scales out;
+# deployment_topics), except bus.probe's (tests only), plus the dead-letter topic.  Partitioned so one consumer group scales out;
 # events are keyed by subject, so one study's or request's events stay in order.
 set -eu
 BOOTSTRAP="${KAFKA_BOOTSTRAP:-kafka:9092}"
@@ -12,7 +12,7 @@ KAFKA_BIN="${KAFKA_BIN:-/opt/kafka/bin}"
 
 topics=$(for f in "$SCHEMAS"/*.v*.json; do
   [ -e "$f" ] || continue
-  b=$(basename "$f"); echo "yilian.${b%%.*}"
+  b=$(basename "$f"); [ "${b%%.*}" = bus ] || echo "yilian.${b%%.*}"
 done | sort -u)
 [ -n "$topics" ] || { echo "no event schemas under $SCHEMAS" >&2; exit 1; }
 

@@ -34,6 +34,7 @@ environment:
   YILIAN_TIMEZONE        time zone of times shown to people and written in DICOM (default: the
                          consortium file's timezone, Asia/Shanghai)
   YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)
+  YILIAN_RELAY_LEASE_SECONDS  a process's lease on a partition of the outbox (Kafka; default 10)
   YILIAN_GATEWAY_WORKERS   PACS gateway worker processes (default 1)
   YILIAN_GATEWAY_INDEXER   auto (default: process with 2+ cores), process or inline: where instances are indexed
   YILIAN_STUDY_QUIET_SECONDS  quiet time before study.received (default 30)
@@ -125,6 +126,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _verify_audit(settings: Settings) -> dict:
+    from .core import audit
+    from .core.events import registry
+    from .core.runtime import make_store
+    store = make_store(settings.store_url, registry().validate)
+    await store.open()
+    try:
+        return (await audit.verify(store)).to_dict()
+    finally:
+        await store.close()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(consortium=args.consortium)
+    result = asyncio.run(_verify_audit(settings))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if result["intact"] else 1
+
+
 def _positive_seconds(raw: str) -> int:
     """A token lifetime: a token with none would be born expired (every call answers 401)."""
     try:
@@ -182,6 +202,17 @@ def parser() -> argparse.ArgumentParser:
                            description="Load and validate the consortium YAML; errors name the line.")
     consortium_arg(check)
     check.set_defaults(func=cmd_check)
+
+    audit = sub.add_parser("audit", help="the audit trail: verify its hash chain",
+                           description="Commands on the audit trail in YILIAN_STORE_URL.")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser(
+        "verify", help="walk the hash chain and name the first altered or missing record",
+        description="Read the whole audit trail in seq order and check every record's hash and link. Prints "
+                    "one JSON object (intact, records, head_seq, head_hash, unchained, first_break); exit "
+                    "status 0 when intact, 1 when a record is altered or missing. Reads only.")
+    consortium_arg(verify)
+    verify.set_defaults(func=cmd_audit_verify)
 
     from .delivery import signature_cli
     signature_cli.add_parsers(sub, consortium_arg)

@@ -284,3 +284,88 @@ def start_storescu(port: int, files: Sequence[Path], *, calling: str, called: st
     return subprocess.Popen([STORESCU, "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
                              *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
+
+
+# --- hostile data sets (built byte by byte: pydicom would refuse to write most of them) -----------
+
+def encoded(ds: Dataset) -> bytes:
+    """``ds`` (no File Meta) encoded explicit VR little endian."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def write_part10(path: Path, ds: Dataset, data_set: bytes, transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
+    """A Part 10 file: preamble, File Meta Information for ``ds``'s UIDs, then ``data_set`` as given."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    meta = DicomBytesIO()
+    write_file_meta_info(meta, file_meta(ds, transfer_syntax), enforce_standard=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + data_set)
+    return path
+
+
+def element(group: int, elem: int, vr: bytes, value: bytes, *, length: int | None = None) -> bytes:
+    """One explicit VR little endian element; ``length`` overrides the declared length."""
+    n = len(value) if length is None else length
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT", b"UC", b"UR"):
+        return struct.pack("<HH", group, elem) + vr + b"\0\0" + struct.pack("<I", n) + value
+    return struct.pack("<HH", group, elem) + vr + struct.pack("<H", n) + value
+
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM = struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED_LENGTH)
+ITEM_END = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def nested_sequences(depth: int) -> bytes:
+    """(0040,A730) Content Sequence nested ``depth`` levels deep, undefined lengths throughout."""
+    head = struct.pack("<HH", 0x0040, 0xA730) + b"SQ\0\0" + struct.pack("<I", UNDEFINED_LENGTH) + ITEM
+    return head * depth + (ITEM_END + SEQUENCE_END) * depth
+
+
+def hostile_instance(kind: str, directory: Path, **kw) -> tuple[Dataset, Path]:
+    """A small CT whose data set is broken in one way, as a Part 10 file:
+
+    ``pixel_data_past_end`` (Pixel Data declares more bytes than follow), ``element_past_end``
+    (a trailing element whose length runs past the end), ``unclosed_sequence`` (an
+    undefined-length sequence never closed), ``nested_<n>`` (sequences nested n deep),
+    ``deflate_bomb_<MB>`` (deflated, inflating to about that many MB of zero pixels).
+    """
+    import zlib
+    ds = make_instance(**kw)
+    pixels = ds.PixelData
+    del ds.PixelData
+    header = encoded(ds)
+    pixel = element(0x7FE0, 0x0010, b"OB", pixels)
+    syntax = ExplicitVRLittleEndian
+    if kind == "pixel_data_past_end":
+        body = header + element(0x7FE0, 0x0010, b"OB", pixels, length=len(pixels) + 4096)
+    elif kind == "element_past_end":
+        body = header + pixel + element(0x7FE1, 0x0010, b"OB", b"\0" * 16, length=1 << 20)
+    elif kind == "unclosed_sequence":
+        seq = struct.pack("<HH", 0x0040, 0xA730) + b"SQ\0\0" + struct.pack("<I", UNDEFINED_LENGTH) + ITEM
+        body = header + seq + element(0x0040, 0xA040, b"CS", b"TEXT")  # no item or sequence delimiter
+    elif kind.startswith("nested_"):
+        body = header + nested_sequences(int(kind.removeprefix("nested_"))) + pixel
+    elif kind.startswith("deflate_bomb_"):
+        size = int(kind.removeprefix("deflate_bomb_")) << 20
+        ds.Rows, ds.Columns = 1024, 1024
+        ds.NumberOfFrames = size // (1024 * 1024)
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        zeros = b"\0" * (1 << 20)
+        parts = [compressor.compress(encoded(ds)),
+                 compressor.compress(struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\0\0" + struct.pack("<I", size))]
+        parts += [compressor.compress(zeros) for _ in range(size >> 20)]
+        body = b"".join(parts) + compressor.flush()
+        body += b"\0" * (len(body) % 2)
+        syntax = "1.2.840.10008.1.2.1.99"
+    else:
+        raise ValueError(kind)
+    return ds, write_part10(Path(directory) / f"{kind}.dcm", ds, body, syntax)

@@ -49,7 +49,7 @@ def test_top_level_help_lists_every_command_and_the_environment():
     assert "docs/configuration.md" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config"])
+@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit"])
 def test_subcommand_help_mentions_every_option(command):
     sp = subcommands()[command]
     out = yilian(command, "--help")
@@ -65,7 +65,8 @@ def test_subcommand_help_mentions_every_option(command):
 
 
 def test_every_command_is_tested_here():
-    assert set(subcommands()) == {"up", "serve", "token", "check-config", "ca", "verify"}  # ca, verify: test_signature
+    assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "ca",
+                                  "verify"}  # ca, verify: tests/delivery/test_signature.py
 
 
 def test_serve_offers_exactly_the_services():
@@ -88,6 +89,35 @@ def test_unknown_service_is_refused():
     out = yilian("serve", "radiology")
     assert out.returncode == 2
     assert "invalid choice" in out.stderr and "pacs_gateway" in out.stderr
+
+
+# --- audit verify -------------------------------------------------------------------------------
+
+def test_audit_verify_exits_0_on_an_intact_trail_and_1_naming_a_deleted_record(tmp_path):
+    import asyncio
+
+    from services.api.auditing import AuditWriter
+    from services.core.store.sqlite import SqliteStore
+    url = f"sqlite:///{tmp_path / 'yilian.db'}"
+
+    async def write() -> None:
+        store = SqliteStore(url)
+        await store.open()
+        writer = AuditWriter(store)
+        for i in range(3):
+            await writer.record(actor="auditor", role="auditor", action="audit.read", resource=f"audit/{i}")
+        await store.close()
+    asyncio.run(write())
+    out = yilian("audit", "verify", YILIAN_STORE_URL=url, YILIAN_DATA_DIR=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["intact"] and result["records"] == 3 and result["head_seq"] == 3
+    with sqlite3.connect(tmp_path / "yilian.db") as db:
+        db.execute("DELETE FROM \"c_audit\" WHERE json_extract(doc, '$.seq') = 2")
+    out = yilian("audit", "verify", YILIAN_STORE_URL=url, YILIAN_DATA_DIR=str(tmp_path))
+    assert out.returncode == 1, out.stderr
+    assert json.loads(out.stdout)["first_break"] == {
+        "seq": 2, "problem": "missing", "message": "record 2 is missing (the next one found is 3)", "id": None}
 
 
 # --- token -------------------------------------------------------------------------------------

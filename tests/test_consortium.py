@@ -362,3 +362,70 @@ def test_the_example_loads():
 def test_the_example_digest_is_stable():
     assert load_consortium(EXAMPLE_CONSORTIUM).digest() == load_consortium(EXAMPLE_CONSORTIUM).digest()
     assert parse_consortium(BASE).digest() != parse_consortium(BASE.replace("测试医共体", "另一个")).digest()
+
+
+# --- retention (issue 14) ------------------------------------------------------------------------
+
+def test_retention_defaults_and_configured_classes():
+    default = parse_consortium(BASE).retention
+    assert default.years == {"outpatient": 15, "inpatient": 30} and default.default_class == "inpatient"
+    c = parse_consortium(BASE + "retention:\n  years: {outpatient: 20, physical_exam: 5}\n"
+                                "  default_class: outpatient\n")
+    assert c.retention.years == {"outpatient": 20, "inpatient": 30, "physical_exam": 5}
+    assert c.retention.default_class == "outpatient"
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("retention:\n  years: {outpatient: 0}\n", ["retention.years.outpatient"]),
+    ("retention:\n  years: [15, 30]\n", ["retention.years must map"]),
+    ("retention:\n  default_class: emergency\n", ["'emergency'", "inpatient", "outpatient"]),
+    ("retention:\n  keep: 15\n", ["unknown key", "'keep'"]),
+])
+def test_bad_retention_names_the_line(extra, words):
+    text = BASE + extra
+    fails(text, text.count("\n"), *words)  # each error is on the last line
+
+
+def test_retention_runs_from_the_last_activity_of_any_record():
+    from datetime import UTC, datetime
+
+    from services.core.consortium import RetentionConfig
+    from services.core.retention import retention_of
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    docs = [{"signed_at": "2020-02-29T08:00:00.000Z", "addendum_at": "not a time"},
+            {"requested_at": "2019-01-01T00:00:00Z", "state_at": None}]
+    r = retention_of(RetentionConfig(), "outpatient", docs, now=now)
+    assert (r.last_activity, r.retained_until) == ("2020-02-29T08:00:00.000Z", "2035-03-01T08:00:00.000Z")
+    assert not r.expired(now) and r.expired(datetime(2035, 3, 1, 8, tzinfo=UTC))
+    unknown = retention_of(RetentionConfig(), None, [], now=now)
+    assert (unknown.record_class, unknown.retained_until) == ("inpatient", "2056-12-02T00:00:00.000Z")
+
+
+def test_readers_titles_licences_leads_and_a_centres_sign_off():
+    text, _ = edit("organization: county, centre: county-imaging}",
+                   "organization: county, centre: county-imaging, title: 住院医师, licence_number: '110410000034567',"
+                   " lead: true}")
+    text, _ = edit("    escalation: city-imaging", "    escalation: city-imaging\n    sign_off: {imaging: 主治医师}",
+                   text=text)
+    c = parse_consortium(text)
+    wang, centre = c.users["dr-wang"], c.centres["county-imaging"]
+    assert (wang.title, wang.licence_number, wang.lead) == ("住院医师", "110410000034567", True)
+    assert centre.sign_off == {"imaging": "主治医师"}
+    assert not centre.releases("imaging", "住院医师") and not centre.releases("imaging", None)
+    assert centre.releases("imaging", "主治医师") and centre.releases("imaging", "主任医师")
+    assert c.centres["county-ecg"].releases("ecg", None)  # no sign_off: everyone releases
+
+
+@pytest.mark.parametrize("old,new,words", [
+    ("organization: county, centre: county-imaging}", "organization: county, centre: county-imaging, title: 医师}",
+     ("user.title", "must be one of")),
+    ("organization: county, centre: county-imaging}",
+     "organization: county, centre: county-imaging, licence_number: 'no/such'}", ("licence_number", "malformed")),
+    ("role: admin, organization: county}", "role: admin, organization: county, lead: true}", ("lead", "no centre")),
+    ("    kinds: [ecg]", "    kinds: [ecg]\n    sign_off: {imaging: 主治医师}", ("does not read",)),
+    ("    kinds: [ecg]", "    kinds: [ecg]\n    sign_off: {ecg: 专家}", ("centre.sign_off.ecg", "must be one of")),
+])
+def test_wrong_title_licence_lead_or_sign_off(old, new, words):
+    text, line = edit(old, new)
+    line += 1 if "\n" in new else 0
+    fails(text, line, *words)

@@ -21,8 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from services.core.bus.port import DEAD_LETTER_TOPIC, topic_of
+from services.core.bus.port import DEAD_LETTER_TOPIC, deployment_topics, topic_of
 from services.core.consortium import load_consortium
+from services.core.events import registry
 from services.core.runtime import SERVICE_NAMES
 from services.core.settings import Settings
 
@@ -304,10 +305,18 @@ def test_kafka_init_creates_every_topic_the_bus_uses(tmp_path):
             assert "--if-not-exists" in args
             created[args[args.index("--topic") + 1]] = int(args[args.index("--partitions") + 1])
     types = {p.name.split(".v")[0] for p in (ROOT / "schemas" / "events").glob("*.v*.json")}
-    expected = {topic_of(t) for t in types} | {DEAD_LETTER_TOPIC}
-    assert set(created) == expected
+    expected = {topic_of(t) for t in types if not t.startswith("bus.")} | {DEAD_LETTER_TOPIC}
+    assert set(created) == expected == set(deployment_topics(registry().types))
     assert set(created.values()) == {6}
     assert all(t.startswith("yilian.") for t in created)
+
+
+def test_the_deployment_guide_lists_the_topics_of_the_code():
+    """docs/deployment.md names today's topics; they are the code's, in its order."""
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    sentence = re.search(r"Today's topics:(.*?)\.(?:\s|$)", doc, re.S)
+    assert sentence, "docs/deployment.md: no \"Today's topics:\" sentence"
+    assert re.findall(r"`([a-z_.]+)`", sentence.group(1)) == deployment_topics(registry().types)
 
 
 def test_kafka_init_fails_loudly_without_schemas(tmp_path):

@@ -2,9 +2,9 @@
 
 Each request still waits until its own record is durable (nothing is answered before it is
 audited), but records of concurrent requests share one transaction: one commit (fsync) for
-many readers instead of one each.  A group is written with :meth:`Store.apply`, which the
-SQLite adapter does in one hop to its writer thread (not one per record) and commits together
-with other ``apply`` calls waiting for the writer.
+many readers instead of one each, and one update of the audit chain's head.  A group is written
+with :meth:`Store.apply`, which the SQLite adapter does in one hop to its writer thread (not one
+per record) and commits together with other ``apply`` calls waiting for the writer.
 """
 
 from __future__ import annotations
@@ -14,16 +14,6 @@ from typing import Any
 
 from ..core import audit
 from ..core.store.port import Batch, Doc, Store
-
-
-class _Records:
-    """Collects what :func:`services.core.audit.record` would insert (the record's shape stays there)."""
-
-    def __init__(self) -> None:
-        self.docs: list[Doc] = []
-
-    async def insert(self, collection: str, doc: Doc) -> None:
-        self.docs.append(doc)
 
 
 class AuditWriter:
@@ -59,8 +49,11 @@ class AuditWriter:
                     done.set_result(None)
 
     async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
-        records = _Records()
-        for fields, _ in group:
-            await audit.record(records, **fields)  # type: ignore[arg-type] - it only inserts
-        puts = [("audit", doc) for doc in records.docs]
-        await self.store.apply([], lambda _: Batch(puts=puts))
+        records = [audit.new_record(**fields) for fields, _ in group]
+
+        def chain(docs: list[Doc | None]) -> Batch:
+            # Linked inside the commit, after the head it read: any writer in any process is either
+            # wholly before or wholly after this group.
+            head, linked = audit.link(docs[0], records)
+            return Batch(puts=[*(("audit", doc) for doc in linked), (audit.CHAIN, head)])
+        await self.store.apply([(audit.CHAIN, audit.HEAD)], chain)

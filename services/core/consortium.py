@@ -24,6 +24,9 @@ KINDS = ("imaging", "ecg")
 PRIORITIES = ("stat", "urgent", "routine")
 ROLES = ("clinic", "reader", "coordinator", "admin", "auditor")
 GREEN_CHANNELS = ("胸痛", "卒中", "高危孕产妇", "危重新生儿")
+# Physicians' professional titles (职称), lowest first: a centre's ``sign_off`` names the lowest that releases.
+TITLES = ("住院医师", "主治医师", "副主任医师", "主任医师")
+LICENCE = re.compile(r"^[0-9A-Za-z]{6,30}$")  # 医师执业证书编号 (15 digits today; older ones differ)
 AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -85,6 +88,15 @@ class Centre:
     kinds: tuple[str, ...]
     escalation: str | None = None  # the upper centre for second opinions
     capacity_per_reader_per_hour: int = 6
+    # kind -> the lowest title (TITLES) whose report is released at once; a lower one's is submitted for review
+    sign_off: dict[str, str] = field(default_factory=dict)
+
+    def releases(self, kind: str, title: str | None) -> bool:
+        """Whether a reader of ``title`` releases a ``kind`` report himself (no review)."""
+        needed = self.sign_off.get(kind)
+        if needed is None:
+            return True
+        return title in TITLES and TITLES.index(title) >= TITLES.index(needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,9 @@ class User:
     centre: str | None = None
     on_duty: bool = True
     specialty: str | None = None  # e.g. 心内科; used to route and staff consultations (远程会诊)
+    title: str | None = None  # 职称, one of TITLES (readers)
+    licence_number: str | None = None  # 执业证书编号, printed with the signer's name
+    lead: bool = False  # centre lead (科主任): manages his centre's report templates
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +139,14 @@ class ConsultationConfig:
     """Remote consultation (远程会诊) settings; Yilian only issues and records the meeting link."""
 
     meeting_url_template: str | None = None  # ``{consultation_id}`` is replaced
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long records are kept, per record class, from their last activity (电子病历应用管理规范第19条)."""
+
+    years: dict[str, int] = field(default_factory=lambda: {"outpatient": 15, "inpatient": 30})
+    default_class: str = "inpatient"  # a record whose class is not known is kept as long as this class
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +163,7 @@ class Consortium:
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     consultation: ConsultationConfig = field(default_factory=ConsultationConfig)
     timezone: str = DEFAULT_TIMEZONE  # IANA zone of times shown to people and written in DICOM
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -301,7 +325,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False})
+        "consultation": False, "retention": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False})
     timezone = L.opt(head, "timezone", "consortium") or DEFAULT_TIMEZONE
@@ -367,7 +391,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     centre_lines: dict[str, _Node] = {}
     for n in L.seq(top["centres"], "centres"):
         f = L.mapping(n, "centre", {"id": True, "name": True, "organization": True, "kinds": True,
-                                    "escalation": False, "capacity_per_reader_per_hour": False})
+                                    "escalation": False, "capacity_per_reader_per_hour": False,
+                                    "sign_off": False})
         cid = L.scalar(f["id"], "centre.id", pattern=ID)
         if cid in centres:
             raise f["id"].error(f"duplicate centre id {cid!r}")
@@ -380,7 +405,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         centres[cid] = Centre(cid, L.scalar(f["name"], "centre.name"), org, kinds,
                               L.opt(f, "escalation", "centre"),
                               L.integer(f["capacity_per_reader_per_hour"], "centre.capacity_per_reader_per_hour", 1, 1000)
-                              if "capacity_per_reader_per_hour" in f else 6)
+                              if "capacity_per_reader_per_hour" in f else 6, _sign_off(L, f.get("sign_off"), kinds))
         centre_lines[cid] = f.get("escalation", n)
     for cid, c in centres.items():
         if c.escalation is not None and c.escalation not in centres:
@@ -440,7 +465,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     users: dict[str, User] = {}
     for n in L.seq(top["users"], "users"):
         f = L.mapping(n, "user", {"id": True, "name": True, "role": True, "organization": True,
-                                  "centre": False, "on_duty": False, "specialty": False})
+                                  "centre": False, "on_duty": False, "specialty": False, "title": False,
+                                  "licence_number": False, "lead": False})
         uid = L.scalar(f["id"], "user.id", pattern=ID)
         if uid in users:
             raise f["id"].error(f"duplicate user id {uid!r}")
@@ -455,7 +481,11 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
             raise f["centre"].error(f"centre {centre!r} is not part of organization {org!r}")
         users[uid] = User(uid, L.scalar(f["name"], "user.name"), role, org, centre,
                           L.boolean(f["on_duty"], "user.on_duty") if "on_duty" in f else True,
-                          L.opt(f, "specialty", "user"))
+                          L.opt(f, "specialty", "user"), L.opt(f, "title", "user", choices=TITLES),
+                          L.opt(f, "licence_number", "user", pattern=LICENCE),
+                          L.boolean(f["lead"], "user.lead") if "lead" in f else False)
+        if users[uid].lead and centre is None:
+            raise f["lead"].error(f"user {uid!r} is a centre lead (lead: true) but has no centre")
 
     consultation = ConsultationConfig()
     if "consultation" in top:
@@ -467,10 +497,39 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                 "consultation.meeting_url_template must be an http(s) URL containing {consultation_id}")
         consultation = ConsultationConfig(template)
 
+    retention = RetentionConfig()
+    if "retention" in top:
+        f = L.mapping(top["retention"], "retention", {"years": False, "default_class": False})
+        years = dict(retention.years)
+        if "years" in f:
+            if not isinstance(f["years"].node, yaml.MappingNode):
+                raise f["years"].error("retention.years must map record classes to years (outpatient: 15)")
+            for key, value in f["years"].node.value:
+                name = L.scalar(L.wrap(key), "retention.years class", pattern=ID)
+                years[name] = L.integer(L.wrap(value), f"retention.years.{name}", 1, 200)
+        default_class = L.opt(f, "default_class", "retention") or retention.default_class
+        if default_class not in years:
+            raise f["default_class"].error(
+                f"retention.default_class {default_class!r} is not one of the classes {sorted(years)}")
+        retention = RetentionConfig(years, default_class)
+
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
-                      timezone=timezone)
+                      timezone=timezone, retention=retention)
+
+
+def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:
+    """``centre.sign_off``: kind -> the lowest title that releases its own reports."""
+    if node is None:
+        return {}
+    f = L.mapping(node, "centre.sign_off", {k: False for k in KINDS})
+    out = {}
+    for kind, n in f.items():
+        if kind not in kinds:
+            raise n.error(f"centre.sign_off names {kind!r}, a kind the centre does not read")
+        out[kind] = L.scalar(n, f"centre.sign_off.{kind}", choices=TITLES)
+    return out
 
 
 def consortium_summary(c: Consortium) -> dict[str, Any]:

@@ -234,6 +234,8 @@ def install_runtime_collectors(rt: Any) -> Registry:
         return [Family("yilian_bus_lag_events", "gauge", "Events published but not yet acknowledged, per consumer group",
                        [Sample("yilian_bus_lag_events", {"group": g}, n) for g, n in sorted(lag.items())]),
                 Family("yilian_service_up", "gauge", "Services running in this process",
-                       [Sample("yilian_service_up", {"service": s.name}, 1) for s in rt.services])]
+                       [Sample("yilian_service_up", {"service": s.name}, 1) for s in rt.services]),
+                *rt.bus.figures(),
+                *(relay.figures() if (relay := rt.shared.get("outbox_relay")) is not None else ())]
     registry.collector("runtime", collect)
     return registry

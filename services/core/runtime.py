@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .blobs.port import BlobStore
-from .bus.port import Bus
+from .bus.port import Bus, TopicMismatch
 from .consortium import Consortium, consortium_summary, load_consortium
 from .events import Event, SchemaRegistry, registry
 from .localtime import LocalTime
@@ -173,11 +173,20 @@ async def run(settings: Settings, names: tuple[str, ...], *, ready: Callable[[Ru
                              f"YILIAN_HTTP_PORT={settings.http_port}, YILIAN_DICOM_PORT={settings.dicom_port})") \
                 from exc
         if rt.bus.relays_outbox:
+            from . import holders
             from .bus.relay import OutboxRelay
-            relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*names, "runtime")])
+            # Every process may relay every partition of the outbox (the api writes the workflow's
+            # events); it holds its own services' and takes the others only while nobody does.
+            relay = OutboxRelay(rt.store, rt.bus, sources=[rt.source(n) for n in (*SERVICE_NAMES, "runtime")],
+                                own=[rt.source(n) for n in names], lease_seconds=settings.relay_lease_seconds,
+                                holder=holders.of(rt))
             await relay.start()
             rt._background.append(relay)
-        await rt.bus.start()
+            rt.shared["outbox_relay"] = relay
+        try:
+            await rt.bus.start()
+        except TopicMismatch as exc:  # an operator's decision, not a retry: say what to do and stop
+            raise SystemExit(str(exc)) from exc
         if ready is not None:
             ready(rt)
         await stop.wait()

@@ -84,12 +84,17 @@ class Settings:
     log_level: str = "INFO"
     jwt_secret: str = field(default="", repr=False)
     kafka_idempotent: bool = True
+    relay_lease_seconds: float = 10.0  # a process's hold on a partition of the outbox; a dead one's expires
     gateway_workers: int = 1
     # "process": index in a process of its own (pacs_gateway/index_process.py); from the
     # environment the default is "process" with two cores or more (_gateway_indexer)
     gateway_indexer: str = "inline"
     study_quiet_seconds: float = 30.0
     max_instance_bytes: int = 2 * 1024**3
+    # hostile data sets (core/bounded.py): inflated size and ratio of a deflated one, nesting
+    max_inflated_bytes: int = 256 * 1024**2
+    max_inflate_ratio: int = 100
+    max_sequence_depth: int = 64
     gateway_inline_bytes: int = 1024**2  # instances up to this size are received in memory and journaled whole
     gateway_journal_segment_bytes: int = 32 * 1024**2
     duplicate_policy: str = "keep_first"  # or "replace"
@@ -125,10 +130,14 @@ class Settings:
             log_level=(env.get("YILIAN_LOG_LEVEL") or "INFO").upper(),
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
+            relay_lease_seconds=env_float("YILIAN_RELAY_LEASE_SECONDS", 10.0, minimum=0.5),
             gateway_workers=_int("YILIAN_GATEWAY_WORKERS", 1),
             gateway_indexer=_gateway_indexer(),
             study_quiet_seconds=env_float("YILIAN_STUDY_QUIET_SECONDS", 30.0),
             max_instance_bytes=_int("YILIAN_MAX_INSTANCE_BYTES", 2 * 1024**3),
+            max_inflated_bytes=_int("YILIAN_MAX_INFLATED_BYTES", 256 * 1024**2),
+            max_inflate_ratio=_int("YILIAN_MAX_INFLATE_RATIO", 100),
+            max_sequence_depth=_int("YILIAN_MAX_SEQUENCE_DEPTH", 64),
             gateway_inline_bytes=_int("YILIAN_GATEWAY_INLINE_BYTES", 1024**2),
             gateway_journal_segment_bytes=_int("YILIAN_GATEWAY_JOURNAL_SEGMENT_BYTES", 32 * 1024**2),
             duplicate_policy=env.get("YILIAN_DUPLICATE_POLICY") or "keep_first",

@@ -43,12 +43,13 @@ def _signer_names(signers: Any) -> str:
 
 
 def _signers(signers: Any) -> list[Doc]:
-    """Each person who signs, on his own: ``{"id", "name", "centre"}``."""
+    """Each person who signs, on his own: ``{"id", "name", "centre"}`` (and his ``role`` in a
+    two-level sign-off: ``reporting`` 报告医生 / ``reviewing`` 审核医生)."""
     out = []
     for s in signers or []:
         if isinstance(s, dict):
             out.append({"id": s.get("id"), "name": str(s.get("name") or s.get("id") or ""),
-                        "centre": s.get("centre")})
+                        "centre": s.get("centre"), **({"role": s["role"]} if s.get("role") else {})})
         else:
             out.append({"id": None, "name": str(s), "centre": None})
     return [s for s in out if s["name"]]
@@ -58,11 +59,16 @@ def result_from_report(data: Doc, *, at: str) -> Doc:
     """A result from ``report.signed`` data (a report or an addendum)."""
     rid = data["report_id"]
     reader_name = data.get("reader_name") or data.get("reader_id") or ""
-    return _result(rid, kind=data["kind"], source="addendum" if data.get("addendum_of") else "report",
-                   data=data, at=at, reader_name=reader_name,
-                   signers=_signers([{"id": data.get("reader_id"), "name": reader_name, "centre": data.get("centre")}]),
+    # Two-level sign-off: 报告医生 then 审核医生, each a Verifying Observer; older events name one reader.
+    signers = data.get("signers") or [{"id": data.get("reader_id"), "name": reader_name, "centre": data.get("centre")}]
+    result = _result(rid, kind=data["kind"], source="addendum" if data.get("addendum_of") else "report",
+                   data=data, at=at, reader_name=reader_name, signers=_signers(signers),
                    findings=data.get("findings") or "", impression=data.get("impression") or "",
                    study_uids=[data["study_uid"]], consultation_id=None)
+    result["reviewer_name"] = data.get("reviewer_name")
+    result["report_version"] = data.get("version") or 1  # the version released: the SR and the signed PDF name it
+    result["structured"] = data.get("structured") or []  # the template's fields, coded item by item in the SR
+    return result
 
 
 def result_from_consultation(data: Doc, *, at: str) -> Doc:
@@ -116,8 +122,7 @@ def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name
         "impression": impression, "critical": critical,
         "critical_category": data.get("critical_category") if critical else None,
         "priority": data.get("priority"), "created_at": at,
-        # the version of the report this result is (the signed PDF and the SR name it); 1 until reports have versions
-        "report_version": data.get("report_version") or 1,
+        "report_version": 1,  # a report's: the version released (result_from_report)
         "sr_sop_instance_uid": uid_for(rid, "sr"), "sr_series_uid": uid_for(rid, "sr-series"),
         "pdf_sop_instance_uid": uid_for(rid, "pdf"), "pdf_series_uid": uid_for(rid, "pdf-series"),
         "acknowledged_at": None, "acknowledged_by": None, "acknowledgement": None,

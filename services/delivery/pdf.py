@@ -101,8 +101,7 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
         pdf.multi_cell(width, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(6)
     pdf.set_font("cjk", size=10.5)
-    pdf.multi_cell(width, 6.5, f"诊断医师：{result.get('reader_name') or ''}    诊断中心：{centre}", new_x="LMARGIN",
-                   new_y="NEXT")
+    pdf.multi_cell(width, 6.5, f"{signed_by(result)}    诊断中心：{centre}", new_x="LMARGIN", new_y="NEXT")
     signed = local.for_people(result["signed_at"])
     pdf.multi_cell(width, 6.5, f"签发时间：{signed}    报告编号：{result['id']}    版本：{version}", new_x="LMARGIN",
                    new_y="NEXT")
@@ -146,3 +145,13 @@ def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution:
     ds.EncapsulatedDocumentLength = len(pdf)
     ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")  # OB values have even length
     return ds
+
+
+def signed_by(result: dict) -> str:
+    """报告医生 and 审核医生 after a two-level sign-off; the one 诊断医师 otherwise."""
+    signers = result.get("signers") or []
+    reviewer = next((s["name"] for s in signers if s.get("role") == "reviewing"), None)
+    if reviewer is None:
+        return f"诊断医师：{result.get('reader_name') or ''}"
+    author = next((s["name"] for s in signers if s.get("role") == "reporting"), result.get("reader_name") or "")
+    return f"报告医生：{author}    审核医生：{reviewer}"

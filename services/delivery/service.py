@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import ssl
-import uuid
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from ..core import audit, claims, orphans, tls
+from ..core import audit, claims, holders, orphans, tls
 from ..core.events import Event, new_traceparent
 from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
@@ -151,7 +150,8 @@ class Worker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = settings_of(rt)
-        self.id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = holders.of(rt)
+        self.id = self.holder.id
         self.backoff = Backoff(self.settings.first_delay, self.settings.max_delay, self.settings.horizon)
         # A claim must outlive the slowest attempt (association + two C-STOREs), or a second
         # worker could take over a delivery that is still being sent.
@@ -174,7 +174,8 @@ class Worker:
 
     async def due(self) -> list[Doc]:
         return await claims.due(self.rt.store, DELIVERIES, busy="delivering", now=iso(self.settings.now()),
-                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight)
+                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight,
+                                gone=self.holder.gone())
 
     async def run_once(self) -> int:
         """Claim what is due and start attempting it; how many were started."""
@@ -197,7 +198,8 @@ class Worker:
         claimed = await claims.claim(self.rt.store, DELIVERIES, d, busy="delivering", worker=self.id,
                                      lease_expires_at=iso(self.settings.now() + self.lease))
         if claimed is not None and d["state"] == "delivering":
-            log.warning("delivery lease expired; taking over", extra={"delivery_id": d["id"], "worker": d["worker"]})
+            why = "lease expired" if d["lease_expires_at"] < iso(self.settings.now()) else "holder gone"
+            log.warning(f"delivery {why}; taking over", extra={"delivery_id": d["id"], "worker": d["worker"]})
         return claimed  # None: another worker got it first
 
     async def _attempt(self, d: Doc) -> None:
@@ -245,10 +247,20 @@ class Worker:
                             pdf_sha256=digest)
         pdf_ds = pdf.build_pdf(result, study=study, pdf=signed, created=created, institution=institution,
                                station=station, local=local)
+        loop = asyncio.get_running_loop()
+
+        def stored(sop_instance_uid: str) -> None:
+            # From the C-STORE thread: written before the next instance goes, so a crash after
+            # the SCP's Success cannot make that instance go again.
+            try:
+                asyncio.run_coroutine_threadsafe(record_sent(rt, d, sop_instance_uid), loop).result()
+            except Exception:  # noqa: BLE001 - stopping: the outcome is not written either, it is sent again
+                log.warning("accepted instance not recorded", extra={"delivery_id": d["id"]})
+
         return await asyncio.to_thread(
             dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
-            already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None)
+            already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None, stored=stored)
 
     async def signed_pdf(self, result: Doc, *, study: Doc, institution: str, centre: str,
                          local: LocalTime) -> tuple[bytes, str]:
@@ -344,9 +356,11 @@ def signer_of(rt: Runtime, settings: DeliverySettings) -> signing.Signer:
 
 
 def signer_of_result(result: Doc) -> str:
-    """Whose key signs: the releasing reader (a consultation's lead)."""
-    return result.get("reader_id") or next((s["id"] for s in result.get("signers") or [] if s.get("id")), "") \
-        or "system"
+    """Whose key signs: the releasing reader — the reviewer (审核医生) of a two-level sign-off, else
+    the reader; a consultation's lead."""
+    signers = result.get("signers") or []
+    reviewing = next((s["id"] for s in signers if s.get("role") == "reviewing" and s.get("id")), None)
+    return reviewing or result.get("reader_id") or next((s["id"] for s in signers if s.get("id")), "") or "system"
 
 
 def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:
@@ -362,6 +376,23 @@ def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:
                 "return_comment", "critical")
     return {"delivery_id": d["id"], "result_id": result["id"], **{k: result.get(k) for k in keys},
             "signed_at_local": local.iso(result["signed_at"]), "timezone": local.name}
+
+
+async def record_sent(rt: Runtime, d: Doc, sop_instance_uid: str) -> None:
+    """Record at once that the clinic's SCP accepted ``sop_instance_uid`` (``d`` is updated in place,
+    so the attempt's outcome is written over this version)."""
+    sent = sorted({*(d.get("sent") or []), sop_instance_uid})
+    changes = {"sent": sent, "version": d["version"] + 1}
+    try:
+        async with rt.store.transaction() as tx:
+            if not await tx.update(DELIVERIES, d["id"], changes, where={"version": d["version"]}):
+                log.warning("delivery taken over by another worker; accepted instance not recorded",
+                            extra={"delivery_id": d["id"], "sop_instance_uid": sop_instance_uid})
+                return
+    except Exception:  # noqa: BLE001 - the store may be down: the outcome records it, or it is sent again
+        log.exception("could not record an accepted instance", extra={"delivery_id": d["id"]})
+        return
+    d.update(changes)
 
 
 async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff) -> None:

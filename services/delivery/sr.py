@@ -1,4 +1,7 @@
-"""The Basic Text SR of a result (PS3.3 A.35.1): findings, impression, 危急值, reader, time.
+"""The SR of a result: findings, impression, 危急值, reader, time; a Basic Text SR (PS3.3 A.35.1),
+or an Enhanced SR (A.35.2) when the report's template fields include numbers (NUM items with UCUM
+units: 心率 75 /min, 心胸比 0.45).  Template fields are coded items inside Findings, each named by
+its template key in the private scheme ``99YILIAN`` with the field's label as Code Meaning.
 
 Same Study Instance UID as the original study, a new series, the original study's series
 and instances in the Current Requested Procedure Evidence Sequence, and — for an
@@ -21,6 +24,11 @@ from .model import uid_for
 Doc = dict[str, Any]
 
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
+ENHANCED_SR = UID("1.2.840.10008.5.1.4.1.1.88.22")
+FIELD_SCHEME = "99YILIAN"
+# Template units as UCUM (PS3.16 CID 7181 uses UCUM); a unit not listed keeps its text, privately coded.
+UCUM = {None: "1", "": "1", "次/分": "/min", "bpm": "/min", "°": "deg", "ms": "ms", "mm": "mm", "cm": "cm",
+        "ml": "mL", "mL": "mL", "%": "%", "s": "s"}
 SERIES_NUMBER = 9901  # results sort after the clinic's own series
 
 # Document titles (LOINC), by result kind.
@@ -109,6 +117,35 @@ def _person_observers(observers: list[tuple[str, str]]) -> list[Dataset]:
     return items
 
 
+def sop_class(result: Doc) -> UID:
+    """Enhanced SR when a number must be a NUM item (Basic Text SR has no NUM), else Basic Text SR."""
+    numbers = any(f.get("type") == "number" for f in result.get("structured") or [])
+    return ENHANCED_SR if numbers else BASIC_TEXT_SR
+
+
+def _unit(unit: str | None) -> Dataset:
+    if unit in UCUM:
+        return code((UCUM[unit], "UCUM", "no units" if UCUM[unit] == "1" else UCUM[unit]))
+    return code((unit[:16], FIELD_SCHEME, unit))
+
+
+def _fields(result: Doc) -> list[Dataset]:
+    """The template's structured fields: NUM with its unit, or TEXT (a choice's wording)."""
+    items = []
+    for f in result.get("structured") or []:
+        name = (f["key"], FIELD_SCHEME, f["label"])
+        if f["type"] == "number":
+            item = _item("NUM", "CONTAINS", name)
+            measured = Dataset()
+            measured.NumericValue = format(f["value"], "g")
+            measured.MeasurementUnitsCodeSequence = Sequence([_unit(f.get("unit"))])
+            item.MeasuredValueSequence = Sequence([measured])
+            items.append(item)
+        else:
+            items.append(text("CONTAINS", name, str(f["value"])))
+    return items
+
+
 def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[str, str]]]], created: str,
              institution: str, station: str, local: LocalTime | None = None,
              observers: list[tuple[str, str]] | None = None, pdf_sha256: str | None = None) -> Dataset:
@@ -120,7 +157,7 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
         observers = [(result.get("reader_name") or "", institution)]
     local = local or LocalTime.named()
     signed = local.dicom(result["signed_at"])
-    ds = base_dataset(sop_class_uid=BASIC_TEXT_SR, sop_instance_uid=result["sr_sop_instance_uid"], study=study,
+    ds = base_dataset(sop_class_uid=sop_class(result), sop_instance_uid=result["sr_sop_instance_uid"], study=study,
                       result=result, created=created, station=station, local=local)
     ds.InstitutionName = institution
     # SR Document Series (C.17.1)
@@ -150,7 +187,9 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     if result.get("addendum_of"):
         # The corrected report's SR (its UID is fixed by its id) is this one's predecessor.
         ds.PredecessorDocumentsSequence = Sequence([_references(result["study_uid"], [
-            (uid_for(result["addendum_of"], "sr-series"), [(BASIC_TEXT_SR, uid_for(result["addendum_of"], "sr"))])])])
+            # An addendum carries its original's fields, so the same rule gives the original's class.
+            (uid_for(result["addendum_of"], "sr-series"),
+             [(sop_class(result), uid_for(result["addendum_of"], "sr"))])])])
     # SR Document Content (C.17.3): the content tree.
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = Sequence([code(TITLES.get(result["kind"], TITLES["imaging"]))])
@@ -160,7 +199,8 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     signed_item = _item("DATETIME", "CONTAINS", SIGNED_AT)
     signed_item.DateTime = signed.datetime
     content = [*_person_observers(observers),
-               container("CONTAINS", FINDINGS, [text("CONTAINS", FINDING, result.get("findings") or "")]),
+               container("CONTAINS", FINDINGS, [text("CONTAINS", FINDING, result.get("findings") or ""),
+                                                *_fields(result)]),
                container("CONTAINS", IMPRESSIONS, [text("CONTAINS", IMPRESSION, result.get("impression") or "")]),
                critical]
     if result["critical"] and result.get("critical_category"):

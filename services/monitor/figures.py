@@ -9,6 +9,8 @@ Definitions (also in docs/monitor.md):
   has passed (``now >= deadline - (1 - risk_fraction) * SLA``); **past deadline**: ``now >= deadline``.
 * **turnaround**: queued (the clock of the SLA starts when the study is readable) to signed;
   p50/p90 by the nearest-rank method over readings signed today (local day) and in the last 7 days.
+* **today** and the trend's **hours** are the consortium's (``rt.local_time``): a day starts at
+  local midnight, an hour at a local full hour (Asia/Kolkata's at half past a UTC hour).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, time, tzinfo
 from typing import Any
 
 from .readmodel import HELD, iso, parse_time
@@ -32,11 +35,20 @@ class Window:
     now: float
     day_start: float
     risk_fraction: float = 0.8
+    utc_offset: float = 0.0  # the zone's offset at ``now``, seconds east of UTC: where local hours start
 
     @classmethod
-    def at(cls, now: float, *, utc_offset_hours: float = 8.0, risk_fraction: float = 0.8) -> Window:
-        offset = utc_offset_hours * 3600
-        return cls(now, math.floor((now + offset) / DAY) * DAY - offset, risk_fraction)
+    def at(cls, now: float, tz: tzinfo, *, risk_fraction: float = 0.8) -> Window:
+        """The window of ``now`` in zone ``tz``.  A midnight skipped by a daylight-saving change
+        (fold 0) resolves to the instant of the change, where that day really starts."""
+        local = datetime.fromtimestamp(now, tz)
+        midnight = datetime.combine(local.date(), time(), tzinfo=tz)
+        return cls(now, midnight.timestamp(), risk_fraction, local.utcoffset().total_seconds())
+
+    @property
+    def hour_start(self) -> float:
+        """The start of the local hour ``now`` is in."""
+        return math.floor((self.now + self.utc_offset) / 3600) * 3600 - self.utc_offset
 
     @property
     def week_start(self) -> float:
@@ -115,8 +127,8 @@ def readers(roster: Sequence[Doc], open_rows: Sequence[Doc], signed_rows: Sequen
 
 
 def trend(rows: Sequence[Doc], window: Window, *, hours: int = 24) -> list[Doc]:
-    """Per hour of the last ``hours``: tasks queued, signed, and the queue depth at the hour's end."""
-    start = math.floor(window.now / 3600) * 3600 - (hours - 1) * 3600
+    """Per local hour of the last ``hours``: tasks queued, signed, and the queue depth at the hour's end."""
+    start = window.hour_start - (hours - 1) * 3600
     points = [{"hour": start + i * 3600, "queued": 0, "signed": 0, "depth": 0} for i in range(hours)]
     for row in rows:
         queued = parse_time(row["queued_at"]) if row.get("queued_at") else None

@@ -23,10 +23,9 @@ def install_read_model_collectors(rt: Runtime) -> None:
     """Register the read model's figures in the runtime's registry (where the monitor runs)."""
 
     async def collect() -> list[Family]:
-        from .service import settings_of
-        from .views import MonitorViews, window
-        views = MonitorViews(rt.store, rt.consortium, settings_of(rt))
-        win = window(views.settings)
+        from .views import MonitorViews
+        views = MonitorViews.of(rt)
+        win = views.window()
         rows = await views.queue_rows()
         depth = Tally((r["centre"], r["kind"], r["priority"], r["state"]) for r in rows)
         risks = Tally((r["centre"], figures.risk(r, win)) for r in rows)

@@ -29,7 +29,7 @@ SlaOf = Callable[[str, str], int | None]
 
 REQUESTS, STUDIES, RESULTS, TOTALS = "monitor_requests", "monitor_studies", "monitor_results", "monitor_totals"
 
-OPEN = ("queued", "claimed", "draft")  # on a centre's queue (waiting or being read)
+OPEN = ("queued", "claimed", "draft", "submitted")  # on a centre's queue (waiting, being read, or reviewed)
 HELD = ("claimed", "draft")
 FINAL = ("signed", "escalated", "returned", "cancelled")
 
@@ -38,7 +38,9 @@ TURNAROUND_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 17
 
 READING_TYPES = ("reading.requested", "reading.queued", "reading.claimed", "reading.draft_saved",
                  "reading.released", "reading.lease_expired", "reading.moved", "reading.escalated",
-                 "reading.returned", "reading.cancelled", "reading.sla_at_risk", "reading.assigned")
+                 "reading.returned", "reading.cancelled", "reading.sla_at_risk", "reading.assigned",
+                 # two-level sign-off: a junior's report waits for review; its SLA runs on until report.signed
+                 "report.submitted", "report.reviewed", "report.sent_back")
 RESULT_TYPES = ("result.delivered", "result.delivery_failed", "result.acknowledged", "critical.unacknowledged")
 TYPES = (*READING_TYPES, "report.signed", "study.received", "instance.stored", *RESULT_TYPES)
 
@@ -117,7 +119,7 @@ def _reading(event: Event, row: Doc | None, sla_of: SlaOf) -> Doc:
         row.update(deadline=deadline, sla_seconds=sla, queued_at=queued_at, routed_centre=data.get("routed_centre"),
                    overflow_from=overflow.get("from"), overflow_to=overflow.get("to"),
                    overflow_at=queued_at if overflow else None, modality=data.get("modality"))
-    elif t in ("reading.claimed", "reading.assigned"):
+    elif t in ("reading.claimed", "reading.assigned", "report.sent_back"):
         row.update(claimed_by=data["reader_id"], claimed_at=event.time)
     elif t in ("reading.released", "reading.lease_expired"):
         row.update(claimed_by=None, claimed_at=None)

@@ -38,8 +38,7 @@ STOPPING = web.AppKey("monitor.stopping", asyncio.Event)
 
 
 def _views(request: web.Request) -> MonitorViews:
-    rt = runtime(request)
-    return MonitorViews(rt.store, rt.consortium, settings_of(rt))
+    return MonitorViews.of(runtime(request))
 
 
 def _centres_of(request: web.Request, who: Principal) -> list[str]:

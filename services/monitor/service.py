@@ -8,6 +8,7 @@ log into another (fresh) store through the same projection.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -27,11 +28,12 @@ log = logging.getLogger("yilian.monitor")
 GROUP = "monitor"
 META = "monitor_meta"
 SETTINGS_KEY = "monitor.settings"
+# Retired: the monitor's day followed this fixed offset; it now follows the consortium's zone.
+RETIRED_OFFSET = "YILIAN_MONITOR_UTC_OFFSET_HOURS"
 
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    utc_offset_hours: float = 8.0  # the consortium's local time, for "today" (China: UTC+8, no DST)
     sla_risk_fraction: float = 0.8  # the same fraction the workflow flags with
     stream_interval: float = 1.0  # the SSE stream's poll of the read model, seconds
     stream_refresh: float = 30.0  # push even without events: risks move with the clock
@@ -39,8 +41,7 @@ class MonitorSettings:
 
     @classmethod
     def from_env(cls, **overrides) -> MonitorSettings:
-        values = dict(utc_offset_hours=env_float("YILIAN_MONITOR_UTC_OFFSET_HOURS", 8.0),
-                      sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8),
+        values = dict(sla_risk_fraction=env_float("YILIAN_SLA_RISK_FRACTION", 0.8),
                       stream_interval=env_float("YILIAN_MONITOR_STREAM_SECONDS", 1.0))
         values.update(overrides)
         return cls(**values)
@@ -50,6 +51,11 @@ def settings_of(rt: Runtime) -> MonitorSettings:
     settings = rt.shared.get(SETTINGS_KEY)
     if settings is None:
         settings = rt.shared[SETTINGS_KEY] = MonitorSettings.from_env()
+        if os.environ.get(RETIRED_OFFSET, "").strip():
+            # Ignored rather than obeyed: two settings for one zone would drift apart.
+            log.warning("%s is retired and ignored: the monitor's day and hours follow the consortium's "
+                        "time zone, %s (YILIAN_TIMEZONE or the consortium file's timezone)",
+                        RETIRED_OFFSET, rt.local_time.name)
     return settings
 
 

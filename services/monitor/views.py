@@ -10,18 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.consortium import PRIORITIES, Consortium
+from ..core.localtime import LocalTime
+from ..core.runtime import Runtime
 from ..core.store.port import Store
 from . import figures
 from .figures import Window
 from .readmodel import FINAL, OPEN, REQUESTS, RESULTS, STUDIES, TOTALS, TURNAROUND_BUCKETS, iso
-from .service import META, MonitorSettings
+from .service import META, MonitorSettings, settings_of
 
 Doc = dict[str, Any]
 
 
-def window(settings: MonitorSettings) -> Window:
-    return Window.at(settings.clock(), utc_offset_hours=settings.utc_offset_hours,
-                     risk_fraction=settings.sla_risk_fraction)
+def window(settings: MonitorSettings, local_time: LocalTime) -> Window:
+    return Window.at(settings.clock(), local_time.tz, risk_fraction=settings.sla_risk_fraction)
 
 
 def township_of(consortium: Consortium, org_id: str) -> str | None:
@@ -35,15 +36,25 @@ def township_of(consortium: Consortium, org_id: str) -> str | None:
 
 
 class MonitorViews:
-    def __init__(self, store: Store, consortium: Consortium, settings: MonitorSettings) -> None:
+    def __init__(self, store: Store, consortium: Consortium, settings: MonitorSettings,
+                 local_time: LocalTime | None = None) -> None:
         self.store, self.consortium, self.settings = store, consortium, settings
+        # The consortium's zone: "today" and the trend's hours; the dashboard shows times in it too.
+        self.local_time = local_time or LocalTime.named(consortium.timezone)
+
+    @classmethod
+    def of(cls, rt: Runtime) -> MonitorViews:
+        return cls(rt.store, rt.consortium, settings_of(rt), rt.local_time)
+
+    def window(self) -> Window:
+        return window(self.settings, self.local_time)
 
     async def marker(self) -> str | None:
         meta = await self.store.get(META, "state")
         return meta["marker"] if meta else None
 
     async def centre(self, centre_id: str, win: Window | None = None) -> Doc:
-        win = win or window(self.settings)
+        win = win or self.window()
         centre = self.consortium.centres[centre_id]
         open_rows = await self.store.find(REQUESTS, {"centre": centre_id, "state": {"$in": list(OPEN)}})
         recent = await self.store.find(REQUESTS, {"centre": centre_id, "$or": [
@@ -63,13 +74,13 @@ class MonitorViews:
         return figures.centre(info, open_rows, recent, results, roster, overflow, win, priorities=PRIORITIES)
 
     async def centres(self, ids: list[str] | None = None) -> Doc:
-        win = window(self.settings)
+        win = self.window()
         ids = ids if ids is not None else list(self.consortium.centres)
-        return {"now": iso(win.now), "day_start": iso(win.day_start),
+        return {"now": iso(win.now), "day_start": iso(win.day_start), "timezone": self.local_time.name,
                 "centres": [await self.centre(c, win) for c in ids]}
 
     async def sites(self) -> Doc:
-        win = window(self.settings)
+        win = self.window()
         day = iso(win.day_start)
         out = []
         for org in self.consortium.organizations.values():
@@ -85,10 +96,10 @@ class MonitorViews:
                 "results_delivered": await self.store.count(RESULTS, {**where, "delivered_at": {"$gt": ""}}),
                 "results_acknowledged": await self.store.count(RESULTS, {**where, "acknowledged_at": {"$gt": ""}}),
             })
-        return {"now": iso(win.now), "sites": out}
+        return {"now": iso(win.now), "timezone": self.local_time.name, "sites": out}
 
     async def consortium_figures(self) -> Doc:
-        win = window(self.settings)
+        win = self.window()
         townships = [o.id for o in self.consortium.organizations.values() if o.level == "township"]
         per_township = {t: {"township": t, "name": self.consortium.organizations[t].name, "remote_readings": 0,
                             "remote_readings_today": 0} for t in townships}
@@ -104,7 +115,7 @@ class MonitorViews:
         served = sum(1 for t in per_township.values() if t["remote_readings"] > 0)
         week = await self.store.find(REQUESTS, {"signed_at": {"$gte": iso(win.week_start)}})
         return {
-            "now": iso(win.now),
+            "now": iso(win.now), "timezone": self.local_time.name,
             "remote_readings_per_township": list(per_township.values()),
             "townships": len(townships), "townships_served": served,
             "share_of_townships_served": served / len(townships) if townships else None,

@@ -9,7 +9,8 @@ the requestor's SCP and sends the N-EVENT-REPORT.  A failed attempt is retried a
 full-jitter backoff (``delivery.retry.Backoff``); past the horizon the request is ``failed``.
 
 States: ``pending`` --claim--> ``sending`` --> ``reported`` | ``pending`` (retry) | ``failed``.
-A process killed while sending leaves ``sending``; the lease expires and the report is sent
+A process killed while sending leaves ``sending``; the lease expires (or, on the same data
+directory, the restarted process sees its holder gone: ``core/holders.py``) and the report is sent
 again (at least once: a requestor may see the same report twice, never none).
 """
 
@@ -18,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context, build_role
 
-from ..core import claims
+from ..core import claims, holders
 from ..core.backoff import Backoff
 from ..core.runtime import Runtime
 from ..core.settings import env_float
@@ -142,7 +141,8 @@ class CommitmentSender:
         self.rt: Runtime = gateway.rt
         self.settings = settings_of(self.rt)
         self.backoff = Backoff(self.settings.first_delay, self.settings.max_delay, self.settings.horizon)
-        self.id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = holders.of(self.rt)
+        self.id = self.holder.id
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self._associations: dict[str, Any] = {}  # Transaction UID -> its N-ACTION association (this process)
         self._wake = asyncio.Event()
@@ -192,7 +192,8 @@ class CommitmentSender:
     # --- claiming -------------------------------------------------------------------
     async def due(self) -> list[Doc]:
         return await claims.due(self.rt.store, COMMITMENTS, busy="sending", now=iso(self.settings.clock()),
-                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight)
+                                room=self.settings.concurrency - len(self.in_flight), skip=self.in_flight,
+                                gone=self.holder.gone())
 
     async def run_once(self) -> int:
         """Claim what is due and start sending it; how many were started."""
@@ -215,7 +216,8 @@ class CommitmentSender:
         claimed = await claims.claim(self.rt.store, COMMITMENTS, d, busy="sending", worker=self.id,
                                      lease_expires_at=iso(self.settings.clock() + self.settings.lease_seconds))
         if claimed is not None and d["state"] == "sending":
-            log.warning("storage commitment lease expired; taking over",
+            why = "lease expired" if d["lease_expires_at"] < iso(self.settings.clock()) else "holder gone"
+            log.warning(f"storage commitment {why}; taking over",
                         extra={"transaction_uid": d["id"], "worker": d.get("worker")})
         return claimed  # None: another process got it first, or the requestor asked again
 

@@ -5,12 +5,12 @@ at the top level and all before group 0029.  Building a pydicom Dataset for them
 ~0.7 ms per instance (most of it in element conversion), more than the rest of the C-STORE
 together; walking the element headers to pick out their raw values costs ~30 µs.
 
-:func:`scan` handles implicit and explicit VR little endian (which covers every encapsulated
-syntax): sequences of undefined length are skipped item by item, values are decoded with the
-Specific Character Set when it is a single code page without escape sequences (GB18030,
-GBK, ISO_IR 192, ISO_IR 100 ...).  Whatever else it meets — big endian, deflate, ISO 2022
-code extensions, a value it cannot decode, lengths that run past the end — it returns None and
-the caller parses with pydicom, which is then the one to accept or refuse the data set.
+:func:`bounded.walk` walks the element headers (checking on the way that the data set is
+whole, :mod:`.bounded`) and picks out their raw values; :func:`from_values` decodes them with
+the Specific Character Set when it is a single code page without escape sequences (GB18030,
+GBK, ISO_IR 192, ISO_IR 100 ...).  Whatever else it meets — big endian, ISO 2022 code
+extensions, a value it cannot decode, a missing UID — gives None and the caller parses with
+pydicom, which words the refusal.  :func:`scan` does both, for a data set not checked yet.
 """
 
 from __future__ import annotations
@@ -20,22 +20,13 @@ import struct
 from pydicom.charset import python_encoding
 from pydicom.uid import RE_VALID_UID
 
+from ..core import bounded
 from .model import InstanceHeader
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 NOT_SCANNED = frozenset({"1.2.840.10008.1.2.2",  # explicit VR big endian (retired)
                          "1.2.840.10008.1.2.1.99"})  # deflated: the bytes are compressed
-END = 0x00290000  # nothing indexed lies at or beyond group 0029
-UNDEFINED = 0xFFFFFFFF
-ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-MAX_DEPTH = 16
 
-_TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
-                       b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
 
 # Tag -> InstanceHeader field, and how to read it.
 TEXT, PN, UID_, INT, US = "text", "pn", "uid", "int", "us"
@@ -53,86 +44,33 @@ WANTED: dict[int, tuple[str, str]] = {
 SPECIFIC_CHARACTER_SET = 0x00080005
 
 
+TAGS = frozenset([*WANTED, SPECIFIC_CHARACTER_SET])
+
+
 class _Unscannable(Exception):
     """Something only pydicom should judge."""
 
 
 def scan(data: bytes | memoryview, transfer_syntax: str) -> InstanceHeader | None:
-    """The header of the data set ``data`` (no File Meta Information), or None to ask pydicom.
+    """The header of the data set ``data`` (no File Meta Information), or None to ask pydicom."""
+    if transfer_syntax in NOT_SCANNED:
+        return None
+    try:
+        return from_values(bounded.walk(data, transfer_syntax, bounded.Limits(), wanted=TAGS))
+    except bounded.Refused:
+        return None
+
+
+def from_values(raw: dict[int, memoryview]) -> InstanceHeader | None:
+    """The header from the raw values :func:`bounded.walk` picked out (``wanted=TAGS``) of a
+    little endian data set, or None to ask pydicom.
 
     Missing or malformed UIDs also give None: every refusal is worded by :func:`model.header_of`.
     """
-    if transfer_syntax in NOT_SCANNED:
-        return None
-    raw: dict[int, bytes] = {}
     try:
-        _walk(memoryview(data), 0, transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN, raw, 0)
-        return _header(raw)
+        return _header({tag: bytes(value) for tag, value in raw.items()})
     except (_Unscannable, struct.error):
         return None
-
-
-def _walk(data: memoryview, pos: int, explicit: bool, raw: dict[int, bytes] | None, depth: int,
-          item_end: bool = False) -> int:
-    """Walk elements from ``pos``; top level (``raw`` given) stops at group 0029, an item at its delimiter."""
-    end = len(data)
-    while pos < end:
-        if pos + 8 > end:
-            raise _Unscannable
-        group, element = _TAG.unpack_from(data, pos)
-        tag = group << 16 | element
-        if raw is not None and tag >= END:
-            return pos
-        if tag == ITEM_END and item_end:
-            return pos + 8
-        vr = b""
-        if explicit and group != 0xFFFE:
-            vr = bytes(data[pos + 4:pos + 6])
-            if vr in LONG_VRS:
-                if pos + 12 > end:
-                    raise _Unscannable
-                length = _U32.unpack_from(data, pos + 8)[0]
-                pos += 12
-            elif vr in SHORT_VRS:
-                length = _U16.unpack_from(data, pos + 6)[0]
-                pos += 8
-            else:
-                raise _Unscannable  # not explicit VR after all, or a VR we do not know
-        else:
-            length = _U32.unpack_from(data, pos + 4)[0]
-            pos += 8
-        if length == UNDEFINED:
-            if raw is not None and tag in WANTED or depth >= MAX_DEPTH:
-                raise _Unscannable
-            # A sequence (or UN holding one, encoded implicit VR): skip its items.
-            pos = _skip_items(data, pos, explicit and vr != b"UN", depth + 1)
-            continue
-        if pos + length > end:
-            raise _Unscannable
-        if raw is not None and (tag in WANTED or tag == SPECIFIC_CHARACTER_SET):
-            raw[tag] = bytes(data[pos:pos + length])
-        pos += length
-    if item_end:
-        raise _Unscannable  # the item never ended
-    return pos
-
-
-def _skip_items(data: memoryview, pos: int, explicit: bool, depth: int) -> int:
-    end = len(data)
-    while pos + 8 <= end:
-        group, element = _TAG.unpack_from(data, pos)
-        tag = group << 16 | element
-        length = _U32.unpack_from(data, pos + 4)[0]
-        pos += 8
-        if tag == SEQUENCE_END:
-            return pos
-        if tag != ITEM:
-            raise _Unscannable
-        if length == UNDEFINED:
-            pos = _walk(data, pos, explicit, None, depth, item_end=True)
-        else:
-            pos += length
-    raise _Unscannable
 
 
 def _codec(raw_charset: bytes | None) -> tuple[str, str]:

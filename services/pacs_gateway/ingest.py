@@ -35,11 +35,14 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 
 from ..core.events import Event, utc_now
 from ..core.fsync import fsync_path
 from ..core.runtime import Runtime
+from ..core.sealing import SEALED_PREFIX
 from ..core.store.port import Batch
+from ..core import bounded
 from . import header as fast_header
 from . import model, statuses
 from .indexer import Indexer, Indexing, Waiting
@@ -52,7 +55,6 @@ SOURCE = "/yilian/pacs_gateway"
 CHUNK = 1 << 20
 ORPHAN_AGE_SECONDS = 60.0
 JOURNAL_STAGED_PREFIX = "journal-"  # staging files a journal record names: not orphans
-HEAD_BYTES = 1 << 20  # how much of a staged file the header scan reads
 OWNERS_KEPT = 4096  # studies whose indexed owner is remembered (a study's instances come together)
 
 
@@ -108,32 +110,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _data_set_offset(head: bytes) -> int | None:
-    """Where the data set starts in a Part 10 file (after its File Meta Information), if plain."""
-    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-        return None
-    return 144 + int.from_bytes(head[140:144], "little")
-
-
-def _header(received: Received) -> InstanceHeader:
-    """The indexed attributes: scanned from the bytes when possible, else parsed by pydicom."""
+def _header(received: Received, limits: bounded.Limits) -> InstanceHeader:
+    """The indexed attributes, once the data set is known to be whole (:func:`bounded.walk`):
+    picked out of the bytes by that walk when possible, else parsed by pydicom."""
     ts = received.transfer_syntax_uid
-    if received.path is None:
-        scanned = fast_header.scan(b"".join(received.data_set), ts)
-    else:
-        with open(received.path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-        offset = _data_set_offset(head)
-        scanned = fast_header.scan(memoryview(head)[offset:], ts) if offset is not None else None
+    try:
+        if received.path is None:
+            data: bytes | memoryview = b"".join(received.data_set)
+            if ts == bounded.DEFLATED:
+                data = bounded.inflate([data], len(data), limits)
+            return _from_data_set(received, data, limits)
+        with bounded.mapped(received.path) as view:
+            return _from_data_set(received, bounded.data_set_of(view, ts, limits), limits)
+    except bounded.TooLarge as exc:
+        raise StoreRefused(statuses.OUT_OF_RESOURCES, exc.reason) from None
+    except bounded.Refused as exc:
+        raise StoreRefused(statuses.CANNOT_UNDERSTAND_UNPARSABLE, exc.reason) from None
+
+
+def _from_data_set(received: Received, data: bytes | memoryview, limits: bounded.Limits) -> InstanceHeader:
+    ts = received.transfer_syntax_uid
+    raw = bounded.walk(data, ts, limits, wanted=fast_header.TAGS)
+    scanned = fast_header.from_values(raw) if ts != bounded.EXPLICIT_BIG_ENDIAN else None
     if scanned is not None:
         return scanned
+    return _parsed(received, bytes(data) if ts == bounded.DEFLATED else None)  # inflated: not the file again
+
+
+def _at_pixel_data(tag: Any, vr: Any, length: Any) -> bool:
+    return tag == bounded.PIXEL_DATA
+
+
+def _parsed(received: Received, inflated: bytes | None = None) -> InstanceHeader:
+    """The header by pydicom, of a data set :func:`bounded.walk` found whole (``inflated``: a
+    deflated one, inflated already)."""
     source: Any = received.path if received.path is not None else io.BytesIO(b"".join(received.part10()))
     try:
         # Header only: pixel data and other bulk values stay where they are.
-        return model.header_of(dcmread(source, stop_before_pixels=True, defer_size=4096))
+        ds = (dcmread(source, stop_before_pixels=True, defer_size=4096) if inflated is None else
+              read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True,
+                           stop_when=_at_pixel_data))
+        return model.header_of(ds)
     except StoreRefused:
         raise
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError,
+            RecursionError) as exc:
         raise StoreRefused(statuses.CANNOT_UNDERSTAND_UNPARSABLE, f"dataset not parsable: {exc}") from None
 
 
@@ -150,6 +171,7 @@ class Ingest:
         # Indexed studies' owners, remembered: a study's organisation never changes once indexed
         # (nothing deletes a study), and a point read per instance costs ~30-60 µs of CPU.
         self._owners: dict[str, str] = {}
+        self.limits = bounded.Limits.of(rt.settings)
 
     # --- where the data set arrived ------------------------------------------------------
     def prepare(self, received: Received) -> Prepared:
@@ -158,7 +180,7 @@ class Ingest:
         limit = self.rt.settings.max_instance_bytes
         if size > limit:  # before parsing anything of a file we will not keep
             raise StoreRefused(statuses.OUT_OF_RESOURCES, f"instance of {size} bytes exceeds limit {limit}")
-        header = _header(received)
+        header = _header(received, self.limits)
         model.check(header, requested_sop_class=received.sop_class_uid,
                     requested_sop_instance=received.sop_instance_uid, size=size, max_size=limit)
         digest = received.sha256
@@ -599,6 +621,8 @@ async def sweep_orphans(rt: Runtime, *, older_than: float = ORPHAN_AGE_SECONDS) 
             except FileNotFoundError:
                 pass
     async for key in rt.blobs.keys():
+        if key.startswith(SEALED_PREFIX):
+            continue  # a sealed (封存) copy: no instance names it, on purpose
         # Keys are <study>/<series>/<sop>.<sha256 prefix>.dcm (model.blob_key).
         sop_uid = key.rsplit("/", 1)[-1].removesuffix(".dcm").rsplit(".", 1)[0]
         doc = await rt.store.get("instances", sop_uid)

@@ -53,6 +53,7 @@ from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelGet,
 
 from ..core import tls
 from ..core.store.port import Store
+from ..core import bounded
 from . import query as q
 
 log = logging.getLogger("yilian.pacs_gateway.retrieve")
@@ -119,13 +120,20 @@ def resolve(gateway: Any, model: q.Model, identifier: Dataset, calling_ae: str) 
 # --- reading and fitting instances -------------------------------------------------------
 
 def load(gateway: Any, doc: dict[str, Any]) -> Dataset:
-    """The stored Part 10 file as a dataset (its File Meta says the transfer syntax)."""
+    """The stored Part 10 file as a dataset (its File Meta says the transfer syntax).
+
+    A file that fails the store's checks (:mod:`.bounded`: stored before them, or damaged) raises
+    :class:`bounded.Refused` before pydicom decodes it: its sub-operation fails, named in the
+    Failed SOP Instance UID List, and the association goes on."""
     blobs = gateway.rt.blobs
+    limits = bounded.Limits.of(gateway.rt.settings)
     path: Path | None = blobs.local_path(doc["blob_key"])
-    if path is not None:
-        return dcmread(path)
-    raw = gateway.call(blobs.read(doc["blob_key"]), timeout=120)
-    return dcmread(io.BytesIO(raw))
+    if path is None:
+        raw = gateway.call(blobs.read(doc["blob_key"]), timeout=120)
+        bounded.check_part10(memoryview(raw), doc.get("transfer_syntax_uid") or "", limits)
+        return dcmread(io.BytesIO(raw))
+    bounded.check_file(path, doc.get("transfer_syntax_uid") or "", limits)
+    return dcmread(path)
 
 
 def fit(ds: Dataset, assoc: Any) -> Dataset:

@@ -14,9 +14,9 @@ import logging
 
 from ..core.events import Event
 from ..core.runtime import Runtime
-from . import ecg_triage
+from . import ecg_triage, template_store
 from .consultation import reminders as consultation_reminders
-from .leases import WorkflowSettings
+from .leases import WorkflowSettings, iso
 from .context import SETTINGS_KEY, settings_of
 from .service import expire_leases, expire_waiting, flag_sla_risks, on_study_received
 
@@ -41,6 +41,8 @@ class WorkflowService:
         await on_study_received(self.rt, event)
 
     async def start(self) -> None:
+        # The consortium's report templates (deploy/report-templates): a changed file is a new version.
+        await template_store.load_shipped(self.rt.store, at=iso(self.settings.now()))
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="workflow:sweeper")
 
     async def stop(self) -> None:

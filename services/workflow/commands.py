@@ -50,22 +50,56 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class SaveDraft:
+    """Save the report being written; ``template_id`` (newest version unless ``template_version``)
+    and ``fields`` (its structured values) are kept from the last draft when not given."""
+
     request_id: str
     findings: str
     impression: str
     critical: bool = False
     critical_category: str | None = None
+    template_id: str | None = None
+    template_version: int | None = None
+    fields: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Sign:
-    """Sign the report; ``None`` values are taken from the saved draft."""
+    """Sign the report; ``None`` values are taken from the saved draft.  A reader below his
+    centre's ``sign_off`` title submits it for review (审核) instead: it is not released yet."""
 
     request_id: str
     findings: str | None = None
     impression: str | None = None
     critical: bool | None = None
     critical_category: str | None = None
+    template_id: str | None = None
+    template_version: int | None = None
+    fields: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A reviewer (审核医生) edits a submitted report (a new version); ``None`` keeps a value.
+    ``release=True`` countersigns it: the report is released to the clinic with both names."""
+
+    request_id: str
+    findings: str | None = None
+    impression: str | None = None
+    critical: bool | None = None
+    critical_category: str | None = None
+    template_id: str | None = None
+    template_version: int | None = None
+    fields: dict | None = None
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendBack:
+    """A reviewer sends a submitted report back to its author with a comment."""
+
+    request_id: str
+    comment: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,5 +143,5 @@ class AssignToReader:
     reason: str
 
 
-Command = (RequestReading | CancelReading | Claim | RenewLease | Release | SaveDraft | Sign | Addendum
-           | Escalate | ReturnForRescan | MoveToCentre | AssignToReader)
+Command = (RequestReading | CancelReading | Claim | RenewLease | Release | SaveDraft | Sign | Review | SendBack
+           | Addendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader)

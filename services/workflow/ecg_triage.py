@@ -20,7 +20,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..core import audit
+from ..core import audit, bounded
 from ..core.events import Event
 from ..core.runtime import Runtime
 from ..ecg import measure as measuring
@@ -87,7 +87,7 @@ async def _worst_finding(rt: Runtime, study_uid: str) -> Doc | None:
                                     sort=(("series_uid", 1), ("instance_number", 1), ("id", 1)))
     for instance in instances:
         try:
-            ecg = await load(rt.blobs, instance)
+            ecg = await load(rt.blobs, instance, bounded.Limits.of(rt.settings))
         except (WaveformError, KeyError) as exc:
             log.warning("ECG instance cannot be measured", extra={"sop_instance_uid": instance["id"],
                                                                   "reason": str(exc)})

@@ -12,6 +12,13 @@ them with a compare-and-set on ``version``.
     claimed|draft --escalate--> escalated (a new linked request is queued upstream)
     claimed|draft --return--> returned (to the clinic for a re-scan)
     queued --assign--> claimed; claimed|draft --assign--> same state, another holder
+
+Two-level sign-off (报告医生 / 审核医生): a reader below his centre's ``sign_off`` title submits
+instead of signing; a reader of that title or above reviews (审核), edits, sends back or countersigns:
+
+    claimed|draft --submit--> submitted --review--> submitted (a reviewer's edit)
+                              submitted --countersign--> signed (released: the clinic sees it now)
+                              submitted --send_back--> draft (held again by its author, with a comment)
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from typing import Any
 
 from .errors import IllegalTransition
 
-STATES = ("requested", "queued", "claimed", "draft", "signed", "escalated", "returned", "cancelled")
-OPEN_STATES = ("requested", "queued", "claimed", "draft")
+STATES = ("requested", "queued", "claimed", "draft", "submitted", "signed", "escalated", "returned", "cancelled")
+OPEN_STATES = ("requested", "queued", "claimed", "draft", "submitted")
 HELD_STATES = ("claimed", "draft")  # a reader holds the lease
 FINAL_STATES = ("signed", "escalated", "returned", "cancelled")
-WORKLIST_STATES = ("queued", "claimed", "draft")  # on a centre's worklist (``on_worklist``, indexed)
+# on a centre's worklist (``on_worklist``, indexed); a submitted report waits there for its reviewer
+WORKLIST_STATES = ("queued", "claimed", "draft", "submitted")
 
 # action -> (states it is allowed in, the state it leads to; None keeps the state)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
@@ -36,6 +44,10 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "expire_lease": (HELD_STATES, "queued"),
     "save_draft": (HELD_STATES, "draft"),
     "sign": (HELD_STATES, "signed"),
+    "submit": (HELD_STATES, "submitted"),
+    "review": (("submitted",), None),
+    "countersign": (("submitted",), "signed"),
+    "send_back": (("submitted",), "draft"),
     "escalate": (HELD_STATES, "escalated"),
     "return": (HELD_STATES, "returned"),
     "move": (("queued",), None),
@@ -87,6 +99,8 @@ def _why(state: str) -> str:
         return "the study has not fully arrived yet"
     if state == "queued":
         return "nobody has claimed it"
+    if state == "submitted":
+        return "the report waits for its review (审核)"
     return "a reader holds it"
 
 

@@ -20,6 +20,8 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "release": ("reader", "coordinator", "admin"),
     "save_draft": ("reader",),
     "sign": ("reader",),
+    "review": ("reader",),  # and his title must reach the centre's sign_off (service)
+    "send_back": ("reader",),
     "addendum": ("reader",),
     "escalate": ("reader",),
     "return": ("reader",),
@@ -57,3 +59,18 @@ def sees_report(actor: Principal, report: dict[str, Any]) -> bool:
     if actor.role in ("reader", "coordinator"):
         return actor.centre is not None and report.get("centre") == actor.centre
     return False
+
+
+# What a clinic is not shown of a request: the report before it is released (a draft, a junior's
+# submission waiting for review, the reviewer's comment); it gets the released report (``reports``).
+UNRELEASED = ("draft", "escalated_draft", "sent_back", "report_versions")
+
+
+def request_view(actor: Principal, doc: dict[str, Any]) -> dict[str, Any]:
+    if actor.role != "clinic":
+        return doc
+    return {k: v for k, v in doc.items() if k not in UNRELEASED}
+
+
+# Versions a clinic sees: the released report and its addenda, not how it was written.
+RELEASED_VERSIONS = ("sign", "countersign", "addendum")

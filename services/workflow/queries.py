@@ -14,7 +14,7 @@ Doc = dict[str, Any]
 
 async def worklist(store: Store, *, centre: str, kind: str | None = None, modality: str | None = None,
                    priority: str | None = None, origin: str | None = None,
-                   state: Sequence[str] | str = ("queued", "claimed", "draft"),
+                   state: Sequence[str] | str = WORKLIST_STATES,
                    limit: int = 50, offset: int = 0) -> list[Doc]:
     """A centre's open tasks in worklist order (priority, boosts, deadline)."""
     where: dict[str, Any] = {"centre": centre}

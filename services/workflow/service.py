@@ -20,7 +20,7 @@ from ..core.consortium import GREEN_CHANNELS, KINDS, PRIORITIES
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from . import commands as c
-from . import model, policy, routing
+from . import model, policy, routing, template_store, templates
 from .context import CommandContext, settings_of
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .leases import iso
@@ -277,7 +277,12 @@ async def _release(ctx: _Ctx, cmd: c.Release) -> Doc:
     return doc
 
 
-def _report_values(cmd: c.SaveDraft | c.Sign, draft: Doc | None) -> tuple[str, str, bool, str | None]:
+REPORT_CONTENT = ("findings", "impression", "critical", "critical_category", "template_id", "template_version",
+                  "fields")
+VERSIONS = "report_versions"
+
+
+def _report_values(cmd: c.SaveDraft | c.Sign | c.Review, draft: Doc | None) -> tuple[str, str, bool, str | None]:
     draft = draft or {}
     findings = cmd.findings if cmd.findings is not None else draft.get("findings")
     impression = cmd.impression if cmd.impression is not None else draft.get("impression")
@@ -294,25 +299,85 @@ def _report_values(cmd: c.SaveDraft | c.Sign, draft: Doc | None) -> tuple[str, s
     return findings or "", impression or "", critical, category or None
 
 
+async def _template_values(ctx: _Ctx, doc: Doc, cmd: c.SaveDraft | c.Sign | c.Review, draft: Doc | None) -> Doc:
+    """The template (id, version) a report is written with and its checked structured fields."""
+    draft = draft or {}
+    if cmd.template_id is not None:
+        tid, number = cmd.template_id, cmd.template_version  # None: the newest version
+    else:
+        tid, number = draft.get("template_id"), draft.get("template_version")
+        if cmd.template_version is not None:
+            raise Invalid("template_version needs a template_id")
+    fields = cmd.fields if cmd.fields is not None else draft.get("fields")
+    if tid is None:
+        if fields:
+            raise Invalid("fields need a template_id (the template that defines them)")
+        return {"template_id": None, "template_version": None, "fields": {}}
+    if not isinstance(tid, str) or not templates.TEMPLATE_ID.match(tid):
+        raise Invalid(f"template_id {tid!r} is not a template id")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+        raise Invalid("template_version must be a positive integer")
+    template = await template_store.version(ctx.tx, tid, number)
+    if template is None or not templates.visible(template, role=ctx.actor.role, centre=doc.get("centre")):
+        raise Invalid(f"no report template {tid!r}" + (f" version {number}" if number is not None else ""))
+    if template["kind"] != doc["kind"]:
+        raise Invalid(f"template {tid} is for {template['kind']} reports, not {doc['kind']}")
+    return {"template_id": tid, "template_version": template["version"],
+            "fields": templates.check_fields(template, fields)}
+
+
+async def _content(ctx: _Ctx, doc: Doc, cmd: c.SaveDraft | c.Sign | c.Review, draft: Doc | None) -> Doc:
+    findings, impression, critical, category = _report_values(cmd, draft)
+    return {"findings": findings, "impression": impression, "critical": critical, "critical_category": category,
+            **await _template_values(ctx, doc, cmd, draft)}
+
+
+def _signer(ctx: _Ctx, user_id: str, role: str, at: str) -> Doc:
+    """A signer as printed on the report: 报告医生 (``reporting``) or 审核医生 (``reviewing``)."""
+    user = ctx.rt.consortium.users.get(user_id)
+    return {"role": role, "id": user_id, "name": user.name if user else user_id,
+            "title": user.title if user else None, "licence_number": user.licence_number if user else None,
+            "centre": user.centre if user else None, "at": at}
+
+
+def _next_version(doc: Doc) -> int:
+    return (doc.get("report_versions") or 0) + 1
+
+
+async def _keep_version(ctx: _Ctx, doc: Doc, seq: int, action: str, content: Doc, *, comment: str | None = None,
+                        report_id: str | None = None) -> None:
+    """Record version ``seq`` of the request's report (never updated afterwards) and what it changed."""
+    before = (await ctx.tx.get(VERSIONS, f"{doc['id']}:{seq - 1}") or {}).get("content", {}) if seq > 1 else {}
+    changes = {k: {"from": before.get(k), "to": v} for k, v in content.items() if before.get(k) != v}
+    await ctx.tx.insert(VERSIONS, {
+        "id": f"{doc['id']}:{seq}", "request_id": doc["id"], "seq": seq, "action": action, "state": doc["state"],
+        "by": ctx.actor.user_id, "by_name": _user_name(ctx), "at": ctx.at, "content": content, "changes": changes,
+        "comment": comment, "report_id": report_id})
+
+
 async def _save_draft(ctx: _Ctx, cmd: c.SaveDraft) -> Doc:
     doc = await _visible_request(ctx, cmd.request_id, "save_draft")
     _check_holder(ctx, doc, "save_draft")
-    findings, impression, critical, category = _report_values(cmd, None)
-    if not critical and category:
+    content = await _content(ctx, doc, cmd, None if cmd.template_id is not None else doc.get("draft"))
+    if not content["critical"] and content["critical_category"]:
         raise Invalid("critical_category is only allowed with critical=true")
-    draft = {"findings": findings, "impression": impression, "critical": critical, "critical_category": category,
-             "saved_at": ctx.at, "by": ctx.actor.user_id}
+    draft = {**content, "saved_at": ctx.at, "by": ctx.actor.user_id}
     until = _lease_until(ctx)  # working on it renews the lease
-    doc = await _apply(ctx, doc, "save_draft", {"draft": draft, "lease_expires_at": until})
-    ctx.event("reading.draft_saved", doc, reader_id=ctx.actor.user_id, critical=critical, lease_expires_at=until)
-    await ctx.audit("reading.draft", f"reading/{doc['id']}", doc["organization"], critical=critical)
+    seq = _next_version(doc)
+    doc = await _apply(ctx, doc, "save_draft", {"draft": draft, "lease_expires_at": until, "report_versions": seq})
+    await _keep_version(ctx, doc, seq, "draft", content)
+    ctx.event("reading.draft_saved", doc, reader_id=ctx.actor.user_id, critical=content["critical"],
+              lease_expires_at=until)
+    await ctx.audit("reading.draft", f"reading/{doc['id']}", doc["organization"], critical=content["critical"],
+                    version=seq)
     return doc
 
 
 def _report_event_data(report: Doc, request: Doc) -> Doc:
     keys = ("study_uid", "organization", "centre", "reader_id", "reader_name", "signed_at", "findings",
             "impression", "critical", "critical_category", "addendum_of", "kind", "patient_id", "patient_name",
-            "accession_number")
+            "accession_number", "signers", "reviewer_id", "reviewer_name", "template_id", "template_version",
+            "fields", "structured", "version")
     return {"report_id": report["id"], **{k: report.get(k) for k in keys}, "priority": request["priority"]}
 
 
@@ -323,27 +388,133 @@ def _emit_report(ctx: _Ctx, report: Doc, request: Doc) -> None:
                       traceparent=ctx.traceparent))
 
 
+def _check_report(content: Doc) -> None:
+    problems = model.validate_report(content["findings"], content["impression"], content["critical"],
+                                     content["critical_category"])
+    if problems:
+        raise Invalid("cannot sign: " + "; ".join(problems))
+
+
+async def _structured(ctx: _Ctx, content: Doc) -> list[Doc]:
+    """The report's fields with their template's labels and units (the SR codes them item by item)."""
+    if not content.get("template_id") or not content.get("fields"):
+        return []
+    template = await template_store.version(ctx.tx, content["template_id"], content["template_version"])
+    return templates.structured(template, content["fields"]) if template else []
+
+
+async def _new_report(ctx: _Ctx, doc: Doc, content: Doc, *, author: str, signers: list[Doc], version: int) -> Doc:
+    user = ctx.rt.consortium.users.get(author)
+    reviewer = next((s for s in signers if s["role"] == "reviewing"), None)
+    return {"id": f"rp-{uuid.uuid4().hex[:20]}", "request_id": doc["id"], "study_uid": doc["study_uid"],
+            "organization": doc["organization"], "centre": doc["centre"], "kind": doc["kind"],
+            "modality": doc.get("modality"), "reader_id": author, "reader_name": user.name if user else author,
+            "signed_at": ctx.at, **content, "addendum_of": None, "addenda": [],
+            "signers": signers, "reviewer_id": reviewer["id"] if reviewer else None,
+            "reviewer_name": reviewer["name"] if reviewer else None, "version": version,
+            "structured": await _structured(ctx, content),
+            "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"),
+            "accession_number": doc.get("accession_number"), "clinical_question": doc.get("clinical_question"),
+            "escalated_from": doc.get("escalated_from")}
+
+
 async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
     doc = await _visible_request(ctx, cmd.request_id, "sign")
     _check_holder(ctx, doc, "sign")
-    findings, impression, critical, category = _report_values(cmd, doc.get("draft"))
-    problems = model.validate_report(findings, impression, critical, category)
-    if problems:
-        raise Invalid("cannot sign: " + "; ".join(problems))
-    report = {"id": f"rp-{uuid.uuid4().hex[:20]}", "request_id": doc["id"], "study_uid": doc["study_uid"],
-              "organization": doc["organization"], "centre": doc["centre"], "kind": doc["kind"],
-              "modality": doc.get("modality"), "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
-              "signed_at": ctx.at, "findings": findings, "impression": impression, "critical": critical,
-              "critical_category": category, "addendum_of": None, "addenda": [],
-              "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"),
-              "accession_number": doc.get("accession_number"), "clinical_question": doc.get("clinical_question"),
-              "escalated_from": doc.get("escalated_from")}
+    content = await _content(ctx, doc, cmd, doc.get("draft"))
+    _check_report(content)
+    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
+    if not ctx.rt.consortium.centres[doc["centre"]].releases(doc["kind"], user.title if user else None):
+        return await _submit(ctx, doc, content)
+    seq = _next_version(doc)
+    report = await _new_report(ctx, doc, content, author=ctx.actor.user_id,
+                         signers=[_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)], version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "sign", {"report_id": report["id"], "signed_at": ctx.at,
-                                          "signed_by": ctx.actor.user_id})
+                                          "signed_by": ctx.actor.user_id, "report_versions": seq})
+    await _keep_version(ctx, doc, seq, "sign", content, report_id=report["id"])
     _emit_report(ctx, report, doc)
     await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
-                    critical=critical, critical_category=category)
+                    critical=content["critical"], critical_category=content["critical_category"], version=seq)
+    return doc
+
+
+async def _submit(ctx: _Ctx, doc: Doc, content: Doc) -> Doc:
+    """A junior's signature: the report waits for a reviewer; nothing reaches the clinic yet."""
+    seq = _next_version(doc)
+    doc = await _apply(ctx, doc, "submit", {
+        "draft": {**content, "saved_at": ctx.at, "by": ctx.actor.user_id}, "submitted_by": ctx.actor.user_id,
+        "submitted_by_name": _user_name(ctx), "submitted_at": ctx.at, "sent_back": None, "report_versions": seq})
+    await _keep_version(ctx, doc, seq, "submit", content)
+    ctx.event("report.submitted", doc, reader_id=ctx.actor.user_id, reader_name=_user_name(ctx),
+              critical=content["critical"], version=seq)
+    await ctx.audit("report.submit", f"reading/{doc['id']}", doc["organization"], critical=content["critical"],
+                    version=seq)
+    return doc
+
+
+def _check_reviewer(ctx: _Ctx, doc: Doc, action: str) -> None:
+    model.require(doc["state"], action)
+    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
+    centre = ctx.rt.consortium.centres[doc["centre"]]
+    title = user.title if user else None
+    if not centre.releases(doc["kind"], title):
+        raise Forbidden(f"reviewing (审核) {doc['kind']} reports at {centre.id} needs the title "
+                        f"{centre.sign_off.get(doc['kind'])} or above; yours is {title or 'not recorded'}")
+    if doc.get("submitted_by") == ctx.actor.user_id:
+        raise Forbidden("the author of a report may not review it himself")
+
+
+async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
+    action = "countersign" if cmd.release else "review"
+    doc = await _visible_request(ctx, cmd.request_id, "review")
+    if not isinstance(cmd.release, bool):
+        raise Invalid("release must be true or false")
+    _check_reviewer(ctx, doc, action)
+    content = await _content(ctx, doc, cmd, doc.get("draft"))
+    seq = _next_version(doc)
+    if not cmd.release:
+        if not content["critical"] and content["critical_category"]:
+            raise Invalid("critical_category is only allowed with critical=true")
+        doc = await _apply(ctx, doc, "review", {"draft": {**content, "saved_at": ctx.at, "by": ctx.actor.user_id},
+                                                "report_versions": seq})
+        await _keep_version(ctx, doc, seq, "review", content)
+        ctx.event("report.reviewed", doc, reviewer_id=ctx.actor.user_id, version=seq)
+        await ctx.audit("report.review", f"reading/{doc['id']}", doc["organization"], version=seq)
+        return doc
+    _check_report(content)
+    author = doc["submitted_by"]
+    signers = [_signer(ctx, author, "reporting", doc["submitted_at"]),
+               _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at)]
+    report = await _new_report(ctx, doc, content, author=author, signers=signers, version=seq)
+    await ctx.tx.insert("reports", report)
+    doc = await _apply(ctx, doc, "countersign", {"report_id": report["id"], "signed_at": ctx.at,
+                                                 "signed_by": ctx.actor.user_id, "report_versions": seq})
+    await _keep_version(ctx, doc, seq, "countersign", content, report_id=report["id"])
+    _emit_report(ctx, report, doc)
+    await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
+                    critical=content["critical"], critical_category=content["critical_category"], version=seq,
+                    author=author, reviewer=ctx.actor.user_id)
+    return doc
+
+
+async def _send_back(ctx: _Ctx, cmd: c.SendBack) -> Doc:
+    doc = await _visible_request(ctx, cmd.request_id, "send_back")
+    comment = _text(cmd.comment, "comment", limit=4000)
+    _check_reviewer(ctx, doc, "send_back")
+    author = doc["submitted_by"]
+    user = ctx.rt.consortium.users.get(author)
+    until = _lease_until(ctx)
+    seq = _next_version(doc)
+    sent_back = {"comment": comment, "by": ctx.actor.user_id, "by_name": _user_name(ctx), "at": ctx.at}
+    doc = await _apply(ctx, doc, "send_back", {
+        "claimed_by": author, "claimed_by_name": user.name if user else author, "claimed_at": ctx.at,
+        "lease_expires_at": until, "sent_back": sent_back, "report_versions": seq})
+    content = {k: (doc.get("draft") or {}).get(k) for k in REPORT_CONTENT}
+    await _keep_version(ctx, doc, seq, "send_back", content, comment=comment)
+    ctx.event("report.sent_back", doc, reader_id=author, reviewer_id=ctx.actor.user_id, comment=comment,
+              lease_expires_at=until)
+    await ctx.audit("report.send_back", f"reading/{doc['id']}", doc["organization"], author=author, version=seq)
     return doc
 
 
@@ -358,13 +529,19 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
     report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
                                                "modality", "patient_id", "patient_name", "accession_number",
                                                "clinical_question", "impression", "critical",
-                                               "critical_category")},
+                                               "critical_category", "template_id", "template_version", "fields",
+                                               "structured")},
               "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
-              "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": []}
+              "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": [],
+              "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)]}
+    seq = _next_version(request)
+    report["version"] = seq
     await ctx.tx.insert("reports", report)
     # The original stays immutable; only its list of addenda (a link) grows.
     await ctx.tx.update("reports", original["id"], {"addenda": [*original.get("addenda", []), report["id"]]})
-    request = await _apply(ctx, request, "addendum", {"addenda": [*request.get("addenda", []), report["id"]]})
+    request = await _apply(ctx, request, "addendum", {"addenda": [*request.get("addenda", []), report["id"]],
+                                                      "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum", {"addendum": text}, report_id=report["id"])
     _emit_report(ctx, report, request)
     await ctx.audit("report.addendum", f"report/{report['id']}", report["organization"],
                     addendum_of=original["id"], request_id=request["id"])
@@ -462,7 +639,8 @@ async def _assign(ctx: _Ctx, cmd: c.AssignToReader) -> Doc:
 
 
 _HANDLERS = {c.RequestReading: _request, c.CancelReading: _cancel, c.Claim: _claim, c.RenewLease: _renew,
-             c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Addendum: _addendum,
+             c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Review: _review,
+             c.SendBack: _send_back, c.Addendum: _addendum,
              c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move,
              c.AssignToReader: _assign}
 
@@ -572,13 +750,13 @@ async def expire_waiting(rt: Runtime) -> int:
 async def flag_sla_risks(rt: Runtime) -> int:
     """Flag open tasks past ``sla_risk_fraction`` of their SLA (``reading.sla_at_risk``, once each)."""
     now = settings_of(rt).now()
-    due = await rt.store.find(RR, {"state": {"$in": ["queued", "claimed", "draft"]}, "sla_at_risk": False,
+    due = await rt.store.find(RR, {"state": {"$in": list(model.WORKLIST_STATES)}, "sla_at_risk": False,
                                    "sla_risk_at": {"$lt": iso(now)}}, sort=(("sla_risk_at", 1),), limit=500)
     flagged = 0
     for stale in due:
         async with rt.store.transaction() as tx:
             doc = await tx.get(RR, stale["id"])
-            if doc is None or doc.get("sla_at_risk") or doc["state"] not in ("queued", "claimed", "draft"):
+            if doc is None or doc.get("sla_at_risk") or doc["state"] not in model.WORKLIST_STATES:
                 continue
             if not await tx.update(RR, doc["id"], {"sla_at_risk": True}, where={"version": doc["version"]}):
                 continue

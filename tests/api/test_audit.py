@@ -129,3 +129,28 @@ async def test_group_commit_answers_each_reader_only_once_its_record_is_stored(a
     assert results[0] is None and isinstance(results[1], TypeError) and results[2] is None
     assert await api.rt.store.count("audit", {"actor": "bad"}) == 0
     assert await api.rt.store.count("audit", {"actor": {"$in": ["good1", "good2"]}}) == 2
+
+
+async def test_auditor_verifies_the_hash_chain_and_finds_an_edited_row(api):
+    import json
+    import sqlite3
+
+    created = await api.create_request(CG_CT)
+    await api.ok("GET", f"/api/v1/reading-requests/{created['id']}", "cg-clinic")
+    await api.ok("GET", f"/api/v1/studies/{CG_CT}", "dr-wang")
+    result = await api.ok("GET", "/api/v1/audit/verification", "auditor")
+    assert result["intact"] and result["first_break"] is None and result["records"] == result["head_seq"] >= 3
+    status, _, _ = await api.call("GET", "/api/v1/audit/verification", user="cg-clinic")
+    assert status == 403
+
+    # Someone with access to the database file rewrites who read the study.
+    (read,) = await audit_of(api, action="study.read")
+    with sqlite3.connect(api.rt.store.path) as db:
+        db.execute('UPDATE "c_audit" SET doc = ? WHERE id = ?',
+                   (json.dumps({**read, "actor": "nobody"}), read["id"]))
+    result = await api.ok("GET", "/api/v1/audit/verification", "auditor")
+    assert not result["intact"]
+    assert result["first_break"]["seq"] == read["seq"] and result["first_break"]["problem"] == "altered"
+    assert result["first_break"]["id"] == read["id"]
+    (verified, _) = await audit_of(api, action="audit.verify")
+    assert verified["actor"] == "auditor" and verified["outcome"] == "success"

@@ -30,6 +30,9 @@ async def scenario(api) -> dict[str, str]:
 CONSULTATION_BODY = {"chief_complaint": "胸闷", "question": "是否需要上转?", "urgency": "routine",
                      "study_uids": [CG_CT]}
 SLOT = {"start": "2099-01-01T09:00:00Z", "end": "2099-01-01T10:00:00Z"}
+NEW_TEMPLATE = {"id": "knee-dr", "name": "膝关节正侧位DR", "kind": "imaging", "modalities": ["DX"], "body_part": "KNEE",
+                "sections": {"findings": {"title": "影像所见", "normal": "膝关节诸骨骨质未见异常。"},
+                             "impression": {"title": "诊断意见", "normal": "膝关节未见明显异常。"}}}
 
 
 def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
@@ -56,13 +59,35 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/reading-requests/{rid}/return", {"reason_code": "image_quality"}),
         ("POST", f"/api/v1/reading-requests/{rid}/move", {"centre": "city-imaging", "reason": "load"}),
         ("POST", f"/api/v1/reading-requests/{rid}/assign", {"reader_id": "dr-li", "reason": "load"}),
+        # two-level sign-off and report versions (docs/reports.md)
+        ("PUT", f"/api/v1/reading-requests/{rid}/review", {"impression": "y"}),
+        ("POST", f"/api/v1/reading-requests/{rid}/countersign", {}),
+        ("POST", f"/api/v1/reading-requests/{rid}/send-back", {"comment": "more views"}),
+        ("GET", f"/api/v1/reading-requests/{rid}/versions", None),
+        ("GET", f"/api/v1/reports/{report}/versions", None),
+        # report templates
+        ("GET", "/api/v1/report-templates", None),
+        ("POST", "/api/v1/report-templates", NEW_TEMPLATE),
+        ("GET", "/api/v1/report-templates/chest-dr-pa", None),
+        ("PUT", "/api/v1/report-templates/chest-dr-pa", {k: v for k, v in NEW_TEMPLATE.items() if k != "id"}),
+        ("GET", "/api/v1/report-templates/chest-dr-pa/versions", None),
         ("GET", "/api/v1/worklist", None),
         ("GET", "/api/v1/queues", None),
         ("GET", "/api/v1/reports", None),
         ("GET", f"/api/v1/reports/{report}", None),
+        ("GET", f"/api/v1/reports/{report}/verification", None),
         ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
         ("GET", "/api/v1/consortium", None),
         ("GET", "/api/v1/audit", None),
+        ("GET", "/api/v1/audit/verification", None),
+        # records custody: deletion under retention, sealing (封存)
+        ("DELETE", f"/api/v1/studies/{study}", None),
+        ("DELETE", f"/api/v1/reports/{report}", None),
+        ("POST", "/api/v1/seals", {"organization": "chengguan-thc", "patient_id": "CG001", "reason": "x"}),
+        ("GET", "/api/v1/seals", None),
+        ("GET", "/api/v1/seals/seal-x", None),
+        ("GET", "/api/v1/seals/seal-x/verification", None),
+        ("POST", "/api/v1/seals/seal-x/unseal", {"reason": "x"}),
         # live queue monitor (services/monitor)
         ("GET", "/api/v1/monitor/centres", None),
         ("GET", "/api/v1/monitor/centres/county-imaging", None),
@@ -103,7 +128,7 @@ BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": 
 async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
-                       "consultation_notes", "bookings"):
+                       "consultation_notes", "bookings", "seals", "instances"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -120,7 +145,9 @@ async def test_matrix_covers_every_route(api):
                .replace("/C", "/{consultation_id}")
                .replace("/results/{report_id}", "/results/{result_id}")
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
-               .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")) for m, p, _ in endpoints(ids)}
+               .replace("/seals/seal-x", "/seals/{seal_id}")
+               .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")
+               .replace("/chest-dr-pa", "/{template_id}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC
               and not r.resource.canonical.startswith("/dicomweb")}  # PS3.18's own matrix: tests/dicomweb
@@ -239,6 +266,8 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/studies"), ("dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/audit"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("GET", "/api/v1/audit/verification"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("GET", "/api/v1/seals"), ("cg-clinic", "dr-wang", "coord-county")),
     (("GET", "/api/v1/monitor/centres"), ("cg-clinic", "dr-wang", "auditor")),
     (("GET", "/api/v1/monitor/stream"), ("cg-clinic", "dr-wang", "auditor")),
     (("GET", "/api/v1/monitor/sites"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),

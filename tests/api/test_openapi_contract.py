@@ -18,16 +18,31 @@ from referencing.jsonschema import DRAFT202012
 from services.api.validation import spec
 from services.delivery.service import DELIVERIES, on_report_signed
 from services.monitor.service import MonitorService
+from services.workflow import template_store
 from services.workflow.context import SETTINGS_KEY
 from services.workflow.leases import WorkflowSettings, parse_iso
 
 from ..dicomweb.helpers import STOW_TYPE, multipart, sample_files
 from ..support import ManualClock
 from .conftest import api  # noqa: F401 - the fixture
+from .test_records import file_instances
 
 METHODS = ("get", "put", "post", "delete", "patch")
 CG_CT = "1.2.826.0.1.100.1"
 URI = "urn:yilian:openapi"
+
+
+def test_no_key_of_the_document_is_empty():
+    """A comma in an unquoted flow-style value (``{description: a, b}``) makes YAML read a stray
+    key ``b`` with no value: the document then says something other than what was written."""
+    def empty(node: Any, path: str) -> list[str]:
+        if isinstance(node, dict):
+            return [f"{path}/{k}" for k, v in node.items() if v is None] + \
+                [p for k, v in node.items() for p in empty(v, f"{path}/{k}")]
+        if isinstance(node, list):
+            return [p for i, v in enumerate(node) for p in empty(v, f"{path}/{i}")]
+        return []
+    assert empty(spec(), "") == []
 
 
 async def test_every_route_is_documented_and_every_operation_is_served(api):  # noqa: F811
@@ -181,6 +196,45 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await api.ok("POST", f"/api/v1/reading-requests/{oid}/claim", "dr-li")
     await api.ok("POST", f"/api/v1/reading-requests/{oid}/return", "dr-li", {"reason_code": "image_quality",
                                                                              "comment": "运动伪影"})
+    # two-level sign-off: a resident submits, a reviewer edits, sends back, countersigns; the versions
+    await template_store.load_shipped(api.rt.store, at="2030-01-01T00:00:00Z")
+    junior = await api.create_request("1.2.826.0.1.100.2")
+    jid = junior["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{jid}/claim", "dr-zhou")
+    await api.ok("PUT", f"/api/v1/reading-requests/{jid}/draft", "dr-zhou", {
+        "findings": "两肺纹理清晰。", "impression": "心、肺、膈未见明显异常。", "template_id": "chest-dr-pa",
+        "fields": {"ctr": 0.45, "lung_fields": "清晰"}})
+    await call("PUT", f"/api/v1/reading-requests/{jid}/draft", "dr-zhou", {  # 422: outside the field's range
+        "findings": "x", "impression": "y", "template_id": "chest-dr-pa", "fields": {"ctr": 3}})
+    assert (await api.ok("POST", f"/api/v1/reading-requests/{jid}/sign", "dr-zhou", {}))["state"] == "submitted"
+    await call("GET", f"/api/v1/reading-requests/{jid}", "cg-clinic")
+    await call("POST", f"/api/v1/reading-requests/{jid}/countersign", "dr-zhou", {})  # 403: below sign_off
+    await api.ok("PUT", f"/api/v1/reading-requests/{jid}/review", "dr-li", {"impression": "两肺未见异常。"})
+    await api.ok("POST", f"/api/v1/reading-requests/{jid}/send-back", "dr-li", {"comment": "请描述心影"})
+    await api.ok("POST", f"/api/v1/reading-requests/{jid}/sign", "dr-zhou", {"findings": "两肺纹理清晰，心影不大。"})
+    countersigned = await api.ok("POST", f"/api/v1/reading-requests/{jid}/countersign", "dr-li")
+    await call("GET", f"/api/v1/reading-requests/{jid}/versions", "dr-li")
+    await call("GET", f"/api/v1/reading-requests/{jid}/versions", "cg-clinic")
+    await call("GET", f"/api/v1/reports/{countersigned['report_id']}/versions", "cg-clinic")
+    await call("GET", "/api/v1/reports/nope/versions", "cg-clinic")  # 404
+    # report templates
+    await call("GET", "/api/v1/report-templates?kind=imaging&modality=DX", "dr-zhou")
+    await call("GET", "/api/v1/report-templates/chest-dr-pa", "dr-zhou")
+    await call("GET", "/api/v1/report-templates/chest-dr-pa?version=1", "dr-zhou")
+    await call("GET", "/api/v1/report-templates/nope", "dr-zhou")  # 404
+    await call("GET", "/api/v1/report-templates/chest-dr-pa/versions", "admin")
+    knee = {"id": "knee-dr", "name": "膝关节正侧位DR", "kind": "imaging", "modalities": ["DX"], "body_part": "KNEE",
+            "sections": {"findings": {"title": "影像所见", "normal": "膝关节诸骨骨质未见异常。"},
+                         "impression": {"title": "诊断意见", "normal": "膝关节未见明显异常。"}},
+            "fields": [{"key": "effusion", "label": "关节积液", "type": "choice", "choices": ["无", "少量", "中量"]}]}
+    await api.ok("POST", "/api/v1/report-templates", "dr-wang", knee, status=201)  # a lead: his centre's
+    await call("POST", "/api/v1/report-templates", "dr-li", {**knee, "id": "knee-dr-2"})  # 403: not a lead
+    await call("POST", "/api/v1/report-templates", "admin", knee)  # 409: exists
+    await api.ok("PUT", "/api/v1/report-templates/knee-dr", "dr-wang",
+                 {**{k: v for k, v in knee.items() if k != "id"}, "base_version": 1})
+    await call("PUT", "/api/v1/report-templates/knee-dr", "dr-wang",  # 409: someone saved version 2
+               {**{k: v for k, v in knee.items() if k != "id"}, "base_version": 1})
+
     waiting = await api.ok("POST", "/api/v1/reading-requests", "cg-clinic", {
         "study_uid": "1.2.826.0.1.100.99", "kind": "imaging", "priority": "routine", "clinical_question": "?"},
         status=201)
@@ -243,6 +297,21 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/api/v1/monitor/centres/nope", "coord-county")  # 404
     await call("GET", "/api/v1/consortium", "admin")
     await call("GET", "/api/v1/audit?limit=20", "auditor")
+    await call("GET", "/api/v1/audit/verification", "auditor")
+
+    # records custody: deletion under retention (409 here), sealing (封存)
+    await call("DELETE", f"/api/v1/studies/{CG_CT}", "admin")
+    await call("DELETE", f"/api/v1/reports/{report_id}", "admin")
+    await file_instances(api, CG_CT)
+    await file_instances(api, "1.2.826.0.1.100.2")
+    seal = await api.ok("POST", "/api/v1/seals", "auditor",
+                        {"organization": "chengguan-thc", "patient_id": "CG001", "reason": "封存"}, status=201)
+    await call("POST", "/api/v1/seals", "auditor", {"organization": "chengguan-thc"})  # 422
+    await call("GET", "/api/v1/seals?state=sealed", "auditor")
+    await call("GET", f"/api/v1/seals/{seal['id']}", "auditor")
+    await call("GET", f"/api/v1/seals/{seal['id']}/verification", "auditor")
+    await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})
+    await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})  # 409
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
 
     answered = {(m, t) for m, t, _ in contract.checked}

@@ -118,7 +118,8 @@ async def test_workflow_errors_map_to_http(api):
 async def test_openapi_document_is_served_and_matches_the_routes(api):
     status, doc, _ = await api.call("GET", "/api/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1") and doc == spec()
-    declared = {(m.upper(), p) for p, item in doc["paths"].items() for m in item if m in ("get", "put", "post")}
+    declared = {(m.upper(), p) for p, item in doc["paths"].items() for m in item
+                if m in ("get", "put", "post", "delete")}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes() if r.method != "HEAD"}
     assert declared == routes  # (also tests/api/test_openapi_contract.py)
     for path, item in doc["paths"].items():

@@ -153,6 +153,9 @@ async def test_relay_bookkeeping(store):
     await store.mark_relayed([p.seq for p in pending])
     assert [p for p in await store.read_unrelayed(source="/yilian/test") if p.seq > start] == []
     assert len([p for p in await store.read_unrelayed() if p.seq > start]) == 1
+    # A broker that lost them: back in the outbox, where they were in seq order.
+    await store.mark_relayed([p.seq for p in pending], relayed=False)
+    assert [p.event.data["seq"] for p in await store.read_unrelayed(source="/yilian/test") if p.seq > start] == [1]
 
 
 async def test_offsets_only_move_forward(store):

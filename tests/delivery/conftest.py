@@ -65,13 +65,15 @@ def consortium_file(directory: Path, *, scp_port: int, webhook_port: int | None)
 class StoreSCP:
     """DCMTK storescp playing the clinic's terminal; can be stopped and started again on its port."""
 
-    def __init__(self, directory: Path, port: int, ae_title: str = CLINIC_AE) -> None:
+    def __init__(self, directory: Path, port: int, ae_title: str = CLINIC_AE, *, unique: bool = False) -> None:
         self.directory, self.port, self.ae_title = directory, port, ae_title
+        self.unique = unique  # a file per C-STORE received, so a resent instance counts twice
         self.proc: subprocess.Popen | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([STORESCP, "-aet", self.ae_title, "-od", str(self.directory), str(self.port)],
+        self.proc = subprocess.Popen([STORESCP, "-aet", self.ae_title, *(["+uf"] if self.unique else []),
+                                      "-od", str(self.directory), str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

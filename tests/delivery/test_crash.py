@@ -11,8 +11,10 @@ with the same Idempotency-Key), and each channel's ``result.delivered`` is publi
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import threading
+import time
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +39,11 @@ class Terminal:
     then, after :meth:`come_back`, a relay to the real storescp behind it.  One listening socket
     throughout, so the port never has to be bound twice."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, answers: int | None = None) -> None:
+        # answers: the C-STORE responses let through to Yilian; later ones are held (never sent)
+        self.answers = answers
+        self.answered = 0
+        self.held = threading.Event()  # a response was held back
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -64,8 +70,33 @@ class Terminal:
                 except OSError:
                     conn.close()  # not listening yet: the delivery retries
                     continue
-                for a, b in ((conn, upstream), (upstream, conn)):
-                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(conn, upstream), daemon=True).start()
+                threading.Thread(target=self._responses, args=(upstream, conn), daemon=True).start()
+
+    def _responses(self, src: socket.socket, dst: socket.socket) -> None:
+        """The SCP's PDUs to Yilian, whole, counting the DIMSE responses (command PDVs, last
+        fragment) and holding every PDU from the one past ``answers`` on."""
+        buffer = b""
+        try:
+            while data := src.recv(65536):
+                buffer += data
+                while len(buffer) >= 6 and len(buffer) >= 6 + int.from_bytes(buffer[2:6], "big"):
+                    end = 6 + int.from_bytes(buffer[2:6], "big")
+                    pdu, buffer = buffer[:end], buffer[end:]
+                    if pdu[0] == 0x04 and _last_command_fragment(pdu):  # P-DATA-TF
+                        self.answered += 1
+                    if self.answers is not None and self.answered > self.answers:
+                        self.held.set()
+                        continue
+                    dst.sendall(pdu)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -85,6 +116,17 @@ class Terminal:
         self.sock.close()
         for conn in self.accepted:
             conn.close()
+
+
+def _last_command_fragment(pdu: bytes) -> bool:
+    """Whether a P-DATA-TF PDU ends a DIMSE command (PS3.8 E.2: message control header bits 0, 1)."""
+    at = 6
+    while at + 6 <= len(pdu):
+        length = int.from_bytes(pdu[at:at + 4], "big")
+        if pdu[at + 5] & 0x03 == 0x03:
+            return True
+        at += 4 + length
+    return False
 
 
 def _listening(port: int) -> bool:
@@ -186,6 +228,157 @@ async def test_kill_9_mid_delivery_then_restart_delivers_each_channel_exactly_on
             assert await store.count("dead_letters") == 0
         finally:
             await store.close()
+    finally:
+        hole.close()
+        scp.stop()
+        proc.kill()
+
+
+async def _sign(http: aiohttp.ClientSession, proc: YilianProcess, c, directory: Path, *, count: int) -> list[str]:
+    """``count`` studies sent by the clinic's modality, read and signed: their report ids."""
+    base = f"http://127.0.0.1:{proc.http_port}"
+
+    async def call(method: str, path: str, user: str, body=None, status: int = 200):
+        async with http.request(method, base + path, json=body,
+                                headers={"Authorization": f"Bearer {issue_token(c, user, JWT)}"}) as r:
+            data = await r.json()
+            assert r.status == status, (path, r.status, data)
+            return data
+
+    studies = [make_study(directory / f"study{i}", series=1, instances=2, patient_id=f"P{i:03d}")
+               for i in range(count)]
+    sent = await asyncio.to_thread(storescu, proc.dicom_port, [f for s in studies for f in s.files],
+                                   calling="CG_CT1")
+    assert sent.returncode == 0, sent.output
+
+    async def received() -> bool:
+        for study in studies:
+            async with http.get(base + f"/api/v1/studies/{study.study_uid}", headers={
+                    "Authorization": f"Bearer {issue_token(c, 'cg-clinic', JWT)}"}) as r:
+                if r.status != 200 or (await r.json()).get("state") != "received":
+                    return False
+        return True
+    await wait_for(received, timeout=20, what="studies received")
+    reports = []
+    for study in studies:
+        request = await call("POST", "/api/v1/reading-requests", "cg-clinic", {
+            "study_uid": study.study_uid, "kind": "imaging", "priority": "stat", "clinical_question": "胸痛"},
+            status=201)
+        await call("POST", f"/api/v1/reading-requests/{request['id']}/claim", "dr-wang", {})
+        signed = await call("POST", f"/api/v1/reading-requests/{request['id']}/sign", "dr-wang",
+                            {"findings": "右侧气胸，肺组织压缩约80%。", "impression": "右侧张力性气胸"})
+        reports.append(signed["report_id"])
+    return reports
+
+
+async def _dicom_deliveries(data_dir: Path) -> list[dict]:
+    store = await _store_of(data_dir)
+    try:
+        return await store.find("deliveries", {"channel": "dicom"})
+    finally:
+        await store.close()
+
+
+def _stored_per_sop_instance(scp: StoreSCP) -> collections.Counter:
+    return collections.Counter(str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in scp.files())
+
+
+@pytest.mark.slow
+async def test_kill_9_with_the_default_leases_results_reach_the_clinic_right_after_the_restart(tmp_path):
+    """Issue 19, defect 1: the restarted process takes what the dead one (same data directory) was
+    delivering at once, instead of waiting out its 121 s leases."""
+    hole = Terminal(free_port())
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    consortium = consortium_file(tmp_path, scp_port=hole.sock.getsockname()[1], webhook_port=None)
+    # the default delivery settings: lease max(120, 4 × 30 + 1) = 121 s
+    proc = YilianProcess(data_dir, YILIAN_CONSORTIUM=str(consortium), YILIAN_STUDY_QUIET_SECONDS="0.3")
+    await asyncio.to_thread(proc.start)
+    scp = StoreSCP(tmp_path / "clinic-terminal", free_port())
+    c = load_consortium(consortium)
+    results = 3
+    try:
+        async with aiohttp.ClientSession() as http:
+            reports = await _sign(http, proc, c, tmp_path / "modality", count=results)
+            # every SR is on its way: each association request hangs at the black hole
+            await wait_for(lambda: len(hole.accepted) >= results, timeout=30, interval=0.01,
+                           what="every result's association in flight")
+            await asyncio.to_thread(proc.kill)
+        assert {d["state"] for d in await _dicom_deliveries(data_dir)} == {"delivering"}
+
+        scp.start()
+        await wait_for(lambda: _listening(scp.port), timeout=10, what="storescp listening")
+        hole.come_back(scp.port)
+        restarted = time.monotonic()
+        await asyncio.to_thread(proc.start)
+        ready = time.monotonic() - restarted
+
+        async def all_delivered() -> bool:
+            return {d["state"] for d in await _dicom_deliveries(data_dir)} == {"delivered"}
+        # within 60 s of the restart (the leases would hold them 121 s)
+        await wait_for(all_delivered, timeout=60 - ready, interval=0.1, what="every result delivered after the restart")
+        delay = time.monotonic() - restarted
+        await asyncio.to_thread(proc.terminate)
+        print(f"\nrestart: ready after {ready:.1f}s, {results} results at the clinic after {delay:.1f}s")
+        # what the restart itself costs is the start; after it, only a poll and the attempts
+        assert delay - ready < 30, f"results at the clinic {delay - ready:.1f}s after the restarted process was ready"
+        store = await _store_of(data_dir)
+        try:
+            srs = {(await store.get("results", r))["sr_sop_instance_uid"] for r in reports}
+        finally:
+            await store.close()
+        assert srs <= set(_stored_per_sop_instance(scp))
+    finally:
+        hole.close()
+        scp.stop()
+        proc.kill()
+
+
+@pytest.mark.slow
+async def test_an_sr_the_clinic_accepted_before_kill_9_is_not_sent_again(tmp_path):
+    """Issue 19, defect 2: each instance the clinic's SCP accepted is recorded at its Success, so
+    after a kill -9 only what was not answered yet goes again."""
+    hole = Terminal(free_port(), answers=1)  # the SR's C-STORE response goes through, the PDF's is held
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    consortium = consortium_file(tmp_path, scp_port=hole.sock.getsockname()[1], webhook_port=None)
+    proc = YilianProcess(data_dir, YILIAN_CONSORTIUM=str(consortium), YILIAN_STUDY_QUIET_SECONDS="0.3")
+    scp = StoreSCP(tmp_path / "clinic-terminal", free_port(), unique=True)  # a file per C-STORE received
+    scp.start()
+    await wait_for(lambda: _listening(scp.port), timeout=10, what="storescp listening")
+    hole.come_back(scp.port)
+    await asyncio.to_thread(proc.start)
+    c = load_consortium(consortium)
+    try:
+        async with aiohttp.ClientSession() as http:
+            [report_id] = await _sign(http, proc, c, tmp_path / "modality", count=1)
+        store = await _store_of(data_dir)
+        try:
+            result = await store.get("results", report_id)
+        finally:
+            await store.close()
+        sr_uid, pdf_uid = result["sr_sop_instance_uid"], result["pdf_sop_instance_uid"]
+        # Yilian has the SR's Success; the PDF is stored at the SCP but its Success never arrives
+        await wait_for(hole.held.is_set, timeout=30, what="the PDF's C-STORE response held back")
+
+        async def sr_recorded() -> bool:
+            return any(sr_uid in (d.get("sent") or []) for d in await _dicom_deliveries(data_dir))
+        deadline = time.monotonic() + 5  # the record follows the Success at once; before the fix, never
+        while not await sr_recorded() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(proc.kill)
+        assert _stored_per_sop_instance(scp) == {sr_uid: 1, pdf_uid: 1}
+
+        hole.answers = None
+        hole.come_back(scp.port)  # the held association dies with the process; new ones go through
+        await asyncio.to_thread(proc.start)
+
+        async def delivered() -> bool:
+            return [d["state"] for d in await _dicom_deliveries(data_dir)] == ["delivered"]
+        await wait_for(delivered, timeout=60, interval=0.1, what="the delivery finished after the restart")
+        await asyncio.to_thread(proc.terminate)
+        # the SR once; the PDF, stored but unanswered at the kill, again (same SOP Instance UID)
+        assert _stored_per_sop_instance(scp) == {sr_uid: 1, pdf_uid: 2}
     finally:
         hole.close()
         scp.stop()

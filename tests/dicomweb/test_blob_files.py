@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydicom import dcmread
 
 from services.api.dicomweb import wado
+from services.core import bounded
 from tests.contract.adapters import BLOB_ADAPTERS
 from tests.dicom_samples import real_file
 
@@ -20,7 +21,7 @@ async def test_frames_and_headers_from_a_store_without_local_files(tmp_path):
         async with wado.local_file(blobs, "s/se/ct.dcm") as path:
             assert path.read_bytes() == source.read_bytes()
             (frame,) = wado.read_frames(path, [1], decode=False)
-            assert wado.read_header(path).PatientID == "1CT1"
+            assert wado.read_header(path, wado.EXPLICIT_LE, bounded.Limits()).PatientID == "1CT1"
         assert not path.exists()
         assert frame == dcmread(source).PixelData
         assert list(blobs.staging_dir().iterdir()) == []

@@ -84,3 +84,14 @@ def test_decimation_filters_and_keeps_duration():
     assert decimate(samples, 500, 1000)[1] == 500  # never up-sampled
     # the R waves survive the low-pass filter (~1.2 mV peaks, some attenuation)
     assert np.max(out) > 0.5
+
+
+def test_a_stored_file_failing_the_store_checks_is_a_waveform_error(tmp_path):
+    """Stored before the gateway refused such files: never inflated whole, never decoded 300 deep."""
+    from tests.dicom_samples import hostile_instance
+    _, nested = hostile_instance("nested_300", tmp_path)
+    with pytest.raises(WaveformError, match="nested deeper than 64"):
+        parse(nested.read_bytes(), "1.2.840.10008.1.2.1")
+    _, bomb = hostile_instance("deflate_bomb_64", tmp_path)
+    with pytest.raises(WaveformError, match="inflates past"):
+        parse(bomb.read_bytes(), "1.2.840.10008.1.2.1.99")

@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from services.core.holders import Holder
 from services.pacs_gateway.commitment import STORAGE_COMMITMENT_INSTANCE, new_request
 from services.workflow.leases import iso
 
@@ -193,5 +194,39 @@ async def test_a_claim_left_by_a_dead_process_is_taken_over(make_gateway, tmp_pa
         assert "ReferencedSOPSequence" not in info  # nothing committed
         d = await gw.rt.store.get("storage_commitments", transaction_uid)
         assert d["attempts"] == 1 and d["worker"] is None and d["version"] == 4
+    finally:
+        receiver.stop()
+
+
+async def test_a_claim_whose_holder_is_gone_is_taken_at_once_one_held_elsewhere_waits_for_its_lease(
+        make_gateway, tmp_path):
+    """A process on the same data directory that has ended (its lock under ``holders/`` is free) does
+    not make the report wait for its lease; a holder not known here (another host) still does."""
+    scp_port = free_port()
+    receiver = ReportReceiver("CG_TERM", scp_port)
+    try:
+        gw = await make_gateway()
+        moved_consortium(gw, {"CG_TERM": scp_port})
+        ended = Holder(gw.rt.settings.data_dir / "holders")
+        ended.open()
+        await ended.stop()  # the process is gone: its lock is free
+        destination = gw.rt.consortium.endpoint("CG_TERM")
+        ids = {}
+        for worker in (ended.id, "other-host:1:abc"):
+            ids[worker] = transaction_uid = generate_uid()
+            doc = new_request(transaction_uid, calling_ae=CHENGGUAN_CT, organization="chengguan-thc",
+                              destination=destination, requested=[(ds_.CT_IMAGE, generate_uid())],
+                              at=iso(time.time() - 60))
+            doc.update(state="sending", worker=worker, lease_expires_at=iso(time.time() + 600), version=2)
+            async with gw.rt.store.transaction() as tx:
+                await tx.insert("storage_commitments", doc)
+        gw.service.commitments.wake()
+
+        async def reported() -> bool:
+            return (await gw.rt.store.get("storage_commitments", ids[ended.id]))["state"] == "reported"
+        await wait_for(reported, timeout=20, what="the gone holder's claim taken over and reported")
+        assert [info.TransactionUID for _, info in receiver.reports] == [ids[ended.id]]
+        elsewhere = await gw.rt.store.get("storage_commitments", ids["other-host:1:abc"])
+        assert elsewhere["state"] == "sending" and elsewhere["worker"] == "other-host:1:abc"
     finally:
         receiver.stop()

@@ -12,7 +12,7 @@ from pydicom.data import DATA_ROOT
 from pydicom.uid import ImplicitVRLittleEndian
 
 from services.pacs_gateway import header, model
-from services.pacs_gateway.ingest import _data_set_offset
+from services.core.bounded import data_set_offset as _data_set_offset
 from services.pacs_gateway.model import StoreRefused
 
 from ..dicom_samples import CHINESE_NAMES, chinese_instance, make_instance, write

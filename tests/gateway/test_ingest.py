@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 
 from services.core.consortium import parse_consortium
@@ -25,7 +26,7 @@ from .conftest import CHENGGUAN_CT, DONGBA_DR, run
 
 def pynetdicom_store(port: int, path: Path, *, calling: str = CHENGGUAN_CT) -> int:
     """Send ``path`` raw (file meta gives the request's UIDs): lets a test send what DCMTK never would."""
-    meta = dcmread(path, stop_before_pixels=True).file_meta if _has_meta(path) else None
+    meta = read_file_meta_info(path) if _has_meta(path) else None  # the File Meta only: any data set goes
     ae = AE(ae_title=calling)
     ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
     previous = _config.STORE_SEND_CHUNKED_DATASET

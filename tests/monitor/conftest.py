@@ -49,7 +49,7 @@ class World:
 
     @property
     def views(self) -> MonitorViews:
-        return MonitorViews(self.rt.store, self.rt.consortium, self.monitor.settings)
+        return MonitorViews(self.rt.store, self.rt.consortium, self.monitor.settings, self.rt.local_time)
 
     def who(self, user_id: str) -> Principal:
         user = self.rt.consortium.users[user_id]

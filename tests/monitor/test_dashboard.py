@@ -5,9 +5,12 @@ and updates live when the next request arrives.  Screenshots go to ``test-artifa
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,17 +26,19 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIV
                                 reason="Debian chromium and chromium-driver are not installed (make debs)")
 
 
-def browser(profile: Path):
+def browser(profile: Path, size: str = "1366,768"):
+    """Headless Chromium whose own zone is UTC (TZ=UTC): the page must still show the consortium's."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                "--window-size=1366,768", f"--user-data-dir={profile}", "--lang=zh-CN"):
+                f"--window-size={size}", f"--user-data-dir={profile}", "--lang=zh-CN"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for failure messages
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TZ": "UTC"})
+    return webdriver.Chrome(service=service, options=options)
 
 
 async def workload(world) -> dict[str, str]:
@@ -157,3 +162,45 @@ async def test_dashboard_shows_the_queues_risk_and_alerts_and_updates_live(world
         await asyncio.to_thread(driver.quit)
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
     await wait_for(lambda: (ARTIFACTS / "monitor-dashboard-admin.png").exists(), timeout=5, what="the screenshot")
+
+
+@pytest.mark.timeout(120)
+async def test_dashboard_shows_consortium_local_times_in_a_utc_browser(world, tmp_path):
+    """The urgent request's deadline, the update time and the trend's hours in Beijing time, with
+    the zone in the header, although the browser's own zone is UTC; screenshots wide and phone-sized."""
+    from selenium.webdriver.common.by import By
+    ids = await workload(world)
+    beijing = ZoneInfo("Asia/Shanghai")
+    deadline = datetime.fromisoformat((await world.store.get("reading_requests", ids["urgent"]))["deadline"])
+    now = datetime.fromtimestamp(world.clock(), beijing)
+    assert deadline.astimezone(beijing).hour != deadline.hour  # the test means something
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver = await asyncio.to_thread(browser, tmp_path / "chromium-profile")
+    try:
+        assert await asyncio.to_thread(driver.execute_script,
+                                       "return Intl.DateTimeFormat().resolvedOptions().timeZone") in ("UTC", "Etc/UTC")
+        await asyncio.to_thread(driver.get, f"{world.base}/dashboard#token={world.token('coord-county')}")
+        card = '[data-centre="county-imaging"]'
+        row = f'{card} tr.risk-at[data-request="{ids["urgent"]}"]'
+        await asyncio.to_thread(wait_page, driver, lambda d: d.find_elements(By.CSS_SELECTOR, row),
+                                "the urgent request")
+        assert await asyncio.to_thread(text_of, driver, "#clock") == "更新 updated " + now.strftime("%m/%d %H:%M")
+        due = deadline.astimezone(beijing).strftime("%m/%d %H:%M")
+        assert await asyncio.to_thread(text_of, driver, f"{row} [data-col=deadline]") == due
+        assert await asyncio.to_thread(text_of, driver, "#zone") == "北京时间 UTC+8"
+        assert await asyncio.to_thread(attribute_of, driver, "#zone", "title") == "Asia/Shanghai"
+        # 24 local hours ending with the current one, labelled every 6 hours
+        hours = await asyncio.to_thread(lambda: [e.text for e in driver.find_elements(
+            By.CSS_SELECTOR, f'{card} svg.trend text[y="117"]')])
+        assert hours == [f"{(now.hour - 23 + 6 * i) % 24}:00" for i in range(4)]
+        for width, height in ((1366, 768), (390, 844)):  # a coordinator's laptop, a phone: the viewport exactly
+            await asyncio.to_thread(driver.execute_cdp_cmd, "Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700})
+            await asyncio.to_thread(wait_page, driver, lambda d, w=width: d.execute_script(
+                "return window.innerWidth") == w, f"a {width} px wide page")
+            assert await asyncio.to_thread(lambda: driver.find_element(By.ID, "zone").is_displayed())
+            await asyncio.to_thread(driver.save_screenshot,
+                                    str(ARTIFACTS / f"monitor-dashboard-local-time-{width}x{height}.png"))
+    finally:
+        await asyncio.to_thread(driver.quit)
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)

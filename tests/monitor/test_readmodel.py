@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from services.core.events import Event
@@ -162,8 +164,8 @@ def test_percentile_is_nearest_rank_and_risk_follows_the_sla():
     assert risk(row, Window(deadline - 1000, 0, risk_fraction=0.25)) == "at_risk"
     # "today" starts at local midnight: 00:30 Beijing on the 19th is 16:30 UTC on the 18th
     now = 1_795_019_400.0  # 2026-11-18T16:30:00Z
-    assert Window.at(now).day_start == 1_795_017_600.0  # 2026-11-18T16:00:00Z
-    assert Window.at(now, utc_offset_hours=0).day_start == 1_794_960_000.0
+    assert Window.at(now, ZoneInfo("Asia/Shanghai")).day_start == 1_795_017_600.0  # 2026-11-18T16:00:00Z
+    assert Window.at(now, ZoneInfo("UTC")).day_start == 1_794_960_000.0
 
 
 async def test_the_registry_speaks_the_prometheus_text_format():
@@ -191,3 +193,22 @@ async def test_the_registry_speaks_the_prometheus_text_format():
         registry.gauge("yilian_x_total", "again as a gauge", ("who",))
     assert registry.counter("yilian_x_total", "X", ("who",)) is c
     assert render([]) == "\n"
+
+
+def test_a_submitted_report_keeps_the_reading_open_until_its_release():
+    """Two-level sign-off: the SLA runs until report.signed (the release), not the submission."""
+    m = Model()
+    m.feed(reading("reading.queued", "queued", deadline="2026-11-18T10:30:00.000Z", routed_centre="county-imaging"))
+    m.feed(reading("reading.claimed", "claimed", reader_id="dr-zhou", lease_expires_at="x"))
+    m.feed(reading("report.submitted", "submitted", reader_id="dr-zhou", reader_name="周晓明", critical=False,
+                   version=1))
+    row = m.get(REQUESTS, "rr-1")
+    assert row["state"] == "submitted" and row["state"] in rm.OPEN and row["claimed_by"] is None
+    assert not row.get("signed_at") and (TOTALS, "turnaround|county-imaging|imaging|stat") not in m.docs
+    m.feed(reading("report.sent_back", "draft", reader_id="dr-zhou", reviewer_id="dr-li", comment="c",
+                   lease_expires_at="x"))
+    assert m.get(REQUESTS, "rr-1")["claimed_by"] == "dr-zhou"
+    m.feed(reading("report.submitted", "submitted", reader_id="dr-zhou", critical=False, version=3))
+    m.feed(signed(centre="county-imaging", at="2026-11-18T10:25:00.000Z", reader_id="dr-zhou", reviewer_id="dr-li"))
+    row = m.get(REQUESTS, "rr-1")
+    assert (row["state"], row["turnaround_seconds"]) == ("signed", 1500.0)

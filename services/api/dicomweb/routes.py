@@ -8,12 +8,16 @@ Every access is audited, refused ones included, before any byte of patient data 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from ...core.blobs.port import BlobNotFound
+from ...core import bounded
 from ..context import not_found, record, require_role, runtime
 from ..problems import Problem
 from ..scope import sees_study
@@ -22,6 +26,7 @@ from .access import ROLES, STORE_ROLES, scope_of
 from .dicom_json import MEDIA_TYPE, RETRIEVE_URL, dataset_json, record_json, store_response
 from .multipart import MultipartWriter, parse_accept
 
+log = logging.getLogger("yilian.api.dicomweb")
 routes = web.RouteTableDef()
 
 PREFIX = "/dicomweb"
@@ -100,8 +105,8 @@ async def _search(request: web.Request, level: str) -> web.Response:
                          "study_uids": sorted({r["StudyInstanceUID"] for r in records})})
     headers = {}
     if search.ignored:
-        headers["Warning"] = (f'299 yilian "The following attributes are not supported as query keys '
-                              f'or include fields and were ignored: {", ".join(search.ignored)}"')
+        headers["Warning"] = _warning("The following attributes are not supported as query keys or include "
+                                      f"fields and were ignored: {', '.join(search.ignored)}")
     return dicom_json(body, headers=headers)
 
 
@@ -147,16 +152,14 @@ async def _retrieve(request: web.Request) -> web.StreamResponse:
     await record(request, "dicomweb.retrieve", request.path, organization=study.get("organization"),
                  detail={"sop_instance_uids": [d["id"] for d in found]})
     rt, base = runtime(request), base_url(request)
-    writer = MultipartWriter(wado.DICOM)
-    response = web.StreamResponse(headers={"Content-Type": writer.content_type(syntax)})
-    await response.prepare(request)
+    writer, response = await _start_multipart(request, wado.DICOM, syntax)
     for doc in found:  # one file at a time, chunk by chunk
         try:
             await writer.part(response, rt.blobs.read_chunks(doc["blob_key"]),
                               content_type=f"{wado.DICOM}; transfer-syntax={doc.get('transfer_syntax_uid')}",
                               location=_instance_url(base, doc))
         except BlobNotFound:
-            raise ConnectionAbortedError(f"blob of {doc['id']} missing") from None  # cut: never a partial lie
+            raise _cut(request, f"blob of {doc['id']} missing") from None
     await writer.close(response)
     return response
 
@@ -186,8 +189,8 @@ async def _metadata(request: web.Request) -> web.Response:
     for doc in found:
         url = _instance_url(base, doc)
         syntax = doc.get("transfer_syntax_uid") or ""
-        async with wado.local_file(rt.blobs, doc["blob_key"]) as path:
-            header = await asyncio.to_thread(wado.read_header, path)
+        async with wado.local_file(rt.blobs, doc["blob_key"]) as path, _decodable(doc):
+            header = await asyncio.to_thread(wado.read_header, path, syntax, _limits(request))
             pixels = (wado.pixel_vr(header, syntax), f"{url}/bulkdata/7FE00010") if doc.get("rows") else None
             item = await asyncio.to_thread(dataset_json, header, lambda tag, u=url: f"{u}/bulkdata/{tag:08X}",
                                            pixel_data=pixels)
@@ -215,15 +218,43 @@ async def instance_metadata(request: web.Request) -> web.Response:
 
 # --- WADO-RS: frames and bulk data -------------------------------------------------------------
 
-async def _multipart_parts(request: web.Request, part_type: str, parts: list[bytes], content_type: str,
-                           syntax: str | None = None) -> web.StreamResponse:
+async def _start_multipart(request: web.Request, part_type: str,
+                           syntax: str | None = None) -> tuple[MultipartWriter, web.StreamResponse]:
+    """A prepared ``multipart/related`` response, to write parts to as they are read."""
     writer = MultipartWriter(part_type)
     response = web.StreamResponse(headers={"Content-Type": writer.content_type(syntax)})
     await response.prepare(request)
-    for data in parts:
-        await writer.part(response, data, content_type=content_type)
-    await writer.close(response)
-    return response
+    return writer, response
+
+
+def _cut(request: web.Request, reason: str) -> ConnectionAbortedError:
+    """End a streamed response that cannot be finished: the connection is closed, so the client
+    sees a truncated body, never a whole-looking one (nor waits for the rest on a kept-alive
+    connection, as when the problem middleware answered after the head had gone)."""
+    log.error("streamed response cut", extra={"path": request.path, "reason": reason})
+    if request.transport is not None:
+        request.transport.close()
+    return ConnectionAbortedError(reason)
+
+
+def _limits(request: web.Request) -> bounded.Limits:
+    return bounded.Limits.of(runtime(request).settings)
+
+
+@contextlib.asynccontextmanager
+async def _decodable(doc: dict[str, Any]) -> AsyncIterator[None]:
+    """A stored instance no read can decode (nested too deep, not whole, inflating past the
+    ceiling: stored before the store-time checks, or damaged) is a 422 naming it, never a 500."""
+    try:
+        yield
+    except bounded.Undecodable as exc:
+        raise _undecodable(f"stored instance {doc['id']} cannot be decoded: {exc.reason}") from None
+    except RecursionError:
+        raise _undecodable(f"stored instance {doc['id']} cannot be decoded: sequences nested too deeply") from None
+
+
+def _undecodable(detail: str) -> Problem:
+    return Problem(422, detail, slug="undecodable-instance", title="Stored instance cannot be decoded")
 
 
 @routes.get(INSTANCE + "/frames/{frames}")
@@ -237,16 +268,31 @@ async def frames(request: web.Request) -> web.StreamResponse:
         raise Problem(400, str(exc)) from None
     except wado.NotAcceptable as exc:
         raise not_acceptable(str(exc)) from None
-    try:
-        async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
-            data = await asyncio.to_thread(wado.read_frames, path, numbers, decode=decode)
-    except wado.FrameError as exc:
-        raise Problem(404 if "no pixel data" in str(exc) else 400, str(exc)) from None
-    await record(request, "dicomweb.frames", request.path, organization=study.get("organization"),
-                 detail={"sop_instance_uid": doc["id"], "frames": numbers})
     sent_syntax = wado.EXPLICIT_LE if part_type == wado.OCTET else syntax
-    return await _multipart_parts(request, part_type, data, f"{part_type}; transfer-syntax={sent_syntax}",
-                                  sent_syntax)
+    async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
+        try:
+            async with _decodable(doc):
+                layout = await asyncio.to_thread(wado.frame_layout, path, numbers, syntax, _limits(request))
+        except wado.FrameError as exc:
+            raise Problem(404 if "no pixel data" in str(exc) else 400, str(exc)) from None
+        try:  # the first frame before the head goes: a frame pydicom cannot decode is still a problem document
+            data = await asyncio.to_thread(wado.read_frame, path, layout, numbers[0], decode=decode)
+        except Exception as exc:  # noqa: BLE001 - no decoder, corrupt data: the client is told
+            raise _undecodable(f"frame {numbers[0]} of stored instance {doc['id']} cannot be decoded: {exc}") from None
+        await record(request, "dicomweb.frames", request.path, organization=study.get("organization"),
+                     detail={"sop_instance_uid": doc["id"], "frames": numbers})
+        # One frame read, sent, and let go at a time: memory stays at one frame for any list.
+        writer, response = await _start_multipart(request, part_type, sent_syntax)
+        for n in numbers:
+            if n != numbers[0]:
+                try:
+                    data = await asyncio.to_thread(wado.read_frame, path, layout, n, decode=decode)
+                except Exception as exc:  # noqa: BLE001 - the head went already: cut, never a partial lie
+                    raise _cut(request, f"frame {n} of {doc['id']} cannot be decoded: {exc}") from None
+            await writer.part(response, data, content_type=f"{part_type}; transfer-syntax={sent_syntax}")
+            del data
+        await writer.close(response)
+        return response
 
 
 @routes.get(INSTANCE + "/bulkdata/{tag}")
@@ -256,13 +302,22 @@ async def bulkdata(request: web.Request) -> web.StreamResponse:
     if len(text) != 8 or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise Problem(400, "bulk data is addressed by a top-level tag, 8 hex digits (e.g. 7FE00010)")
     try:
-        async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
-            data = await asyncio.to_thread(wado.read_bulk, path, int(text, 16))
+        async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path, _decodable(doc):
+            data = await asyncio.to_thread(wado.read_bulk, path, int(text, 16), doc.get("transfer_syntax_uid") or "",
+                                           _limits(request))
+            await record(request, "dicomweb.bulkdata", request.path, organization=study.get("organization"),
+                         detail={"sop_instance_uid": doc["id"], "tag": text})
+            writer, response = await _start_multipart(request, wado.OCTET)
+            # Pixel Data streams from the file, a chunk at a time; other values are small.
+            try:
+                await writer.part(response, data if isinstance(data, bytes) else wado.file_range(path, *data),
+                                  content_type=wado.OCTET)
+            except ConnectionAbortedError as exc:  # the file ends before its Pixel Data does
+                raise _cut(request, str(exc)) from None
+            await writer.close(response)
+            return response
     except (KeyError, wado.FrameError):
         raise await not_found(request, "dicomweb.bulkdata", request.path, f"element {text}") from None
-    await record(request, "dicomweb.bulkdata", request.path, organization=study.get("organization"),
-                 detail={"sop_instance_uid": doc["id"], "tag": text})
-    return await _multipart_parts(request, wado.OCTET, [data], wado.OCTET)
 
 
 # --- WADO-RS: rendered --------------------------------------------------------------------------
@@ -287,9 +342,10 @@ async def _rendered(request: web.Request, frame: int) -> web.Response:
             raise render.RenderError("quality must be 1..100")
     except ValueError as exc:
         raise Problem(400, str(exc)) from None
-    async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path:
+    async with wado.local_file(runtime(request).blobs, doc["blob_key"]) as path, _decodable(doc):
         try:
-            image = await asyncio.to_thread(wado.render_frame, path, frame, media_type=media_type, window=window,
+            image = await asyncio.to_thread(wado.render_frame, path, frame, doc.get("transfer_syntax_uid") or "",
+                                            _limits(request), media_type=media_type, window=window,
                                             viewport=viewport, quality=quality)
         except render.RenderError as exc:
             raise Problem(400, str(exc)) from None
@@ -335,7 +391,15 @@ async def _store(request: web.Request) -> web.Response:
                  detail={"stored": [i for _, i, _, _ in result.stored], "results": result.results,
                          "failed": [{"sop_instance_uid": i, "reason": f"0x{r:04X}", "why": why}
                                     for _, i, r, why in result.failed]})
-    return dicom_json(body, status=result.status)
+    # The Failure Reason is a code; the words go in Warning header fields (PS3.18 8.4.4), one per instance.
+    warnings = [_warning(f"{i or 'part'} refused: {why}") for _, i, _, why in result.failed]
+    return dicom_json(body, status=result.status, headers={"Warning": ", ".join(warnings)} if warnings else None)
+
+
+def _warning(text: str) -> str:
+    """A Warning header field value (RFC 7234 5.5): ASCII, one line, in a quoted string."""
+    text = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "?" for c in text)
+    return f'299 yilian "{text}"'
 
 
 @routes.post(PREFIX + "/studies")

@@ -10,6 +10,7 @@ only that is accepted.  File reads run in threads, off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -26,6 +27,7 @@ from pydicom.pixels import pixel_array
 
 from ...core.blobs.port import BlobStore
 from ...core.store.port import Store
+from ...core import bounded
 from . import render
 from .dicom_json import BINARY_VRS
 from .multipart import MediaRange
@@ -127,9 +129,19 @@ async def local_file(blobs: BlobStore, key: str) -> AsyncIterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
-def read_header(path: Path) -> Dataset:
-    """Everything before Pixel Data; large values are read only when touched."""
-    return dcmread(path, stop_before_pixels=True, defer_size=4096)
+def read_header(path: Path, syntax: str, limits: bounded.Limits) -> Dataset:
+    """Everything before Pixel Data; large values are read only when touched.  A deflated file is
+    inflated only that far; :class:`bounded.Undecodable` for one no read could decode."""
+    return bounded.read_dataset(path, syntax, limits, stop_before_pixels=True)
+
+
+def check(path: Path, syntax: str, limits: bounded.Limits) -> None:
+    """:class:`bounded.Undecodable` unless the stored file passes the checks of a store (an
+    instance stored before them, or damaged since, is refused here rather than crash pydicom)."""
+    try:
+        bounded.check_file(path, syntax, limits)
+    except bounded.Refused as exc:
+        raise bounded.Undecodable(exc.reason) from None
 
 
 def pixel_vr(ds: Dataset, syntax: str) -> str:
@@ -163,51 +175,83 @@ def parse_frames(text: str) -> list[int]:
         raise FrameError(f"frame list must be comma-separated numbers, got {text!r}") from None
     if not numbers or any(n < 1 for n in numbers):
         raise FrameError("frame numbers start at 1")
+    if len(set(numbers)) != len(numbers):
+        raise FrameError("frame list names a frame more than once")
     return numbers
 
 
-def read_frames(path: Path, numbers: list[int], *, decode: bool) -> list[bytes]:
-    """Frames ``numbers`` (1-based) of the file, as stored or decoded to native little endian."""
+def frame_layout(path: Path, numbers: list[int], syntax: str, limits: bounded.Limits) -> PixelLayout:
+    """The Pixel Data layout, once ``numbers`` (1-based, distinct) are known to be frames of the file."""
+    check(path, syntax, limits)
     layout = pixel_layout(path)
+    if len(numbers) > layout.frames:
+        raise FrameError(f"{len(numbers)} frames asked of an instance of {layout.frames}")
     for n in numbers:
         if n > layout.frames:
             raise FrameError(f"frame {n} out of range 1..{layout.frames}")
+    return layout
+
+
+def read_frame(path: Path, layout: PixelLayout, n: int, *, decode: bool) -> bytes:
+    """Frame ``n`` (1-based) of the file, as stored or decoded to native little endian: one frame
+    read at a time, so a response of many frames is streamed, never built whole."""
     if decode:
-        decoded = []
-        for n in numbers:
-            arr = pixel_array(path, index=n - 1 if layout.frames > 1 else None)
-            decoded.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
-        return decoded
-    out = []
+        arr = pixel_array(path, index=n - 1 if layout.frames > 1 else None)
+        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
     with open(path, "rb") as f:
-        for n in numbers:
-            if layout.length == 0xFFFFFFFF:
-                f.seek(layout.offset)
-                out.append(get_frame(f, n - 1, number_of_frames=layout.frames))
-            else:
-                f.seek(layout.offset + (n - 1) * layout.frame_size)
-                out.append(f.read(layout.frame_size))
-    return out
+        if layout.length == 0xFFFFFFFF:
+            f.seek(layout.offset)
+            return get_frame(f, n - 1, number_of_frames=layout.frames)
+        f.seek(layout.offset + (n - 1) * layout.frame_size)
+        return f.read(layout.frame_size)
 
 
-def read_bulk(path: Path, tag: int) -> bytes:
-    """The value of top-level element ``tag`` (Pixel Data as stored)."""
+def read_frames(path: Path, numbers: list[int], *, decode: bool, syntax: str = EXPLICIT_LE,
+                limits: bounded.Limits = bounded.Limits()) -> list[bytes]:
+    """Frames ``numbers`` all at once (for a caller that wants them in a list, not a response)."""
+    layout = frame_layout(path, numbers, syntax, limits)
+    return [read_frame(path, layout, n, decode=decode) for n in numbers]
+
+
+def read_bulk(path: Path, tag: int, syntax: str, limits: bounded.Limits) -> bytes | tuple[int, int]:
+    """The value of top-level element ``tag``: Pixel Data as stored is its (offset, length) in the
+    file, to be streamed (:func:`file_range`); a smaller value, its bytes."""
+    check(path, syntax, limits)
+    if syntax == bounded.DEFLATED:  # no file offsets to seek to: the data set, inflated within its ceiling
+        ds = bounded.read_dataset(path, syntax, limits, stop_before_pixels=False)
+        if tag not in ds or (tag != 0x7FE00010 and ds[tag].VR not in BINARY_VRS):
+            raise KeyError(tag)
+        return bytes(ds[tag].value or b"")
     if tag == 0x7FE00010:
         layout = pixel_layout(path)
-        with open(path, "rb") as f:
-            f.seek(layout.offset)
-            if layout.length != 0xFFFFFFFF:
-                return f.read(layout.length)
-            return f.read()[:-8]  # encapsulated: up to the Sequence Delimitation Item (last in the file)
-    ds = dcmread(path, stop_before_pixels=True)
+        if layout.length != 0xFFFFFFFF:
+            return layout.offset, layout.length
+        # encapsulated: up to the Sequence Delimitation Item (last in the file)
+        return layout.offset, path.stat().st_size - layout.offset - 8
+    ds = read_header(path, syntax, limits)
     if tag not in ds or ds[tag].VR not in BINARY_VRS:
         raise KeyError(tag)  # only binary values are bulk data
     return bytes(ds[tag].value or b"")
 
 
-def render_frame(path: Path, frame: int, **options: Any) -> bytes:
+async def file_range(path: Path, offset: int, length: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    """``length`` bytes of the file from ``offset``, a chunk at a time, read off the event loop."""
+    def read(f: Any, n: int) -> bytes:
+        return f.read(n)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while length > 0:
+            data = await asyncio.to_thread(read, f, min(chunk, length))
+            if not data:
+                raise ConnectionAbortedError(f"{path.name} ends before its Pixel Data")  # cut: never a partial lie
+            length -= len(data)
+            yield data
+
+
+def render_frame(path: Path, frame: int, syntax: str, limits: bounded.Limits, **options: Any) -> bytes:
     """Frame ``frame`` (1-based) rendered (see :mod:`.render`): the header, and that frame alone, decoded."""
-    header = read_header(path)
+    check(path, syntax, limits)
+    header = read_header(path, syntax, limits)
     render.check_frame(header, frame)
     try:
         arr = pixel_array(path, index=frame - 1 if render.frame_count(header) > 1 else None)

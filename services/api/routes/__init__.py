@@ -8,6 +8,8 @@ from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
 from . import consultations  # remote consultation (远程会诊)
 from . import results  # result inbox, live push, dead letters (services/delivery)
+from . import records  # retention-aware deletion, sealing (封存)
+from . import reports  # report templates and report versions (docs/reports.md)
 
 
 def add_routes(app: web.Application) -> None:
@@ -15,5 +17,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_routes(module.routes)
     app.router.add_routes(ecg.routes)  # ECG reading view
     app.router.add_routes(consultations.routes)
+    app.router.add_routes(records.routes)
+    app.router.add_routes(reports.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...core import audit
 from ..context import page, record, require_role, runtime
 from ..problems import Problem, json_response
 from ..validation import known_query, query_int
@@ -67,3 +68,16 @@ async def audit_log(request: web.Request) -> web.Response:
     # Reading the audit log is itself audited (after the query, so it does not see itself).
     await record(request, "audit.read", "audit", detail={"filters": {k: v for k, v in request.query.items()}})
     return json_response(page(items, limit, offset))
+
+
+@routes.get("/api/v1/audit/verification")
+async def audit_verification(request: web.Request) -> web.Response:
+    """Walk the audit trail's hash chain; names the first altered or missing record."""
+    require_role(request, "auditor", "admin")
+    known_query(request, ())
+    result = await audit.verify(runtime(request).store)
+    # Recorded after the walk, so the verification does not cover its own record.
+    await record(request, "audit.verify", "audit", outcome="success" if result.intact else "broken",
+                 detail={"records": result.records, "head_seq": result.head_seq,
+                         "first_break": result.to_dict()["first_break"]})
+    return json_response(result.to_dict())

@@ -15,7 +15,7 @@ from ...delivery.service import SIGNED_PDFS
 from ...delivery.verification import roots_from_pem, verify
 from ...workflow import queries
 from ...workflow.model import STATES
-from ...workflow.policy import sees_report, sees_request
+from ...workflow.policy import request_view, sees_report, sees_request
 from ..context import not_found, page, record, require_role, runtime
 from ..problems import Problem, json_response
 from ..validation import known_query, query_choice, query_int
@@ -63,7 +63,7 @@ async def list_requests(request: web.Request) -> web.Response:
                                       study_uid=request.query.get("study_uid") or None, limit=limit, offset=offset)
     await record(request, "reading.list", "reading-requests", organization=scope.get("organization"),
                  detail={"request_ids": [r["id"] for r in items], **scope})
-    return json_response(page(items, limit, offset))
+    return json_response(page([request_view(who, r) for r in items], limit, offset))
 
 
 @routes.get("/api/v1/reading-requests/{request_id}")
@@ -74,7 +74,7 @@ async def get_request(request: web.Request) -> web.Response:
     if doc is None or not sees_request(who, doc):
         raise await not_found(request, "reading.read", f"reading/{request_id}", f"reading request {request_id!r}")
     await record(request, "reading.read", f"reading/{request_id}", organization=doc.get("organization"))
-    return json_response(doc)
+    return json_response(request_view(who, doc))
 
 
 @routes.get("/api/v1/reports")

@@ -76,14 +76,41 @@ async def release(request: web.Request) -> web.Response:
 async def draft(request: web.Request) -> web.Response:
     rid = _rid(request)
     return await _run(request, "reading.draft", f"reading/{rid}", lambda b: c.SaveDraft(
-        rid, b["findings"], b["impression"], b.get("critical", False), b.get("critical_category")))
+        rid, b["findings"], b["impression"], b.get("critical", False), b.get("critical_category"),
+        **_template(b)))
+
+
+def _template(b: dict[str, Any]) -> dict[str, Any]:
+    return {"template_id": b.get("template_id"), "template_version": b.get("template_version"),
+            "fields": b.get("fields")}
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/sign")
 async def sign(request: web.Request) -> web.Response:
     rid = _rid(request)
     return await _run(request, "report.sign", f"reading/{rid}", lambda b: c.Sign(
-        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category")))
+        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b)))
+
+
+@routes.put("/api/v1/reading-requests/{request_id}/review")
+async def review(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "report.review", f"reading/{rid}", lambda b: c.Review(
+        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b)))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/countersign")
+async def countersign(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "report.countersign", f"reading/{rid}", lambda b: c.Review(
+        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b),
+        release=True))
+
+
+@routes.post("/api/v1/reading-requests/{request_id}/send-back")
+async def send_back(request: web.Request) -> web.Response:
+    rid = _rid(request)
+    return await _run(request, "report.send_back", f"reading/{rid}", lambda b: c.SendBack(rid, b["comment"]))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/escalate")

@@ -16,6 +16,7 @@ from aiohttp import web
 from ...ecg import measure as measuring
 from ...ecg import sheet
 from ...ecg.load import is_ecg, load
+from ...core import bounded
 from ...ecg.waveform import ECG_SOP_CLASSES, Ecg, MultiplexGroup, WaveformError, decimate
 from ..context import not_found, record, require_role, runtime
 from ..problems import Problem, json_response
@@ -41,7 +42,7 @@ async def _ecg(request: web.Request, action: str) -> tuple[dict[str, Any], dict[
     if instance is None or instance.get("study_uid") != uid or not is_ecg(instance):
         raise await not_found(request, action, resource, f"ECG waveform instance {sop!r} in study {uid!r}")
     try:
-        ecg = await load(runtime(request).blobs, instance)
+        ecg = await load(runtime(request).blobs, instance, bounded.Limits.of(runtime(request).settings))
     except WaveformError as exc:
         await record(request, action, resource, organization=study.get("organization"), outcome="invalid")
         raise Problem(422, f"instance {sop} cannot be shown as an ECG: {exc}", slug="invalid-waveform") from None

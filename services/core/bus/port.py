@@ -11,7 +11,7 @@ applies the effect.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..events import Event
@@ -24,13 +24,27 @@ TOPIC_PREFIX = "yilian."
 DEAD_LETTER_TOPIC = "yilian.dead_letter"
 
 
+# ``bus.probe`` is the tests' and benchmarks' event: no service sends or reads it.
+PROBE_FAMILY = "bus"
+
+
 def topic_of(event_type: str) -> str:
     """``instance.stored`` -> ``yilian.instance``."""
     return TOPIC_PREFIX + event_type.split(".", 1)[0]
 
 
+def deployment_topics(event_types: Iterable[str]) -> list[str]:
+    """The topics a deployment needs: one per event family (of the schemas' types), then dead letters."""
+    families = {t.split(".", 1)[0] for t in event_types} - {PROBE_FAMILY}
+    return [*sorted(TOPIC_PREFIX + f for f in families), DEAD_LETTER_TOPIC]
+
+
 class BusUnavailable(Exception):
     """The broker cannot be reached; the event was not published."""
+
+
+class TopicMismatch(BusUnavailable):
+    """A topic on the broker does not fit the configuration (too few partitions, not fixable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,18 @@ class Bus(ABC):
     @abstractmethod
     async def lag(self) -> dict[str, int]:
         """Events published but not yet acknowledged, per consumer group."""
+
+    def topic(self, event_type: str) -> str:
+        """Where events of ``event_type`` go."""
+        return topic_of(event_type)
+
+    def take_lost_topics(self) -> set[str]:
+        """Topics whose records the broker lost since the last call (the outbox publishes them again)."""
+        return set()
+
+    def figures(self) -> list:
+        """Metric families of the bus itself (``core.metrics.Family``), read at every scrape."""
+        return []
 
     @property
     def relays_outbox(self) -> bool:

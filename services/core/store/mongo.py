@@ -500,11 +500,11 @@ class MongoStore(Store):
             query["source"] = source
         return await self._read_events(query, limit)
 
-    async def mark_relayed(self, seqs: Sequence[int]) -> None:
+    async def mark_relayed(self, seqs: Sequence[int], *, relayed: bool = True) -> None:
         if not seqs:
             return
         with self._errors(EVENT_LOG):
-            await self._db[EVENT_LOG].update_many({"_id": {"$in": list(seqs)}}, {"$set": {"relayed": True}})
+            await self._db[EVENT_LOG].update_many({"_id": {"$in": list(seqs)}}, {"$set": {"relayed": relayed}})
 
     async def get_offset(self, group: str) -> int:
         with self._errors(OFFSETS):

@@ -164,7 +164,8 @@ class Store(ABC):
         """Events not yet relayed to an external bus (Kafka deployments)."""
 
     @abstractmethod
-    async def mark_relayed(self, seqs: Sequence[int]) -> None: ...
+    async def mark_relayed(self, seqs: Sequence[int], *, relayed: bool = True) -> None:
+        """Mark events relayed; ``relayed=False`` puts them back in the outbox (the broker lost them)."""
 
     @abstractmethod
     async def get_offset(self, group: str) -> int:

@@ -13,8 +13,15 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "config": (),
     "handled_events": (Index(("group",)),),
     "dead_letters": (Index(("group",)), Index(("type",))),
-    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",))),
+    "audit": (Index(("time",)), Index(("actor",)), Index(("resource",)), Index(("organization",)),
+              Index(("seq",))),
+    # the audit trail's hash chain: one document, "head" (last seq and hash; services/core/audit.py)
+    "audit_chain": (),
+    # sealed (封存) patients' frozen copies: manifest, report copies, state (services/core/sealing.py)
+    "seals": (Index(("organization", "patient_id", "state")), Index(("state", "sealed_at"))),
     "revoked_tokens": (),
+    # the outbox relay's lease of each partition (event source) of the outbox (core/bus/relay.py)
+    "outbox_leases": (),
     # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
     "patients": (Index(("organization", "patient_id")),),
     "studies": (Index(("organization",)), Index(("patient_id",)), Index(("study_date",)),
@@ -36,6 +43,10 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                          Index(("organization", "requested_at")), Index(("state", "sla_risk_at"))),
     "reports": (Index(("request_id",)), Index(("study_uid",)), Index(("organization",)),
                 Index(("centre", "signed_at"))),
+    # workflow: every version of a request's report (id ``{request}:{seq}``, never updated) and the
+    # report templates (id ``{template}@{version}``, one immutable document per version)
+    "report_versions": (Index(("request_id", "seq")),),
+    "report_templates": (Index(("template_id", "version")), Index(("kind",))),
     # workflow: remote consultation (远程会诊); bookings hold specialists' time, one document per
     # (specialist, 5-minute cell) with a unique id, so double-booking fails atomically
     "consultations": (Index(("organization", "requested_at")), Index(("centre", "requested_at")),

@@ -511,10 +511,10 @@ class SqliteStore(Store):
         rows = await self._reader.run(lambda db: db.execute(sql, params).fetchall())
         return self._logged(rows)
 
-    async def mark_relayed(self, seqs: Sequence[int]) -> None:
+    async def mark_relayed(self, seqs: Sequence[int], *, relayed: bool = True) -> None:
         async with self._tx_lock:
             await self._writer.run(lambda db: db.executemany(
-                "UPDATE event_log SET relayed = 1 WHERE seq = ?", [(s,) for s in seqs]))
+                "UPDATE event_log SET relayed = ? WHERE seq = ?", [(int(relayed), s) for s in seqs]))
 
     async def sync(self) -> None:
         # A FULL commit fsyncs the WAL, relaxed commits' frames included.  (Never fsync the files

@@ -12,6 +12,7 @@
   let controller = null;
   let retry = null;
   let last = null;
+  let zone = null;  // IANA name of the consortium's zone, from the server
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -41,10 +42,32 @@
     if (s < 86400) return sign + Math.floor(s / 3600) + "h" + String(Math.round((s % 3600) / 60)).padStart(2, "0");
     return sign + (s / 86400).toFixed(1) + "d";
   }
+  // Times in the consortium's zone (the snapshot's "timezone"), never the browser's: a coordinator's
+  // laptop set to UTC or travelling must still read Beijing time.
+  const ZONE_NAME = { "Asia/Shanghai": "北京时间" };
+  const formats = new Map();
+  function format(options) {
+    const key = JSON.stringify([zone, options]);
+    if (!formats.has(key))
+      formats.set(key, new Intl.DateTimeFormat("zh-CN", { ...options, timeZone: zone || undefined }));
+    return formats.get(key);
+  }
   function localTime(iso) {
     if (!iso) return "—";
-    const d = new Date(iso);
-    return d.toLocaleString("zh-CN", { hour12: false, month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+    const options = { hourCycle: "h23", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" };
+    return format(options).format(new Date(iso));
+  }
+  function localHour(iso) {
+    const parts = format({ hourCycle: "h23", hour: "numeric" }).formatToParts(new Date(iso));
+    const part = parts.find((p) => p.type === "hour");
+    return Number(part.value) + ":00";
+  }
+  function zoneNote(iso) {
+    // "UTC+8" from the zone's offset at that instant (shortOffset writes "GMT+8"; "GMT" alone is UTC)
+    const parts = format({ timeZoneName: "shortOffset" }).formatToParts(new Date(iso));
+    const part = parts.find((p) => p.type === "timeZoneName");
+    const offset = part ? part.value.replace(/^GMT/, "UTC").replace(/^UTC$/, "UTC+0") : "";
+    return [ZONE_NAME[zone] || zone, offset].filter(Boolean).join(" ");
   }
   function kpi(testid, zh, en, value, cls) {
     return el("div", { class: "kpi " + (cls || ""), "data-kpi": testid }, el("b", null, value), label(zh, en));
@@ -73,12 +96,13 @@
       el("td", null, what), el("td", null, t.request_id), el("td", null, t.organization),
       el("td", null, (KIND[t.kind] || t.kind).split(" ")[0] + "/" + (PRIORITY[t.priority] || t.priority).split(" ")[0]),
       el("td", null, STATE[t.state] ? STATE[t.state].split(" ")[0] : t.state),
-      el("td", { class: "n" }, duration(t.seconds_to_deadline))))
-      : [el("tr", { class: "empty" }, el("td", { colspan: 6 }, label("无风险任务", "no task at risk")))];
+      el("td", { class: "n" }, duration(t.seconds_to_deadline)),
+      el("td", { class: "n", "data-col": "deadline" }, localTime(t.deadline))))
+      : [el("tr", { class: "empty" }, el("td", { colspan: 7 }, label("无风险任务", "no task at risk")))];
     return el("div", { class: "scroll" }, el("table", { class: "risk" },
       el("thead", null, el("tr", null, el("th", null, label("状态", "SLA")), el("th", null, label("申请", "request")),
         el("th", null, label("来源", "origin")), el("th", null, label("类型", "kind")), el("th", null, label("进度", "state")),
-        el("th", { class: "n" }, label("剩余", "left")))),
+        el("th", { class: "n" }, label("剩余", "left")), el("th", { class: "n" }, label("截止", "due")))),
       el("tbody", null, body)));
   }
 
@@ -111,7 +135,7 @@
     points.forEach((p, i) => {
       chart.append(svg("rect", { x: x(i), y: y(p.queued), width: bw, height: H - B - y(p.queued), fill: "#9cc3e6" }));
       chart.append(svg("rect", { x: x(i) + bw, y: y(p.signed), width: bw, height: H - B - y(p.signed), fill: "#4caf50" }));
-      if (i % 6 === 0) chart.append(svg("text", { x: x(i), y: H - 3 }, new Date(p.hour).getHours() + ":00"));
+      if (i % 6 === 0) chart.append(svg("text", { x: x(i), y: H - 3 }, localHour(p.hour)));
     });
     const line = points.map((p, i) => `${i ? "L" : "M"}${(x(i) + bw).toFixed(1)},${y(p.depth).toFixed(1)}`).join(" ");
     if (points.length) chart.append(svg("path", { d: line, fill: "none", stroke: "#c62828", "stroke-width": 1.5 }));
@@ -195,10 +219,13 @@
 
   function render(data) {
     last = data;
+    if (data.timezone && data.timezone !== zone) { zone = data.timezone; formats.clear(); }
     $("centres").replaceChildren(...data.centres.map(centreCard));
     if (data.consortium) { $("consortium").replaceChildren(...consortiumPanel(data.consortium)); $("consortium").hidden = false; }
     if (data.sites) { $("sites").replaceChildren(...sitesTable(data.sites)); $("sites").hidden = false; }
     $("clock").textContent = "更新 updated " + localTime(data.now);
+    $("zone").textContent = zoneNote(data.now);
+    $("zone").title = zone || "";
     document.body.dataset.updated = data.now;
   }
 
