@@ -301,3 +301,30 @@ async def test_no_signed_pdf_before_the_first_dicom_delivery_is_a_clear_404(make
         assert status == 404 and "no signed PDF yet" in body["detail"]
     status, _ = await y.call("GET", "/api/v1/reports/rp-nope/verification", "cg-clinic")
     assert status == 404
+
+
+# --- who signs a two-level sign-off, and which version -------------------------------------
+
+def test_the_reviewer_who_releases_signs_and_the_released_version_is_named(tmp_path):
+    from services.core.localtime import LocalTime
+    from services.delivery.model import result_from_report
+    from services.delivery.service import signer_of_result
+    from services.delivery.sr import build_sr
+
+    from .test_signoff_documents import COUNTERSIGNED, ECG_REPORT
+    from .test_documents import CREATED, STUDY
+
+    result = result_from_report({**COUNTERSIGNED, "version": 3}, at=CREATED)
+    assert signer_of_result(result) == "dr-li" and result["report_version"] == 3  # 审核医生 releases
+    assert signer_of_result(result_from_report({**ECG_REPORT, "reader_id": "dr-wang"}, at=CREATED)) == "dr-wang"
+    for doc in (result, result_from_report({**ECG_REPORT, "version": 2}, at=CREATED)):  # Basic Text and Enhanced SR
+        sr = build_sr(doc, study=STUDY, evidence=[], created=CREATED, institution="x", station="YILIAN",
+                      local=LocalTime.named(), pdf_sha256="ab" * 32)
+        path = tmp_path / f"{doc['id']}.dcm"
+        sr.save_as(path, enforce_file_format=True)
+        done = subprocess.run(["/usr/bin/dsrdump", "+Pc", str(path)], capture_output=True, timeout=30)
+        out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+        assert done.returncode == 0 and "Error" not in out and "Warning" not in out, out
+        assert named_by_sr(pydicom.dcmread(path)) == {
+            "report_id": doc["report_id"], "report_version": str(doc["report_version"]),
+            "pdf_sop_instance_uid": doc["pdf_sop_instance_uid"], "pdf_sha256": "ab" * 32}
