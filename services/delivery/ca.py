@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..core.fsync import fsync_path
 from ..core.settings import generated_secret
 
 SECRET_ENV = "YILIAN_CA_SECRET"
@@ -180,6 +181,7 @@ def _write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(path.parent)  # the new name survives a crash too
 
 
 TRUST_ENV = "YILIAN_SIGNATURE_TRUST_ROOTS"

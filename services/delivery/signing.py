@@ -13,10 +13,10 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from asn1crypto import keys as asn1_keys
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from asn1crypto import keys as asn1_keys
 from pyhanko.keys import load_certs_from_pemder_data
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import fields, signers, timestamps
