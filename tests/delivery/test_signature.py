@@ -241,7 +241,7 @@ def test_an_unreachable_time_stamping_authority_fails_the_signing_loudly(tmp_pat
 # --- delivered: the clinic's terminal receives a signed PDF and an SR naming it ---------------
 
 @pytest.mark.dcmtk
-async def test_the_delivered_pdf_is_signed_and_the_sr_names_it(make_yilian, clinic_scp, tmp_path):
+async def test_the_delivered_pdf_is_signed_and_the_sr_names_it(make_yilian, clinic_scp, tmp_path, monkeypatch):
     clinic_scp.start()
     y = await make_yilian(scp_port=clinic_scp.port)
     study_uid = await y.send_study()
@@ -267,6 +267,11 @@ async def test_the_delivered_pdf_is_signed_and_the_sr_names_it(make_yilian, clin
     # scoped like the report: another clinic does not learn it exists
     status, _ = await y.call("GET", f"/api/v1/reports/{report_id}/verification", "db-clinic")
     assert status == 404
+    # yilian verify takes the terminal's DICOM objects as they are: the Encapsulated PDF, and the SR with it
+    monkeypatch.setenv("YILIAN_DATA_DIR", str(y.rt.settings.data_dir))
+    by_modality = {pydicom.dcmread(p).Modality: p for p in clinic_scp.files()}
+    assert await asyncio.to_thread(main, ["verify", str(by_modality["DOC"])]) == 0  # (no event loop, as a shell)
+    assert await asyncio.to_thread(main, ["verify", str(by_modality["SR"]), "--pdf", str(by_modality["DOC"])]) == 0
     # pdfsig verifies the delivered PDF and fails on a one-byte change
     path = tmp_path / "delivered.pdf"
     path.write_bytes(pdf)
