@@ -29,6 +29,7 @@ environment:
   YILIAN_DICOM_PORT      DICOM port of the PACS gateway (default 11112)
   YILIAN_AE_TITLE        the gateway's called AE title (default YILIAN)
   YILIAN_JWT_SECRET      token signing secret (default: $YILIAN_DATA_DIR/jwt.secret, which 'up' writes once)
+  YILIAN_CA_SECRET       encrypts the embedded CA's private keys (default: $YILIAN_DATA_DIR/ca.secret, written once)
   YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
   YILIAN_TIMEZONE        time zone of times shown to people and written in DICOM (default: the
                          consortium file's timezone, Asia/Shanghai)
@@ -214,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
                     "status 0 when intact, 1 when a record is altered or missing. Reads only.")
     consortium_arg(verify)
     verify.set_defaults(func=cmd_audit_verify)
+
+    from .delivery import signature_cli
+    signature_cli.add_parsers(sub, consortium_arg)
     return p
 
 

@@ -65,7 +65,8 @@ def test_subcommand_help_mentions_every_option(command):
 
 
 def test_every_command_is_tested_here():
-    assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit"}
+    assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "ca",
+                                  "verify"}  # ca, verify: tests/delivery/test_signature.py
 
 
 def test_serve_offers_exactly_the_services():

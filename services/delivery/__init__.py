@@ -35,6 +35,7 @@ class DeliveryService:
         self._wake = rt.shared[WAKE_KEY] = asyncio.Event()
         self.worker = Worker(rt)
         self._loop: asyncio.Task[None] | None = None
+        self._prepare: asyncio.Task[None] | None = None
         types = ["report.signed", "reading.returned"]
         if "consultation.concluded" in rt.schemas.types:
             types.append("consultation.concluded")
@@ -51,9 +52,14 @@ class DeliveryService:
 
     async def start(self) -> None:
         self.worker.fonts.prepare()
+        self._prepare = asyncio.create_task(self.worker.prepare_signer(), name="delivery:signer")
         self._loop = asyncio.create_task(self._work_forever(), name="delivery:worker")
 
     async def stop(self) -> None:
+        if self._prepare is not None:
+            self._prepare.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prepare
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -66,6 +66,7 @@ def result_from_report(data: Doc, *, at: str) -> Doc:
                    findings=data.get("findings") or "", impression=data.get("impression") or "",
                    study_uids=[data["study_uid"]], consultation_id=None)
     result["reviewer_name"] = data.get("reviewer_name")
+    result["report_version"] = data.get("version") or 1  # the version released: the SR and the signed PDF name it
     result["structured"] = data.get("structured") or []  # the template's fields, coded item by item in the SR
     return result
 
@@ -121,6 +122,7 @@ def _result(rid: str, *, kind: str, source: str, data: Doc, at: str, reader_name
         "impression": impression, "critical": critical,
         "critical_category": data.get("critical_category") if critical else None,
         "priority": data.get("priority"), "created_at": at,
+        "report_version": 1,  # a report's: the version released (result_from_report)
         "sr_sop_instance_uid": uid_for(rid, "sr"), "sr_series_uid": uid_for(rid, "sr-series"),
         "pdf_sop_instance_uid": uid_for(rid, "pdf"), "pdf_series_uid": uid_for(rid, "pdf-series"),
         "acknowledged_at": None, "acknowledged_by": None, "acknowledgement": None,

@@ -6,6 +6,7 @@ is checked when the service starts (``DeliverySettings.check``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fpdf import FPDF
@@ -15,6 +16,7 @@ from pydicom.uid import UID
 
 from ..core.localtime import LocalTime, age_in_years, dicom_date_for_people
 from .document import base_dataset
+from .signing import Signer
 from .sr import TITLES, code
 
 Doc = dict[str, Any]
@@ -55,6 +57,10 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
     pdf = FPDF(format="A4")
     pdf.set_title(HEADINGS.get(result["kind"], "诊断报告"))
     pdf.set_creator("Yilian")
+    # Machine-readable: the report version this PDF is, and the SR beside it (docs/reports.md, Signature).
+    version = result.get("report_version") or 1
+    pdf.set_subject(f"report={result.get('report_id') or result['id']};version={version};"
+                    f"sr={result['sr_sop_instance_uid']}")
     pdf.add_font("cjk", fname=font)
     pdf.set_auto_page_break(True, margin=18)
     pdf.add_page()
@@ -97,8 +103,23 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
     pdf.set_font("cjk", size=10.5)
     pdf.multi_cell(width, 6.5, f"{signed_by(result)}    诊断中心：{centre}", new_x="LMARGIN", new_y="NEXT")
     signed = local.for_people(result["signed_at"])
-    pdf.multi_cell(width, 6.5, f"签发时间：{signed}    报告编号：{result['id']}", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width, 6.5, f"签发时间：{signed}    报告编号：{result['id']}    版本：{version}", new_x="LMARGIN",
+                   new_y="NEXT")
+    pdf.set_font("cjk", size=8)
+    pdf.multi_cell(width, 5, "本报告附诊断医师的电子签名，可用 PDF 阅读器或 yilian verify 验证。", align="L",
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width, 5, f"结构化报告（SR）：{result['sr_sop_instance_uid']}", align="L", new_x="LMARGIN",
+                   new_y="NEXT")
     return bytes(pdf.output())
+
+
+def render_signed(result: Doc, *, signer: Signer, signer_id: str, **kw: Any) -> tuple[bytes, float]:
+    """Render and sign in one call (the PDF worker process does both); the signed bytes and the
+    signing's own cost in milliseconds."""
+    rendered = render(result, **kw)
+    started = time.perf_counter()
+    signed = signer.sign(rendered, signer_id)
+    return signed, (time.perf_counter() - started) * 1000
 
 
 def build_pdf(result: Doc, *, study: Doc, pdf: bytes, created: str, institution: str, station: str,

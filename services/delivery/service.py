@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
 import logging
 import os
 import ssl
@@ -32,8 +34,9 @@ from ..core import audit, claims, holders, orphans, tls
 from ..core.events import Event, new_traceparent
 from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
-from ..core.store.port import Transaction
-from . import model, pdf, secrets, sr
+from ..core.store.port import DuplicateKey, Transaction
+from . import model, pdf, secrets, signing, sr
+from .ca import ConsortiumCA
 from .channels import Outcome, dicom, inbox, webhook
 from .fonts import Fonts
 from .retry import Backoff
@@ -45,7 +48,7 @@ GROUP = "delivery"
 SETTINGS_KEY = "delivery.settings"
 WAKE_KEY = "delivery.wake"
 SYSTEM = "system:delivery"
-RESULTS, DELIVERIES = "results", "deliveries"
+RESULTS, DELIVERIES, SIGNED_PDFS = "results", "deliveries", "signed_pdfs"
 HISTORY = 20  # attempts kept on a delivery record
 
 Doc = dict[str, Any]
@@ -158,6 +161,7 @@ class Worker:
         self.session: aiohttp.ClientSession | None = None
         self._pdf_pool: ProcessPoolExecutor | None = None
         self.fonts = Fonts(self.settings.font, Path(self.settings.font_cache or rt.settings.data_dir / "cache"))
+        self.signer = signer_of(rt, self.settings)
 
     async def close(self) -> None:
         for task in list(self.in_flight.values()):
@@ -233,16 +237,15 @@ class Worker:
         institution = centre.name if centre else (org.name if org else "")
         created = iso(self.settings.now())
         station, local = rt.settings.ae_title, rt.local_time
+        header = org.name if org else ""
+        signed, digest = await self.signed_pdf(result, study=study, institution=header, centre=institution,
+                                               local=local)
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
                             institution=institution, station=station, local=local,
                             observers=model.verifying_observers(rt.consortium, result,
-                                                                default_organization=institution))
-        header = org.name if org else ""
-        font = self.fonts.for_text(header, institution, *(str(v) for v in (*result.values(), *study.values())
-                                                           if isinstance(v, str)))
-        rendered = await self._render(result, study=study, institution=header, centre=institution, font=font,
-                                      local=local)
-        pdf_ds = pdf.build_pdf(result, study=study, pdf=rendered, created=created, institution=institution,
+                                                                default_organization=institution),
+                            pdf_sha256=digest)
+        pdf_ds = pdf.build_pdf(result, study=study, pdf=signed, created=created, institution=institution,
                                station=station, local=local)
         loop = asyncio.get_running_loop()
 
@@ -259,10 +262,58 @@ class Worker:
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
             already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None, stored=stored)
 
-    async def _render(self, result: Doc, **kw: Any) -> bytes:
-        """Render the PDF in a worker process (it is CPU-bound: the event loop and the C-STOREs
+    async def signed_pdf(self, result: Doc, *, study: Doc, institution: str, centre: str,
+                         local: LocalTime) -> tuple[bytes, str]:
+        """The result's signed PDF and its SHA-256: made once (rendered, signed in the releasing
+        reader's name) and kept, so every retry delivers the very bytes the SR names and
+        ``GET /api/v1/reports/{id}/verification`` checks."""
+        kept = await self.rt.store.get(SIGNED_PDFS, result["id"])
+        if kept is None:
+            font = self.fonts.for_text(institution, centre, *(str(v) for v in (*result.values(), *study.values())
+                                                               if isinstance(v, str)))
+            signer_id = signer_of_result(result)
+            data, sign_ms = await self._render(result, study=study, institution=institution, centre=centre,
+                                               font=font, local=local, signer=self.signer, signer_id=signer_id)
+            kept = {"id": result["id"], "report_id": result.get("report_id"),
+                    "report_version": result.get("report_version") or 1, "organization": result["organization"],
+                    "signer_id": signer_id, "signature": self.settings.signature,
+                    "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                    "signed_at": iso(self.settings.now()), "sign_ms": round(sign_ms, 1),
+                    "pdf_sop_instance_uid": result["pdf_sop_instance_uid"],
+                    "sr_sop_instance_uid": result["sr_sop_instance_uid"], "pdf": base64.b64encode(data).decode()}
+            try:
+                async with self.rt.store.transaction() as tx:
+                    await tx.insert(SIGNED_PDFS, kept)
+                    await _audit(tx, "result.sign_pdf", result, traceparent=result.get("traceparent"),
+                                 signer_id=signer_id, sha256=kept["sha256"], signature=kept["signature"])
+            except DuplicateKey:  # another worker took the delivery over and signed first: its copy stands
+                kept = await self.rt.store.get(SIGNED_PDFS, result["id"])
+                assert kept is not None
+            else:
+                log.info("report PDF signed", extra={"result_id": result["id"], "signer_id": signer_id,
+                                                     "sign_ms": kept["sign_ms"], "sha256": kept["sha256"]})
+        return base64.b64decode(kept["pdf"]), kept["sha256"]
+
+    async def prepare_signer(self) -> None:
+        """At start: the CA and the readers' keys made (first start) and loaded in the PDF worker process,
+        which this starts (a reader's first report would otherwise wait for both).  Not with PDFs in a
+        thread: keys are then made and loaded on first need."""
+        if self.settings.pdf_processes <= 0:
+            return
+        readers = sorted(u.id for u in self.rt.consortium.users.values() if u.role == "reader")
+        try:
+            ready = await self._in_pdf_process(functools.partial(signing.warm, self.signer, readers))
+        except Exception:  # noqa: BLE001 - the first report issues or loads its key itself, and says why
+            log.exception("could not prepare the report signing keys")
+            return
+        log.info("report signing keys ready", extra={"readers": ready, "signature": self.settings.signature})
+
+    async def _render(self, result: Doc, **kw: Any) -> tuple[bytes, float]:
+        """Render and sign the PDF in a worker process (it is CPU-bound: the event loop and the C-STOREs
         keep this process's core), or in a thread when ``YILIAN_DELIVERY_PDF_PROCESSES`` is 0."""
-        call = functools.partial(pdf.render, result, **kw)
+        return await self._in_pdf_process(functools.partial(pdf.render_signed, result, **kw))
+
+    async def _in_pdf_process(self, call: Any) -> Any:
         if self.settings.pdf_processes <= 0:
             return await asyncio.to_thread(call)
         if self._pdf_pool is None:
@@ -292,6 +343,24 @@ class Worker:
         return await webhook.post(self.session, url=d["target"]["url"], document=document,
                                   delivery_id=d["id"], idempotency_key=d["idempotency_key"], secret=secret,
                                   timeout=self.settings.webhook_timeout)
+
+
+def signer_of(rt: Runtime, settings: DeliverySettings) -> signing.Signer:
+    """The report PDF's signer from the settings: the port's embedded default, or none."""
+    if settings.signature == "none":
+        return signing.NoSigner()
+    ca = ConsortiumCA.for_data_dir(rt.settings.data_dir, organization=rt.consortium.name)
+    return signing.PadesSigner(ca, names={u.id: u.name for u in rt.consortium.users.values()},
+                               tsa_url=settings.tsa_url, tsa_timeout=settings.tsa_timeout,
+                               location=rt.consortium.name)
+
+
+def signer_of_result(result: Doc) -> str:
+    """Whose key signs: the releasing reader — the reviewer (审核医生) of a two-level sign-off, else
+    the reader; a consultation's lead."""
+    signers = result.get("signers") or []
+    reviewing = next((s["id"] for s in signers if s.get("role") == "reviewing" and s.get("id")), None)
+    return reviewing or result.get("reader_id") or next((s["id"] for s in signers if s.get("id")), "") or "system"
 
 
 def webhook_document(result: Doc, d: Doc, local: LocalTime) -> Doc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..core.settings import env_float
 
 DEFAULT_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+SIGNATURES = ("embedded", "none")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class DeliverySettings:
     font: str = DEFAULT_FONT  # a TrueType font with CJK glyphs for the PDF
     pdf_processes: int = 1  # worker processes rendering PDFs (0: a thread of this process)
     font_cache: str | None = None  # where the font's fast subset is kept (default: <data dir>/cache)
+    signature: str = "embedded"  # the report PDF's signer: "embedded" (the consortium CA under the data dir) or "none"
+    tsa_url: str | None = None  # an RFC 3161 time-stamping authority: the signature then carries its token
+    tsa_timeout: float = 10.0
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -49,6 +53,9 @@ class DeliverySettings:
             critical_repeat_seconds=env_float("YILIAN_CRITICAL_REPEAT_SECONDS", ack, minimum=0.1),
             font=os.environ.get("YILIAN_DELIVERY_FONT") or DEFAULT_FONT,
             pdf_processes=int(env_float("YILIAN_DELIVERY_PDF_PROCESSES", 1, minimum=0)),
+            signature=os.environ.get("YILIAN_SIGNATURE") or "embedded",
+            tsa_url=os.environ.get("YILIAN_TSA_URL") or None,
+            tsa_timeout=env_float("YILIAN_TSA_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         )
         values.update(overrides)
         return cls(**values)
@@ -61,3 +68,8 @@ class DeliverySettings:
         if not Path(self.font).is_file():
             raise SystemExit(f"delivery: font {self.font!r} not found; install the Debian package "
                              "fonts-wqy-microhei or set YILIAN_DELIVERY_FONT to a TrueType font with CJK glyphs")
+        if self.signature not in SIGNATURES:
+            raise SystemExit(f"YILIAN_SIGNATURE must be one of {', '.join(SIGNATURES)}, got {self.signature!r}")
+        if self.tsa_url and not self.tsa_url.startswith(("http://", "https://")):
+            raise SystemExit(f"YILIAN_TSA_URL must be an http(s) URL of an RFC 3161 time-stamping authority, "
+                             f"got {self.tsa_url!r}")

@@ -47,6 +47,12 @@ PERSON_ORGANIZATION = ("121009", "DCM", "Person Observer's Organization Name")
 CRITICAL = ("CRITICAL", "99YILIAN", "Critical finding")
 CRITICAL_CATEGORY = ("CRIT_CATEGORY", "99YILIAN", "Critical finding category")
 SIGNED_AT = ("SIGNED_AT", "99YILIAN", "Report signed")
+# The signed PDF of the same report version: either document leads to the other (docs/reports.md).
+REPORT_ID = ("REPORT_ID", "99YILIAN", "Report identifier")
+REPORT_VERSION = ("REPORT_VERSION", "99YILIAN", "Report version")
+SIGNED_PDF = ("SIGNED_PDF", "99YILIAN", "Signed report PDF")
+PDF_SHA256 = ("PDF_SHA256", "99YILIAN", "SHA-256 of the signed report PDF")
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 YES, NO = ("373066001", "SCT", "Yes"), ("373067005", "SCT", "No")
 
 
@@ -142,8 +148,10 @@ def _fields(result: Doc) -> list[Dataset]:
 
 def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[str, str]]]], created: str,
              institution: str, station: str, local: LocalTime | None = None,
-             observers: list[tuple[str, str]] | None = None) -> Dataset:
-    """``evidence``: ``[(series_uid, [(sop_class_uid, sop_instance_uid), ...]), ...]`` from the index;
+             observers: list[tuple[str, str]] | None = None, pdf_sha256: str | None = None) -> Dataset:
+    """``pdf_sha256``: the digest of the signed PDF delivered beside this SR (named in the content tree
+    with the PDF's SOP Instance UID, the report's id and version);
+    ``evidence``: ``[(series_uid, [(sop_class_uid, sop_instance_uid), ...]), ...]`` from the index;
     ``observers``: ``(name, organisation)`` of each person who signed (default: the reader at ``institution``)."""
     if observers is None:
         observers = [(result.get("reader_name") or "", institution)]
@@ -198,5 +206,13 @@ def build_sr(result: Doc, *, study: Doc, evidence: list[tuple[str, list[tuple[st
     if result["critical"] and result.get("critical_category"):
         content.append(text("CONTAINS", CRITICAL_CATEGORY, result["critical_category"]))
     content.append(signed_item)
+    if pdf_sha256:
+        content += [text("CONTAINS", REPORT_ID, result.get("report_id") or result["id"]),
+                    text("CONTAINS", REPORT_VERSION, str(result.get("report_version") or 1))]
+        pdf_ref = _item("COMPOSITE", "CONTAINS", SIGNED_PDF)
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ENCAPSULATED_PDF, result["pdf_sop_instance_uid"]
+        pdf_ref.ReferencedSOPSequence = Sequence([ref])
+        content += [pdf_ref, text("CONTAINS", PDF_SHA256, pdf_sha256)]
     ds.ContentSequence = Sequence(content)
     return ds

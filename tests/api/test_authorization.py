@@ -78,6 +78,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/queues", None),
         ("GET", "/api/v1/reports", None),
         ("GET", f"/api/v1/reports/{report}", None),
+        ("GET", f"/api/v1/reports/{report}/verification", None),
         ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
         ("GET", "/api/v1/consortium", None),
         ("GET", "/api/v1/audit", None),

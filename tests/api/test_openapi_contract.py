@@ -177,6 +177,8 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     report_id = signed["report_id"]
     await call("GET", "/api/v1/reports", "cg-clinic")
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
+    # no delivery service here: no signed PDF yet (the 200 is checked in tests/delivery/test_signature.py)
+    await call("GET", f"/api/v1/reports/{report_id}/verification", "cg-clinic")
     await api.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang", {"text": "补充：两周后复查"}, status=201)
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
 

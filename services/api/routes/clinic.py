@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import asyncio
+import base64
+
 from aiohttp import web
 
+from ...delivery.ca import CAError, trusted_roots_pem
+from ...delivery.service import SIGNED_PDFS
+from ...delivery.verification import roots_from_pem, verify
 from ...workflow import queries
 from ...workflow.model import STATES
 from ...workflow.policy import request_view, sees_report, sees_request
 from ..context import not_found, page, record, require_role, runtime
-from ..problems import json_response
+from ..problems import Problem, json_response
 from ..validation import known_query, query_choice, query_int
 
 routes = web.RouteTableDef()
@@ -99,3 +105,36 @@ async def get_report(request: web.Request) -> web.Response:
     await record(request, "report.read", f"report/{report_id}", organization=doc.get("organization"))
     return json_response(doc)
 
+
+
+@routes.get("/api/v1/reports/{report_id}/verification")
+async def report_verification(request: web.Request) -> web.Response:
+    """Who signed the report's delivered PDF, when, with which certificate, and whether it is intact."""
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    report_id = request.match_info["report_id"]
+    rt = runtime(request)
+    doc = await queries.report(rt.store, report_id)
+    if doc is None or not sees_report(who, doc):
+        raise await not_found(request, "report.verify", f"report/{report_id}", f"report {report_id!r}")
+    kept = await rt.store.get(SIGNED_PDFS, report_id)
+    if kept is None:
+        await record(request, "report.verify", f"report/{report_id}", organization=doc.get("organization"),
+                     outcome="not_found")
+        raise Problem(404, f"report {report_id!r} has no signed PDF yet: it is made at the first DICOM delivery "
+                           "of the report to the clinic's terminal")
+    try:
+        roots = roots_from_pem(*trusted_roots_pem(rt.settings.data_dir))
+    except CAError as exc:
+        raise Problem(503, str(exc)) from None
+    pdf = base64.b64decode(kept["pdf"])
+    checked = await asyncio.to_thread(verify, pdf, roots)
+    body = {"report_id": report_id, "report_version": kept.get("report_version"),
+            "pdf_sop_instance_uid": kept.get("pdf_sop_instance_uid"),
+            "sr_sop_instance_uid": kept.get("sr_sop_instance_uid"), "signed_by": kept.get("signer_id"),
+            "made_at": kept.get("signed_at"), "signature": kept.get("signature"),
+            # the digest recorded when it was signed: the stored copy must still match it
+            "recorded_sha256": kept.get("sha256"), **checked}
+    body["valid"] = bool(checked["valid"] and checked["sha256"] == kept.get("sha256"))
+    await record(request, "report.verify", f"report/{report_id}", organization=doc.get("organization"),
+                 detail={"valid": body["valid"]})
+    return json_response(body)

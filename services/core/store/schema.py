@@ -76,6 +76,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                 Index(("critical", "ack_due_at")), Index(("study_uid",))),
     "deliveries": (Index(("state", "next_attempt_at")), Index(("state", "lease_expires_at")),
                    Index(("result_id",)), Index(("centre", "state")), Index(("organization", "state"))),
+    # delivery: the signed report PDF, made once per result (id = result id) and kept as delivered
+    "signed_pdfs": (),
 }
 
 
