@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import functools
 import hashlib
@@ -170,7 +171,16 @@ class Worker:
         if self.session is not None:
             await self.session.close()
         if self._pdf_pool is not None:
-            self._pdf_pool.shutdown(wait=False, cancel_futures=True)
+            pool, self._pdf_pool = self._pdf_pool, None
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+            pool.shutdown(wait=False, cancel_futures=True)
+            # The interpreter's exit joins the pool, which waits for the call in progress (a first
+            # start's CA and key issuing takes seconds); nothing it writes is lost to a stop (keys
+            # are written to a temporary file and renamed), so end it now.  (Python 3.14 has
+            # ProcessPoolExecutor.terminate_workers for this.)
+            for process in processes:
+                with contextlib.suppress(Exception):
+                    process.terminate()
 
     async def due(self) -> list[Doc]:
         return await claims.due(self.rt.store, DELIVERIES, busy="delivering", now=iso(self.settings.now()),
@@ -301,8 +311,10 @@ class Worker:
         if self.settings.pdf_processes <= 0:
             return
         readers = sorted(u.id for u in self.rt.consortium.users.values() if u.role == "reader")
+        ready = 0
         try:
-            ready = await self._in_pdf_process(functools.partial(signing.warm, self.signer, readers))
+            for reader in readers:  # one key per task: a stop waits for the one being made, not for all
+                ready += await self._in_pdf_process(functools.partial(signing.warm, self.signer, [reader]))
         except Exception:  # noqa: BLE001 - the first report issues or loads its key itself, and says why
             log.exception("could not prepare the report signing keys")
             return

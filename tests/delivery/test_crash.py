@@ -353,7 +353,8 @@ async def test_an_sr_the_clinic_accepted_before_kill_9_is_not_sent_again(tmp_pat
         async with aiohttp.ClientSession() as http:
             [report_id] = await _sign(http, proc, c, tmp_path / "modality", count=1)
         store = await _store_of(data_dir)
-        try:
+        try:  # the delivery service records the result when it consumes report.signed, just after
+            await wait_for(lambda: store.get("results", report_id), timeout=30, what="the result recorded")
             result = await store.get("results", report_id)
         finally:
             await store.close()
