@@ -1,0 +1,112 @@
+"""The report document a Chinese clinic expects (docs/reports.md, "The report document"): every
+item read back from the PDF's text with pypdf, the QR code decoded back to the verification URL,
+and each layout rendered to a PNG with poppler's pdftoppm into test-artifacts/ to be looked at."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from services.core.consortium import ConfigError, parse_consortium
+from services.core.localtime import LocalTime
+from services.delivery.model import result_from_report
+from services.delivery.pdf import Layout, render, verification_url
+from services.delivery.settings import DEFAULT_FONT
+
+from ..support import EXAMPLE_CONSORTIUM
+from .test_documents import ARTIFACTS, CREATED, REPORT, STUDY
+from .test_signoff_documents import COUNTERSIGNED, ECG_REPORT
+
+PDFTOPPM = "/usr/bin/pdftoppm"
+pytestmark = pytest.mark.skipif(not Path(DEFAULT_FONT).is_file(), reason="fonts-wqy-microhei is not installed")
+
+ORDER = {"requesting_physician": "刘^建华", "requesting_department": "内科", "body_part": "胸部",
+         "modality": "CT", "procedure_description": "胸部CT平扫"}
+IMAGING = {**COUNTERSIGNED, "clinical_question": "咳嗽、发热3天，查肺部感染", "version": 2,
+           "findings": "右下肺见斑片状高密度影，边缘模糊，其内可见支气管充气征。" * 3
+           + "\n纵隔居中，未见肿大淋巴结。双侧胸腔未见积液。心影大小形态正常。",
+           "impression": "1. 右下肺炎，建议抗感染治疗后复查。\n2. 心、膈未见明显异常。"}
+ECG_STUDY = {**STUDY, "study_description": "常规心电图", "modalities": ["ECG"], "accession_number": "E2001"}
+URL = verification_url("https://yilian.example.cn/", "rp-tz")
+
+
+def _text(pdf: bytes) -> str:
+    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def _picture(pdf: bytes, name: str) -> Path:
+    """The PDF as a PNG (150 dpi) beside it in test-artifacts/delivery/, to be looked at."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.pdf"
+    path.write_bytes(pdf)
+    subprocess.run([PDFTOPPM, "-png", "-r", "150", str(path), str(ARTIFACTS / name)], check=True, timeout=60)
+    pages = sorted(ARTIFACTS.glob(f"{name}-*.png"))
+    assert pages and all(p.stat().st_size > 20_000 for p in pages)
+    return pages[0]
+
+
+def _imaging(page: str) -> bytes:
+    return render(result_from_report(IMAGING, at=CREATED) | {"clinical_question": IMAGING["clinical_question"]},
+                  study=STUDY, institution="城关镇卫生院", centre="县域医学影像诊断中心", font=DEFAULT_FONT,
+                  local=LocalTime.named(), layout=Layout(page=page, verification_url=URL, recognition_mark="HR",
+                                                         order=ORDER))
+
+
+@pytest.mark.parametrize("page", ["A4", "A5"])
+def test_an_imaging_report_with_two_signers_as_a_clinic_expects(page):
+    pdf = _imaging(page)
+    reader = PdfReader(io.BytesIO(pdf))
+    width_mm = float(reader.pages[0].mediabox.width) / 72 * 25.4
+    assert round(width_mm) == {"A4": 210, "A5": 148}[page]
+    text = _text(pdf)
+    for expected in ("县域医学影像诊断中心", "医学影像诊断报告", "申请单位：城关镇卫生院", "张三（Zhang San）", "男",
+                     "67岁", "A1001", "申请科室", "内科", "申请医生", "刘建华", "检查部位与方法", "胸部", "CT",
+                     "胸部CT平扫", "2026-12-02 22:15", "咳嗽、发热3天", "影像所见", "诊断意见", "右下肺炎",
+                     "报告医生：周晓明", "审核医生：李秀英", "电子签名", "报告时间：2026-12-03 01:44（UTC+08:00）",
+                     "HR", "检查结果互认", URL, "本报告仅供临床参考", "版本：2"):
+        assert expected in text.replace(" ", "") or expected in text, (expected, text)
+    _picture(pdf, f"report-imaging-{page}")
+
+
+def test_an_ecg_report_has_its_structured_fields_as_a_table_and_the_template_titles():
+    result = result_from_report(ECG_REPORT, at=CREATED)
+    pdf = render(result, study=ECG_STUDY, institution="城关镇卫生院", centre="县域心电诊断中心", font=DEFAULT_FONT,
+                 local=LocalTime.named(), layout=Layout(verification_url=URL, exam="十二导联常规心电图",
+                                                        sections=("波形分析", "心电图诊断")))
+    text = _text(pdf)
+    for expected in ("心电图诊断报告", "波形分析", "心电图诊断", "项目", "结果", "单位", "心律", "窦性心律", "心率",
+                     "75", "次/分", "电轴", "-15", "诊断医师：王建国", "E2001", "本报告仅供临床参考"):
+        assert expected in text, (expected, text)
+    assert "HR" not in text and "检查结果互认" not in text  # no mark unless the consortium configures one
+    _picture(pdf, "report-ecg-A4")
+
+
+def test_the_qr_code_is_the_verification_url():
+    """The QR code decodes (zbarimg, where installed) to GET /api/v1/reports/{id}/verification."""
+    assert URL == "https://yilian.example.cn/api/v1/reports/rp-tz/verification"
+    assert verification_url(None, "rp-tz") is None and verification_url("https://x", None) is None
+    zbarimg = shutil.which("zbarimg")
+    if zbarimg is None:
+        pytest.skip("zbarimg (zbar-tools) is not installed")
+    png = _picture(_imaging("A4"), "report-qr")
+    done = subprocess.run([zbarimg, "-q", "--raw", str(png)], capture_output=True, text=True, timeout=60)
+    assert URL in done.stdout
+
+
+def test_recognition_mark_and_page_size_are_consortium_settings():
+    text = EXAMPLE_CONSORTIUM.read_text(encoding="utf-8")
+    c = parse_consortium(text)
+    assert c.recognition_mark is None and c.report_page == "A4"  # the defaults: no mark, A4
+    head = "  timezone: Asia/Shanghai"
+    assert head in text
+    c = parse_consortium(text.replace(head, head + "\n  recognition_mark: HR\n  report_page: A5"))
+    assert c.recognition_mark == "HR" and c.report_page == "A5"
+    with pytest.raises(ConfigError, match=r"consortium\.report_page must be one of A4, A5"):
+        parse_consortium(text.replace(head, head + "\n  report_page: Letter"))
+    with pytest.raises(ConfigError, match=r"consortium\.recognition_mark .* is malformed"):
+        parse_consortium(text.replace(head, head + "\n  recognition_mark: TOO-LONG-MARK"))
