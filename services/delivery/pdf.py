@@ -38,6 +38,9 @@ HEADINGS = {"imaging": "医学影像诊断报告", "ecg": "心电图诊断报告
 SECTION_TITLES = {"imaging": ("影像所见", "诊断意见"), "ecg": ("心电图所见", "诊断意见"),
                   "consultation": ("会诊意见", "建议")}
 DISCLAIMER = "本报告仅供临床参考"
+# What the document takes from the clinic's order (HIS 申请单), when the study came from one.
+ORDER_FIELDS = ("requesting_physician", "requesting_department", "body_part", "modality", "procedure_description",
+                "clinical_question")
 PAGES = {"A4": (210, 297), "A5": (148, 210)}  # millimetres (ISO 216)
 GREY, RED, BLUE = (90, 90, 90), (190, 20, 20), (20, 60, 150)
 

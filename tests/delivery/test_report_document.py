@@ -110,3 +110,33 @@ def test_recognition_mark_and_page_size_are_consortium_settings():
         parse_consortium(text.replace(head, head + "\n  report_page: Letter"))
     with pytest.raises(ConfigError, match=r"consortium\.recognition_mark .* is malformed"):
         parse_consortium(text.replace(head, head + "\n  recognition_mark: TOO-LONG-MARK"))
+
+
+# --- delivered: what the service adds to the document ------------------------------------------
+
+@pytest.mark.dcmtk
+async def test_the_delivered_pdf_has_the_order_the_question_and_the_verification_link(make_yilian, clinic_scp):
+    """The clinic's order (requesting physician, department, procedure), the reading request's clinical
+    question and the QR code / link under YILIAN_PUBLIC_URL reach the signed PDF the terminal gets."""
+    import pydicom
+
+    from services.delivery.signature_cli import read_document
+
+    clinic_scp.start()
+    y = await make_yilian(scp_port=clinic_scp.port, public_url="https://yilian.example.cn")
+    study_uid = await y.send_study(accession_number="ACC-RD1")
+    async with y.rt.store.transaction() as tx:  # as the workflow's orders keep it (services/workflow/orders)
+        await tx.insert("orders", {"id": "od-rd1", "organization": "chengguan-thc", "accession_number": "ACC-RD1",
+                                   "requesting_physician": "刘^建华", "requesting_department": "内科",
+                                   "body_part": "胸部", "modality": "CT", "procedure_description": "胸部CT平扫"})
+    request = await y.sign(study_uid)
+    report_id = request["report_id"]
+    await y.delivered(report_id)
+    doc = next(p for p in clinic_scp.files() if pydicom.dcmread(p).Modality == "DOC")
+    pdf, _ = read_document(doc)
+    text = _text(pdf)
+    for expected in ("医学影像诊断报告", "申请医生", "刘建华", "内科", "胸部CT平扫", "发热咳嗽三天",
+                     f"https://yilian.example.cn/api/v1/reports/{report_id}/verification", "本报告仅供临床参考",
+                     "诊断医师：王建国", "电子签名"):
+        assert expected in text, (expected, text)
+    _picture(pdf, "report-delivered")
