@@ -18,7 +18,7 @@ from typing import Any
 
 import segno
 from fpdf import FPDF
-from fpdf.enums import TableBordersLayout, TableCellFillMode
+from fpdf.enums import TableBordersLayout, TableCellFillMode, WrapMode
 from fpdf.fonts import FontFace
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -164,7 +164,8 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
         pdf.set_text_color(*RED)
         pdf.set_font("cjk", size=12)
         category = result.get("critical_category") or ""
-        pdf.multi_cell(width, 7, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, 7, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT",
+                       wrapmode=WrapMode.CHAR)
         pdf.set_text_color(0, 0, 0)
     titles = layout.sections or SECTION_TITLES.get(result["kind"], SECTION_TITLES["imaging"])
     _section(pdf, titles[0], result.get("findings") or "", structured=result.get("structured") or [])
@@ -283,7 +284,8 @@ def _patient(pdf: FPDF, result: Doc, study: Doc, layout: Layout, *, institution:
         pdf.set_text_color(*GREY)
         pdf.cell(label_wide, 5.6, f"{label}：")
         pdf.set_text_color(0, 0, 0)
-        pdf.multi_cell(width - label_wide - 0.5, 5.6, str(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width - label_wide - 0.5, 5.6, str(value), new_x="LMARGIN", new_y="NEXT",
+                       wrapmode=WrapMode.CHAR)
     pdf.ln(1)
     _rule(pdf, 0.3)
 
@@ -313,7 +315,8 @@ def _section(pdf: FPDF, title: str, body: str, *, structured: list[Doc] = ()) ->
         _fields(pdf, structured)
     pdf.set_font("cjk", size=10.5)
     pdf.set_x(pdf.l_margin + 3)
-    pdf.multi_cell(width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT")
+    # Chinese text breaks between any two characters; by words, "01. 右下肺……" would leave "01." alone on a line.
+    pdf.multi_cell(width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT", wrapmode=WrapMode.CHAR)
 
 
 def _fields(pdf: FPDF, structured: list[Doc]) -> None:

@@ -86,6 +86,27 @@ def test_an_ecg_report_has_its_structured_fields_as_a_table_and_the_template_tit
     _picture(pdf, "report-ecg-A4")
 
 
+def test_a_long_report_runs_onto_a_second_page_with_nothing_cut_off():
+    """Long findings on A5: the text flows onto page 2, the signatures follow it there, every page has
+    the footer, and no line is lost (each numbered line is read back)."""
+    lines = [f"{i:02d}. 右下肺见斑片状高密度影，边缘模糊，其内可见支气管充气征，邻近胸膜增厚。" for i in range(1, 31)]
+    long = {**IMAGING, "findings": "\n".join(lines), "patient_name": "Ouyang^Xiaoming=欧阳^晓明"}
+    study = {**STUDY, "patient_name": "Ouyang^Xiaoming=欧阳^晓明"}
+    pdf = render(result_from_report(long, at=CREATED) | {"clinical_question": "咳嗽、发热3天，" * 8},
+                 study=study, institution="示范县城关镇中心卫生院", centre="示范县人民医院县域医学影像诊断中心",
+                 font=DEFAULT_FONT, local=LocalTime.named(), layout=Layout(page="A5", verification_url=URL,
+                                                                        recognition_mark="HR", order=ORDER))
+    reader = PdfReader(io.BytesIO(pdf))
+    assert len(reader.pages) >= 2
+    pages = [p.extract_text() for p in reader.pages]
+    assert all("本报告仅供临床参考" in p and f"共 {len(pages)} 页" in p for p in pages)
+    text = "".join(pages)
+    assert all(f"{i:02d}." in text for i in range(1, 31))
+    assert "01.\n" not in text  # Chinese breaks between characters, not after the list number
+    assert "报告医生：周晓明" in pages[-1] and "欧阳晓明（Ouyang" in pages[0]
+    _picture(pdf, "report-long-A5")
+
+
 def test_the_qr_code_is_the_verification_url():
     """The QR code decodes (zbarimg, where installed) to GET /api/v1/reports/{id}/verification."""
     assert URL == "https://yilian.example.cn/api/v1/reports/rp-tz/verification"
