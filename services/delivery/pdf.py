@@ -82,6 +82,17 @@ class Layout:
     sections: tuple[str, str] | None = None  # the template's section titles
 
 
+def texts(result: Doc, layout: Layout | None) -> list[str]:
+    """The text the document prints besides the result's and the study's own strings: the font must
+    have its characters (``Fonts.for_text``)."""
+    out = [str(v) for f in result.get("structured") or [] for v in f.values() if v is not None]
+    if layout is not None:
+        out += [str(v) for v in layout.order.values()]
+        out += [t for t in (layout.exam, layout.recognition_mark, layout.verification_url, *(layout.sections or ()))
+                if t]
+    return out
+
+
 def verification_url(public_url: str | None, report_id: str | None) -> str | None:
     """Where anyone holding the paper checks it online; None without a public URL or a report."""
     if not public_url or not report_id:

@@ -296,7 +296,7 @@ class Worker:
         kept = await self.rt.store.get(SIGNED_PDFS, result["id"])
         if kept is None:
             font = self.fonts.for_text(institution, centre, *(str(v) for v in (*result.values(), *study.values())
-                                                               if isinstance(v, str)))
+                                                               if isinstance(v, str)), *pdf.texts(result, layout))
             signer_id = signer_of_result(result)
             data, sign_ms = await self._render(result, study=study, institution=institution, centre=centre,
                                                font=font, local=local, layout=layout, signer=self.signer,

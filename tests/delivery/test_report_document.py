@@ -161,3 +161,17 @@ async def test_the_delivered_pdf_has_the_order_the_question_and_the_verification
                      "诊断医师：王建国", "电子签名"):
         assert expected in text, (expected, text)
     _picture(pdf, "report-delivered")
+
+
+def test_the_font_is_chosen_for_every_text_the_document_prints(tmp_path):
+    """A rare character only in the order or a structured field still selects the whole font."""
+    from services.delivery.fonts import Fonts
+    from services.delivery.pdf import texts
+
+    fonts = Fonts(DEFAULT_FONT, tmp_path)
+    fonts.subset_path.write_bytes(b"")  # as if the common-characters subset were built
+    result = result_from_report(ECG_REPORT, at=CREATED)
+    assert fonts.for_text(*texts(result, Layout(order={"requesting_physician": "李^明"}))) == str(fonts.subset_path)
+    assert fonts.for_text(*texts(result, Layout(order={"requesting_physician": "李^䶮"}))) == DEFAULT_FONT
+    rare = {**ECG_REPORT, "structured": [{"key": "note", "label": "备注", "type": "text", "unit": None, "value": "𠀋"}]}
+    assert fonts.for_text(*texts(result_from_report(rare, at=CREATED), None)) == DEFAULT_FONT
