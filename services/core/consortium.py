@@ -30,6 +30,8 @@ LICENCE = re.compile(r"^[0-9A-Za-z]{6,30}$")  # 医师执业证书编号 (15 dig
 AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+REPORT_PAGES = ("A4", "A5")  # the report PDF's paper sizes
+RECOGNITION_MARK = re.compile(r"^\S.{0,7}\Z")  # 互认标识: a short mark such as HR (at most 8 characters)
 
 
 class ConfigError(ValueError):
@@ -90,6 +92,7 @@ class Centre:
     capacity_per_reader_per_hour: int = 6
     # kind -> the lowest title (TITLES) whose report is released at once; a lower one's is submitted for review
     sign_off: dict[str, str] = field(default_factory=dict)
+    report_page: str | None = None  # the report PDF's paper size (REPORT_PAGES); None: the consortium's
 
     def releases(self, kind: str, title: str | None) -> bool:
         """Whether a reader of ``title`` releases a ``kind`` report himself (no review)."""
@@ -164,6 +167,8 @@ class Consortium:
     consultation: ConsultationConfig = field(default_factory=ConsultationConfig)
     timezone: str = DEFAULT_TIMEZONE  # IANA zone of times shown to people and written in DICOM
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    recognition_mark: str | None = None  # 互认标识 (e.g. "HR") printed on every report PDF; None: no mark
+    report_page: str = "A4"  # the report PDF's paper size; a centre may set its own
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -327,7 +332,10 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
         "consultation": False, "retention": False})
 
-    head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False})
+    head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False,
+                                                       "recognition_mark": False, "report_page": False})
+    recognition_mark = L.opt(head, "recognition_mark", "consortium", pattern=RECOGNITION_MARK)
+    report_page = L.opt(head, "report_page", "consortium", choices=REPORT_PAGES) or "A4"
     timezone = L.opt(head, "timezone", "consortium") or DEFAULT_TIMEZONE
     try:
         zone(timezone)
@@ -392,7 +400,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     for n in L.seq(top["centres"], "centres"):
         f = L.mapping(n, "centre", {"id": True, "name": True, "organization": True, "kinds": True,
                                     "escalation": False, "capacity_per_reader_per_hour": False,
-                                    "sign_off": False})
+                                    "sign_off": False, "report_page": False})
         cid = L.scalar(f["id"], "centre.id", pattern=ID)
         if cid in centres:
             raise f["id"].error(f"duplicate centre id {cid!r}")
@@ -405,7 +413,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         centres[cid] = Centre(cid, L.scalar(f["name"], "centre.name"), org, kinds,
                               L.opt(f, "escalation", "centre"),
                               L.integer(f["capacity_per_reader_per_hour"], "centre.capacity_per_reader_per_hour", 1, 1000)
-                              if "capacity_per_reader_per_hour" in f else 6, _sign_off(L, f.get("sign_off"), kinds))
+                              if "capacity_per_reader_per_hour" in f else 6, _sign_off(L, f.get("sign_off"), kinds),
+                              L.opt(f, "report_page", "centre", choices=REPORT_PAGES))
         centre_lines[cid] = f.get("escalation", n)
     for cid, c in centres.items():
         if c.escalation is not None and c.escalation not in centres:
@@ -516,7 +525,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
-                      timezone=timezone, retention=retention)
+                      timezone=timezone, retention=retention, recognition_mark=recognition_mark,
+                      report_page=report_page)
 
 
 def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:

@@ -68,6 +68,9 @@ def result_from_report(data: Doc, *, at: str) -> Doc:
     result["reviewer_name"] = data.get("reviewer_name")
     result["report_version"] = data.get("version") or 1  # the version released: the SR and the signed PDF name it
     result["structured"] = data.get("structured") or []  # the template's fields, coded item by item in the SR
+    # For the PDF (docs/reports.md, "The report document"): the question asked, the modality, the template.
+    result.update(clinical_question=data.get("clinical_question"), modality=data.get("modality"),
+                  template_id=data.get("template_id"), template_version=data.get("template_version"))
     return result
 
 

@@ -50,6 +50,8 @@ SETTINGS_KEY = "delivery.settings"
 WAKE_KEY = "delivery.wake"
 SYSTEM = "system:delivery"
 RESULTS, DELIVERIES, SIGNED_PDFS = "results", "deliveries", "signed_pdfs"
+# Read for the report document, like the gateway's "studies": the workflow's orders and template versions.
+ORDERS, TEMPLATES = "orders", "report_templates"
 HISTORY = 20  # attempts kept on a delivery record
 
 Doc = dict[str, Any]
@@ -249,7 +251,7 @@ class Worker:
         station, local = rt.settings.ae_title, rt.local_time
         header = org.name if org else ""
         signed, digest = await self.signed_pdf(result, study=study, institution=header, centre=institution,
-                                               local=local)
+                                               local=local, layout=await self.layout(result, study))
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
                             institution=institution, station=station, local=local,
                             observers=model.verifying_observers(rt.consortium, result,
@@ -272,18 +274,43 @@ class Worker:
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
             already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None, stored=stored)
 
+    async def layout(self, result: Doc, study: Doc) -> pdf.Layout:
+        """What the report document shows beyond the result and the study: the paper size (the centre's,
+        else the consortium's), the 互认 mark, the verification URL, the order's requesting physician and
+        procedure, the template's exam name and section titles."""
+        consortium = self.rt.consortium
+        centre = consortium.centres.get(result.get("centre") or "")
+        order: Doc = {}
+        accession = study.get("accession_number") or result.get("accession_number")
+        if accession:
+            found = await self.rt.store.find(ORDERS, {"accession_number": accession,
+                                                      "organization": result["organization"]}, limit=1)
+            order = found[0] if found else {}
+        template = None
+        if result.get("template_id") and result.get("template_version"):
+            template = await self.rt.store.get(TEMPLATES, f"{result['template_id']}@{result['template_version']}")
+        sections = template.get("sections") if template else None
+        return pdf.Layout(
+            page=(centre.report_page if centre else None) or consortium.report_page,
+            verification_url=pdf.verification_url(self.settings.public_url, result.get("report_id")),
+            recognition_mark=consortium.recognition_mark,
+            order={k: order[k] for k in pdf.ORDER_FIELDS if order.get(k)},
+            exam=template.get("exam") if template else None,
+            sections=(sections["findings"]["title"], sections["impression"]["title"]) if sections else None)
+
     async def signed_pdf(self, result: Doc, *, study: Doc, institution: str, centre: str,
-                         local: LocalTime) -> tuple[bytes, str]:
+                         local: LocalTime, layout: pdf.Layout | None = None) -> tuple[bytes, str]:
         """The result's signed PDF and its SHA-256: made once (rendered, signed in the releasing
         reader's name) and kept, so every retry delivers the very bytes the SR names and
         ``GET /api/v1/reports/{id}/verification`` checks."""
         kept = await self.rt.store.get(SIGNED_PDFS, result["id"])
         if kept is None:
             font = self.fonts.for_text(institution, centre, *(str(v) for v in (*result.values(), *study.values())
-                                                               if isinstance(v, str)))
+                                                               if isinstance(v, str)), *pdf.texts(result, layout))
             signer_id = signer_of_result(result)
             data, sign_ms = await self._render(result, study=study, institution=institution, centre=centre,
-                                               font=font, local=local, signer=self.signer, signer_id=signer_id)
+                                               font=font, local=local, layout=layout, signer=self.signer,
+                                               signer_id=signer_id)
             kept = {"id": result["id"], "report_id": result.get("report_id"),
                     "report_version": result.get("report_version") or 1, "organization": result["organization"],
                     "signer_id": signer_id, "signature": self.settings.signature,

@@ -35,6 +35,7 @@ class DeliverySettings:
     signature: str = "embedded"  # the report PDF's signer: "embedded" (the consortium CA under the data dir) or "none"
     tsa_url: str | None = None  # an RFC 3161 time-stamping authority: the signature then carries its token
     tsa_timeout: float = 10.0
+    public_url: str | None = None  # the API's address as clinics reach it: the report PDF's QR code / verification link
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -56,6 +57,7 @@ class DeliverySettings:
             signature=os.environ.get("YILIAN_SIGNATURE") or "embedded",
             tsa_url=os.environ.get("YILIAN_TSA_URL") or None,
             tsa_timeout=env_float("YILIAN_TSA_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            public_url=os.environ.get("YILIAN_PUBLIC_URL") or None,
         )
         values.update(overrides)
         return cls(**values)
@@ -70,6 +72,9 @@ class DeliverySettings:
                              "fonts-wqy-microhei or set YILIAN_DELIVERY_FONT to a TrueType font with CJK glyphs")
         if self.signature not in SIGNATURES:
             raise SystemExit(f"YILIAN_SIGNATURE must be one of {', '.join(SIGNATURES)}, got {self.signature!r}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise SystemExit(f"YILIAN_PUBLIC_URL must be the http(s) address clinics reach the API at, "
+                             f"got {self.public_url!r}")
         if self.tsa_url and not self.tsa_url.startswith(("http://", "https://")):
             raise SystemExit(f"YILIAN_TSA_URL must be an http(s) URL of an RFC 3161 time-stamping authority, "
                              f"got {self.tsa_url!r}")

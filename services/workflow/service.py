@@ -377,7 +377,7 @@ def _report_event_data(report: Doc, request: Doc) -> Doc:
     keys = ("study_uid", "organization", "centre", "reader_id", "reader_name", "signed_at", "findings",
             "impression", "critical", "critical_category", "addendum_of", "kind", "patient_id", "patient_name",
             "accession_number", "signers", "reviewer_id", "reviewer_name", "template_id", "template_version",
-            "fields", "structured", "version")
+            "fields", "structured", "version", "clinical_question", "modality")
     return {"report_id": report["id"], **{k: report.get(k) for k in keys}, "priority": request["priority"]}
 
 

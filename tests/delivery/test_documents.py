@@ -109,7 +109,7 @@ def test_pdf_prints_the_signing_time_in_local_time(tmp_path):
     pdf = render(result, study=STUDY, institution="城关镇卫生院", centre="县域影像诊断中心", font=DEFAULT_FONT,
                  local=LocalTime.named())
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
-    assert "签发时间：2026-12-03 01:44" in text
+    assert "报告时间：2026-12-03 01:44" in text
     assert "17:44" not in text and "T17" not in text
 
 
@@ -169,9 +169,9 @@ def test_pdf_shows_the_chinese_name_birth_date_age_and_local_signing_time(tmp_pa
     path.write_bytes(pdf)
     text = "".join(page.extract_text() for page in PdfReader(path).pages)
     assert "张三（Zhang San）" in text
-    assert "1958-12-03（67岁）" in text
+    assert "67岁" in text  # 年龄 (a Chinese report shows the age, not the birth date)
     assert "2026-12-02" in text  # the study date, as a date
-    assert "签发时间：2026-12-03 01:44" in text
+    assert "报告时间：2026-12-03 01:44" in text
     assert "17:44" not in text and "T17" not in text and "Z " not in text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     subprocess.run([PDFTOPPM, "-png", "-r", "80", "-singlefile", str(path), str(ARTIFACTS / "report")],

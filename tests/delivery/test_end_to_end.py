@@ -70,7 +70,7 @@ async def test_signed_report_reaches_the_clinic_terminal_as_sr_and_pdf(make_yili
     assert doc.MIMETypeOfEncapsulatedDocument == "application/pdf"
     pdf_bytes = bytes(doc.EncapsulatedDocument)[:doc.EncapsulatedDocumentLength]
     text = pypdf.PdfReader(io.BytesIO(pdf_bytes)).pages[0].extract_text()
-    for expected in ("远程影像诊断报告", "张三", FINDINGS, IMPRESSION, "王建国", "城关镇卫生院"):
+    for expected in ("医学影像诊断报告", "张三", FINDINGS, IMPRESSION, "王建国", "城关镇卫生院"):
         assert expected in text, (expected, text)
 
     # every channel delivered once; a routine result stored at the SCP is acknowledged automatically
