@@ -15,13 +15,15 @@ pydicom, which words the refusal.  :func:`scan` does both, for a data set not ch
 
 from __future__ import annotations
 
+import io
 import struct
 
 from pydicom.charset import python_encoding
+from pydicom.filereader import read_dataset
 from pydicom.uid import RE_VALID_UID
 
-from ..core import bounded
-from .model import InstanceHeader
+from ..core import bounded, identity
+from .model import InstanceHeader, identifiers
 
 NOT_SCANNED = frozenset({"1.2.840.10008.1.2.2",  # explicit VR big endian (retired)
                          "1.2.840.10008.1.2.1.99"})  # deflated: the bytes are compressed
@@ -42,9 +44,11 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00280010: ("rows", US), 0x00280011: ("columns", US),
 }
 SPECIFIC_CHARACTER_SET = 0x00080005
+ISSUER_OF_PATIENT_ID = 0x00100021
+OTHER_PATIENT_IDS = 0x00101002  # a sequence: bounded.walk hands over the whole element
 
 
-TAGS = frozenset([*WANTED, SPECIFIC_CHARACTER_SET])
+TAGS = frozenset([*WANTED, SPECIFIC_CHARACTER_SET, ISSUER_OF_PATIENT_ID, OTHER_PATIENT_IDS])
 
 
 class _Unscannable(Exception):
@@ -132,4 +136,18 @@ def _header(raw: dict[int, bytes]) -> InstanceHeader:
             fields[name] = "\\".join(v.rstrip("=") for v in _text(value, codec).split("\\"))
         else:
             fields[name] = _text(value, codec)
-    return InstanceHeader(**fields)  # type: ignore[arg-type]
+    pairs = [(_text(raw.get(ISSUER_OF_PATIENT_ID, b""), codec), str(fields.get("patient_id", "")))]
+    if raw.get(OTHER_PATIENT_IDS):
+        pairs += _other_patient_ids(raw[OTHER_PATIENT_IDS])
+    fields["national_id"] = identity.first_key(pairs)
+    return InstanceHeader(**fields)
+
+
+def _other_patient_ids(element: bytes) -> list[tuple[str, str]]:
+    """Other Patient IDs Sequence's (issuer, ID) pairs: a few dozen bytes, read by pydicom."""
+    explicit = element[4:6] == b"SQ"
+    try:
+        ds = read_dataset(io.BytesIO(element), is_implicit_VR=not explicit, is_little_endian=True)
+        return identifiers(ds)[1:]
+    except Exception:  # noqa: BLE001 - whatever pydicom makes of it, its own parse words it
+        raise _Unscannable from None  # type: ignore[arg-type]
