@@ -15,15 +15,13 @@ pydicom, which words the refusal.  :func:`scan` does both, for a data set not ch
 
 from __future__ import annotations
 
-import io
 import struct
 
 from pydicom.charset import python_encoding
-from pydicom.filereader import read_dataset
 from pydicom.uid import RE_VALID_UID
 
 from ..core import bounded, identity
-from .model import InstanceHeader, identifiers
+from .model import InstanceHeader
 
 NOT_SCANNED = frozenset({"1.2.840.10008.1.2.2",  # explicit VR big endian (retired)
                          "1.2.840.10008.1.2.1.99"})  # deflated: the bytes are compressed
@@ -138,16 +136,48 @@ def _header(raw: dict[int, bytes]) -> InstanceHeader:
             fields[name] = _text(value, codec)
     pairs = [(_text(raw.get(ISSUER_OF_PATIENT_ID, b""), codec), str(fields.get("patient_id", "")))]
     if raw.get(OTHER_PATIENT_IDS):
-        pairs += _other_patient_ids(raw[OTHER_PATIENT_IDS])
+        pairs += _other_patient_ids(raw[OTHER_PATIENT_IDS], codec)
     fields["national_id"] = identity.first_key(pairs)
     return InstanceHeader(**fields)
 
 
-def _other_patient_ids(element: bytes) -> list[tuple[str, str]]:
-    """Other Patient IDs Sequence's (issuer, ID) pairs: a few dozen bytes, read by pydicom."""
+_TAG = struct.Struct("<HHI")
+_PATIENT_ID, _ISSUER = 0x00100020, 0x00100021
+
+
+def _other_patient_ids(element: bytes, codec: str) -> list[tuple[str, str]]:
+    """Other Patient IDs Sequence's (issuer, ID) pairs, read from the whole element that
+    :func:`bounded.walk` checked: items of plain elements (reading them with pydicom cost more
+    than the rest of the scan); anything else in an item (a sequence, bulk data) asks pydicom."""
     explicit = element[4:6] == b"SQ"
-    try:
-        ds = read_dataset(io.BytesIO(element), is_implicit_VR=not explicit, is_little_endian=True)
-        return identifiers(ds)[1:]
-    except Exception:  # noqa: BLE001 - whatever pydicom makes of it, its own parse words it
-        raise _Unscannable from None  # type: ignore[arg-type]
+    pos = 12 if explicit else 8
+    pairs: list[tuple[str, str]] = []
+    while pos + 8 <= len(element):
+        group, number, length = _TAG.unpack_from(element, pos)
+        tag = group << 16 | number
+        pos += 8
+        if tag == bounded.SEQUENCE_END:
+            break
+        if tag != bounded.ITEM:
+            raise _Unscannable
+        end = len(element) if length == bounded.UNDEFINED else pos + length
+        values: dict[int, bytes] = {}
+        while pos + 8 <= end:
+            group, number, _ = _TAG.unpack_from(element, pos)
+            tag = group << 16 | number
+            if tag == bounded.ITEM_END:
+                pos += 8
+                break
+            if explicit:
+                vr = element[pos + 4:pos + 6]
+                if vr in bounded.LONG_VRS or vr not in bounded.KNOWN_VRS:
+                    raise _Unscannable  # a sequence, a bulk value or no VR in an item: pydicom
+                size, pos = _U16.unpack_from(element, pos + 6)[0], pos + 8
+            else:
+                size, pos = _TAG.unpack_from(element, pos)[2], pos + 8
+                if size == bounded.UNDEFINED or tag in bounded.SEQUENCE_TAGS:
+                    raise _Unscannable
+            values[tag] = element[pos:pos + size]
+            pos += size
+        pairs.append((_text(values.get(_ISSUER, b""), codec), _text(values.get(_PATIENT_ID, b""), codec)))
+    return pairs

@@ -131,3 +131,18 @@ def test_other_patient_ids_give_the_consortium_identity_as_pydicom_does(tmp_path
     none.PatientID = "H87654321"  # the Patient ID itself, issued by a known issuer
     pydicom_header, scanned = _both(write(none, tmp_path / "y.dcm"))
     assert pydicom_header.national_id == scanned.national_id == "CN_HEALTH_CARD|H87654321"
+
+
+def test_other_patient_ids_with_a_nested_sequence_is_left_to_pydicom(tmp_path):
+    from pydicom.dataset import Dataset
+    from services.core.identity import check_digit
+
+    rid = "41010119600101123" + check_digit("41010119600101123")
+    item, qualifiers = Dataset(), Dataset()
+    item.PatientID, item.IssuerOfPatientID = rid, "CN_RESIDENT_ID"
+    qualifiers.UniversalEntityID = "2.16.156"
+    item.IssuerOfPatientIDQualifiersSequence = [qualifiers]
+    ds = make_instance()
+    ds.OtherPatientIDsSequence = [item]
+    pydicom_header, scanned = _both(write(ds, tmp_path / "x.dcm"))
+    assert scanned is None and pydicom_header.national_id == f"CN_RESIDENT_ID|{rid}"
