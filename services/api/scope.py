@@ -8,36 +8,57 @@ Reading requests and reports are scoped by ``services.workflow.policy``; studies
   of the consultations he is invited to (and their priors);
 * admin — everything; auditor — nothing (he reads the audit log).
 
-Same patient (:func:`same_patient`): the same organisation and Patient ID (0010,0020), or,
-across organisations, the same Patient's Name (0010,0010, case-insensitive) *and* the same
-Patient's Birth Date (0010,0030), both present.  A name alone or a birth date alone is
-never enough, so a shared common name does not leak another clinic's patient.
+Same patient (:func:`same_patient`, docs/identity.md): the same organisation and Patient ID
+(0010,0020); or, across organisations, the same consortium identity (``identity``: a valid
+resident ID or another configured national identifier, with its issuer, from Other Patient IDs
+Sequence or the order); or a link a coordinator or admin confirmed (``identity_links``).  Name +
+birth date never match: they only *suggest* a link (:mod:`.routes.identity`), so two patients
+with the same name and birth date at two townships never share priors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from ..core import identity
 from ..core.auth import Principal
 from ..core.store.port import Filter, Store
 
 Doc = dict[str, Any]
 
 
-def same_patient(study: Doc) -> Filter:
-    """The filter over ``studies`` matching every study of ``study``'s patient (itself included)."""
-    alternatives: list[Filter] = [{"organization": study.get("organization"), "patient_id": study.get("patient_id")}]
-    name_key = study.get("patient_name_key") or (study.get("patient_name") or "").upper()
-    if name_key.strip("^ ") and study.get("birth_date"):
-        alternatives.append({"patient_name_key": name_key, "birth_date": study["birth_date"]})
+def patient_key(study: Doc) -> str:
+    """The local patient of a study: ``organization|Patient ID`` (the ``patients`` document's id)."""
+    return f"{study.get('organization') or ''}|{study.get('patient_id') or ''}"
+
+
+def same_patient(study: Doc, linked: Iterable[str] = ()) -> Filter:
+    """The filter over ``studies`` matching every study of ``study``'s patient (itself included);
+    ``linked``: the local patients (``organization|Patient ID``) confirmed to be the same person."""
+    alternatives: list[Filter] = []
+    if study.get("patient_id"):
+        alternatives.append({"organization": study.get("organization"), "patient_id": study.get("patient_id")})
+    if study.get("identity"):
+        alternatives.append({"identity": study["identity"]})
+    for other in linked:
+        organization, _, patient_id = other.partition("|")
+        if patient_id:
+            alternatives.append({"organization": organization, "patient_id": patient_id})
+    return {"$or": alternatives or [{"id": study["id"]}]}
+
+
+async def linked_patients(store: Store, study: Doc) -> list[str]:
+    """The local patients a person confirmed to be ``study``'s patient (one hop, both ways)."""
     if not study.get("patient_id"):
-        alternatives = alternatives[1:] or [{"id": study["id"]}]
-    return {"$or": alternatives}
+        return []
+    return [link["linked"] for link in await store.find("identity_links", {"patient": patient_key(study)}, limit=100)]
 
 
 async def patient_studies(store: Store, study: Doc, *, limit: int = 500) -> list[Doc]:
     """Every study of ``study``'s patient across the consortium (itself included), newest first."""
-    return await store.find("studies", same_patient(study), sort=(("study_date", -1), ("id", 1)), limit=limit)
+    where = same_patient(study, await linked_patients(store, study))
+    return await store.find("studies", where, sort=(("study_date", -1), ("id", 1)), limit=limit)
 
 
 async def sees_study(store: Store, actor: Principal, study: Doc) -> bool:
@@ -70,3 +91,14 @@ async def visible_priors(store: Store, actor: Principal, study: Doc) -> list[Doc
     if actor.role == "clinic":
         others = [s for s in others if s.get("organization") == actor.organization]
     return others
+
+
+UNMASKED_ROLES = frozenset({"admin"})  # resolves identity links against the national register (docs/identity.md)
+
+
+def shown(doc: Doc, actor: Principal) -> Doc:
+    """A study or patient document as an API answer shows it: the consortium identity (a resident
+    ID is patient data) masked, ``CN_RESIDENT_ID|4101**********1234``, except for an admin."""
+    if not doc.get("identity") or actor.role in UNMASKED_ROLES:
+        return doc
+    return {**doc, "identity": identity.masked_key(doc["identity"])}

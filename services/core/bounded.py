@@ -167,6 +167,7 @@ class _Walk:
             tag = group << 16 | element
             if stop_at is not None and tag >= stop_at:
                 return pos
+            start = pos
             if group == 0xFFFE:
                 length = u32(buf, pos + 4)[0]
                 if tag == ITEM_END and in_item:
@@ -189,6 +190,8 @@ class _Walk:
                     pos = self.fragments(pos, end, tag)
                 elif vr in (b"SQ", b"UN", b""):  # UN of undefined length holds implicit VR LE items
                     pos = self.sequence(pos, end, explicit and vr == b"SQ", depth + 1, None, tag)
+                    if wanted is not None and tag in wanted:
+                        self.raw[tag] = buf[start:pos]  # a wanted sequence: the whole element, header too
                 else:
                     raise Malformed(f"element ({group:04X},{element:04X}) {vr.decode()} of undefined length")
                 continue
@@ -198,6 +201,8 @@ class _Walk:
             if length:
                 if vr == b"SQ" or not explicit and tag in SEQUENCE_TAGS:
                     self.sequence(pos, pos + length, explicit, depth + 1, pos + length, tag)
+                    if wanted is not None and tag in wanted:
+                        self.raw[tag] = buf[start:pos + length]  # a wanted sequence: the whole element
                 elif vr == b"UN" and tag in SEQUENCE_TAGS:
                     # pydicom reads a UN whose tag the dictionary calls SQ as an implicit VR sequence:
                     # its depth counts; anything else wrong in it pydicom keeps as bytes.
@@ -260,7 +265,8 @@ def walk(data: bytes | memoryview | mmap.mmap, transfer_syntax: str, limits: Lim
          wanted: frozenset[int] | None = None) -> dict[int, memoryview]:
     """Check that ``data`` (a data set, no File Meta; inflated if it was deflated) is whole and
     nests no deeper than the limit; raise a :class:`Refused`.  Returns the raw values of the
-    ``wanted`` top-level tags (views into ``data``)."""
+    ``wanted`` top-level tags (views into ``data``); of a sequence, the whole element (its
+    header too), for pydicom to read."""
     view = memoryview(data)
     w = _Walk(view, transfer_syntax != EXPLICIT_BIG_ENDIAN, limits.max_sequence_depth, wanted)
     try:

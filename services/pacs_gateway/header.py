@@ -20,7 +20,7 @@ import struct
 from pydicom.charset import python_encoding
 from pydicom.uid import RE_VALID_UID
 
-from ..core import bounded
+from ..core import bounded, identity
 from .model import InstanceHeader
 
 NOT_SCANNED = frozenset({"1.2.840.10008.1.2.2",  # explicit VR big endian (retired)
@@ -42,9 +42,11 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00280010: ("rows", US), 0x00280011: ("columns", US),
 }
 SPECIFIC_CHARACTER_SET = 0x00080005
+ISSUER_OF_PATIENT_ID = 0x00100021
+OTHER_PATIENT_IDS = 0x00101002  # a sequence: bounded.walk hands over the whole element
 
 
-TAGS = frozenset([*WANTED, SPECIFIC_CHARACTER_SET])
+TAGS = frozenset([*WANTED, SPECIFIC_CHARACTER_SET, ISSUER_OF_PATIENT_ID, OTHER_PATIENT_IDS])
 
 
 class _Unscannable(Exception):
@@ -132,4 +134,50 @@ def _header(raw: dict[int, bytes]) -> InstanceHeader:
             fields[name] = "\\".join(v.rstrip("=") for v in _text(value, codec).split("\\"))
         else:
             fields[name] = _text(value, codec)
-    return InstanceHeader(**fields)  # type: ignore[arg-type]
+    pairs = [(_text(raw.get(ISSUER_OF_PATIENT_ID, b""), codec), str(fields.get("patient_id", "")))]
+    if raw.get(OTHER_PATIENT_IDS):
+        pairs += _other_patient_ids(raw[OTHER_PATIENT_IDS], codec)
+    fields["national_id"] = identity.first_key(pairs)
+    return InstanceHeader(**fields)
+
+
+_TAG = struct.Struct("<HHI")
+_PATIENT_ID, _ISSUER = 0x00100020, 0x00100021
+
+
+def _other_patient_ids(element: bytes, codec: str) -> list[tuple[str, str]]:
+    """Other Patient IDs Sequence's (issuer, ID) pairs, read from the whole element that
+    :func:`bounded.walk` checked: items of plain elements (reading them with pydicom cost more
+    than the rest of the scan); anything else in an item (a sequence, bulk data) asks pydicom."""
+    explicit = element[4:6] == b"SQ"
+    pos = 12 if explicit else 8
+    pairs: list[tuple[str, str]] = []
+    while pos + 8 <= len(element):
+        group, number, length = _TAG.unpack_from(element, pos)
+        tag = group << 16 | number
+        pos += 8
+        if tag == bounded.SEQUENCE_END:
+            break
+        if tag != bounded.ITEM:
+            raise _Unscannable
+        end = len(element) if length == bounded.UNDEFINED else pos + length
+        values: dict[int, bytes] = {}
+        while pos + 8 <= end:
+            group, number, _ = _TAG.unpack_from(element, pos)
+            tag = group << 16 | number
+            if tag == bounded.ITEM_END:
+                pos += 8
+                break
+            if explicit:
+                vr = element[pos + 4:pos + 6]
+                if vr in bounded.LONG_VRS or vr not in bounded.KNOWN_VRS:
+                    raise _Unscannable  # a sequence, a bulk value or no VR in an item: pydicom
+                size, pos = _U16.unpack_from(element, pos + 6)[0], pos + 8
+            else:
+                size, pos = _TAG.unpack_from(element, pos)[2], pos + 8
+                if size == bounded.UNDEFINED or tag in bounded.SEQUENCE_TAGS:
+                    raise _Unscannable
+            values[tag] = element[pos:pos + size]
+            pos += size
+        pairs.append((_text(values.get(_ISSUER, b""), codec), _text(values.get(_PATIENT_ID, b""), codec)))
+    return pairs

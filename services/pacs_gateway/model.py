@@ -14,6 +14,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from ..core import identity
 from . import statuses
 
 UID_FIELDS = {"SOPClassUID": "SOP Class UID", "SOPInstanceUID": "SOP Instance UID",
@@ -58,6 +59,9 @@ class InstanceHeader:
     columns: int | None = None
     number_of_frames: int | None = None
     specific_character_set: str = ""
+    # The consortium identity (``ISSUER|VALUE``, services.core.identity) of Other Patient IDs
+    # Sequence (0010,1002) or of Patient ID with its Issuer (0010,0021); "" if none is valid.
+    national_id: str = ""
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -77,6 +81,14 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def identifiers(ds: Dataset) -> list[tuple[str, str]]:
+    """(Issuer of Patient ID, Patient ID) of the patient: the top level's, then Other Patient IDs Sequence's."""
+    pairs = [(_text(ds, "IssuerOfPatientID"), _text(ds, "PatientID"))]
+    for item in ds.get("OtherPatientIDsSequence") or ():
+        pairs.append((_text(item, "IssuerOfPatientID"), _text(item, "PatientID")))
+    return pairs
 
 
 def header_of(ds: Dataset) -> InstanceHeader:
@@ -103,7 +115,7 @@ def header_of(ds: Dataset) -> InstanceHeader:
         series_description=_text(ds, "SeriesDescription"), body_part=_text(ds, "BodyPartExamined"),
         series_date=_text(ds, "SeriesDate"), series_time=_text(ds, "SeriesTime"),
         instance_number=_int(ds, "InstanceNumber"), rows=_int(ds, "Rows"), columns=_int(ds, "Columns"),
-        number_of_frames=_int(ds, "NumberOfFrames"),
+        number_of_frames=_int(ds, "NumberOfFrames"), national_id=identity.first_key(identifiers(ds)),
         specific_character_set="\\".join(charset) if isinstance(charset, (list, tuple)) or
         type(charset).__name__ == "MultiValue" else str(charset),
     )
@@ -180,7 +192,8 @@ def study_doc(current: dict[str, Any] | None, header: InstanceHeader, *, organiz
                          ("accession_number", header.accession_number), ("study_id", header.study_id),
                          ("study_description", header.study_description),
                          ("referring_physician", header.referring_physician),
-                         ("specific_character_set", header.specific_character_set)):
+                         ("specific_character_set", header.specific_character_set),
+                         ("identity", header.national_id)):
         if doc.get(field) in (None, ""):
             doc[field] = value
     if header.modality and header.modality not in doc["modalities"]:
@@ -201,7 +214,7 @@ def patient_doc(current: dict[str, Any] | None, header: InstanceHeader, *, organ
     doc = dict(current or {"id": patient_id_of(organization, header.patient_id), "organization": organization,
                            "patient_id": header.patient_id, "study_count": 0})
     for field, value in (("patient_name", header.patient_name), ("patient_name_key", name_key(header.patient_name)),
-                         ("birth_date", header.birth_date), ("sex", header.sex)):
+                         ("birth_date", header.birth_date), ("sex", header.sex), ("identity", header.national_id)):
         if doc.get(field) in (None, ""):
             doc[field] = value
     doc["study_count"] += 1 if new_study else 0

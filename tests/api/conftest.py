@@ -16,16 +16,18 @@ from tests.support import EXAMPLE_CONSORTIUM, free_port
 
 SECRET = "test-secret-" + "x" * 32
 
-# Two clinics' studies, and the same patient (name + birth date) seen at a third site.
+# Two clinics' studies, and the same patient (the same resident ID: one consortium identity)
+# seen at a third site.
+ZHANG_SAN = "CN_RESIDENT_ID|410101196001011234"  # a valid resident ID (check digit 4)
 STUDIES = {
     # chengguan-thc (cg-clinic): 张三's CT, and his earlier DX there
     "1.2.826.0.1.100.1": dict(organization="chengguan-thc", patient_id="CG001", patient_name="Zhang^San",
-                              birth_date="19600101", study_date="20261123", modalities=["CT"]),
+                              birth_date="19600101", study_date="20261123", modalities=["CT"], identity=ZHANG_SAN),
     "1.2.826.0.1.100.2": dict(organization="chengguan-thc", patient_id="CG001", patient_name="Zhang^San",
                               birth_date="19600101", study_date="20250301", modalities=["DX"]),
-    # hongmiao-thc: the same patient by name + birth date (结果互认) under another Patient ID
+    # hongmiao-thc: the same patient by his resident ID (结果互认) under another Patient ID
     "1.2.826.0.1.100.3": dict(organization="hongmiao-thc", patient_id="HM777", patient_name="ZHANG^SAN",
-                              birth_date="19600101", study_date="20240515", modalities=["DX"]),
+                              birth_date="19600101", study_date="20240515", modalities=["DX"], identity=ZHANG_SAN),
     # hongmiao-thc: same name, another birth date: another person, never a prior
     "1.2.826.0.1.100.4": dict(organization="hongmiao-thc", patient_id="HM778", patient_name="Zhang^San",
                               birth_date="19851212", study_date="20240516", modalities=["DX"]),

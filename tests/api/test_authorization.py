@@ -46,6 +46,9 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/studies", None),
         ("GET", f"/api/v1/studies/{study}", None),
         ("GET", f"/api/v1/studies/{study}/priors", None),
+        # patient identity across the consortium (docs/identity.md)
+        ("GET", f"/api/v1/studies/{study}/identity-suggestions", None),
+        ("POST", f"/api/v1/studies/{study}/identity-links", {"organization": "hongmiao-thc", "patient_id": "HM778"}),
         *[("GET", f"/api/v1/studies/{study}/instances/{ids['instance']}/ecg{tail}", None)  # ECG reading view
           for tail in ("", ".svg", ".png", "/measurements")],
         ("POST", "/api/v1/reading-requests", {"study_uid": study, "kind": "ecg", "priority": "stat",

@@ -162,6 +162,14 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/api/v1/studies", "cg-clinic")
     await call("GET", f"/api/v1/studies/{CG_CT}", "dr-wang")
     await call("GET", f"/api/v1/studies/{CG_CT}/priors", "dr-wang")
+    # patient identity (docs/identity.md): a suggestion by name + birth date, confirmed by a person
+    await call("GET", f"/api/v1/studies/{CG_CT}/identity-suggestions", "coord-county")
+    await call("GET", f"/api/v1/studies/{CG_CT}/identity-suggestions", "dr-wang")  # 403
+    await call("POST", f"/api/v1/studies/{CG_CT}/identity-links", "coord-county",
+               {"organization": "hongmiao-thc", "patient_id": "HM778", "reason": "同一人, 电话核实"})
+    await call("POST", f"/api/v1/studies/{CG_CT}/identity-links", "coord-county", {"organization": "x"})  # 422
+    await call("POST", f"/api/v1/studies/{CG_CT}/identity-links", "coord-county",
+               {"organization": "hongmiao-thc", "patient_id": "NOPE"})  # 404
     await call("GET", "/api/v1/worklist", "dr-wang")
     await call("GET", "/api/v1/worklist", "cg-clinic")  # 403
     await call("GET", "/api/v1/queues", "coord-county")

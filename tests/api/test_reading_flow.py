@@ -160,7 +160,7 @@ async def test_coordinator_assigns_a_task_to_a_named_reader(api):
 async def test_priors_follow_the_matching_rule(api):
     await api.create_request(CG_CT)
     priors = await api.ok("GET", f"/api/v1/studies/{CG_CT}/priors", "dr-wang")
-    # same organisation + Patient ID, or same name (any case) + birth date at another site; never name alone
+    # same organisation + Patient ID, or the same resident ID at another site; never name (+ birth date) alone
     assert {p["id"] for p in priors["items"]} == {CG_DX, HM_PRIOR}
     # a prior from another site is open to the reader through his task's patient, nothing else is
     detail = await api.ok("GET", f"/api/v1/studies/{HM_PRIOR}", "dr-wang")

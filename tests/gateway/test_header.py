@@ -98,3 +98,51 @@ def test_bad_uids_are_left_to_pydicom_which_words_the_refusal(tmp_path):
     ds.SeriesInstanceUID = "1.2.3."
     expected, got = _both(write(ds, tmp_path / "bad.dcm"))
     assert got is None and expected[0] == "refused"
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", ImplicitVRLittleEndian])
+@pytest.mark.parametrize("undefined_length", [False, True])
+def test_other_patient_ids_give_the_consortium_identity_as_pydicom_does(tmp_path, syntax, undefined_length):
+    """Other Patient IDs Sequence (0010,1002): the first valid identifier of a known issuer,
+    read alike by the scanner and by pydicom; a failed check digit or an unknown issuer makes none."""
+    from pydicom.dataset import Dataset
+    from services.core.identity import check_digit
+
+    rid = "41010119600101123" + check_digit("41010119600101123")
+    items = []
+    for issuer, value in (("CN_RESIDENT_ID", rid[:-1] + ("0" if rid[-1] != "0" else "1")),  # check digit fails
+                          ("HOSPITAL_X", "123"), ("CN_RESIDENT_ID", rid.lower()), ("CN_HEALTH_CARD", "H12345678")):
+        item = Dataset()
+        item.PatientID, item.IssuerOfPatientID, item.TypeOfPatientID = value, issuer, "TEXT"
+        items.append(item)
+    ds = make_instance(transfer_syntax=syntax)
+    ds.OtherPatientIDsSequence = items
+    path = write(ds, tmp_path / "x.dcm")
+    if undefined_length:
+        ds = dcmread(path)
+        ds.OtherPatientIDsSequence.is_undefined_length = True
+        for item in ds.OtherPatientIDsSequence:
+            item.is_undefined_length_sequence_item = True
+        ds.save_as(path)
+    pydicom_header, scanned = _both(path)
+    assert pydicom_header.national_id == scanned.national_id == f"CN_RESIDENT_ID|{rid}"
+    none = make_instance(transfer_syntax=syntax)
+    none.IssuerOfPatientID = "CN_HEALTH_CARD"
+    none.PatientID = "H87654321"  # the Patient ID itself, issued by a known issuer
+    pydicom_header, scanned = _both(write(none, tmp_path / "y.dcm"))
+    assert pydicom_header.national_id == scanned.national_id == "CN_HEALTH_CARD|H87654321"
+
+
+def test_other_patient_ids_with_a_nested_sequence_is_left_to_pydicom(tmp_path):
+    from pydicom.dataset import Dataset
+    from services.core.identity import check_digit
+
+    rid = "41010119600101123" + check_digit("41010119600101123")
+    item, qualifiers = Dataset(), Dataset()
+    item.PatientID, item.IssuerOfPatientID = rid, "CN_RESIDENT_ID"
+    qualifiers.UniversalEntityID = "2.16.156"
+    item.IssuerOfPatientIDQualifiersSequence = [qualifiers]
+    ds = make_instance()
+    ds.OtherPatientIDsSequence = [item]
+    pydicom_header, scanned = _both(write(ds, tmp_path / "x.dcm"))
+    assert scanned is None and pydicom_header.national_id == f"CN_RESIDENT_ID|{rid}"

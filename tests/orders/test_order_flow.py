@@ -111,3 +111,22 @@ def test_transitions_and_demographics():
         {"field": "patient_name", "order": "张^三", "study": "ZHANG^SAN"},
         {"field": "sex", "order": "M", "study": "F"}]
     assert len(model.accession_number()) <= 16 and model.study_instance_uid().startswith("2.25.")
+
+
+async def test_the_orders_resident_id_gives_the_linked_study_its_consortium_identity(world):  # noqa: F811
+    """A modality that drops Other Patient IDs Sequence: the order's resident ID is the study's
+    identity (docs/identity.md), so its priors follow it; never carried by the events."""
+    order = await execute(world.rt, CreateOrder(**ORDER, resident_id="11010519491231002x"),
+                          actor=world.who("cg-clinic"))
+    event = await _study(world, "1.2.3.5", "chengguan-thc", order["accession_number"])
+    await wait_for(lambda: world.handled(event), timeout=5, what="study.received handled")
+    assert (await world.store.get("studies", "1.2.3.5"))["identity"] == "CN_RESIDENT_ID|11010519491231002X"
+    # A study that carries its own identity keeps it
+    order2 = await execute(world.rt, CreateOrder(**{**ORDER, "patient_id": "P2"}, resident_id="11010519491231002X"),
+                           actor=world.who("cg-clinic"))
+    event = await _study(world, "1.2.3.6", "chengguan-thc", order2["accession_number"], patient_id="P2",
+                         identity="CN_HEALTH_CARD|H12345678")
+    await wait_for(lambda: world.handled(event), timeout=5, what="second study.received handled")
+    assert (await world.store.get("studies", "1.2.3.6"))["identity"] == "CN_HEALTH_CARD|H12345678"
+    for logged in await world.events():
+        assert "11010519491231002X" not in repr(logged.data)

@@ -11,6 +11,7 @@ from . import orders  # exam requests (申请管理)
 from . import results  # result inbox, live push, dead letters (services/delivery)
 from . import records  # retention-aware deletion, sealing (封存)
 from . import reports  # report templates and report versions (docs/reports.md)
+from . import identity  # patient identity across the consortium (docs/identity.md)
 
 
 def add_routes(app: web.Application) -> None:
@@ -21,5 +22,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(records.routes)
     app.router.add_routes(reports.routes)
     app.router.add_routes(orders.routes)
+    app.router.add_routes(identity.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

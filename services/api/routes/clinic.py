@@ -18,6 +18,7 @@ from ...workflow.model import STATES
 from ...workflow.policy import request_view, sees_report, sees_request
 from ..context import not_found, page, record, require_role, runtime
 from ..problems import Problem, json_response
+from ..scope import shown
 from ..validation import known_query, query_choice, query_int
 
 routes = web.RouteTableDef()
@@ -43,7 +44,7 @@ async def list_studies(request: web.Request) -> web.Response:
         for r in found:
             if sees_request(who, r):
                 by_study[r["study_uid"]].append({k: r.get(k) for k in REQUEST_SUMMARY})
-    items = [{**s, "reading_requests": by_study.get(s["id"], [])} for s in studies]
+    items = [{**shown(s, who), "reading_requests": by_study.get(s["id"], [])} for s in studies]
     await record(request, "study.list", "studies", organization=where.get("organization"),
                  detail={"study_uids": [s["id"] for s in studies]})
     return json_response(page(items, limit, offset))

@@ -20,7 +20,7 @@ from ...workflow.consultation.service import execute, sees
 from ...workflow.errors import WorkflowError
 from ..context import not_found, page, principal, record, remote, require_role, runtime
 from ..problems import from_workflow, json_response
-from ..scope import patient_studies
+from ..scope import patient_studies, shown
 from ..validation import json_body, known_query, query_choice, query_int
 from .reader import PRIOR_REPORT_FIELDS
 
@@ -120,7 +120,8 @@ async def case(request: web.Request) -> web.Response:
                          "organizations": sorted({p.get("organization") or "" for p in priors})})
     keys = ("id", "state", "organization", "patient_id", "patient_name", "case_summary", "urgency", "specialty",
             "slot_start", "slot_end", "meeting_url", "specialists", "lead")
-    return json_response({**{k: doc.get(k) for k in keys}, "studies": attached, "priors": priors})
+    return json_response({**{k: doc.get(k) for k in keys}, "studies": [shown(s, who) for s in attached],
+                          "priors": [shown(p, who) for p in priors]})
 
 
 @routes.post(BASE + "/{consultation_id}/withdraw")

@@ -11,7 +11,7 @@ from ...workflow import queries
 from ...workflow.model import OPEN_STATES
 from ..context import not_found, page, principal, record, require_role, runtime
 from ..problems import Problem, json_response
-from ..scope import sees_study, visible_priors
+from ..scope import sees_study, shown, visible_priors
 from ..validation import known_query, query_choice, query_int
 
 routes = web.RouteTableDef()
@@ -60,7 +60,7 @@ async def study_metadata(request: web.Request) -> web.Response:
     instances = await store.find("instances", {"study_uid": study["id"]},
                                  sort=(("series_uid", 1), ("instance_number", 1), ("id", 1)))
     await record(request, "study.read", f"study/{study['id']}", organization=study.get("organization"))
-    return json_response({**study, "series": series, "instances": instances})
+    return json_response({**shown(study, principal(request)), "series": series, "instances": instances})
 
 
 @routes.get("/api/v1/studies/{study_uid}/priors")
@@ -74,7 +74,7 @@ async def priors(request: web.Request) -> web.Response:
     await record(request, "study.priors", f"study/{study['id']}", organization=study.get("organization"),
                  detail={"prior_uids": [p["id"] for p in priors],
                          "organizations": sorted({p.get("organization") or "" for p in priors})})
-    return json_response({"items": priors})
+    return json_response({"items": [shown(p, principal(request)) for p in priors]})
 
 
 

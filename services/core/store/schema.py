@@ -23,9 +23,11 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     # the outbox relay's lease of each partition (event source) of the outbox (core/bus/relay.py)
     "outbox_leases": (),
     # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
-    "patients": (Index(("organization", "patient_id")),),
+    "patients": (Index(("organization", "patient_id")), Index(("identity",))),
     "studies": (Index(("organization",)), Index(("patient_id",)), Index(("study_date",)),
-                Index(("state", "last_update_at"))),
+                Index(("state", "last_update_at")), Index(("identity",))),
+    # confirmed links between two organisations' patients, one document each way (api/routes/identity.py)
+    "identity_links": (Index(("patient",)),),
     "series": (Index(("study_uid",)),),
     "instances": (Index(("study_uid",)), Index(("series_uid",))),
     # pacs_gateway: storage commitment requests, id = Transaction UID; reports still to send are due by time

@@ -1,45 +1,5 @@
-"""The resident ID number (居民身份证号, GB 11643-1999): checked by its check digit, shown masked.
+"""The resident ID number of an order: the consortium's rule, :mod:`services.core.identity`."""
 
-It is patient data: the order keeps it for the worklist (Other Patient IDs Sequence, so the
-modality carries it into the study); the API shows it masked (``4101**********1234``), and no
-event, audit record, log line or error message carries it.  I/O free.
-"""
+from ...core.identity import ISSUER, check_digit, key, mask, normalized, problem
 
-from __future__ import annotations
-
-import re
-from datetime import date
-
-SHAPE = re.compile(r"^\d{17}[\dX]$")
-WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-CHECK = "10X98765432"  # ISO 7064 MOD 11-2: sum mod 11 -> check character
-ISSUER = "CN_RESIDENT_ID"  # Issuer of Patient ID (0010,0021) of the resident ID in Other Patient IDs
-
-
-def check_digit(first17: str) -> str:
-    return CHECK[sum(int(d) * w for d, w in zip(first17, WEIGHTS)) % 11]
-
-
-def problem(value: str) -> str | None:
-    """Why ``value`` is not a resident ID number (``None``: it is one).  Never repeats the value."""
-    text = value.strip().upper()
-    if not SHAPE.match(text):
-        return "must be 18 characters: 17 digits and a digit or X"
-    try:
-        date(int(text[6:10]), int(text[10:12]), int(text[12:14]))
-    except ValueError:
-        return "has no valid birth date in positions 7-14"
-    if check_digit(text[:17]) != text[17]:
-        return "fails its check digit"
-    return None
-
-
-def normalized(value: str) -> str:
-    return value.strip().upper()
-
-
-def mask(value: str | None) -> str | None:
-    """``4101**********1234``: the region and the last four, enough to tell two patients apart at a desk."""
-    if not value:
-        return value
-    return value[:4] + "*" * (len(value) - 8) + value[-4:]
+__all__ = ["ISSUER", "check_digit", "key", "mask", "normalized", "problem"]

@@ -234,6 +234,12 @@ async def _link(ctx: _Ctx, order: Doc, study: Doc) -> Doc:
     flags = model.mismatches(order, study)
     order = await _apply(ctx, order, "link", {"study_uid": study["id"], "linked_at": ctx.at,
                                               "demographic_mismatches": flags})
+    if order.get("resident_id") and not study.get("identity"):
+        # The modality may not carry Other Patient IDs: the order's resident ID gives the study its
+        # consortium identity (docs/identity.md), for priors across sites.
+        if found := identity.key(identity.ISSUER, order["resident_id"]):
+            await ctx.tx.update("studies", study["id"], {"identity": found})
+            study = {**study, "identity": found}
     _event(ctx, "study_linked", order, study_uid=study["id"], mismatched_fields=[f["field"] for f in flags])
     await _audit(ctx, "link", order, study_uid=study["id"], mismatched_fields=[f["field"] for f in flags])
     return order
