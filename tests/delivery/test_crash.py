@@ -150,7 +150,9 @@ async def test_kill_9_mid_delivery_then_restart_delivers_each_channel_exactly_on
     consortium = consortium_file(tmp_path, scp_port=scp_port, webhook_port=webhook_receiver.port)
     proc = YilianProcess(data_dir, YILIAN_CONSORTIUM=str(consortium), YILIAN_STUDY_QUIET_SECONDS="0.3",
                          YILIAN_LOG_LEVEL="INFO", YILIAN_DELIVERY_LEASE_SECONDS="1",
-                         YILIAN_DELIVERY_DICOM_TIMEOUT_SECONDS="2", YILIAN_DELIVERY_WEBHOOK_TIMEOUT_SECONDS="2",
+                         # the webhook waits while the first PDF is rendered and signed (CA and key
+                         # made at a first start): both channels must still be in flight at the kill
+                         YILIAN_DELIVERY_DICOM_TIMEOUT_SECONDS="2", YILIAN_DELIVERY_WEBHOOK_TIMEOUT_SECONDS="30",
                          YILIAN_DELIVERY_FIRST_DELAY_SECONDS="0.2", YILIAN_DELIVERY_MAX_DELAY_SECONDS="1",
                          YILIAN_DELIVERY_POLL_SECONDS="0.1", **{WEBHOOK_ENV: WEBHOOK_SECRET})
     await asyncio.to_thread(proc.start)
