@@ -23,18 +23,24 @@ routes = web.RouteTableDef()
 OUTCOMES = {404: "not_found", 403: "forbidden", 409: "conflict", 422: "invalid"}
 
 
-async def _run(request: web.Request, action: str, resource: str, build: Callable[[dict[str, Any]], c.Command],
-               *, status: int = 200) -> web.Response:
-    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+async def run_command(request: web.Request, action: str, resource: str,
+                      build: Callable[[dict[str, Any]], Any], *,
+                      roles: tuple[str, ...] = ("clinic", "reader", "coordinator", "admin"), status: int = 200,
+                      present: Callable[[dict[str, Any]], Any] | None = None,
+                      executor: Callable[..., Any] = execute) -> web.Response:
+    """One workflow command from a request (reading, consultation and order routes alike): the
+    caller's role, the validated body, ``executor`` (the workflow's ``execute``, or the
+    consultation service's); a refusal audited with its outcome."""
+    who = require_role(request, *roles)
     body = await json_body(request)
     try:
-        result = await execute(runtime(request), build(body), actor=who, remote=remote(request))
+        result = await executor(runtime(request), build(body), actor=who, remote=remote(request))
     except WorkflowError as exc:
         problem = from_workflow(exc)
         await record(request, action, resource, outcome=OUTCOMES.get(problem.status, "refused"),
                      detail={"error": problem.detail})
         raise problem from None
-    return json_response(result, status=status)
+    return json_response(present(result) if present else result, status=status)
 
 
 def _rid(request: web.Request) -> str:
@@ -43,7 +49,7 @@ def _rid(request: web.Request) -> str:
 
 @routes.post("/api/v1/reading-requests")
 async def create(request: web.Request) -> web.Response:
-    return await _run(request, "reading.request", "reading-requests", lambda b: c.RequestReading(
+    return await run_command(request, "reading.request", "reading-requests", lambda b: c.RequestReading(
         study_uid=b["study_uid"], kind=b["kind"], priority=b["priority"], clinical_question=b["clinical_question"],
         green_channel=b.get("green_channel"), signed_resident=b.get("signed_resident", False)), status=201)
 
@@ -51,31 +57,31 @@ async def create(request: web.Request) -> web.Response:
 @routes.post("/api/v1/reading-requests/{request_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.cancel", f"reading/{rid}", lambda b: c.CancelReading(rid, b["reason"]))
+    return await run_command(request, "reading.cancel", f"reading/{rid}", lambda b: c.CancelReading(rid, b["reason"]))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/claim")
 async def claim(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.claim", f"reading/{rid}", lambda b: c.Claim(rid))
+    return await run_command(request, "reading.claim", f"reading/{rid}", lambda b: c.Claim(rid))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/renew")
 async def renew(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.renew", f"reading/{rid}", lambda b: c.RenewLease(rid))
+    return await run_command(request, "reading.renew", f"reading/{rid}", lambda b: c.RenewLease(rid))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/release")
 async def release(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.release", f"reading/{rid}", lambda b: c.Release(rid))
+    return await run_command(request, "reading.release", f"reading/{rid}", lambda b: c.Release(rid))
 
 
 @routes.put("/api/v1/reading-requests/{request_id}/draft")
 async def draft(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.draft", f"reading/{rid}", lambda b: c.SaveDraft(
+    return await run_command(request, "reading.draft", f"reading/{rid}", lambda b: c.SaveDraft(
         rid, b["findings"], b["impression"], b.get("critical", False), b.get("critical_category"),
         **_template(b)))
 
@@ -88,21 +94,21 @@ def _template(b: dict[str, Any]) -> dict[str, Any]:
 @routes.post("/api/v1/reading-requests/{request_id}/sign")
 async def sign(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "report.sign", f"reading/{rid}", lambda b: c.Sign(
+    return await run_command(request, "report.sign", f"reading/{rid}", lambda b: c.Sign(
         rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b)))
 
 
 @routes.put("/api/v1/reading-requests/{request_id}/review")
 async def review(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "report.review", f"reading/{rid}", lambda b: c.Review(
+    return await run_command(request, "report.review", f"reading/{rid}", lambda b: c.Review(
         rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b)))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/countersign")
 async def countersign(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "report.countersign", f"reading/{rid}", lambda b: c.Review(
+    return await run_command(request, "report.countersign", f"reading/{rid}", lambda b: c.Review(
         rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b),
         release=True))
 
@@ -110,36 +116,36 @@ async def countersign(request: web.Request) -> web.Response:
 @routes.post("/api/v1/reading-requests/{request_id}/send-back")
 async def send_back(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "report.send_back", f"reading/{rid}", lambda b: c.SendBack(rid, b["comment"]))
+    return await run_command(request, "report.send_back", f"reading/{rid}", lambda b: c.SendBack(rid, b["comment"]))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/escalate")
 async def escalate(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.escalate", f"reading/{rid}", lambda b: c.Escalate(rid, b["reason"]))
+    return await run_command(request, "reading.escalate", f"reading/{rid}", lambda b: c.Escalate(rid, b["reason"]))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/return")
 async def return_for_rescan(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.return", f"reading/{rid}",
+    return await run_command(request, "reading.return", f"reading/{rid}",
                       lambda b: c.ReturnForRescan(rid, b["reason_code"], b.get("comment", "")))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/move")
 async def move(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.move", f"reading/{rid}", lambda b: c.MoveToCentre(rid, b["centre"], b["reason"]))
+    return await run_command(request, "reading.move", f"reading/{rid}", lambda b: c.MoveToCentre(rid, b["centre"], b["reason"]))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/assign")
 async def assign(request: web.Request) -> web.Response:
     rid = _rid(request)
-    return await _run(request, "reading.assign", f"reading/{rid}",
+    return await run_command(request, "reading.assign", f"reading/{rid}",
                       lambda b: c.AssignToReader(rid, b["reader_id"], b["reason"]))
 
 @routes.post("/api/v1/reports/{report_id}/addenda")
 async def addendum(request: web.Request) -> web.Response:
     report_id = request.match_info["report_id"]
-    return await _run(request, "report.addendum", f"report/{report_id}",
+    return await run_command(request, "report.addendum", f"report/{report_id}",
                       lambda b: c.Addendum(report_id, b["text"]), status=201)

@@ -17,33 +17,24 @@ from ...workflow.consultation import commands as c
 from ...workflow.consultation import queries
 from ...workflow.consultation.model import STATES
 from ...workflow.consultation.service import execute, sees
-from ...workflow.errors import WorkflowError
-from ..context import not_found, page, principal, record, remote, require_role, runtime
-from ..problems import from_workflow, json_response
+from ..context import not_found, page, principal, record, require_role, runtime
+from ..problems import json_response
 from ..scope import patient_studies, shown
-from ..validation import json_body, known_query, query_choice, query_int
+from ..validation import known_query, query_choice, query_int
+from .commands import run_command
 from .reader import PRIOR_REPORT_FIELDS
 
 routes = web.RouteTableDef()
 
 BASE = "/api/v1/consultations"
 ROLES = ("clinic", "reader", "coordinator", "admin")
-OUTCOMES = {404: "not_found", 403: "forbidden", 409: "conflict", 422: "invalid"}
 
 
 async def _run(request: web.Request, action: str, build: Callable[[dict[str, Any]], c.Command], *,
                status: int = 200) -> web.Response:
-    who = require_role(request, *ROLES)
-    body = await json_body(request)
     cid = request.match_info.get("consultation_id")
-    try:
-        result = await execute(runtime(request), build(body), actor=who, remote=remote(request))
-    except WorkflowError as exc:
-        problem = from_workflow(exc)
-        await record(request, f"consultation.{action}", f"consultation/{cid}" if cid else "consultations",
-                     outcome=OUTCOMES.get(problem.status, "refused"), detail={"error": problem.detail})
-        raise problem from None
-    return json_response(result, status=status)
+    return await run_command(request, f"consultation.{action}", f"consultation/{cid}" if cid else "consultations",
+                             build, roles=ROLES, status=status, executor=execute)
 
 
 def _cid(request: web.Request) -> str:

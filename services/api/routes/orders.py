@@ -12,36 +12,26 @@ from typing import Any
 
 from aiohttp import web
 
-from ...workflow.errors import WorkflowError
 from ...workflow.orders import commands as c
 from ...workflow.orders.identity import mask
 from ...workflow.orders.model import STATES
 from ...workflow.orders.service import ORDERS, overdue_before, sees
-from ...workflow.service import execute
-from ..context import not_found, page, record, remote, require_role, runtime
-from ..problems import from_workflow, json_response
-from ..validation import json_body, known_query, query_choice, query_int
+from ..context import not_found, page, record, require_role, runtime
+from ..problems import json_response
+from ..validation import known_query, query_choice, query_int
+from .commands import run_command
 
 routes = web.RouteTableDef()
 
 BASE = "/api/v1/orders"
 ROLES = ("clinic", "admin")
-OUTCOMES = {404: "not_found", 403: "forbidden", 409: "conflict", 422: "invalid"}
 
 
 async def _run(request: web.Request, action: str, build: Callable[[dict[str, Any]], c.Command], *,
                status: int = 200) -> web.Response:
-    who = require_role(request, *ROLES)
-    body = await json_body(request)
     oid = request.match_info.get("order_id")
-    try:
-        result = await execute(runtime(request), build(body), actor=who, remote=remote(request))
-    except WorkflowError as exc:
-        problem = from_workflow(exc)
-        await record(request, f"order.{action}", f"order/{oid}" if oid else "orders",
-                     outcome=OUTCOMES.get(problem.status, "refused"), detail={"error": problem.detail})
-        raise problem from None
-    return json_response(public(result), status=status)
+    return await run_command(request, f"order.{action}", f"order/{oid}" if oid else "orders", build,
+                             roles=ROLES, status=status, present=public)
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
