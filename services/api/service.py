@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ..core.runtime import Runtime
+from ..core.tls import server_context
 from .app import create_app
 from .problems import ProblemAppRunner
 
@@ -31,8 +32,9 @@ class ApiService:
         app = create_app(self.rt, clock=self.clock)
         self._runner = ProblemAppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.rt.settings.bind_host, self.rt.settings.http_port,
-                           reuse_address=True)
+        settings = self.rt.settings
+        site = web.TCPSite(self._runner, settings.bind_host, settings.http_port, reuse_address=True,
+                           ssl_context=server_context(settings.http_tls_cert, settings.http_tls_key))
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.ready = True
