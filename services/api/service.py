@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ..core.runtime import Runtime
+from ..core.passwords import USERS
 from ..core.tls import server_context
 from .app import create_app
 from .problems import ProblemAppRunner
@@ -38,8 +39,19 @@ class ApiService:
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.ready = True
+        await self._first_admin_hint()
         log.info("http listening", extra={"listener": "http", "host": self.rt.settings.bind_host,
                                           "port": self.port})
+
+    async def _first_admin_hint(self) -> None:
+        """Say so when no admin can sign in at /signin yet (a fresh install): how the first one gets a password."""
+        admins = sorted(u.id for u in self.rt.consortium.users.values() if u.role == "admin" and not u.disabled)
+        for admin in admins:
+            if ((await self.rt.store.get(USERS, admin)) or {}).get("password_hash"):
+                return
+        if admins:
+            log.warning("no admin has a desk password yet: run `yilian user passwd %s` (same YILIAN_DATA_DIR / "
+                        "YILIAN_STORE_URL), then sign in at /signin", admins[0], extra={"admins": admins})
 
     async def stop(self) -> None:
         self.ready = False
