@@ -436,6 +436,7 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
     _emit_report(ctx, report, doc)
     await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
                     critical=content["critical"], critical_category=content["critical_category"], version=seq)
+    await quality.on_released(ctx, report)
     return doc
 
 
@@ -495,6 +496,7 @@ async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
     await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
                     critical=content["critical"], critical_category=content["critical_category"], version=seq,
                     author=author, reviewer=ctx.actor.user_id)
+    await quality.on_released(ctx, report)
     return doc
 
 
@@ -525,6 +527,12 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
     if not policy.may(ctx.actor, "addendum"):
         raise Forbidden(f"a {ctx.actor.role} may not add an addendum to a report")
     text = _text(cmd.text, "text")
+    return await write_addendum(ctx, original, text)
+
+
+async def write_addendum(ctx: _Ctx, original: Doc, text: str) -> Doc:
+    """A new report correcting ``original`` by the actor, delivered like it (``report.signed``);
+    the original is sampled for peer review (docs/quality.md).  The caller checked who may."""
     request = await ctx.tx.get(RR, original["request_id"])
     report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
                                                "modality", "patient_id", "patient_name", "accession_number",
@@ -545,6 +553,7 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
     _emit_report(ctx, report, request)
     await ctx.audit("report.addendum", f"report/{report['id']}", report["organization"],
                     addendum_of=original["id"], request_id=request["id"])
+    await quality.sample(ctx, original, "addendum")
     return report
 
 
@@ -582,11 +591,20 @@ async def _return(ctx: _Ctx, cmd: c.ReturnForRescan) -> Doc:
         raise Invalid(f"reason_code must be one of {', '.join(c.RETURN_REASONS)}, not {cmd.reason_code!r}")
     comment = _text(cmd.comment, "comment", required=False, limit=2000)
     _check_holder(ctx, doc, "return")
-    returned = {"reason_code": cmd.reason_code, "comment": comment, "by": ctx.actor.user_id, "at": ctx.at}
+    if cmd.reason_code == "image_quality":
+        # A re-scan for image quality is one outcome of grading: the study is graded 废片 with its reasons
+        return await quality.grade(ctx, doc, quality.reject_code(ctx.rt.consortium),
+                                   list(cmd.quality_reasons) or ["other"], comment)
+    return await return_for_rescan(ctx, doc, cmd.reason_code, comment)
+
+
+async def return_for_rescan(ctx: _Ctx, doc: Doc, reason_code: str, comment: str) -> Doc:
+    """claimed|draft -> returned, with its event (the clinic's re-scan notice) and audit record."""
+    returned = {"reason_code": reason_code, "comment": comment, "by": ctx.actor.user_id, "at": ctx.at}
     doc = await _apply(ctx, doc, "return", {"return": returned})
-    ctx.event("reading.returned", doc, reason_code=cmd.reason_code, comment=comment, reader_id=ctx.actor.user_id,
+    ctx.event("reading.returned", doc, reason_code=reason_code, comment=comment, reader_id=ctx.actor.user_id,
               patient_id=doc.get("patient_id"), patient_name=doc.get("patient_name"))
-    await ctx.audit("reading.return", f"reading/{doc['id']}", doc["organization"], reason_code=cmd.reason_code)
+    await ctx.audit("reading.return", f"reading/{doc['id']}", doc["organization"], reason_code=reason_code)
     return doc
 
 
@@ -771,5 +789,7 @@ async def flag_sla_risks(rt: Runtime) -> int:
 # Exam requests (services/workflow/orders) run through the same execute; imported last, as they
 # build on this module's reading-request helpers.
 from .orders import service as orders  # noqa: E402
+from .quality import service as quality  # noqa: E402  (image quality and peer review)
 
 _HANDLERS.update(orders.HANDLERS)
+_HANDLERS.update(quality.HANDLERS)

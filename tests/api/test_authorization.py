@@ -129,6 +129,14 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/results/{report}/acknowledge", {}),
         ("GET", "/api/v1/deliveries/dead-letters", None),
         ("POST", "/api/v1/deliveries/D/redrive", {}),
+        # image quality grading and peer review (docs/quality.md); pr-X: a review nobody sampled
+        ("PUT", f"/api/v1/reading-requests/{rid}/quality", {"grade": "B", "reasons": ["exposure"]}),
+        ("GET", "/api/v1/quality/rates", None),
+        ("GET", "/api/v1/peer-reviews", None),
+        ("GET", "/api/v1/peer-reviews/stats", None),
+        ("POST", "/api/v1/peer-reviews/pr-X/assign", {"reviewer": "dr-chen"}),
+        ("POST", "/api/v1/peer-reviews/pr-X/score", {"score": 1}),
+        ("POST", "/api/v1/peer-reviews/pr-X/arbitrate", {"upheld": False, "comment": "x"}),
     ]
 
 
@@ -140,7 +148,8 @@ BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": 
 async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
-                       "consultation_notes", "bookings", "seals", "instances", "orders"):
+                       "consultation_notes", "bookings", "seals", "instances", "orders", "quality_gradings",
+                       "peer_reviews"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -158,6 +167,7 @@ async def test_matrix_covers_every_route(api):
                .replace("/results/{report_id}", "/results/{result_id}")
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
                .replace("/seals/seal-x", "/seals/{seal_id}")
+               .replace("/pr-X", "/{review_id}")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")
                .replace("/chest-dr-pa", "/{template_id}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
@@ -265,7 +275,8 @@ async def test_same_centre_but_not_the_holder_is_refused(api):
     before = await snapshot(api)
     for method, action, body in (("POST", "renew", {}), ("POST", "release", {}), ("POST", "sign", {}),
                                  ("PUT", "draft", {"findings": "x", "impression": "y"}),
-                                 ("POST", "escalate", {"reason": "r"}), ("POST", "claim", {})):
+                                 ("POST", "escalate", {"reason": "r"}), ("POST", "claim", {}),
+                                 ("PUT", "quality", {"grade": "reject", "reasons": ["motion"]})):
         status, problem, _ = await api.call(method, f"/api/v1/reading-requests/{ids['rid']}/{action}",
                                             user="dr-li", json=body)
         assert status == 409, (action, status, problem)
@@ -287,6 +298,12 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/reports"), ("auditor",)),
+    (("GET", "/api/v1/quality/rates"), ("auditor",)),
+    (("GET", "/api/v1/peer-reviews"), ("cg-clinic", "auditor")),
+    (("GET", "/api/v1/peer-reviews/stats"), ("cg-clinic", "auditor")),
+    (("POST", "/api/v1/peer-reviews/pr-X/score"), ("cg-clinic", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/peer-reviews/pr-X/arbitrate"), ("cg-clinic", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/peer-reviews/pr-X/assign"), ("cg-clinic", "dr-wang", "auditor")),
 ]
 
 

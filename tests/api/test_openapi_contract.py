@@ -190,6 +190,22 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await api.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang", {"text": "补充：两周后复查"}, status=201)
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
 
+    # image quality and peer review (docs/quality.md): the critical report was sampled
+    await api.ok("PUT", f"/api/v1/reading-requests/{rid}/quality", "dr-wang", {"grade": "B", "reasons": ["exposure"]})
+    await call("PUT", f"/api/v1/reading-requests/{rid}/quality", "dr-wang", {"grade": "Z"})  # 422
+    await call("GET", "/api/v1/quality/rates", "cg-clinic")
+    await call("GET", "/api/v1/quality/rates?from=2030-13", "admin")  # 422
+    await call("GET", "/api/v1/quality/rates", "auditor")  # 403
+    review = f"/api/v1/peer-reviews/pr-{report_id}"
+    await call("GET", "/api/v1/peer-reviews", "dr-li")
+    await call("POST", f"{review}/assign", "coord-county", {"reviewer": "dr-wang"})  # 422: the author
+    await api.ok("POST", f"{review}/assign", "coord-county", {"reviewer": "dr-chen"})
+    await api.ok("POST", f"{review}/score", "dr-chen", {"score": 3, "clinically_significant": False, "comment": "漏描述"})
+    await call("POST", f"{review}/score", "dr-chen", {"score": 1})  # 409
+    await call("POST", f"{review}/arbitrate", "dr-wang", {"upheld": True, "comment": "x"})  # 403: the author
+    await call("POST", f"{review}/arbitrate", "dr-li", {"upheld": True, "comment": "x"})  # 404: not his
+    await call("GET", "/api/v1/peer-reviews/stats", "dr-wang")
+
     # the other reading commands
     other = await api.ok("POST", "/api/v1/reading-requests", "cg-clinic", {
         "study_uid": "1.2.826.0.1.100.2", "kind": "imaging", "priority": "routine", "clinical_question": "复查"},

@@ -129,7 +129,8 @@ async def escalate(request: web.Request) -> web.Response:
 async def return_for_rescan(request: web.Request) -> web.Response:
     rid = _rid(request)
     return await run_command(request, "reading.return", f"reading/{rid}",
-                      lambda b: c.ReturnForRescan(rid, b["reason_code"], b.get("comment", "")))
+                      lambda b: c.ReturnForRescan(rid, b["reason_code"], b.get("comment", ""),
+                                                  tuple(b.get("quality_reasons", ()))))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/move")
