@@ -94,6 +94,8 @@ class Centre:
     # kind -> the lowest title (TITLES) whose report is released at once; a lower one's is submitted for review
     sign_off: dict[str, str] = field(default_factory=dict)
     report_page: str | None = None  # the report PDF's paper size (REPORT_PAGES); None: the consortium's
+    # duty roster rule (排班管理): shift kind (day, night, on_call) -> the fewest readers on it while it runs
+    min_on_duty: dict[str, int] = field(default_factory=dict)
 
     def releases(self, kind: str, title: str | None) -> bool:
         """Whether a reader of ``title`` releases a ``kind`` report himself (no review)."""
@@ -426,7 +428,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     for n in L.seq(top["centres"], "centres"):
         f = L.mapping(n, "centre", {"id": True, "name": True, "organization": True, "kinds": True,
                                     "escalation": False, "capacity_per_reader_per_hour": False,
-                                    "sign_off": False, "report_page": False})
+                                    "sign_off": False, "report_page": False, "min_on_duty": False})
         cid = L.scalar(f["id"], "centre.id", pattern=ID)
         if cid in centres:
             raise f["id"].error(f"duplicate centre id {cid!r}")
@@ -440,7 +442,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                               L.opt(f, "escalation", "centre"),
                               L.integer(f["capacity_per_reader_per_hour"], "centre.capacity_per_reader_per_hour", 1, 1000)
                               if "capacity_per_reader_per_hour" in f else 6, _sign_off(L, f.get("sign_off"), kinds),
-                              L.opt(f, "report_page", "centre", choices=REPORT_PAGES))
+                              L.opt(f, "report_page", "centre", choices=REPORT_PAGES), _min_on_duty(L, f.get("min_on_duty")))
         centre_lines[cid] = f.get("escalation", n)
     for cid, c in centres.items():
         if c.escalation is not None and c.escalation not in centres:
@@ -577,6 +579,14 @@ def _quality(L: _Loader, node: _Node | None) -> QualityConfig:
     percent = L.integer(f["peer_review_percent"], "quality.peer_review_percent", 0, 100) \
         if "peer_review_percent" in f else QualityConfig().peer_review_percent
     return QualityConfig(scale, percent)
+
+
+def _min_on_duty(L: _Loader, node: _Node | None) -> dict[str, int]:
+    """``centre.min_on_duty``: shift kind -> the fewest readers on a shift of that kind while one runs."""
+    if node is None:
+        return {}
+    f = L.mapping(node, "centre.min_on_duty", {"day": False, "night": False, "on_call": False})
+    return {kind: L.integer(n, f"centre.min_on_duty.{kind}", 0, 100) for kind, n in f.items()}
 
 
 def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:

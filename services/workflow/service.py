@@ -20,7 +20,7 @@ from ..core.consortium import GREEN_CHANNELS, KINDS, PRIORITIES
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from . import commands as c
-from . import model, policy, routing, template_store, templates
+from . import model, policy, rosters, routing, template_store, templates
 from .context import CommandContext, settings_of
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .leases import iso
@@ -149,8 +149,9 @@ async def _load(ctx: _Ctx, centre: str, doc: Doc, deadline: str) -> routing.Cent
                                                   {"priority_rank": p, "boost_rank": {"$lt": b}},
                                                   {"priority_rank": p, "boost_rank": b,
                                                    "deadline": {"$lte": deadline}}]})
-    return routing.CentreLoad(centre, ahead, routing.on_duty_readers(consortium, centre),
-                              consortium.centres[centre].capacity_per_reader_per_hour)
+    # on-duty capacity: the centre's roster now (day and night shifts), or the file's on_duty flags
+    on_duty = await rosters.readers_on_duty(ctx.rt.store, consortium, centre, ctx.at)
+    return routing.CentreLoad(centre, ahead, len(on_duty), consortium.centres[centre].capacity_per_reader_per_hour)
 
 
 async def _route_and_queue(ctx: _Ctx, doc: Doc, study: Doc, *, centres: list[str] | None = None) -> Doc:
@@ -768,10 +769,12 @@ async def expire_waiting(rt: Runtime) -> int:
 
 
 async def flag_sla_risks(rt: Runtime) -> int:
-    """Flag open tasks past ``sla_risk_fraction`` of their SLA (``reading.sla_at_risk``, once each)."""
+    """Flag open tasks past ``sla_risk_fraction`` of their SLA (``reading.sla_at_risk``, once each), and
+    at once those of a rostered centre with nobody on duty until after their deadline."""
     now = settings_of(rt).now()
     due = await rt.store.find(RR, {"state": {"$in": list(model.WORKLIST_STATES)}, "sla_at_risk": False,
                                    "sla_risk_at": {"$lt": iso(now)}}, sort=(("sla_risk_at", 1),), limit=500)
+    due += await _uncovered(rt, iso(now))
     flagged = 0
     for stale in due:
         async with rt.store.transaction() as tx:
@@ -786,6 +789,22 @@ async def flag_sla_risks(rt: Runtime) -> int:
     return flagged
 
 
+async def _uncovered(rt: Runtime, at: str) -> list[Doc]:
+    """Open tasks not yet at risk whose centre has a roster, nobody on duty now, and no day or night
+    shift starting before their deadline: nobody will read them in time (a gap in the roster)."""
+    out: list[Doc] = []
+    for centre in rt.consortium.centres:
+        if not await rosters.has_roster(rt.store, centre) or \
+                await rosters.readers_on_duty(rt.store, rt.consortium, centre, at):
+            continue
+        back = await rosters.next_capacity_start(rt.store, centre, at)
+        where: Doc = {"centre": centre, "on_worklist": True, "sla_at_risk": False}
+        if back is not None:
+            where["deadline"] = {"$lt": back}
+        out += await rt.store.find(RR, where, sort=(("deadline", 1),), limit=500)
+    return out
+
+
 # Exam requests (services/workflow/orders) run through the same execute; imported last, as they
 # build on this module's reading-request helpers.
 from .orders import service as orders  # noqa: E402
@@ -793,3 +812,4 @@ from .quality import service as quality  # noqa: E402  (image quality and peer r
 
 _HANDLERS.update(orders.HANDLERS)
 _HANDLERS.update(quality.HANDLERS)
+_HANDLERS[rosters.SetRoster] = rosters.set_roster  # duty rosters (排班管理)

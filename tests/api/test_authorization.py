@@ -137,6 +137,11 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", "/api/v1/peer-reviews/pr-X/assign", {"reviewer": "dr-chen"}),
         ("POST", "/api/v1/peer-reviews/pr-X/score", {"score": 1}),
         ("POST", "/api/v1/peer-reviews/pr-X/arbitrate", {"upheld": False, "comment": "x"}),
+        # duty rosters (排班管理)
+        ("PUT", "/api/v1/centres/county-imaging/roster", {"start": "2099-01-01T00:00:00+08:00",
+                                                          "end": "2099-01-02T00:00:00+08:00", "shifts": []}),
+        ("GET", "/api/v1/centres/county-imaging/roster", None),
+        ("GET", "/api/v1/on-duty", None),
     ]
 
 
@@ -149,7 +154,7 @@ async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
                        "consultation_notes", "bookings", "seals", "instances", "orders", "quality_gradings",
-                       "peer_reviews"):
+                       "peer_reviews", "shifts"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -168,6 +173,7 @@ async def test_matrix_covers_every_route(api):
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
                .replace("/seals/seal-x", "/seals/{seal_id}")
                .replace("/pr-X", "/{review_id}")
+               .replace("/centres/county-imaging/roster", "/centres/{centre}/roster")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")
                .replace("/chest-dr-pa", "/{template_id}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
@@ -304,6 +310,9 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("POST", "/api/v1/peer-reviews/pr-X/score"), ("cg-clinic", "coord-county", "admin", "auditor")),
     (("POST", "/api/v1/peer-reviews/pr-X/arbitrate"), ("cg-clinic", "coord-county", "admin", "auditor")),
     (("POST", "/api/v1/peer-reviews/pr-X/assign"), ("cg-clinic", "dr-wang", "auditor")),
+    (("PUT", "/api/v1/centres/county-imaging/roster"), ("cg-clinic", "dr-wang", "auditor")),
+    (("GET", "/api/v1/centres/county-imaging/roster"), ("cg-clinic", "auditor")),
+    (("GET", "/api/v1/on-duty"), ("cg-clinic", "auditor")),
 ]
 
 

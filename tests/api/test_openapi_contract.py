@@ -349,6 +349,20 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})  # 409
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
 
+    # duty rosters (排班管理, docs/quality.md#duty-rosters)
+    roster = "/api/v1/centres/county-imaging/roster"
+    day = {"start": "2030-01-02T00:00:00+08:00", "end": "2030-01-03T00:00:00+08:00"}
+    await api.ok("PUT", roster, "coord-county", {**day, "shifts": [
+        {"reader": r, "kind": "day", "start": "2030-01-02T08:00:00+08:00", "end": "2030-01-02T20:00:00+08:00"}
+        for r in ("dr-wang", "dr-li")]})
+    await call("PUT", roster, "coord-county", {**day, "shifts": [  # 422: below min_on_duty
+        {"reader": "dr-li", "kind": "day", "start": "2030-01-02T08:00:00+08:00", "end": "2030-01-02T20:00:00+08:00"}]})
+    await call("PUT", roster, "coord-city", {**day, "shifts": []})  # 404
+    await call("GET", roster, "dr-wang")
+    await call("GET", f"{roster}?from=yesterday", "dr-wang")  # 422
+    await call("GET", "/api/v1/on-duty", "admin")
+    await call("GET", "/api/v1/on-duty?centre=city-imaging", "coord-county")  # 404
+
     answered = {(m, t) for m, t, _ in contract.checked}
     documented = {(m.upper(), p) for p, item in contract.doc["paths"].items() for m in item if m in METHODS}
     not_called = {(m, p) for m, p in documented - answered if not p.startswith("/dicomweb")
