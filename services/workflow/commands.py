@@ -76,6 +76,7 @@ class Sign:
     template_id: str | None = None
     template_version: int | None = None
     fields: dict | None = None
+    quality: dict | None = None  # the image quality grading made when reporting ({grade, reasons, comment})
 
 
 @dataclass(frozen=True, slots=True)

@@ -424,6 +424,8 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
     _check_holder(ctx, doc, "sign")
     content = await _content(ctx, doc, cmd, doc.get("draft"))
     _check_report(content)
+    if cmd.quality is not None:  # graded when reporting, in the same transaction (docs/quality.md)
+        doc = await quality.grade_when_signing(ctx, doc, cmd.quality)
     user = ctx.rt.consortium.users.get(ctx.actor.user_id)
     if not ctx.rt.consortium.centres[doc["centre"]].releases(doc["kind"], user.title if user else None):
         return await _submit(ctx, doc, content)

@@ -326,3 +326,20 @@ async def test_figures_per_reader_and_centre_readers_see_only_their_own(world):
     assert centre["centres"][0] | {} == {**centre["centres"][0], "original_centre": "county-imaging", "sampled": 3,
                                          "scored": 3, "agreement_rate": round(2 / 3, 4)}
     assert (await world.ok("GET", "/api/v1/peer-reviews/stats", "coord-city"))["readers"] == []
+
+
+async def test_the_grading_comes_with_the_signature(world):
+    rid = (await claimed(world, CG_CT))["id"]
+    sign = f"/api/v1/reading-requests/{rid}/sign"
+    status, problem, _ = await world.call("POST", sign, user="dr-li", json={
+        "findings": "x", "impression": "y", "quality": {"grade": "reject", "reasons": ["motion"]}})
+    assert status == 422 and "returned for a re-scan, not signed" in problem["detail"]
+    status, problem, _ = await world.call("POST", sign, user="dr-li", json={
+        "findings": "x", "impression": "y", "quality": {"grade": "B", "reasons": ["nonsense"]}})
+    assert status == 422 and "nonsense" in problem["detail"]
+    assert (await world.rt.store.get("reading_requests", rid))["state"] == "claimed"
+    assert await world.rt.store.find("quality_gradings") == []
+    doc = await world.ok("POST", sign, "dr-li", {"findings": "x", "impression": "y",
+                                                 "quality": {"grade": "B", "reasons": ["exposure"]}})
+    assert doc["state"] == "signed" and doc["quality"]["grade"] == "B"
+    assert [e["grade"] for e in await events(world, "study.quality_graded")] == ["B"]

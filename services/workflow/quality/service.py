@@ -73,6 +73,17 @@ async def grade(ctx: _Ctx, doc: Doc, code: Any, reasons: Any, comment: Any) -> D
     return doc
 
 
+async def grade_when_signing(ctx: _Ctx, doc: Doc, grading: Any) -> Doc:
+    """``Sign`` with ``quality``: grade first (not reject: a 废片 is returned, not reported)."""
+    if not isinstance(grading, dict):
+        raise Invalid("quality must be an object {grade, reasons, comment}")
+    found = ctx.rt.consortium.quality.grade(grading.get("grade")) if isinstance(grading.get("grade"), str) else None
+    if found is not None and found.reject:
+        raise Invalid(f"a study graded {found.code} ({found.label}) is returned for a re-scan, not signed: "
+                      "PUT .../quality with that grade")
+    return await grade(ctx, doc, grading.get("grade"), grading.get("reasons"), grading.get("comment"))
+
+
 # --- peer review --------------------------------------------------------------------------
 
 def review_id(report_id: str) -> str:
