@@ -79,6 +79,9 @@ async def test_the_holder_grades_and_the_signer_regrades_the_latest_counts(world
                      "modality": "CT", "operators": ["LI^JISHI", "王技师"], "reader": "dr-li",
                      "centre": "county-imaging", "graded_at": "2030-01-31T15:30:00.000Z", "comment": "曝光偏低"}
     assert [a["detail"]["grade"] for a in await audit(world, "quality.grade")] == ["B", "A"]
+    rates = await world.ok("GET", "/api/v1/quality/rates", "admin")  # the regrade replaced the grade
+    assert [(r["operator"], r["graded"], r["grades"]) for r in rates["items"]] == \
+        [("LI^JISHI", 1, {"A": 1}), ("王技师", 1, {"A": 1})]
 
 
 async def test_a_reject_grade_needs_reasons_and_returns_the_study_for_a_re_scan(world):
