@@ -88,6 +88,7 @@ class UserDirectory:
     def __init__(self, rt: Any, *, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.rt, self.ttl, self.clock = rt, ttl, clock
         self.file: Consortium = rt.shared.setdefault(FILE_KEY, rt.consortium)
+        self._published: Consortium | None = None  # the merged consortium this directory last set
         self._fresh_until = float("-inf")
         self._seen: tuple[Any, ...] | None = None
         self._lock = asyncio.Lock()
@@ -102,9 +103,12 @@ class UserDirectory:
             if self.clock() < self._fresh_until:
                 return
             started = self.clock()
+            if self.rt.consortium is not self._published and self.rt.consortium is not self.file:
+                # Replaced from outside (a configuration reload, a test): that is the new base.
+                self.file, self._seen = self.rt.consortium, None
             docs = await self.rt.store.find(USERS)
             seen = tuple(sorted((d["id"], tuple(sorted(profile_of(d).items()))) for d in docs))
             if seen != self._seen:
-                self.rt.consortium = merged(self.file, docs)
+                self.rt.consortium = self._published = merged(self.file, docs)
                 self._seen = seen
             self._fresh_until = started + self.ttl

@@ -14,6 +14,8 @@ from . import reports  # report templates and report versions (docs/reports.md)
 from . import identity  # patient identity across the consortium (docs/identity.md)
 from . import signin  # desk sessions: sign in, who is signed in, sign out (docs/desks.md)
 from . import users  # users and passwords (admin; a user's own password)
+from . import quality  # image quality grading and peer review (docs/quality.md)
+from . import rosters  # duty rosters (排班管理) and who is on duty now
 
 
 def add_routes(app: web.Application) -> None:
@@ -27,5 +29,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(identity.routes)
     app.router.add_routes(signin.routes)
     app.router.add_routes(users.routes)
+    app.router.add_routes(quality.routes)
+    app.router.add_routes(rosters.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)
