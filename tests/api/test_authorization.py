@@ -126,6 +126,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/results", None),
         ("GET", "/api/v1/results/stream", None),
         ("GET", f"/api/v1/results/{report}", None),
+        ("GET", f"/api/v1/results/{report}/pdf", None),  # the desk's print
         ("POST", f"/api/v1/results/{report}/acknowledge", {}),
         ("GET", "/api/v1/deliveries/dead-letters", None),
         ("POST", "/api/v1/deliveries/D/redrive", {}),
