@@ -152,3 +152,44 @@ def act_refused(driver, css: str) -> None:
     wait_page(driver, lambda d: "reason" in d.find_element(By.ID, "act-error").text, "the refusal's detail")
     assert driver.find_element(By.ID, "act").get_attribute("open") is not None
     driver.find_element(By.ID, "act-cancel").click()
+
+
+@pytest.mark.timeout(180)
+async def test_a_coordinator_signed_in_with_a_password_reassigns_from_the_dashboard(world, tmp_path):
+    """The desk's session instead of a token: /desk sends a coordinator to /dashboard, which streams
+    and acts with the cookie and its CSRF token; sign-out ends the session on the server."""
+    from selenium.webdriver.common.by import By
+
+    from ..desks.support import screenshot, set_password, sign_in
+    ids = await workload(world)
+    await set_password(world.rt, "coord-county")
+    driver = await asyncio.to_thread(browser, tmp_path / "chromium-profile")
+    try:
+        await asyncio.to_thread(sign_in, driver, world.base, "coord-county")
+        row = f'{CARD} tr[data-task="{ids["held"]}"]'
+        await asyncio.to_thread(wait_page, driver, lambda d: d.current_url.endswith("/dashboard")
+                                and d.find_elements(By.CSS_SELECTOR, row), "the dashboard with the session")
+        assert await asyncio.to_thread(lambda: driver.find_element(By.ID, "login").is_displayed()) is False
+        # reassign dr-wang's task to dr-li: a POST with the cookie and X-CSRF-Token
+        await asyncio.to_thread(act, driver, f"{row} [data-action=assign]", "dr-li", "王医生外出会诊")
+        await asyncio.to_thread(wait_page, driver, lambda d: d.find_element(
+            By.CSS_SELECTOR, f"{row} [data-col=reader]").text == "李秀英", "the reassigned task")
+        entry = await audited(world, "reading.assign", f"reading/{ids['held']}")
+        assert (entry["actor"], entry["detail"]["previous_holder"]) == ("coord-county", "dr-wang")
+        await asyncio.to_thread(screenshot, driver, "coordinator-dashboard-1366x768")
+        await asyncio.to_thread(driver.execute_cdp_cmd, "Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        await asyncio.to_thread(wait_page, driver, lambda d: d.execute_script("return window.innerWidth") == 390,
+                                "a phone-sized page")
+        await asyncio.to_thread(driver.execute_script, "document.querySelector('.tasks').scrollIntoView()")
+        await asyncio.to_thread(screenshot, driver, "coordinator-dashboard-390x844")
+        # sign out: back to /signin, and the session is gone on the server
+        await asyncio.to_thread(lambda: driver.find_element(By.ID, "logout").click())
+        await asyncio.to_thread(wait_page, driver, lambda d: "/signin" in d.current_url, "the sign-in page")
+        status = await asyncio.to_thread(driver.execute_async_script, """
+            const done = arguments[arguments.length - 1];
+            fetch('/api/v1/session', {credentials: 'same-origin'}).then((r) => done(r.status));""")
+        assert status == 401
+    finally:
+        await asyncio.to_thread(driver.quit)
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
