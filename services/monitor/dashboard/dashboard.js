@@ -397,6 +397,7 @@
       response = await fetch("/api/v1/monitor/stream", { headers, credentials: "same-origin",
                                                          cache: "no-store", signal: controller.signal });
     } catch (e) { setLive(false); retry = setTimeout(connect, 3000); return; }
+    if (csrf && response.status === 401) { location.assign("/signin?next=/dashboard"); return; }  // the session ended
     if (response.status === 401 || response.status === 403) {
       const problem = await response.json().catch(() => ({}));
       signOut(problem.detail || "token refused (" + response.status + ")");
@@ -466,7 +467,7 @@
       const headers = { "X-CSRF-Token": csrf };
       csrf = null;
       fetch("/api/v1/session", { method: "DELETE", headers, credentials: "same-origin" })
-        .finally(() => location.assign("/signin?next=/dashboard"));
+        .finally(() => location.assign("/signin"));
     }
     token = null;
     if (controller) controller.abort();
