@@ -125,6 +125,7 @@ async def test_a_clinic_sends_requests_and_acknowledges_a_critical_result_from_i
         assert result["acknowledgement"]["note"] == "已电话通知患者家属"
         [ack] = await y.rt.store.find("audit", {"action": "result.acknowledge", "resource": f"result/{result_id}"})
         assert ack["actor"] == "cg-clinic"
+        assert "城关镇卫生院放射科 (cg-clinic)" in await asyncio.to_thread(text, driver, "#report-body")
         await asyncio.to_thread(click, driver, "#report-close")
         await asyncio.to_thread(screenshot, driver, "clinic-desk-1366x768")
     finally:

@@ -1,7 +1,7 @@
 // The clinic's desk (docs/desks.md): studies sent and their state, reading / consultation
 // requests, the live results inbox (危急值 stand out and are acknowledged by a person), the report
 // as printed, consultations and orders.  Only the public API, with the session cookie.
-import {api, events, localTime, esc} from './desk.js';
+import {api, events, localTime, esc, session} from './desk.js';
 
 const $ = (id) => document.getElementById(id);
 const STATE = {
@@ -22,6 +22,10 @@ const name = (pn) => String(pn || '').split('=').pop().replace(/\^/g, ' ').trim(
 const chip = (text, cls) => `<span class="clinic-chip ${cls || ''}">${esc(text)}</span>`;
 let results = [];
 let shown = null;  // the result open in the report dialog
+let me = {user: null, name: null};
+session().then((s) => { me = s; }).catch(() => {});
+// Who acknowledged: the person's name when it is the one signed in here, else the user id.
+const ackBy = (r) => { const by = r.acknowledgement && r.acknowledgement.by; return by && by === me.user ? `${me.name} (${by})` : by; };
 
 // --- studies sent -----------------------------------------------------------------------------
 function studyState(study) {
@@ -104,7 +108,7 @@ async function submitRequest() {
 function resultState(r) {
   if (r.source === 'returned') return chip(STATE.returned, 'st-returned');
   if (r.acknowledged_at) {
-    const by = r.acknowledgement && (r.acknowledgement.by_name || r.acknowledgement.by);
+    const by = ackBy(r);
     return chip('已确认 acknowledged', 'st-acked') + (by ? `<br><small>${esc(by)} · ${esc(localTime(r.acknowledged_at))}</small>` : '');
   }
   return r.critical ? chip('待确认 to acknowledge', 'st-critical') : chip('未确认 unacknowledged', 'st-new');
@@ -156,7 +160,7 @@ function showReport(r) {
       <dt>所见 <small>findings</small></dt><dd class="clinic-text">${esc(r.findings)}</dd>
       <dt>印象 <small>impression</small></dt><dd class="clinic-text">${esc(r.impression)}</dd>`}
       <dt>报告医生 <small>signed by</small></dt><dd>${esc(r.reader_name || '')} · ${esc(localTime(r.signed_at))}</dd>
-      ${r.acknowledged_at ? `<dt>确认 <small>acknowledged</small></dt><dd data-ack>${esc((r.acknowledgement && (r.acknowledgement.by_name || r.acknowledgement.by)) || '')} · ${esc(localTime(r.acknowledged_at))}</dd>` : ''}
+      ${r.acknowledged_at ? `<dt>确认 <small>acknowledged</small></dt><dd data-ack>${esc(ackBy(r) || '')} · ${esc(localTime(r.acknowledged_at))}</dd>` : ''}
     </dl>`;
   $('report-pdf').href = '/api/v1/results/' + encodeURIComponent(r.id) + '/pdf';
   $('report-pdf').hidden = $('report-print').hidden = returned;
