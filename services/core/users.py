@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .consortium import ID, LICENCE, ROLES, TITLES, Consortium, User
-from .store.port import Doc, Store
+from .store.port import Doc
 
 USERS = "users"
 PROFILE = ("name", "role", "organization", "centre", "title", "specialty", "licence_number", "disabled")
@@ -108,7 +108,3 @@ class UserDirectory:
                 self.rt.consortium = merged(self.file, docs)
                 self._seen = seen
             self._fresh_until = started + self.ttl
-
-
-async def load(store: Store, user_id: str) -> Doc | None:
-    return await store.get(USERS, user_id)
