@@ -86,7 +86,7 @@ def risk(row: Doc, window: Window) -> str | None:
 def _task(row: Doc, window: Window) -> Doc:
     return {"request_id": row["id"], "study_uid": row["study_uid"], "organization": row["organization"],
             "kind": row["kind"], "priority": row["priority"], "state": row["state"], "queued_at": row.get("queued_at"),
-            "deadline": row.get("deadline"), "claimed_by": row.get("claimed_by"),
+            "deadline": row.get("deadline"), "claimed_by": row.get("claimed_by"), "claimed_at": row.get("claimed_at"),
             "seconds_to_deadline": round(parse_time(row["deadline"]) - window.now, 1) if row.get("deadline") else None}
 
 
@@ -145,9 +145,20 @@ def trend(rows: Sequence[Doc], window: Window, *, hours: int = 24) -> list[Doc]:
     return [{**p, "hour": iso(p["hour"])} for p in points]
 
 
+TASKS_SHOWN = 200  # the coordinator's task list: the most urgent first; the worklist API has them all
+
+
+def tasks(open_rows: Sequence[Doc], window: Window) -> list[Doc]:
+    """The open tasks a coordinator acts on (assign, move, release), nearest deadline first."""
+    ordered = sorted(open_rows, key=lambda r: (r.get("deadline") or "~", r["id"]))
+    return [_task(r, window) for r in ordered[:TASKS_SHOWN]]
+
+
 def centre(info: Doc, open_rows: Sequence[Doc], recent_rows: Sequence[Doc], results: Sequence[Doc],
-           roster: Sequence[Doc], overflow: Doc, window: Window, *, priorities: Sequence[str]) -> Doc:
-    """Every figure of one centre.  ``recent_rows``: its requests signed or active in the last 7 days."""
+           roster: Sequence[Doc], overflow: Doc, window: Window, *, priorities: Sequence[str],
+           move_targets: Sequence[Doc] = ()) -> Doc:
+    """Every figure of one centre.  ``recent_rows``: its requests signed or active in the last 7 days;
+    ``move_targets``: the other centres a task can be moved to (id, name, kinds)."""
     signed = [r for r in recent_rows if r.get("signed_at")]
     flagged = [(risk(r, window), r) for r in open_rows]
     at_risk = sorted((r for k, r in flagged if k == "at_risk"), key=lambda r: r["deadline"])
@@ -161,6 +172,8 @@ def centre(info: Doc, open_rows: Sequence[Doc], recent_rows: Sequence[Doc], resu
         "turnaround": {"today": turnaround(signed, window.day_start), "7d": turnaround(signed, window.week_start)},
         "signed_today": sum(1 for r in signed if parse_time(r["signed_at"]) >= window.day_start),
         "readers": readers(roster, open_rows, signed, window),
+        "tasks": tasks(open_rows, window), "tasks_count": len(open_rows),
+        "move_targets": [dict(t) for t in move_targets],
         "overflow": overflow,
         "dead_letters": [_result(r) for r in results if r.get("dead_lettered")],
         "critical_unacknowledged": [_result(r) for r in results if r.get("critical_unacknowledged")],
@@ -170,6 +183,6 @@ def centre(info: Doc, open_rows: Sequence[Doc], recent_rows: Sequence[Doc], resu
 
 
 def _result(row: Doc) -> Doc:
-    return {k: row.get(k) for k in ("id", "request_id", "organization", "centre", "critical", "signed_at",
+    return {k: row.get(k) for k in ("id", "result_id", "request_id", "organization", "centre", "critical", "signed_at",
                                     "delivered_at", "dead_letter_reason", "dead_lettered_at",
                                     "critical_unacknowledged_at", "failures")}

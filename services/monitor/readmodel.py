@@ -196,7 +196,7 @@ def _result(event: Event, row: Doc | None) -> Doc:
                        "acknowledged_at": None, "dead_lettered": False, "dead_letter_reason": None, "failures": 0,
                        "critical_unacknowledged": False, "channels": [], "dead_channels": [],
                        "result_id": data.get("result_id")})
-    for field in ("request_id", "organization", "centre"):
+    for field in ("request_id", "organization", "centre", "result_id"):  # result_id: what re-drive names
         if not row.get(field) and data.get(field):
             row[field] = data[field]
     channel = data.get("channel")

@@ -74,7 +74,10 @@ class MonitorViews:
                     "out_today": await self.store.count(REQUESTS, {"overflow_from": centre_id,
                                                                    "overflow_at": {"$gte": day}})}
         info = {"id": centre.id, "name": centre.name, "kinds": centre.kinds}
-        return figures.centre(info, open_rows, recent, results, roster, overflow, win, priorities=PRIORITIES)
+        targets = [{"id": c.id, "name": c.name, "kinds": list(c.kinds)} for c in self.consortium.centres.values()
+                   if c.id != centre_id]
+        return figures.centre(info, open_rows, recent, results, roster, overflow, win, priorities=PRIORITIES,
+                              move_targets=targets)
 
     async def centres(self, ids: list[str] | None = None) -> Doc:
         win = self.window()

@@ -44,7 +44,7 @@ from ..core.sealing import SEALED_PREFIX
 from ..core.store.port import Batch
 from ..core import bounded
 from . import header as fast_header
-from . import model, statuses
+from . import model, refusals, statuses
 from .indexer import Indexer, Indexing, Waiting
 from .journal import Buffer, Journal, Record, Written, encode_meta
 from .model import InstanceHeader, StoreRefused
@@ -390,6 +390,14 @@ class Ingest:
                 {**record_meta(p, item.received_at), "error": repr(error)}, ensure_ascii=False, indent=1))
             return target
         target = await asyncio.to_thread(_keep)
+        try:  # for the sending clinic's desk: it was answered Success, and is not in its study
+            await refusals.write(self.rt.store, [refusals.note_doc(
+                kind="quarantined", organization=p.received.organization, calling_ae=p.received.calling_ae,
+                sop_instance_uid=p.header.sop_instance_uid, study_uid=p.header.study_uid,
+                status=error.status if isinstance(error, StoreRefused) else None,
+                reason=error.comment if isinstance(error, StoreRefused) else repr(error))])
+        except Exception:  # noqa: BLE001 - the file and the log line stand; the store may be away
+            log.exception("quarantine not noted for the clinic", extra={"file": str(target)})
         log.error("acknowledged instance could not be indexed; kept in quarantine", extra={
             "sop_instance_uid": p.header.sop_instance_uid, "calling_ae": p.received.calling_ae,
             "file": str(target), "error": repr(error)})

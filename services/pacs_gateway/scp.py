@@ -220,6 +220,7 @@ class StorageSCP:
         except StoreRefused as refused:
             log.warning("C-STORE refused", extra={**extra, "status": f"0x{refused.status:04X}",
                                                   "reason": refused.comment})
+            self.gateway.refused(calling, sop_uid, refused, extra["peer"])
             return _status(refused.status, refused.comment)
         except Exception as exc:  # the store or blob store failed: nothing kept, the sender may retry
             log.exception("C-STORE failed", extra=extra)

@@ -30,6 +30,7 @@ from .announce import StudyAnnouncer
 from .ingest import Ingest, sweep_orphans
 from .journal import Journal
 from .model import StoreRefused
+from .refusals import Refusals
 from .scp import (CALLING_AE_NOT_REGISTERED, GatewayAE, HandOffServer, ReusePortServer, StorageSCP, build_ae,
                   receive_into, server_ssl_context)
 from .ul import NativeServer
@@ -68,6 +69,7 @@ class GatewayService:
         self.dicom_port: int | None = None
         self.ready = False
         self.ingest = Ingest(rt, journal_for(rt, slot))
+        self.refusals = Refusals(rt.store)  # what was turned away, for the sender's clinic
         self.announcer = StudyAnnouncer(rt) if role == "main" else None
         self.workers: Any = None  # workers.WorkerPool in the main process when gateway_workers > 1
         self.index_process: Any = None  # index_process.IndexProcess in the main process with gateway_indexer=process
@@ -102,6 +104,13 @@ class GatewayService:
             raise StoreRefused(statuses.NOT_AUTHORIZED, "a workstation AE title may not store")
         return org
 
+    def refused(self, calling_ae: str, sop_instance_uid: str, refused: StoreRefused, peer: str | None) -> None:
+        """Note a refused C-STORE for the sending clinic (from any thread; never blocks)."""
+        org = self.organization_for(calling_ae)
+        self.refusals.note(kind="refused", organization=org.id if org is not None else None, calling_ae=calling_ae,
+                           sop_instance_uid=sop_instance_uid, status=refused.status, reason=refused.comment,
+                           peer=peer)
+
     def _plugin_handlers(self) -> list[tuple[Any, ...]]:
         handlers: list[tuple[Any, ...]] = []
         for name in PLUGINS:
@@ -120,6 +129,7 @@ class GatewayService:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         settings = self.rt.settings
+        self.refusals.start()
         receive_into(self.rt.blobs.staging_dir())
         if self.role == "main":
             # Before anything listens: what any process acknowledged before a crash gets indexed.
@@ -227,3 +237,4 @@ class GatewayService:
             self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweep
+        await self.refusals.stop()

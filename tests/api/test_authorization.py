@@ -54,6 +54,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("PATCH", "/api/v1/users/dr-li", {"disabled": True}),
         ("PUT", "/api/v1/users/dr-li/password", {"password": "long-enough-password"}),
         ("GET", "/api/v1/studies", None),
+        ("GET", "/api/v1/gateway/refusals", None),  # what the gateway turned away (the clinic's desk)
         ("GET", f"/api/v1/studies/{study}", None),
         ("GET", f"/api/v1/studies/{study}/priors", None),
         # patient identity across the consortium (docs/identity.md)
@@ -136,6 +137,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/results", None),
         ("GET", "/api/v1/results/stream", None),
         ("GET", f"/api/v1/results/{report}", None),
+        ("GET", f"/api/v1/results/{report}/pdf", None),  # the desk's print
         ("POST", f"/api/v1/results/{report}/acknowledge", {}),
         ("GET", "/api/v1/deliveries/dead-letters", None),
         ("POST", "/api/v1/deliveries/D/redrive", {}),
@@ -306,6 +308,7 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/worklist"), ("cg-clinic", "admin", "auditor")),
     (("GET", "/api/v1/queues"), ("cg-clinic", "dr-wang", "auditor")),
     (("GET", "/api/v1/studies"), ("dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/gateway/refusals"), ("dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/audit"), ("cg-clinic", "dr-wang", "coord-county")),
     (("GET", "/api/v1/audit/verification"), ("cg-clinic", "dr-wang", "coord-county")),

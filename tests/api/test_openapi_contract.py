@@ -275,6 +275,8 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     result_id = results[0]["id"]
     await call("GET", f"/api/v1/results/{result_id}", "cg-clinic")
     await call("GET", "/api/v1/results/nope", "cg-clinic")
+    await call("GET", f"/api/v1/results/{result_id}/pdf", "cg-clinic")
+    await call("GET", "/api/v1/gateway/refusals", "cg-clinic")  # 404: no DICOM delivery made it yet
     await api.ok("POST", f"/api/v1/results/{result_id}/acknowledge", "cg-clinic", {"note": "已通知患者"})
     await call("POST", f"/api/v1/results/{result_id}/acknowledge", "cg-clinic", {})  # 409: already
     # a delivery given up on, then redriven
@@ -357,6 +359,7 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/api/v1/session", headers=cookie)
     await call("GET", "/signin")
     await call("GET", "/desk", headers=cookie)  # 303 to /desk/reader
+    await call("GET", "/desk/clinic", headers=cookie)  # a reader: 303 to /desk
     await call("GET", "/desk/admin", headers=cookie)  # 403: not an admin
     await call("GET", "/desk/admin", "admin")
     await call("GET", "/desk/static/desk.js")

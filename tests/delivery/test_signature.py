@@ -267,6 +267,14 @@ async def test_the_delivered_pdf_is_signed_and_the_sr_names_it(make_yilian, clin
     # scoped like the report: another clinic does not learn it exists
     status, _ = await y.call("GET", f"/api/v1/reports/{report_id}/verification", "db-clinic")
     assert status == 404
+    # the desk's print: the very bytes delivered, scoped and audited like the result
+    async with y.session.get(f"{y.base}/api/v1/results/{report_id}/pdf",
+                             headers={"Authorization": f"Bearer {y.token('cg-clinic')}"}) as resp:
+        assert resp.status == 200 and resp.content_type == "application/pdf"
+        assert hashlib.sha256(await resp.read()).hexdigest() == digest
+    assert (await y.call("GET", f"/api/v1/results/{report_id}/pdf", "db-clinic"))[0] == 404
+    [read] = await y.rt.store.find("audit", {"action": "result.pdf", "actor": "cg-clinic"})
+    assert read["resource"] == f"result/{report_id}" and read["detail"]["sha256"] == digest
     # yilian verify takes the terminal's DICOM objects as they are: the Encapsulated PDF, and the SR with it
     monkeypatch.setenv("YILIAN_DATA_DIR", str(y.rt.settings.data_dir))
     by_modality = {pydicom.dcmread(p).Modality: p for p in clinic_scp.files()}
@@ -303,6 +311,8 @@ async def test_no_signed_pdf_before_the_first_dicom_delivery_is_a_clear_404(make
     if status == 200:  # the worker already signed (it does so before trying the association)
         assert body["valid"]
     else:
+        assert status == 404 and "no signed PDF yet" in body["detail"]
+        status, body = await y.call("GET", f"/api/v1/results/{report_id}/pdf", "cg-clinic")
         assert status == 404 and "no signed PDF yet" in body["detail"]
     status, _ = await y.call("GET", "/api/v1/reports/rp-nope/verification", "cg-clinic")
     assert status == 404

@@ -60,6 +60,13 @@ async def test_another_organisations_instance_for_a_study_is_refused(make_gatewa
     assert await gateway.count("instances") == 1 and await gateway.rt.store.get("series", STUDY + ".2") is None
     assert len(gateway.blob_files()) == 1 and len(await gateway.events("instance.stored")) == 1
     assert not (gateway.data_dir / "quarantine").exists()
+    # Dongba's desk is told what was turned away and why (the owner's is not told anything)
+    await gateway.service.refusals.flush()
+    noted = await gateway.rt.store.find("gateway_refusals", {"organization": "dongba-thc"})
+    assert sorted(n["sop_instance_uid"] for n in noted) == sorted(dcmread(p).SOPInstanceUID for p in (foreign, owner))
+    assert {(n["kind"], n["status"], n["reason"], n["calling_ae"]) for n in noted} == {
+        ("refused", "0x0124", "study belongs to another organisation", DONGBA_DR)}
+    assert await gateway.rt.store.count("gateway_refusals", {"organization": "chengguan-thc"}) == 0
     # The owner goes on adding to its study.
     more = instance(tmp_path, "more", series=STUDY + ".3", patient_id="CG-1")
     out = await send(gateway, CHENGGUAN_CT, more)
@@ -117,6 +124,9 @@ async def test_two_organisations_racing_for_a_new_study_the_loser_goes_to_quaran
     assert dcmread(kept).PatientID == "DB-7"
     reason = json.loads((kept.parent / (kept.name[:-4] + ".json")).read_text())
     assert "another organisation" in reason["error"] and reason["organization"] == "dongba-thc"
+    [noted] = await gateway.rt.store.find("gateway_refusals", {"organization": "dongba-thc"})
+    assert (noted["kind"], noted["study_uid"], noted["reason"]) == (
+        "quarantined", STUDY, "study belongs to another organisation")  # answered Success, yet not kept in it
     assert len(await gateway.events("instance.stored")) == 1
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from ...delivery.ca import CAError, trusted_roots_pem
 from ...delivery.service import SIGNED_PDFS
 from ...delivery.verification import roots_from_pem, verify
+from ...pacs_gateway.refusals import COLLECTION as REFUSALS
 from ...workflow import queries
 from ...workflow.model import STATES
 from ...workflow.policy import request_view, sees_report, sees_request
@@ -23,7 +24,10 @@ from ..validation import known_query, query_choice, query_int
 
 routes = web.RouteTableDef()
 
-REQUEST_SUMMARY = ("id", "state", "kind", "priority", "centre", "deadline", "requested_at")
+# What the clinic's list of its studies shows of each request (the clinic's desk: state, and a
+# re-scan's reason from ``return``); the whole request is GET /reading-requests/{id}.
+REQUEST_SUMMARY = ("id", "state", "kind", "priority", "centre", "deadline", "requested_at", "clinical_question",
+                   "green_channel", "signed_resident", "return")
 
 
 @routes.get("/api/v1/studies")
@@ -47,6 +51,27 @@ async def list_studies(request: web.Request) -> web.Response:
     items = [{**shown(s, who), "reading_requests": by_study.get(s["id"], [])} for s in studies]
     await record(request, "study.list", "studies", organization=where.get("organization"),
                  detail={"study_uids": [s["id"] for s in studies]})
+    return json_response(page(items, limit, offset))
+
+
+@routes.get("/api/v1/gateway/refusals")
+async def gateway_refusals(request: web.Request) -> web.Response:
+    """What the gateway turned away from the clinic's modalities (C-STOREs refused with their status
+    and Error Comment) or set aside in quarantine after Success, newest first."""
+    who = require_role(request, "clinic", "admin")
+    known_query(request, ("kind", "organization", "limit", "offset"))
+    limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
+    where: dict[str, Any] = {}
+    if who.role == "clinic":
+        where["organization"] = who.organization
+    elif organization := request.query.get("organization"):
+        where["organization"] = organization
+    if kind := query_choice(request, "kind", ("refused", "quarantined")):
+        where["kind"] = kind
+    items = await runtime(request).store.find(REFUSALS, where, sort=(("at", -1), ("id", 1)), limit=limit,
+                                              offset=offset)
+    await record(request, "gateway.refusals", "gateway/refusals", organization=where.get("organization"),
+                 detail={"count": len(items)})
     return json_response(page(items, limit, offset))
 
 

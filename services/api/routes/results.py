@@ -8,6 +8,7 @@ the log's ``seq`` and ``Last-Event-ID`` resumes exactly where a dropped connecti
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -233,6 +234,26 @@ async def get_result(request: web.Request) -> web.Response:
     deliveries = await runtime(request).store.find(delivery.DELIVERIES, {"result_id": result_id})
     await record(request, "result.read", f"result/{result_id}", organization=doc["organization"])
     return json_response(public_result(doc, deliveries))
+
+
+@routes.get("/api/v1/results/{result_id}/pdf")
+async def result_pdf(request: web.Request) -> web.Response:
+    """The report as it is printed: the signed PDF the clinic's terminal got (the very bytes the
+    SR names and the verification checks), for the desk's 打印 print."""
+    who = require_role(request, *VIEWERS)
+    result_id = request.match_info["result_id"]
+    doc = await _visible_result(request, who, result_id, "result.pdf")
+    kept = await runtime(request).store.get(delivery.SIGNED_PDFS, result_id)
+    if kept is None:
+        await record(request, "result.pdf", f"result/{result_id}", organization=doc["organization"],
+                     outcome="not_found")
+        raise Problem(404, f"result {result_id!r} has no signed PDF yet: it is made at the first DICOM delivery "
+                           "of the report to the clinic's terminal")
+    await record(request, "result.pdf", f"result/{result_id}", organization=doc["organization"],
+                 detail={"sha256": kept.get("sha256")})
+    return web.Response(body=base64.b64decode(kept["pdf"]), content_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{result_id}.pdf"', "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff"})
 
 
 @routes.post("/api/v1/results/{result_id}/acknowledge")

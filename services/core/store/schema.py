@@ -35,6 +35,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "identity_links": (Index(("patient",)),),
     "series": (Index(("study_uid",)),),
     "instances": (Index(("study_uid",)), Index(("series_uid",))),
+    # pacs_gateway: C-STOREs refused and instances quarantined, for the sender's clinic (refusals.py)
+    "gateway_refusals": (Index(("organization", "at")), Index(("at",))),
     # pacs_gateway: storage commitment requests, id = Transaction UID; reports still to send are due by time
     "storage_commitments": (Index(("state", "next_attempt_at")), Index(("state", "lease_expires_at"))),
     # workflow: reading requests (the worklist) and reports

@@ -1,15 +1,19 @@
 "use strict";
 // The coordinator's dashboard: one fetch-streamed SSE connection (the bearer token goes in the
-// Authorization header, never in a URL), re-rendered on every snapshot.  Text is always set with
-// textContent, so nothing from the server is ever parsed as HTML.
+// Authorization header, never in a URL; or the desk's session cookie), re-rendered on every
+// snapshot.  Text is always set with textContent, so nothing from the server is ever parsed as HTML.
+// The coordinator's actions (assign, move, release, re-drive) call the same public API, confirmed
+// in a dialog first; the row changes with the next snapshot.
 (function () {
   const KIND = { imaging: "影像 imaging", ecg: "心电 ECG" };
   const PRIORITY = { stat: "急诊 STAT", urgent: "加急 urgent", routine: "常规 routine" };
   const STATE = { queued: "排队 queued", claimed: "已领取 claimed", draft: "草稿 draft" };
   const SVGNS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
-  let token = null;
-  let session = false;  // signed in with the desk's session cookie, not a pasted token
+  let token = null;  // a bearer token (API users), or null with a session cookie
+  let csrf = null;  // the session's CSRF token (cookie mode)
+  let me = null;
+  let deadByResult = new Map();  // result id -> its dead-lettered deliveries (for re-drive)
   let controller = null;
   let retry = null;
   let last = null;
@@ -153,10 +157,154 @@
     const out = [];
     for (const r of c.critical_unacknowledged) out.push(el("div", { class: "alert", "data-alert": "critical" },
       "危急值未确认 critical finding unacknowledged · ", r.organization || "", " · ", r.request_id || r.id));
-    for (const r of c.dead_letters) out.push(el("div", { class: "alert", "data-alert": "dead-letter" },
-      "结果投递失败 delivery dead-lettered · ", r.organization || "", " · ", r.request_id || r.id,
-      r.dead_letter_reason ? " · " + r.dead_letter_reason : ""));
+    for (const r of c.dead_letters) {
+      const dead = deadByResult.get(r.result_id) || [];
+      out.push(el("div", { class: "alert", "data-alert": "dead-letter", "data-result": r.result_id || null },
+        "结果投递失败 delivery dead-lettered · ", r.organization || "", " · ", r.request_id || r.id,
+        r.dead_letter_reason ? " · " + r.dead_letter_reason : "",
+        dead.map((d) => button("redrive", "重投", "re-drive", { delivery: d.id, channel: d.channel })),
+        r.result_id && !dead.length && deadLoaded ? el("span", { class: "done" }, "重投中 re-driven, pending") : null));
+    }
     return el("div", { class: "alerts" }, out);
+  }
+
+  // --- the coordinator's actions -----------------------------------------------------------
+  function button(action, zh, en, data) {
+    const attrs = { type: "button", "data-action": action };
+    for (const [k, v] of Object.entries(data)) attrs["data-" + k] = v;
+    return el("button", attrs, zh, " ", el("small", null, en));
+  }
+
+  function tasksTable(c) {
+    const rows = (c.tasks || []).map((t) => {
+      const held = t.state === "claimed" || t.state === "draft";
+      const data = { request: t.request_id, home: c.centre, kind: t.kind };  // not data-centre: that names a card
+      return el("tr", { "data-task": t.request_id, "data-state": t.state, class: held ? "held" : null },
+        el("td", null, t.request_id), el("td", null, t.organization),
+        el("td", null, (KIND[t.kind] || t.kind).split(" ")[0] + "/" + (PRIORITY[t.priority] || t.priority).split(" ")[0]),
+        el("td", { "data-col": "state" }, STATE[t.state] ? STATE[t.state].split(" ")[0] : t.state),
+        el("td", { "data-col": "reader" }, held ? readerName(c, t.claimed_by) : "—"),
+        el("td", { class: "n" }, held && t.claimed_at ? localTime(t.claimed_at) : "—"),
+        el("td", { class: "n" }, duration(t.seconds_to_deadline)),
+        el("td", { class: "act-cell" },
+          t.state === "submitted" ? null : button("assign", "分派", "assign", data),
+          t.state === "submitted" ? null : button("move", "转中心", "move", data),
+          held ? button("release", "释放", "release", data) : null));
+    });
+    const more = c.tasks_count > (c.tasks || []).length
+      ? el("p", null, el("small", null, `显示 ${c.tasks.length} / ${c.tasks_count} (shown, nearest deadline first)`)) : null;
+    return el("div", { class: "tasks" }, el("h3", null, label("任务与调度", "open tasks and actions")),
+      el("div", { class: "scroll" }, el("table", { class: "task-list" },
+        el("thead", null, el("tr", null, el("th", null, label("申请", "request")), el("th", null, label("来源", "origin")),
+          el("th", null, label("类型", "kind")), el("th", null, label("进度", "state")), el("th", null, label("医师", "reader")),
+          el("th", { class: "n" }, label("领取于", "held since")), el("th", { class: "n" }, label("剩余", "left")),
+          el("th", null, label("操作", "actions")))),
+        el("tbody", null, rows.length ? rows
+          : [el("tr", { class: "empty" }, el("td", { colspan: 8 }, label("无待办任务", "no open task")))]))), more);
+  }
+
+  function readerName(c, id) {
+    const r = (c.readers || []).find((x) => x.reader_id === id);
+    return r && r.name ? r.name : id || "—";
+  }
+
+  let pending = null;  // the action the dialog asks to confirm
+  function ask(target) {
+    const a = target.dataset, c = (last && last.centres || []).find((x) => x.centre === a.home);
+    const choice = $("act-choice");
+    choice.replaceChildren();
+    $("act-error").textContent = "";
+    $("act-reason").value = "";
+    let title, needsChoice = false, needsReason = false;
+    if (a.action === "assign") {
+      title = label("分派给医师", "assign to a reader");
+      needsChoice = needsReason = true;
+      $("act-choice-name").replaceChildren(...label("医师", "reader"));
+      for (const r of (c ? c.readers : [])) choice.append(el("option", { value: r.reader_id },
+        (r.name || r.reader_id) + (r.on_duty ? "" : " (非值班 off duty)") + " · 在读 " + r.claimed));
+    } else if (a.action === "move") {
+      title = label("转到其他中心", "move to another centre");
+      needsChoice = needsReason = true;
+      $("act-choice-name").replaceChildren(...label("中心", "centre"));
+      for (const t of (c ? c.move_targets : []).filter((t) => t.kinds.includes(a.kind)))
+        choice.append(el("option", { value: t.id }, (t.name || t.id) + " · " + t.id));
+    } else if (a.action === "release") {
+      title = label("释放领取", "release the lease");
+    } else {
+      title = label("重新投递", "re-drive the delivery");
+    }
+    $("act-title").replaceChildren(...title);
+    $("act-what").textContent = a.action === "redrive" ? `${a.delivery} · ${a.channel}` : a.request;
+    $("act-choice-label").hidden = !needsChoice;
+    $("act-reason-label").hidden = !needsReason;
+    $("act-reason").required = needsReason;
+    choice.required = needsChoice;
+    $("act-confirm").disabled = needsChoice && !choice.options.length;
+    if (needsChoice && !choice.options.length) $("act-error").textContent = "没有可选项 nothing to choose from";
+    pending = { ...a };
+    $("act").showModal();
+  }
+
+  async function confirmAction() {
+    const a = pending, reason = $("act-reason").value.trim(), choice = $("act-choice").value;
+    const base = "/api/v1/reading-requests/" + encodeURIComponent(a.request || "");
+    const calls = {
+      assign: () => call("POST", base + "/assign", { reader_id: choice, reason }),
+      move: () => call("POST", base + "/move", { centre: choice, reason }),
+      release: () => call("POST", base + "/release", {}),
+      redrive: () => call("POST", "/api/v1/deliveries/" + encodeURIComponent(a.delivery) + "/redrive", {}),
+    };
+    $("act-confirm").disabled = true;
+    try {
+      await calls[a.action]();
+    } catch (e) {
+      $("act-error").textContent = String(e.message || e);
+      $("act-confirm").disabled = false;
+      return;
+    }
+    $("act").close();
+    pending = null;
+    toast(label("已完成", "done · " + a.action));
+    if (a.action === "redrive") await loadDeadLetters(true);
+  }
+
+  function toast(content) {
+    const t = el("div", { class: "toast", role: "status" }, content);
+    document.body.append(t);
+    setTimeout(() => t.remove(), 3000);
+  }
+
+  // The API every client uses: a bearer token, or the session cookie with its CSRF token.
+  async function call(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
+    else if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, { method, headers, credentials: "same-origin", cache: "no-store",
+                                         body: body === undefined ? undefined : JSON.stringify(body) });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(data.detail || response.status + " " + response.statusText);
+    return data;
+  }
+
+  let deadLoaded = false, deadKey = "";
+  async function loadDeadLetters(force) {
+    // The monitor names dead-lettered results; re-drive needs their deliveries' ids.
+    const ids = (last ? last.centres : []).flatMap((c) => c.dead_letters.map((r) => r.result_id)).filter(Boolean);
+    const key = ids.join(",");
+    if (!force && key === deadKey) return;
+    deadKey = key;
+    if (!ids.length) { deadByResult = new Map(); deadLoaded = true; return; }
+    try {
+      const found = await call("GET", "/api/v1/deliveries/dead-letters?limit=500");
+      deadByResult = new Map();
+      for (const d of found.items) {
+        if (!deadByResult.has(d.result_id)) deadByResult.set(d.result_id, []);
+        deadByResult.get(d.result_id).push(d);
+      }
+      deadLoaded = true;
+    } catch (e) { deadLoaded = false; }
+    if (last) render(last, true);
   }
 
   function centreCard(c) {
@@ -183,7 +331,8 @@
           queueTable(c)),
         el("div", null, el("h3", null, label("SLA 风险", "tasks at risk and past deadline")), riskTable(c), alerts(c)),
         el("div", null, el("h3", null, label("24小时趋势", "last 24 h")), trendChart(c.trend),
-          el("h3", null, label("医师负荷", "readers' load")), readersTable(c))));
+          el("h3", null, label("医师负荷", "readers' load")), readersTable(c))),
+      tasksTable(c));
   }
 
   // --- admin: consortium and sites --------------------------------------------------------
@@ -218,8 +367,9 @@
         el("td", { class: "n" }, s.results_delivered), el("td", { class: "n" }, s.results_acknowledged)))))];
   }
 
-  function render(data) {
+  function render(data, again) {
     last = data;
+    if (!again) loadDeadLetters(false);
     if (data.timezone && data.timezone !== zone) { zone = data.timezone; formats.clear(); }
     $("centres").replaceChildren(...data.centres.map(centreCard));
     if (data.consortium) { $("consortium").replaceChildren(...consortiumPanel(data.consortium)); $("consortium").hidden = false; }
@@ -242,10 +392,12 @@
     controller = new AbortController();
     let response;
     try {
-      response = await fetch("/api/v1/monitor/stream", { headers: { ...auth(), Accept: "text/event-stream" },
+      const headers = { Accept: "text/event-stream" };
+      if (token) headers.Authorization = "Bearer " + token;
+      response = await fetch("/api/v1/monitor/stream", { headers, credentials: "same-origin",
                                                          cache: "no-store", signal: controller.signal });
     } catch (e) { setLive(false); retry = setTimeout(connect, 3000); return; }
-    if (session && response.status === 401) { location.assign("/signin?next=/dashboard"); return; }  // it ended
+    if (csrf && response.status === 401) { location.assign("/signin?next=/dashboard"); return; }  // the session ended
     if (response.status === 401 || response.status === 403) {
       const problem = await response.json().catch(() => ({}));
       signOut(problem.detail || "token refused (" + response.status + ")");
@@ -273,28 +425,50 @@
     retry = setTimeout(connect, 3000);
   }
 
-  // A pasted token goes in the Authorization header; without one the desk's session cookie (/signin) is used.
-  function auth() { return token ? { Authorization: "Bearer " + token } : {}; }
+  function show(who) {
+    me = who;
+    $("who").textContent = who.name + " · " + (who.centre || who.role);
+    $("login").hidden = true; $("board").hidden = false; $("logout").hidden = false;
+    connect();
+  }
 
   async function signIn(candidate) {
     $("login-error").textContent = "";
     let me;
     try {
-      const response = await fetch("/api/v1/me", { headers: candidate ? { Authorization: "Bearer " + candidate } : {},
-                                                   cache: "no-store" });
+      const response = await fetch("/api/v1/me", { headers: { Authorization: "Bearer " + candidate }, cache: "no-store" });
       me = await response.json();
       if (!response.ok) throw new Error(me.detail || response.statusText);
-    } catch (e) { signOut(candidate ? String(e.message || e) : ""); return; }
+    } catch (e) { signOut(String(e.message || e)); return; }
     if (me.role !== "coordinator" && me.role !== "admin") { signOut("需要调度员或管理员 (a coordinator's or admin's token is needed; this is " + me.role + ")"); return; }
     token = candidate;
-    session = !candidate;
-    if (candidate) sessionStorage.setItem("yilian.token", token);  // this tab only, gone when it closes
-    $("who").textContent = me.name + " · " + (me.centre || me.role);
-    $("login").hidden = true; $("board").hidden = false; $("logout").hidden = false;
-    connect();
+    sessionStorage.setItem("yilian.token", token);  // this tab only, gone when it closes
+    show(me);
+  }
+
+  async function fromSession() {
+    // Signed in at /signin: the session cookie authorises the stream and the actions.
+    let session;
+    try {
+      const response = await fetch("/api/v1/session", { credentials: "same-origin", cache: "no-store" });
+      if (!response.ok) { signOut(""); return; }
+      session = await response.json();
+    } catch (e) { signOut(""); return; }
+    if (session.role !== "coordinator" && session.role !== "admin") {
+      signOut("需要调度员或管理员 (a coordinator or an admin signs in here; you are " + session.role + ")");
+      return;
+    }
+    csrf = session.csrf_token;
+    show({ name: session.name, centre: session.centre, role: session.role });
   }
 
   function signOut(error) {
+    if (csrf) {  // end the session on the server, then the sign-in page
+      const headers = { "X-CSRF-Token": csrf };
+      csrf = null;
+      fetch("/api/v1/session", { method: "DELETE", headers, credentials: "same-origin" })
+        .finally(() => location.assign("/signin"));
+    }
     token = null;
     if (controller) controller.abort();
     clearTimeout(retry);
@@ -306,18 +480,17 @@
   }
 
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("token").value.trim()); });
-  $("logout").addEventListener("click", async () => {
-    if (!session) { signOut(""); return; }
-    // a desk session ends on the server (DELETE /api/v1/session with its CSRF token), then to /signin
-    try {
-      const current = await (await fetch("/api/v1/session", { cache: "no-store" })).json();
-      await fetch("/api/v1/session", { method: "DELETE", headers: { "X-CSRF-Token": current.csrf_token } });
-    } finally { location.assign("/signin"); }
+  $("logout").addEventListener("click", () => signOut(""));
+  $("centres").addEventListener("click", (e) => {
+    const target = e.target.closest("button[data-action]");
+    if (target) ask(target);
   });
+  $("act-form").addEventListener("submit", (e) => { e.preventDefault(); confirmAction(); });
+  $("act-cancel").addEventListener("click", () => { pending = null; $("act").close(); });
   const fragment = new URLSearchParams(location.hash.slice(1));
   const given = fragment.get("token");
   if (given) history.replaceState(null, "", location.pathname);  // keep the token out of the history
   const saved = given || sessionStorage.getItem("yilian.token");
-  signIn(saved || null);  // no token: the session cookie, if the user signed in at /signin
+  if (saved) signIn(saved); else fromSession();
   window.yilianDashboard = { last: () => last };
 })();

@@ -508,6 +508,7 @@ class NativeServer:
             outcome = await self.ingest.commit(prepared, incoming.looked_up)
         except StoreRefused as refused:
             log.warning("C-STORE refused", extra=extra(status=f"0x{refused.status:04X}", reason=refused.comment))
+            self.gateway.refused(calling, command.sop_instance_uid, refused, association.peer)
             return refused.status, refused.comment
         except Exception as exc:  # the store or blob store failed: nothing kept, the sender may retry
             log.exception("C-STORE failed", extra=extra())
