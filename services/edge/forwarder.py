@@ -124,29 +124,30 @@ class Forwarder:
         study = await store.get("studies", uid)
         local = await store.find("instances", {"study_uid": uid})
         try:
-            held = await self.link.held_instances(uid)
+            # What the centre acknowledged to a STOW counts as held even before its index shows it.
+            stored = set(entry.get("stored", []))
+            held = await self.link.held_instances(uid) | stored
             todo = outbox.missing(local, held, entry.get("refused", []))
             refused = list(entry.get("refused", []))
-            sent = entry.get("sent", 0)
             for batch in outbox.batches(todo, self.settings.batch_bytes):
                 started = time.monotonic()
                 result = await self.link.stow(uid, [self._outgoing(d) for d in batch])
                 elapsed = max(time.monotonic() - started, 1e-6)
                 self.rate = result.wire_bytes / elapsed
                 held |= result.stored
-                sent += len(result.stored)
+                stored |= result.stored
                 for sop, reason in result.failed.items():
                     if outbox.permanent(reason):
                         refused.append(sop)
                         log.warning("the centre refused an instance for good; set aside",
                                     extra={"study_uid": uid, "sop_instance_uid": sop, "status": f"0x{reason:04X}"})
                 self.last_success_at = _now()
-                await self._write("update", EDGE_STUDIES, uid, {
-                    "sent": sent, "refused": refused, "bytes": entry.get("bytes", 0) + sum(d["size"] for d in batch),
-                    "wire_bytes": entry.get("wire_bytes", 0) + result.wire_bytes, "last_success_at": self.last_success_at,
-                    "attempts": 0, "last_error": None})
                 entry = {**entry, "bytes": entry.get("bytes", 0) + sum(d["size"] for d in batch),
                          "wire_bytes": entry.get("wire_bytes", 0) + result.wire_bytes}
+                await self._write("update", EDGE_STUDIES, uid, {
+                    "sent": len(stored), "stored": sorted(stored), "refused": refused, "bytes": entry["bytes"],
+                    "wire_bytes": entry["wire_bytes"], "last_success_at": self.last_success_at,
+                    "attempts": 0, "last_error": None})
                 if any(not outbox.permanent(r) for r in result.failed.values()):
                     raise LinkDown(f"the centre could not store {len(result.failed)} instance(s) now")
             outstanding = outbox.missing(local, held, refused)

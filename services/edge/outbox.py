@@ -32,7 +32,7 @@ def new_entry(study: Doc, *, rank_: int, now: str) -> Doc:
     return {"id": study["id"], "organization": study.get("organization"), "state": "pending", "rank": rank_,
             "first_received_at": study.get("first_received_at") or now, "seen_update": study.get("last_update_at"),
             "next_attempt_at": now, "attempts": 0, "instances": study.get("instance_count", 0), "sent": 0,
-            "refused": [], "bytes": 0, "wire_bytes": 0, "last_error": None, "last_success_at": None,
+            "stored": [], "refused": [], "bytes": 0, "wire_bytes": 0, "last_error": None, "last_success_at": None,
             "completed_at": None, "version": 1}
 
 

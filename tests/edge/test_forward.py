@@ -64,7 +64,7 @@ async def blob_sha(rt, doc) -> str:
 
 async def test_studies_cross_a_poor_link_exactly_once_byte_identical(centre, link_to, make_edge, tmp_path):
     proxy: FaultProxy = await link_to(latency=0.05, bytes_per_second=2_000_000 / 8,
-                                      cut_every_bytes=(40_000, 400_000))
+                                      cut_every_bytes=(20_000, 200_000))
     edge = await make_edge(proxy)
     studies = corpus(tmp_path)
     total = sum(len(f) for f in studies.values())
