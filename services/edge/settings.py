@@ -1,4 +1,4 @@
-"""Edge settings from the environment (``YILIAN_EDGE_*``); documented in docs/edge.md and
+"""Edge settings from the environment (the edge variables); documented in docs/edge.md and
 docs/configuration.md.  The local DICOM node and data directory use the usual ``YILIAN_*``."""
 
 from __future__ import annotations

@@ -5,14 +5,16 @@ the study is announced once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
 from pathlib import Path
 
 from pydicom.uid import generate_uid
 
 from services.core.auth import issue_token
 from tests.dicomweb.conftest import SECRET
-from tests.e2e.process import YilianProcess
+from tests.e2e.process import YilianProcess, clean_env, yilian_command
 from tests.support import EXAMPLE_CONSORTIUM, wait_for
 
 from .faultproxy import FaultProxy
@@ -59,6 +61,11 @@ async def test_kill_9_mid_transfer_loses_and_duplicates_nothing(centre, link_to,
         await wait_for(announced, timeout=60, what="the study complete and announced after the restart")
         assert await centre.rt.store.count("instances", {"study_uid": study}) == len(files)
         assert [e["data"]["study_uid"] for e in await centre.events("study.received")] == [study]
+        status = subprocess.run([*yilian_command(), "edge", "status"], capture_output=True, text=True, timeout=30,
+                                env=clean_env(YILIAN_HTTP_PORT=str(edge.http_port)))
+        assert status.returncode == 0, status.stderr
+        shown = json.loads(status.stdout)
+        assert shown["organization"] == "chengguan-thc" and shown["backlog_instances"] == 0
         outcomes = await audit_outcomes(centre)
         assert outcomes.get("new") == len(files)
         # Only the request in flight at the kill may come again (at most one batch: 100 kB / 16 kB).
