@@ -286,6 +286,8 @@ def parser() -> argparse.ArgumentParser:
 
     from .delivery import signature_cli
     signature_cli.add_parsers(sub, consortium_arg)
+    from .edge import cli as edge_cli
+    edge_cli.add_parsers(sub, consortium_arg)
     return p
 
 

@@ -24,7 +24,7 @@ from services.core.settings import Settings
 from .e2e.conftest import yilian_process  # noqa: F401 - the fixture: processes killed at teardown
 from .e2e.process import clean_env, yilian_command
 from .dicom_samples import DX_IMAGE, make_study, storescu
-from .support import EXAMPLE_CONSORTIUM, ROOT, wait_for_sync
+from .support import EXAMPLE_CONSORTIUM, ROOT, free_port, wait_for_sync
 
 SECRET = "cli-test-secret-0123456789abcdef0123"
 
@@ -66,7 +66,27 @@ def test_subcommand_help_mentions_every_option(command):
 
 def test_every_command_is_tested_here():
     assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "user", "ca",
-                                  "verify"}  # ca, verify: tests/delivery/test_signature.py
+                                  "verify",  # ca, verify: tests/delivery/test_signature.py
+                                  "edge"}  # edge: here and tests/edge/test_crash.py
+
+
+def test_edge_without_its_centre_token_or_organisation_names_what_is_missing(tmp_path):
+    out = yilian("edge", YILIAN_DATA_DIR=str(tmp_path))
+    assert out.returncode == 2
+    for variable in ("YILIAN_EDGE_CENTRE_URL", "YILIAN_EDGE_TOKEN", "YILIAN_EDGE_ORGANIZATION"):
+        assert variable in out.stderr
+
+
+def test_edge_refuses_plain_http_to_a_centre_elsewhere(tmp_path):
+    out = yilian("edge", YILIAN_DATA_DIR=str(tmp_path), YILIAN_EDGE_CENTRE_URL="http://county.example.cn",
+                 YILIAN_EDGE_TOKEN="t", YILIAN_EDGE_ORGANIZATION="chengguan-thc")
+    assert out.returncode == 2 and "https://" in out.stderr
+
+
+def test_edge_status_with_no_edge_running_says_where_it_asked(tmp_path):
+    port = str(free_port())
+    out = yilian("edge", "status", YILIAN_HTTP_PORT=port)
+    assert out.returncode == 2 and f"127.0.0.1:{port}" in out.stderr
 
 
 def test_serve_offers_exactly_the_services():

@@ -52,9 +52,19 @@ def services() -> dict[str, dict]:
 
 
 def yilian_services() -> dict[str, dict]:
-    """The services built from deploy/Dockerfile."""
+    """The services built from deploy/Dockerfile (not the optional profiles, e.g. the edge)."""
     return {name: s for name, s in services().items()
-            if isinstance(s.get("build"), dict) and s["build"].get("dockerfile") == "deploy/Dockerfile"}
+            if isinstance(s.get("build"), dict) and s["build"].get("dockerfile") == "deploy/Dockerfile"
+            and not s.get("profiles")}
+
+
+def test_the_edge_profile_runs_yilian_edge_on_its_own_embedded_store():
+    edge = services()["edge"]
+    assert edge["profiles"] == ["edge"] and edge["command"] == ["edge"]
+    env = edge["environment"]
+    assert not any(k in env for k in ("YILIAN_BUS_URL", "YILIAN_STORE_URL")), "an edge never uses the centre's stores"
+    for required in ("YILIAN_EDGE_CENTRE_URL", "YILIAN_EDGE_TOKEN", "YILIAN_EDGE_ORGANIZATION"):
+        assert ":?" in env[required], required  # no default: compose refuses to start without it
 
 
 @functools.cache

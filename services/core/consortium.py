@@ -22,7 +22,7 @@ from .localtime import DEFAULT_TIMEZONE, zone
 LEVELS = ("city", "county", "township", "village")
 KINDS = ("imaging", "ecg")
 PRIORITIES = ("stat", "urgent", "routine")
-ROLES = ("clinic", "reader", "coordinator", "admin", "auditor")
+ROLES = ("clinic", "reader", "coordinator", "admin", "auditor", "edge")  # edge: a township 前置机
 GREEN_CHANNELS = ("胸痛", "卒中", "高危孕产妇", "危重新生儿")
 # Physicians' professional titles (职称), lowest first: a centre's ``sign_off`` names the lowest that releases.
 TITLES = ("住院医师", "主治医师", "副主任医师", "主任医师")

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
+from ..core import held_studies
 from ..core.events import Event
 from ..core.runtime import Runtime
 from ..core.store.port import StoreError
@@ -65,6 +66,8 @@ class StudyAnnouncer:
                                        sort=[("last_update_at", 1)], limit=self.batch)
         announced = 0
         for study in due:
+            if await held_studies.is_held(self.rt.store, study):
+                continue  # coming through an edge: announced when the edge says it is complete
             if await self._announce(study["id"], study["last_update_at"]):
                 announced += 1
         return announced

@@ -154,6 +154,10 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
                                                           "end": "2099-01-02T00:00:00+08:00", "shifts": []}),
         ("GET", "/api/v1/centres/county-imaging/roster", None),
         ("GET", "/api/v1/on-duty", None),
+        # township edges (前置机)
+        ("POST", f"/api/v1/edge/studies/{study}/complete", {"instances": 1}),
+        ("POST", "/api/v1/edge/heartbeat", {"backlog_studies": 0}),
+        ("GET", "/api/v1/edges", None),
     ]
 
 
@@ -237,6 +241,8 @@ async def test_another_clinics_ids_are_404_and_change_nothing(api):
         for method, path, body in endpoints(ids):
             if not any(ids[k] in path for k in ids):
                 continue  # (a reading request names its study in the body: below)
+            if path.startswith("/api/v1/edge/"):
+                continue  # the edge's role alone: another clinic's edge is below
             status, problem, _ = await api.call(method, path, user=user, json=body)
             assert status == 404, (user, method, path, status, problem)
             assert_problem(problem, 404, path)
@@ -250,6 +256,18 @@ async def test_another_clinics_ids_are_404_and_change_nothing(api):
     assert (await api.ok("GET", "/api/v1/reading-requests", "db-clinic"))["items"] == []
     assert (await api.ok("GET", "/api/v1/reports", "db-clinic"))["items"] == []
     assert await snapshot(api) == before
+
+
+async def test_an_edge_cannot_complete_another_clinics_study(api):
+    """An edge answers for its clinic only: another clinic's study is as unknown as a made-up UID,
+    and its STOW-RS hold cannot keep another clinic's study from being announced."""
+    await scenario(api)
+    path = "/api/v1/edge/studies/{}/complete"
+    status, other, _ = await api.call("POST", path.format("1.2.826.0.1.200.1"), user="cg-edge", json={"instances": 1})
+    _, unknown, _ = await api.call("POST", path.format("1.2.826.0.1.999.9"), user="cg-edge", json={"instances": 1})
+    assert status == 404 and other["title"] == unknown["title"] and set(other) == set(unknown)
+    status, done, _ = await api.call("POST", path.format(CG_CT), user="cg-edge", json={"instances": 1})
+    assert status == 200 and done["study_uid"] == CG_CT
 
 
 async def test_another_clinics_study_uid_is_answered_like_an_unknown_one(api):
@@ -333,6 +351,14 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("PUT", "/api/v1/centres/county-imaging/roster"), ("cg-clinic", "dr-wang", "auditor")),
     (("GET", "/api/v1/centres/county-imaging/roster"), ("cg-clinic", "auditor")),
     (("GET", "/api/v1/on-duty"), ("cg-clinic", "auditor")),
+    # an edge is a machine of one clinic: it forwards and reports its backlog, nothing else
+    (("POST", "/api/v1/edge/heartbeat"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
+    (("GET", "/api/v1/edges"), ("cg-clinic", "cg-edge", "dr-wang", "auditor")),
+    (("GET", "/api/v1/studies"), ("cg-edge",)),
+    (("GET", "/api/v1/results"), ("cg-edge",)),
+    (("GET", "/api/v1/reading-requests"), ("cg-edge",)),
+    (("GET", "/api/v1/orders"), ("cg-edge",)),
+    (("GET", "/api/v1/audit"), ("cg-edge",)),
 ]
 
 

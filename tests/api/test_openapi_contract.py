@@ -350,6 +350,14 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", f"/api/v1/seals/{seal['id']}/verification", "auditor")
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})  # 409
+    # township edges (前置机)
+    await call("POST", "/api/v1/edge/heartbeat", "cg-edge", {"backlog_studies": 2, "backlog_instances": 40,
+                                                             "bytes_pending": 1000, "last_success_at": None})
+    await call("POST", "/api/v1/edge/heartbeat", "cg-edge", {"backlog_studies": -1})  # 422
+    await call("POST", f"/api/v1/edge/studies/{CG_CT}/complete", "cg-edge", {"instances": 1})
+    await call("POST", f"/api/v1/edge/studies/{CG_CT}/complete", "cg-edge", {"instances": 10**6})  # 409
+    await call("POST", "/api/v1/edge/studies/1.2.3.999/complete", "cg-edge", {"instances": 1})  # 404
+    await call("GET", "/api/v1/edges", "coord-county")
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
     # the desks (docs/desks.md): sign in, the session, pages, sign out
     await set_password(api.rt, "dr-wang")

@@ -19,8 +19,8 @@ from ...core.auth import Principal
 from ...core.store.port import Filter, Store
 from ..scope import patient_studies
 
-ROLES = ("clinic", "reader", "coordinator", "admin")
-STORE_ROLES = ("clinic", "admin")  # who may STOW: the sender of a study, never its reader
+ROLES = ("clinic", "reader", "coordinator", "admin", "edge")
+STORE_ROLES = ("clinic", "admin", "edge")  # who may STOW: the sender of a study, never its reader
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Scope:
 async def scope_of(store: Store, who: Principal) -> Scope:
     if who.role == "admin":
         return Scope(everything=True)
-    if who.role == "clinic":
+    if who.role in ("clinic", "edge"):  # an edge forwards, and asks what arrived, for its clinic only
         return Scope(organization=who.organization)
     if who.role in ("reader", "coordinator") and who.centre:
         requested = {r["study_uid"] for r in await store.find("reading_requests", {"centre": who.centre})}

@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from ...core.blobs.port import BlobNotFound
-from ...core import bounded
+from ...core import bounded, held_studies
+from ...core.events import utc_now
 from ..context import not_found, record, require_role, runtime
 from ..problems import Problem
 from ..scope import sees_study
@@ -374,6 +375,10 @@ async def _store(request: web.Request) -> web.Response:
     who = require_role(request, *STORE_ROLES)
     study_uid = request.match_info.get("study")
     rt = runtime(request)
+    if who.role == "edge":
+        if not study_uid:
+            raise Problem(400, "an edge stores into one study at a time: POST /dicomweb/studies/{study}")
+        await held_studies.hold(rt.store, study_uid, organization=who.organization, edge=who.user_id, at=utc_now())
     try:
         result = await stow.store(request, rt, who, study_uid)
     except stow.StowError as exc:

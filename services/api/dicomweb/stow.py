@@ -113,6 +113,11 @@ async def store(request: web.Request, rt: Runtime, who: Principal, study_uid: st
                 await _ingest_one(rt, ingest, who, path, study_uid, result)
             finally:
                 path.unlink(missing_ok=True)  # kept files were renamed away
+    except ConnectionResetError:
+        # The client went away mid-upload (a township link that dropped): what was stored stays
+        # stored, and the answer nobody will read still goes to the audit trail with it.
+        result.failed.append(("", "", statuses.PROCESSING_FAILURE, "connection lost mid-upload"))
+        return result
     except (ValueError, AssertionError, asyncio.IncompleteReadError) as exc:
         # aiohttp's multipart reader: a missing or broken boundary, truncated body
         raise StowError(400, f"malformed multipart body: {exc or type(exc).__name__}") from None

@@ -16,6 +16,7 @@ from . import signin  # desk sessions: sign in, who is signed in, sign out (docs
 from . import users  # users and passwords (admin; a user's own password)
 from . import quality  # image quality grading and peer review (docs/quality.md)
 from . import rosters  # duty rosters (排班管理) and who is on duty now
+from . import edge  # township edges (前置机): complete, heartbeat (docs/edge.md)
 
 
 def add_routes(app: web.Application) -> None:
@@ -31,5 +32,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(users.routes)
     app.router.add_routes(quality.routes)
     app.router.add_routes(rosters.routes)
+    app.router.add_routes(edge.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

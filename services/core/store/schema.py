@@ -78,6 +78,13 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                Index(("organization", "on_worklist", "scheduled_date"))),
     # pacs_gateway: Modality Performed Procedure Steps (PS3.4 F), id = the MPPS SOP Instance UID
     "performed_procedure_steps": (Index(("organization",)),),
+    # edges (前置机): studies held from study.received until their edge completes them (core/held_studies.py),
+    # and each edge's last heartbeat (api/routes/edge.py)
+    "held_studies": (Index(("organization",)),),
+    "edge_heartbeats": (Index(("organization",)),),
+    # the edge's own forward queue, one document per local study (services/edge/outbox.py)
+    "edge_studies": (Index(("state", "next_attempt_at")),),
+    "edge_state": (),
     # monitor: its read model, fed only by events (services/monitor/readmodel.py)
     "monitor_requests": (Index(("centre", "state")), Index(("state",)), Index(("centre", "signed_at")),
                          Index(("organization", "state")), Index(("signed_at",)), Index(("overflow_to",)),

@@ -1,0 +1,101 @@
+"""The edge forwards every study to the centre through a poor link: latency, a bandwidth cap,
+connections cut mid-transfer and an outage; each instance arrives once and byte-identical, and
+the centre announces each study once, when the edge says it is complete."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from pydicom.uid import generate_uid
+
+from services.core import held_studies
+from tests import dicom_samples as ds_
+from tests.support import wait_for
+
+from .faultproxy import FaultProxy
+
+MODALITY = "CG_CT1"  # a modality AE of chengguan-thc
+
+
+def random_instance(path: Path, *, study_uid: str, series_uid: str, number: int, rows: int, modality: str,
+                    sop_class: str) -> Path:
+    ds = ds_.make_instance(study_uid=study_uid, series_uid=series_uid, instance_number=number, rows=rows,
+                           columns=rows, modality=modality, sop_class_uid=sop_class, accession_number="")
+    ds.PixelData = os.urandom(rows * rows)  # incompressible: the bandwidth cap is what limits
+    return ds_.write(ds, path / f"{modality}-{number}-{ds.SOPInstanceUID}.dcm")
+
+
+def corpus(tmp: Path) -> dict[str, list[Path]]:
+    """A small CT (two series), two large-ish DX, a secondary capture standing in for an ECG sheet."""
+    studies: dict[str, list[Path]] = {}
+    (tmp / "src").mkdir()
+    ct = generate_uid()
+    studies[ct] = [random_instance(tmp / "src", study_uid=ct, series_uid=s, number=i, rows=64, modality="CT",
+                                   sop_class=ds_.CT_IMAGE) for s in (generate_uid(), generate_uid()) for i in range(12)]
+    dx = generate_uid()
+    series = generate_uid()
+    studies[dx] = [random_instance(tmp / "src", study_uid=dx, series_uid=series, number=i, rows=384, modality="DX",
+                                   sop_class=ds_.DX_IMAGE) for i in range(2)]
+    sc = generate_uid()
+    studies[sc] = [random_instance(tmp / "src", study_uid=sc, series_uid=generate_uid(), number=1, rows=128,
+                                   modality="ECG", sop_class=ds_.SC_IMAGE)]
+    return studies
+
+
+def storescu(port: int, files: list[Path]) -> float:
+    started = time.monotonic()
+    out = subprocess.run([ds_.STORESCU, "-aet", MODALITY, "-aec", "CG_EDGE", "127.0.0.1", str(port),
+                          *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return time.monotonic() - started
+
+
+async def blob_sha(rt, doc) -> str:
+    h = hashlib.sha256()
+    async for chunk in rt.blobs.read_chunks(doc["blob_key"]):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+async def test_studies_cross_a_poor_link_exactly_once_byte_identical(centre, link_to, make_edge, tmp_path):
+    proxy: FaultProxy = await link_to(latency=0.05, bytes_per_second=2_000_000 / 8,
+                                      cut_every_bytes=(20_000, 200_000))
+    edge = await make_edge(proxy)
+    studies = corpus(tmp_path)
+    total = sum(len(f) for f in studies.values())
+    # Every association gets its Success at local speed, whatever the link does meanwhile.
+    first, *rest = list(studies.values())
+    assert await asyncio.to_thread(storescu, edge.dicom_port, first) < 10
+    proxy.outage(True)  # the link drops while the technician goes on
+    for files in rest:
+        assert await asyncio.to_thread(storescu, edge.dicom_port, files) < 10
+    await asyncio.sleep(1.0)  # an outage, not a blip: attempts fail through it
+
+    async def nothing_announced_while_down() -> bool:
+        return not await centre.events("study.received")
+    assert await nothing_announced_while_down()
+    proxy.outage(False)
+
+    async def all_arrived() -> bool:
+        return await centre.rt.store.count("instances") == total
+    await wait_for(all_arrived, timeout=90, what=f"all {total} instances at the centre")
+
+    async def announced() -> bool:
+        return len(await centre.events("study.received")) >= len(studies)
+    await wait_for(announced, timeout=30, what="every study announced at the centre")
+    received = [e["data"]["study_uid"] for e in await centre.events("study.received")]
+    assert sorted(received) == sorted(studies), "one study.received per study, no more"
+    assert proxy.cuts > 0, "the link did cut connections mid-transfer"
+    for uid in studies:
+        for local in await edge.rt.store.find("instances", {"study_uid": uid}):
+            there = await centre.rt.store.get("instances", local["id"])
+            assert there is not None and there["organization"] == "chengguan-thc"
+            assert await blob_sha(centre.rt, there) == await blob_sha(edge.rt, local)
+        assert not await held_studies.is_held(centre.rt.store, await centre.rt.store.get("studies", uid))
+    status = await edge.service.forwarder.status()
+    assert status["backlog_studies"] == 0 and status["backlog_instances"] == 0
