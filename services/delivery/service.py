@@ -36,7 +36,7 @@ from ..core.events import Event, new_traceparent
 from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from ..core.store.port import DuplicateKey, Transaction
-from . import model, pdf, secrets, signing, sr
+from . import fonts, model, pdf, secrets, signing, sr
 from .ca import ConsortiumCA
 from .channels import Outcome, dicom, inbox, webhook
 from .fonts import Fonts
@@ -333,8 +333,8 @@ class Worker:
 
     async def prepare_signer(self) -> None:
         """At start: the CA and the readers' keys made (first start) and loaded in the PDF worker process,
-        which this starts (a reader's first report would otherwise wait for both).  Not with PDFs in a
-        thread: keys are then made and loaded on first need."""
+        which this starts, then the report font parsed there (a reader's first report would otherwise wait
+        for them).  Not with PDFs in a thread: keys are then made and loaded on first need."""
         if self.settings.pdf_processes <= 0:
             return
         readers = sorted(u.id for u in self.rt.consortium.users.values() if u.role == "reader")
@@ -342,6 +342,7 @@ class Worker:
         try:
             for reader in readers:  # one key per task: a stop waits for the one being made, not for all
                 ready += await self._in_pdf_process(functools.partial(signing.warm, self.signer, [reader]))
+            await self._in_pdf_process(functools.partial(fonts.warm, self.fonts.for_text()))  # ~1 s, once
         except Exception:  # noqa: BLE001 - the first report issues or loads its key itself, and says why
             log.exception("could not prepare the report signing keys")
             return
