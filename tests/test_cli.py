@@ -49,7 +49,7 @@ def test_top_level_help_lists_every_command_and_the_environment():
     assert "docs/configuration.md" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit"])
+@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit", "identity"])
 def test_subcommand_help_mentions_every_option(command):
     sp = subcommands()[command]
     out = yilian(command, "--help")
@@ -66,7 +66,8 @@ def test_subcommand_help_mentions_every_option(command):
 
 def test_every_command_is_tested_here():
     assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "ca",
-                                  "verify"}  # ca, verify: tests/delivery/test_signature.py
+                                  "verify", "identity"}  # ca, verify: tests/delivery/test_signature.py;
+    # identity backfill: tests/orders/test_identity_backfill.py
 
 
 def test_serve_offers_exactly_the_services():
