@@ -153,12 +153,13 @@ async def _backfill_identity(settings: Settings) -> dict:
     from .core.events import registry
     from .core.runtime import make_blobs, make_store
     from .pacs_gateway.backfill import backfill_identity
+    issuers = load_consortium(settings.consortium_path).identity_issuers  # the consortium's accepted issuers
     store = make_store(settings.store_url, registry().validate)
     await store.open()
     blobs = make_blobs(settings.blob_url, store)
     await blobs.open()
     try:
-        return asdict(await backfill_identity(store, blobs))
+        return asdict(await backfill_identity(store, blobs, issuers=issuers))
     finally:
         await blobs.close()
         await store.close()

@@ -35,15 +35,16 @@ class Backfilled:
     unreadable: int = 0  # instances whose stored file could not be read (missing blob, not DICOM)
 
 
-def _identity_in(data: bytes) -> str:
+def _identity_in(data: bytes, issuers: identity.Issuers) -> str:
     ds = dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-    return identity.first_key(model.identifiers(ds))
+    return identity.first_key(model.identifiers(ds), issuers)
 
 
-async def _identity_of(store: Store, blobs: BlobStore, study_uid: str, tries: int, counts: Backfilled) -> str:
+async def _identity_of(store: Store, blobs: BlobStore, study_uid: str, tries: int, counts: Backfilled,
+                       issuers: identity.Issuers) -> str:
     for inst in await store.find("instances", {"study_uid": study_uid}, sort=(("id", 1),), limit=tries):
         try:
-            found = await asyncio.to_thread(_identity_in, await blobs.read(inst["blob_key"]))
+            found = await asyncio.to_thread(_identity_in, await blobs.read(inst["blob_key"]), issuers)
         except Exception:  # noqa: BLE001 - one bad file must not stop the run: it is counted and said
             counts.unreadable += 1
             log.warning("stored instance not readable for the identity backfill", extra={"study_uid": study_uid,
@@ -54,8 +55,10 @@ async def _identity_of(store: Store, blobs: BlobStore, study_uid: str, tries: in
     return ""
 
 
-async def backfill_identity(store: Store, blobs: BlobStore, *, tries: int = 3) -> Backfilled:
-    """Fill ``identity`` on studies (and their local patients) that have none; the counts."""
+async def backfill_identity(store: Store, blobs: BlobStore, *, issuers: identity.Issuers = identity.ISSUERS,
+                            tries: int = 3) -> Backfilled:
+    """Fill ``identity`` on studies (and their local patients) that have none; the counts.  ``issuers``:
+    the consortium's accepted national identifiers (``Consortium.identity_issuers``)."""
     counts = Backfilled()
     offset = 0
     while page := await store.find("studies", {}, sort=(("id", 1),), limit=PAGE, offset=offset):
@@ -64,7 +67,7 @@ async def backfill_identity(store: Store, blobs: BlobStore, *, tries: int = 3) -
             if study.get("identity"):
                 continue
             counts.studies_without += 1
-            found = await _identity_of(store, blobs, study["id"], tries, counts)
+            found = await _identity_of(store, blobs, study["id"], tries, counts, issuers)
             if not found:
                 continue
             async with store.transaction() as tx:
