@@ -105,7 +105,8 @@ def build_subset(full: str, path: str, parent_pid: int) -> None:
 class _Parsed:
     """One font file, parsed once: fpdf2's metrics and the fontTools tables that depend on the glyph order."""
 
-    # Read from the file per document (small, and independent of the glyph order).
+    # The tables that depend on the glyph order (restricted per document): decompiled once, here.
+    # The others (head, hhea, OS/2, name, ...) are small and read from the file for each document.
     ORDERED = ("glyf", "hmtx", "vmtx", "cmap", "post")
 
     def __init__(self, path: str) -> None:
@@ -226,7 +227,10 @@ class SharedFonts:
         self._shared_fonts = {**getattr(self, "_shared_fonts", {}), fontkey: font}
 
     def output(self, *args: Any, **kw: Any) -> Any:
-        kw.setdefault("output_producer_class", _producer())
+        if kw.get("linearize") or "output_producer_class" in kw:
+            # fpdf2 would then use another producer, which would subset the shared font itself, in place
+            raise ValueError("a document with shared fonts is written by their own producer, not linearized")
+        kw["output_producer_class"] = _producer()
         return super().output(*args, **kw)  # type: ignore[misc]
 
     def _embed_shared_fonts(self) -> None:
