@@ -202,6 +202,30 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _backfill_identity(settings: Settings) -> dict:
+    from dataclasses import asdict
+
+    from .core.events import registry
+    from .core.runtime import make_blobs, make_store
+    from .pacs_gateway.backfill import backfill_identity
+    issuers = load_consortium(settings.consortium_path).identity_issuers  # the consortium's accepted issuers
+    store = make_store(settings.store_url, registry().validate)
+    await store.open()
+    blobs = make_blobs(settings.blob_url, store)
+    await blobs.open()
+    try:
+        return asdict(await backfill_identity(store, blobs, issuers=issuers))
+    finally:
+        await blobs.close()
+        await store.close()
+
+
+def cmd_identity_backfill(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(consortium=args.consortium)
+    print(json.dumps(asyncio.run(_backfill_identity(settings))))
+    return 0
+
+
 def _positive_seconds(raw: str) -> int:
     """A token lifetime: a token with none would be born expired (every call answers 401)."""
     try:
@@ -283,6 +307,19 @@ def parser() -> argparse.ArgumentParser:
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")
     consortium_arg(passwd)
     passwd.set_defaults(func=cmd_user_passwd)
+
+    identity = sub.add_parser("identity", help="the consortium patient identity (EMPI)",
+                              description="Commands on the patient identity index (docs/identity.md).")
+    identity_sub = identity.add_subparsers(dest="identity_command", required=True, metavar="ACTION")
+    backfill = identity_sub.add_parser(
+        "backfill", help="give studies indexed before the identity existed theirs, from their stored headers",
+        description="For every study without a consortium identity, read the stored headers of a few of its "
+                    "instances (Other Patient IDs Sequence, Issuer of Patient ID) and set the identity on the "
+                    "study and its local patient, as indexing does. Idempotent; safe beside running services. "
+                    "Prints one JSON object of counts (studies_without, studies_filled, patients_filled, "
+                    "unreadable); audited (identity.backfill).")
+    consortium_arg(backfill)
+    backfill.set_defaults(func=cmd_identity_backfill)
 
     from .delivery import signature_cli
     signature_cli.add_parsers(sub, consortium_arg)

@@ -49,7 +49,7 @@ def test_top_level_help_lists_every_command_and_the_environment():
     assert "docs/configuration.md" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit", "user"])
+@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit", "user", "identity"])
 def test_subcommand_help_mentions_every_option(command):
     sp = subcommands()[command]
     out = yilian(command, "--help")
@@ -67,6 +67,7 @@ def test_subcommand_help_mentions_every_option(command):
 def test_every_command_is_tested_here():
     assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "user", "ca",
                                   "verify",  # ca, verify: tests/delivery/test_signature.py
+                                  "identity",  # identity backfill: tests/orders/test_identity_backfill.py
                                   "edge"}  # edge: here and tests/edge/test_crash.py
 
 

@@ -344,7 +344,7 @@ def test_the_example_loads():
     assert levels.count("city") >= 1 and levels.count("county") >= 1
     assert levels.count("township") >= 3 and levels.count("village") >= 2
     assert {k for centre in c.centres.values() for k in centre.kinds} == {"imaging", "ecg"}
-    assert {u.role for u in c.users.values()} == {"clinic", "reader", "coordinator", "admin", "auditor"}
+    assert {u.role for u in c.users.values()} == {"clinic", "reader", "coordinator", "admin", "auditor", "edge"}
     # Every township and village clinic has modalities and its own receiving SCP.
     for org in c.organizations.values():
         if org.level in ("township", "village"):

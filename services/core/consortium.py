@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import identity
 from .localtime import DEFAULT_TIMEZONE, zone
 
 LEVELS = ("city", "county", "township", "village")
@@ -198,6 +199,8 @@ class Consortium:
     recognition_mark: str | None = None  # 互认标识 (e.g. "HR") printed on every report PDF; None: no mark
     report_page: str = "A4"  # the report PDF's paper size; a centre may set its own
     quality: QualityConfig = field(default_factory=QualityConfig)
+    # Issuers of Patient ID whose identifiers make the consortium patient identity (docs/identity.md)
+    identity_issuers: identity.Issuers = identity.ISSUERS
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -359,7 +362,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False, "retention": False, "quality": False})
+        "consultation": False, "retention": False, "quality": False, "identity": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False,
                                                        "recognition_mark": False, "report_page": False})
@@ -552,11 +555,13 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         retention = RetentionConfig(years, default_class)
 
     quality = _quality(L, top.get("quality"))
+    issuers = _identity_issuers(L, top["identity"]) if "identity" in top else identity.ISSUERS
+
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
                       timezone=timezone, retention=retention, recognition_mark=recognition_mark,
-                      report_page=report_page, quality=quality)
+                      report_page=report_page, quality=quality, identity_issuers=issuers)
 
 
 def _quality(L: _Loader, node: _Node | None) -> QualityConfig:
@@ -588,6 +593,36 @@ def _min_on_duty(L: _Loader, node: _Node | None) -> dict[str, int]:
         return {}
     f = L.mapping(node, "centre.min_on_duty", {"day": False, "night": False, "on_call": False})
     return {kind: L.integer(n, f"centre.min_on_duty.{kind}", 0, 100) for kind, n in f.items()}
+
+
+ISSUER_NAME = re.compile(r"^[A-Z0-9_]{1,64}$")  # Issuer of Patient ID (LO), as the worklist writes it
+
+
+def _identity_issuers(L: _Loader, node: _Node) -> identity.Issuers:
+    """``identity.issuers``: the national identifiers that make the consortium patient identity,
+    each with its check (``resident_id``, ``health_card`` or ``regex`` with ``pattern``)."""
+    f = L.mapping(node, "identity", {"issuers": True})
+    issuers: list[identity.Issuer] = []
+    for n in L.seq(f["issuers"], "identity.issuers"):
+        g = L.mapping(n, "identity.issuers[]", {"name": True, "check": True, "pattern": False})
+        name = L.scalar(g["name"], "identity.issuers[].name", pattern=ISSUER_NAME)
+        if any(i.name == name for i in issuers):
+            raise g["name"].error(f"identity.issuers: {name!r} is listed twice")
+        check = L.scalar(g["check"], f"identity.issuers[{name}].check", choices=identity.CHECKS)
+        pattern = L.opt(g, "pattern", f"identity.issuers[{name}]")
+        if (check == "regex") != (pattern is not None):
+            raise n.error(f"identity.issuers[{name}]: a pattern is given with check: regex, and only then")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise g["pattern"].error(f"identity.issuers[{name}].pattern is not a regular expression: {exc}") \
+                    from None
+        issuers.append(identity.Issuer(name, check, pattern))
+    if not issuers:
+        raise f["issuers"].error("identity.issuers must name at least one issuer (leave identity out for the "
+                                 "defaults: CN_RESIDENT_ID, CN_HEALTH_CARD)")
+    return tuple(issuers)
 
 
 def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:

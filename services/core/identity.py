@@ -7,14 +7,18 @@ modality carries it into the study); the API shows it masked (``4101**********12
 event, audit record, log line or error message carries it.  I/O free.
 
 A patient's consortium identity is ``ISSUER|VALUE`` (:func:`key`) of a valid identifier of an
-issuer in :data:`ISSUERS`: the resident ID (checked by its check digit) or the resident health
-card number (居民健康卡号, its shape only).  Name + birth date never make one (docs/identity.md).
+accepted issuer: by default (:data:`ISSUERS`) the resident ID (checked by its check digit) and the
+resident health card number (居民健康卡号, its shape only); the consortium file may name others,
+each with its check (``identity.issuers``, :class:`Issuer`).  Name + birth date never make one
+(docs/identity.md).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 SHAPE = re.compile(r"^\d{17}[\dX]$")
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -59,23 +63,52 @@ def _health_card_problem(value: str) -> str | None:
     return None if HEALTH_CARD_SHAPE.match(value.strip().upper()) else "must be 8-32 digits or capital letters"
 
 
-# Issuer of Patient ID (0010,0021) -> why a value is not an identifier of that issuer (None: it is).
-ISSUERS = {ISSUER: problem, HEALTH_CARD_ISSUER: _health_card_problem}
+CHECKS = ("resident_id", "health_card", "regex")  # how an accepted issuer's identifiers are checked
 
 
-def key(issuer: str, value: str) -> str | None:
-    """The consortium identity of ``value`` issued by ``issuer``, or None (unknown issuer, invalid value)."""
+@lru_cache(maxsize=64)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An accepted Issuer of Patient ID (0010,0021) and how its identifiers are checked: the resident
+    ID's check digit, the health card's shape, or a regular expression the whole (upper-cased) value matches."""
+
+    name: str
+    check: str = "regex"  # one of CHECKS
+    pattern: str | None = None  # check "regex" only
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` is not an identifier of this issuer (None: it is); never repeats the value."""
+        if self.check == "resident_id":
+            return problem(value)
+        if self.check == "health_card":
+            return _health_card_problem(value)
+        if self.pattern and _pattern(self.pattern).fullmatch(normalized(value)):
+            return None
+        return f"does not match the pattern of {self.name}"
+
+
+Issuers = tuple[Issuer, ...]
+# The default when the consortium file names none (docs/identity.md).
+ISSUERS: Issuers = (Issuer(ISSUER, "resident_id"), Issuer(HEALTH_CARD_ISSUER, "health_card"))
+
+
+def key(issuer: str, value: str, issuers: Issuers = ISSUERS) -> str | None:
+    """The consortium identity of ``value`` issued by ``issuer``, or None (not an accepted issuer, invalid value)."""
     issuer = issuer.strip().upper()
-    check = ISSUERS.get(issuer)
-    if check is None or not value or check(value) is not None:
+    accepted = next((i for i in issuers if i.name == issuer), None)
+    if accepted is None or not value or accepted.problem(value) is not None:
         return None
     return f"{issuer}|{normalized(value)}"
 
 
-def first_key(pairs: "list[tuple[str, str]] | tuple[tuple[str, str], ...]") -> str:
+def first_key(pairs: "list[tuple[str, str]] | tuple[tuple[str, str], ...]", issuers: Issuers = ISSUERS) -> str:
     """The identity of the first valid (issuer, value) of Other Patient IDs Sequence; "" if none."""
     for issuer, value in pairs:
-        found = key(issuer, value)
+        found = key(issuer, value, issuers)
         if found:
             return found
     return ""

@@ -11,13 +11,16 @@ process's GIL, and in ``yilian up`` that is the gateway's too.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import multiprocessing
 import os
+import threading
 from functools import lru_cache
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from ..core import orphans
 
@@ -86,3 +89,164 @@ def build_subset(full: str, path: str, parent_pid: int) -> None:
         os.replace(tmp, target)  # atomic: another process may be building it too
     except Exception:  # noqa: BLE001 - the whole font still works, only slower
         log.exception("could not build the PDF font subset; using the whole font")
+
+
+# --- fonts parsed once per process ----------------------------------------------------------
+#
+# fpdf2 parses the TrueType file for every document (``add_font``) and, at ``output``, subsets
+# the parsed font in place to the glyphs the document used: two passes over ~13,000 glyphs,
+# about 80 % of a report's CPU.  :class:`SharedFonts` parses each font file once per process and
+# gives every document (1) a copy of the parsed font's metrics, as fpdf2's own ``__deepcopy__``
+# shares them with its recorder, and (2) at output, a font holding only the glyphs that document
+# used (and their components), so fpdf2's subsetting has a few hundred glyphs to go through.
+# What fpdf2 writes is the same, byte for byte (tests/delivery/test_fonts.py).
+
+
+class _Parsed:
+    """One font file, parsed once: fpdf2's metrics and the fontTools tables that depend on the glyph order."""
+
+    # The tables that depend on the glyph order (restricted per document): decompiled once, here.
+    # The others (head, hhea, OS/2, name, ...) are small and read from the file for each document.
+    ORDERED = ("glyf", "hmtx", "vmtx", "cmap", "post")
+
+    def __init__(self, path: str) -> None:
+        from fpdf import FPDF
+        from fpdf.fonts import TTFFont
+        self.path = path
+        self.data = Path(path).read_bytes()
+        self.template = TTFFont(FPDF(), Path(path), "template", "")
+        self.master = self.template.ttfont
+        for tag in self.ORDERED:
+            if tag in self.master:
+                self.master[tag]  # decompiled now, once
+        self.order = self.master.getGlyphOrder()
+        self._decoded: dict[str, Any] = {}
+
+    def for_document(self, pdf: Any, fontkey: str, style: str) -> Any:
+        from fpdf.enums import TextEmphasis
+        from fpdf.fonts import SubsetMap
+        font = copy.copy(self.template)  # shares the parsed, read-only parts (cmap, desc, glyph ids)
+        font.i = len(pdf.fonts) + 1
+        font.fontkey = fontkey
+        font.emphasis = TextEmphasis.coerce(style)
+        font.cw = copy.copy(self.template.cw)
+        font.missing_glyphs = []
+        font.biggest_size_pt = 0
+        font.subset = SubsetMap(font)
+        font.ttfont = self.master  # until output (:meth:`embed`): read only
+        return font
+
+    def glyphs_for(self, used: "list[str] | tuple[str, ...]") -> list[str]:
+        """``used`` with what fpdf2's subsetter adds (the first four glyphs) and composite glyphs'
+        components, in the font's order (so the subset's glyph ids are what they would be)."""
+        glyf = self.master["glyf"].glyphs
+        keep = set(self.order[:4]) | {g for g in used if g in glyf}
+        todo = list(keep)
+        while todo:
+            for component in glyf[todo.pop()].getComponentNames(self.master["glyf"]):
+                if component not in keep:
+                    keep.add(component)
+                    todo.append(component)
+        return [g for g in self.order if g in keep]
+
+    def _glyph(self, name: str) -> Any:
+        """A copy of the glyph, decoded (once per process) with the whole font's glyph order: a composite
+        names its components by glyph id, and fpdf2 decodes each glyph it embeds to recompute its bounds.
+        A shallow copy: saving the font reads the outline, and writes only the copy's own bounds."""
+        decoded = self._decoded.get(name)
+        if decoded is None:
+            decoded = copy.copy(self.master["glyf"].glyphs[name])
+            decoded.expand(self.master["glyf"])
+            self._decoded[name] = decoded
+        return copy.copy(decoded)
+
+    def embed(self, used: "list[str] | tuple[str, ...]") -> Any:
+        """A fontTools font of the glyphs ``used`` only, for fpdf2 to subset (in place) and embed:
+        the glyph-order tables are restricted copies of the parsed ones, the others read from the file."""
+        import io
+        from fontTools import ttLib
+        names = self.glyphs_for(used)
+        kept = set(names)
+        font = ttLib.TTFont(io.BytesIO(self.data), lazy=True, recalcTimestamp=False,
+                            fontNumber=self.template.collection_font_number)
+        font.setGlyphOrder(names)
+        # Only copies are changed (fpdf2's subsetting, glyphs expanded at save): the parsed font is shared
+        # by every document of this process, in threads too (YILIAN_DELIVERY_PDF_PROCESSES=0).
+        glyf = copy.copy(self.master["glyf"])
+        glyf.glyphs = {n: self._glyph(n) for n in names}
+        glyf.setGlyphOrder(names)
+        font["glyf"] = glyf
+        font["loca"] = ttLib.newTable("loca")  # written by glyf at save
+        for tag in ("hmtx", "vmtx"):
+            if tag in self.master:
+                table = font[tag] = copy.copy(self.master[tag])
+                table.metrics = {n: self.master[tag].metrics[n] for n in names}
+        cmap = font["cmap"] = copy.copy(self.master["cmap"])
+        cmap.tables = []
+        for sub in self.master["cmap"].tables:
+            sub = copy.copy(sub)
+            sub.cmap = {u: g for u, g in sub.cmap.items() if g in kept}
+            cmap.tables.append(sub)
+        font["post"] = copy.copy(self.master["post"])
+        return font
+
+
+_PARSED: dict[tuple[str, int], _Parsed] = {}
+_PARSING = threading.Lock()
+
+
+def parsed(path: str) -> _Parsed:
+    """The font file parsed in this process (again when the file changed)."""
+    key = (path, os.stat(path).st_mtime_ns)
+    with _PARSING:
+        found = _PARSED.get(key)
+        if found is None:
+            found = _PARSED[key] = _Parsed(path)
+    return found
+
+
+def warm(path: str) -> None:
+    """Parse ``path`` now in this process (the PDF worker, at start), not for its first document."""
+    parsed(path)
+
+
+class SharedFonts:
+    """An FPDF mixin: :meth:`add_font` with a plain TrueType file reuses the font parsed in this
+    process; :meth:`output` embeds each such font from the glyphs the document used."""
+
+    def add_font(self, family: str | None = None, style: str = "", fname: Any = None, **kw: Any) -> None:
+        if kw or not fname or not Path(fname).is_file():
+            return super().add_font(family, style, fname, **kw)  # type: ignore[misc]
+        font = parsed(str(fname))
+        if font.template.color_font is not None or font.template.is_cff:
+            return super().add_font(family, style, fname, **kw)  # type: ignore[misc]
+        fontkey = f"{(family or Path(fname).stem).lower()}{''.join(sorted(style.upper()))}"
+        if fontkey in self.fonts:  # type: ignore[attr-defined]
+            return super().add_font(family, style, fname)  # type: ignore[misc]  # fpdf2 warns
+        self.fonts[fontkey] = font.for_document(self, fontkey, style)  # type: ignore[attr-defined]
+        self._shared_fonts = {**getattr(self, "_shared_fonts", {}), fontkey: font}
+
+    def output(self, *args: Any, **kw: Any) -> Any:
+        if kw.get("linearize") or "output_producer_class" in kw:
+            # fpdf2 would then use another producer, which would subset the shared font itself, in place
+            raise ValueError("a document with shared fonts is written by their own producer, not linearized")
+        kw["output_producer_class"] = _producer()
+        return super().output(*args, **kw)  # type: ignore[misc]
+
+    def _embed_shared_fonts(self) -> None:
+        """After the last text (footers, the page count) and before fpdf2 subsets the fonts."""
+        for fontkey, font in getattr(self, "_shared_fonts", {}).items():
+            document_font = self.fonts[fontkey]  # type: ignore[attr-defined]
+            document_font.ttfont = font.embed(document_font.subset.get_all_glyph_names())
+
+
+@lru_cache(maxsize=1)
+def _producer() -> type:
+    from fpdf.output import OutputProducer
+
+    class SharedFontsProducer(OutputProducer):
+        def bufferize(self) -> bytearray:
+            self.fpdf._embed_shared_fonts()
+            return super().bufferize()
+
+    return SharedFontsProducer

@@ -17,7 +17,7 @@ from ..core.consortium import Consortium
 
 Doc = dict[str, Any]
 
-CHANNELS = ("dicom", "inbox", "webhook")
+CHANNELS = ("dicom", "inbox", "webhook", "document")
 # pending: waiting for its next attempt; delivering: a worker holds the lease;
 # delivered: done; dead: past the horizon or hopeless, waiting for a coordinator's re-drive.
 STATES = ("pending", "delivering", "delivered", "dead")
@@ -153,13 +153,17 @@ def channels_for(consortium: Consortium, result: Doc, *, study_known: bool) -> d
     """The channels the origin organisation's configuration gives it, with their targets.
 
     The inbox is always there.  DICOM needs the clinic's SCP and a study in the index to
-    attach the SR to (a re-scan notice has no SR); webhook needs a configured URL.
+    attach the SR to (a re-scan notice has no SR); webhook needs a configured URL.  A clinic
+    without an SCP gets a report's signed PDF made and kept (``document``), for
+    ``GET /api/v1/reports/{id}/document``: with an SCP it is made for the DICOM delivery.
     """
     org = consortium.organizations.get(result["organization"])
     out: dict[str, Doc] = {"inbox": {"organization": result["organization"]}}
     if org is not None and org.scp is not None and study_known and result["source"] != "returned":
         out["dicom"] = {"ae_title": org.scp.ae_title, "host": org.scp.host, "port": org.scp.port,
                         "tls": org.scp.tls}
+    elif org is not None and org.scp is None and result.get("report_id") and result["source"] != "returned":
+        out["document"] = {"organization": result["organization"]}
     if org is not None and org.webhook is not None:
         out["webhook"] = {"url": org.webhook.url, "secret_env": org.webhook.secret_env}
     return out

@@ -26,6 +26,7 @@ from pydicom.uid import UID
 
 from ..core.localtime import LocalTime, age_in_years, dicom_date_for_people
 from .document import base_dataset
+from .fonts import SharedFonts
 from .signing import Signer
 from .sr import TITLES, code
 
@@ -100,7 +101,7 @@ def verification_url(public_url: str | None, report_id: str | None) -> str | Non
     return f"{public_url.rstrip('/')}/api/v1/reports/{report_id}/verification"
 
 
-class _Document(FPDF):
+class _Document(SharedFonts, FPDF):
     def footer(self) -> None:
         self.set_y(-self.b_margin + 3)
         self.set_draw_color(*GREY)

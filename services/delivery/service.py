@@ -36,7 +36,7 @@ from ..core.events import Event, new_traceparent
 from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from ..core.store.port import DuplicateKey, Transaction
-from . import model, pdf, secrets, signing, sr
+from . import fonts, model, pdf, secrets, signing, sr
 from .ca import ConsortiumCA
 from .channels import Outcome, dicom, inbox, webhook
 from .fonts import Fonts
@@ -224,6 +224,10 @@ class Worker:
                 outcome = await self._dicom(result, d)
             elif d["channel"] == "webhook":
                 outcome = await self._webhook(result, d)
+            elif d["channel"] == "document":
+                study = await self.rt.store.get("studies", result["study_uid"] or "") or {}
+                await self.document(result, study)
+                outcome = Outcome(True, "signed PDF kept for GET /api/v1/reports/{id}/document")
             else:
                 outcome = Outcome(True, "in the inbox")
         except asyncio.CancelledError:
@@ -244,14 +248,10 @@ class Worker:
         for inst in await rt.store.find("instances", {"study_uid": result["study_uid"]},
                                         sort=(("series_uid", 1), ("instance_number", 1))):
             by_series[inst["series_uid"]].append((inst["sop_class_uid"], inst["id"]))
-        org = rt.consortium.organizations.get(result["organization"])
-        centre = rt.consortium.centres.get(result.get("centre") or "")
-        institution = centre.name if centre else (org.name if org else "")
+        institution = self._centre_name(result)
         created = iso(self.settings.now())
         station, local = rt.settings.ae_title, rt.local_time
-        header = org.name if org else ""
-        signed, digest = await self.signed_pdf(result, study=study, institution=header, centre=institution,
-                                               local=local, layout=await self.layout(result, study))
+        signed, digest = await self.document(result, study)
         sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
                             institution=institution, station=station, local=local,
                             observers=model.verifying_observers(rt.consortium, result,
@@ -273,6 +273,19 @@ class Worker:
             dicom.store, [sr_ds, pdf_ds], calling_ae=rt.settings.ae_title, called_ae=target["ae_title"],
             host=target["host"], port=int(target["port"]), timeout=self.settings.dicom_timeout,
             already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None, stored=stored)
+
+    def _centre_name(self, result: Doc) -> str:
+        """Who reports: the reading centre's name (else the organisation's)."""
+        org = self.rt.consortium.organizations.get(result["organization"])
+        centre = self.rt.consortium.centres.get(result.get("centre") or "")
+        return centre.name if centre else (org.name if org else "")
+
+    async def document(self, result: Doc, study: Doc) -> tuple[bytes, str]:
+        """The result's signed PDF (made once, then kept) as the clinic gets it, by DICOM or the API."""
+        org = self.rt.consortium.organizations.get(result["organization"])
+        return await self.signed_pdf(result, study=study, institution=org.name if org else "",
+                                     centre=self._centre_name(result), local=self.rt.local_time,
+                                     layout=await self.layout(result, study))
 
     async def layout(self, result: Doc, study: Doc) -> pdf.Layout:
         """What the report document shows beyond the result and the study: the paper size (the centre's,
@@ -333,8 +346,8 @@ class Worker:
 
     async def prepare_signer(self) -> None:
         """At start: the CA and the readers' keys made (first start) and loaded in the PDF worker process,
-        which this starts (a reader's first report would otherwise wait for both).  Not with PDFs in a
-        thread: keys are then made and loaded on first need."""
+        which this starts, then the report font parsed there (a reader's first report would otherwise wait
+        for them).  Not with PDFs in a thread: keys are then made and loaded on first need."""
         if self.settings.pdf_processes <= 0:
             return
         readers = sorted(u.id for u in self.rt.consortium.users.values() if u.role == "reader")
@@ -342,6 +355,7 @@ class Worker:
         try:
             for reader in readers:  # one key per task: a stop waits for the one being made, not for all
                 ready += await self._in_pdf_process(functools.partial(signing.warm, self.signer, [reader]))
+            await self._in_pdf_process(functools.partial(fonts.warm, self.fonts.for_text()))  # ~1 s, once
         except Exception:  # noqa: BLE001 - the first report issues or loads its key itself, and says why
             log.exception("could not prepare the report signing keys")
             return

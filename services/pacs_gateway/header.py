@@ -64,14 +64,15 @@ def scan(data: bytes | memoryview, transfer_syntax: str) -> InstanceHeader | Non
         return None
 
 
-def from_values(raw: dict[int, memoryview]) -> InstanceHeader | None:
+def from_values(raw: dict[int, memoryview], issuers: identity.Issuers = identity.ISSUERS) -> InstanceHeader | None:
     """The header from the raw values :func:`bounded.walk` picked out (``wanted=TAGS``) of a
     little endian data set, or None to ask pydicom.
 
     Missing or malformed UIDs also give None: every refusal is worded by :func:`model.header_of`.
+    ``issuers``: the consortium's accepted national identifiers (``Consortium.identity_issuers``).
     """
     try:
-        return _header({tag: bytes(value) for tag, value in raw.items()})
+        return _header({tag: bytes(value) for tag, value in raw.items()}, issuers)
     except (_Unscannable, struct.error):
         return None
 
@@ -115,7 +116,7 @@ def _int(text: str) -> int | None:
     return int(number) if number.is_integer() else None
 
 
-def _header(raw: dict[int, bytes]) -> InstanceHeader:
+def _header(raw: dict[int, bytes], issuers: identity.Issuers) -> InstanceHeader:
     charset, codec = _codec(raw.get(SPECIFIC_CHARACTER_SET))
     fields: dict[str, object] = {"specific_character_set": charset}
     for tag, (name, kind) in WANTED.items():
@@ -138,7 +139,7 @@ def _header(raw: dict[int, bytes]) -> InstanceHeader:
     pairs = [(_text(raw.get(ISSUER_OF_PATIENT_ID, b""), codec), str(fields.get("patient_id", "")))]
     if raw.get(OTHER_PATIENT_IDS):
         pairs += _other_patient_ids(raw[OTHER_PATIENT_IDS], codec)
-    fields["national_id"] = identity.first_key(pairs)
+    fields["national_id"] = identity.first_key(pairs, issuers)
     return InstanceHeader(**fields)
 
 

@@ -42,7 +42,7 @@ from ..core.fsync import fsync_path
 from ..core.runtime import Runtime
 from ..core.sealing import SEALED_PREFIX
 from ..core.store.port import Batch
-from ..core import bounded
+from ..core import bounded, identity
 from . import header as fast_header
 from . import model, refusals, statuses
 from .indexer import Indexer, Indexing, Waiting
@@ -110,38 +110,41 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _header(received: Received, limits: bounded.Limits) -> InstanceHeader:
+def _header(received: Received, limits: bounded.Limits, issuers: identity.Issuers) -> InstanceHeader:
     """The indexed attributes, once the data set is known to be whole (:func:`bounded.walk`):
-    picked out of the bytes by that walk when possible, else parsed by pydicom."""
+    picked out of the bytes by that walk when possible, else parsed by pydicom (``issuers``: the
+    consortium's accepted national identifiers)."""
     ts = received.transfer_syntax_uid
     try:
         if received.path is None:
             data: bytes | memoryview = b"".join(received.data_set)
             if ts == bounded.DEFLATED:
                 data = bounded.inflate([data], len(data), limits)
-            return _from_data_set(received, data, limits)
+            return _from_data_set(received, data, limits, issuers)
         with bounded.mapped(received.path) as view:
-            return _from_data_set(received, bounded.data_set_of(view, ts, limits), limits)
+            return _from_data_set(received, bounded.data_set_of(view, ts, limits), limits, issuers)
     except bounded.TooLarge as exc:
         raise StoreRefused(statuses.OUT_OF_RESOURCES, exc.reason) from None
     except bounded.Refused as exc:
         raise StoreRefused(statuses.CANNOT_UNDERSTAND_UNPARSABLE, exc.reason) from None
 
 
-def _from_data_set(received: Received, data: bytes | memoryview, limits: bounded.Limits) -> InstanceHeader:
+def _from_data_set(received: Received, data: bytes | memoryview, limits: bounded.Limits,
+                   issuers: identity.Issuers) -> InstanceHeader:
     ts = received.transfer_syntax_uid
     raw = bounded.walk(data, ts, limits, wanted=fast_header.TAGS)
-    scanned = fast_header.from_values(raw) if ts != bounded.EXPLICIT_BIG_ENDIAN else None
+    scanned = fast_header.from_values(raw, issuers) if ts != bounded.EXPLICIT_BIG_ENDIAN else None
     if scanned is not None:
         return scanned
-    return _parsed(received, bytes(data) if ts == bounded.DEFLATED else None)  # inflated: not the file again
+    # inflated: not the file again
+    return _parsed(received, issuers, bytes(data) if ts == bounded.DEFLATED else None)
 
 
 def _at_pixel_data(tag: Any, vr: Any, length: Any) -> bool:
     return tag == bounded.PIXEL_DATA
 
 
-def _parsed(received: Received, inflated: bytes | None = None) -> InstanceHeader:
+def _parsed(received: Received, issuers: identity.Issuers, inflated: bytes | None = None) -> InstanceHeader:
     """The header by pydicom, of a data set :func:`bounded.walk` found whole (``inflated``: a
     deflated one, inflated already)."""
     source: Any = received.path if received.path is not None else io.BytesIO(b"".join(received.part10()))
@@ -150,7 +153,7 @@ def _parsed(received: Received, inflated: bytes | None = None) -> InstanceHeader
         ds = (dcmread(source, stop_before_pixels=True, defer_size=4096) if inflated is None else
               read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True,
                            stop_when=_at_pixel_data))
-        return model.header_of(ds)
+        return model.header_of(ds, issuers)
     except StoreRefused:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError,
@@ -180,7 +183,7 @@ class Ingest:
         limit = self.rt.settings.max_instance_bytes
         if size > limit:  # before parsing anything of a file we will not keep
             raise StoreRefused(statuses.OUT_OF_RESOURCES, f"instance of {size} bytes exceeds limit {limit}")
-        header = _header(received, self.limits)
+        header = _header(received, self.limits, self.rt.consortium.identity_issuers)
         model.check(header, requested_sop_class=received.sop_class_uid,
                     requested_sop_instance=received.sop_instance_uid, size=size, max_size=limit)
         digest = received.sha256

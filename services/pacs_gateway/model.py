@@ -92,7 +92,7 @@ def identifiers(ds: Dataset) -> list[tuple[str, str]]:
     return pairs
 
 
-def header_of(ds: Dataset) -> InstanceHeader:
+def header_of(ds: Dataset, issuers: identity.Issuers = identity.ISSUERS) -> InstanceHeader:
     """Read the indexed attributes; raise :class:`StoreRefused` if the UIDs are unusable."""
     uids = {}
     for keyword, name in UID_FIELDS.items():
@@ -116,7 +116,7 @@ def header_of(ds: Dataset) -> InstanceHeader:
         series_description=_text(ds, "SeriesDescription"), body_part=_text(ds, "BodyPartExamined"),
         series_date=_text(ds, "SeriesDate"), series_time=_text(ds, "SeriesTime"),
         instance_number=_int(ds, "InstanceNumber"), rows=_int(ds, "Rows"), columns=_int(ds, "Columns"),
-        number_of_frames=_int(ds, "NumberOfFrames"), national_id=identity.first_key(identifiers(ds)),
+        number_of_frames=_int(ds, "NumberOfFrames"), national_id=identity.first_key(identifiers(ds), issuers),
         operators_name=_text(ds, "OperatorsName"),
         specific_character_set="\\".join(charset) if isinstance(charset, (list, tuple)) or
         type(charset).__name__ == "MultiValue" else str(charset),

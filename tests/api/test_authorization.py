@@ -60,6 +60,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         # patient identity across the consortium (docs/identity.md)
         ("GET", f"/api/v1/studies/{study}/identity-suggestions", None),
         ("POST", f"/api/v1/studies/{study}/identity-links", {"organization": "hongmiao-thc", "patient_id": "HM778"}),
+        ("DELETE", f"/api/v1/studies/{study}/identity-links/hongmiao-thc/HM778", None),
         *[("GET", f"/api/v1/studies/{study}/instances/{ids['instance']}/ecg{tail}", None)  # ECG reading view
           for tail in ("", ".svg", ".png", "/measurements")],
         ("POST", "/api/v1/reading-requests", {"study_uid": study, "kind": "ecg", "priority": "stat",
@@ -93,6 +94,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/reports", None),
         ("GET", f"/api/v1/reports/{report}", None),
         ("GET", f"/api/v1/reports/{report}/verification", None),
+        ("GET", f"/api/v1/reports/{report}/document", None),
         ("POST", f"/api/v1/reports/{report}/addenda", {"text": "correction"}),
         ("GET", "/api/v1/consortium", None),
         ("GET", "/api/v1/audit", None),
@@ -192,7 +194,9 @@ async def test_matrix_covers_every_route(api):
                .replace("/centres/county-imaging/roster", "/centres/{centre}/roster")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")
                .replace("/chest-dr-pa", "/{template_id}")
-               .replace("/users/dr-li", "/users/{user_id}")) for m, p, _ in endpoints(ids)}
+               .replace("/users/dr-li", "/users/{user_id}")
+               .replace("/identity-links/hongmiao-thc/HM778", "/identity-links/{organization}/{patient_id}")
+               ) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC
               and (r.method, r.resource.canonical) not in PUBLIC_OPERATIONS

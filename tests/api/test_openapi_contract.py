@@ -171,6 +171,8 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("POST", f"/api/v1/studies/{CG_CT}/identity-links", "coord-county", {"organization": "x"})  # 422
     await call("POST", f"/api/v1/studies/{CG_CT}/identity-links", "coord-county",
                {"organization": "hongmiao-thc", "patient_id": "NOPE"})  # 404
+    await call("DELETE", f"/api/v1/studies/{CG_CT}/identity-links/hongmiao-thc/HM778", "coord-county")  # undone
+    await call("DELETE", f"/api/v1/studies/{CG_CT}/identity-links/hongmiao-thc/HM778", "coord-county")  # 404
     await call("GET", "/api/v1/worklist", "dr-wang")
     await call("GET", "/api/v1/worklist", "cg-clinic")  # 403
     await call("GET", "/api/v1/queues", "coord-county")
@@ -188,6 +190,7 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
     # no delivery service here: no signed PDF yet (the 200 is checked in tests/delivery/test_signature.py)
     await call("GET", f"/api/v1/reports/{report_id}/verification", "cg-clinic")
+    await call("GET", f"/api/v1/reports/{report_id}/document", "cg-clinic")  # 404 likewise (200: test_signature)
     await api.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang", {"text": "补充：两周后复查"}, status=201)
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
 

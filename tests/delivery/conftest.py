@@ -47,13 +47,15 @@ FAST = dict(first_delay=0.2, max_delay=1.0, horizon=60.0, lease_seconds=2.0, pol
             pdf_processes=0)  # in-process tests render in a thread; the crash test runs the default pool
 
 
-def consortium_file(directory: Path, *, scp_port: int, webhook_port: int | None) -> Path:
+def consortium_file(directory: Path, *, scp_port: int | None, webhook_port: int | None) -> Path:
+    """``scp_port`` None: chengguan-thc has no DICOM terminal (inbox, webhook and the API only)."""
     text = EXAMPLE_CONSORTIUM.read_text("utf-8")
     old_scp = "scp: {ae_title: CG_TERM, host: 127.0.0.1, port: 11221}"
     # the example has chengguan-thc's webhook commented out (nothing receives it out of the box)
     old_hook = '# webhook: {url: "http://127.0.0.1:18021/yilian/results", secret_env: YILIAN_WEBHOOK_SECRET_CHENGGUAN}'
     assert old_scp in text and old_hook in text, "example consortium changed: update tests/delivery/conftest.py"
-    text = text.replace(old_scp, f"scp: {{ae_title: CG_TERM, host: 127.0.0.1, port: {scp_port}}}")
+    text = text.replace(old_scp, "" if scp_port is None else
+                        f"scp: {{ae_title: CG_TERM, host: 127.0.0.1, port: {scp_port}}}")
     new_hook = "" if webhook_port is None else \
         f'webhook: {{url: "http://127.0.0.1:{webhook_port}/yilian/results", secret_env: {WEBHOOK_ENV}}}'
     text = text.replace(old_hook, new_hook)
@@ -213,7 +215,7 @@ async def make_yilian(tmp_path: Path, tmp_path_factory, monkeypatch) -> AsyncIte
     monkeypatch.setenv(WEBHOOK_ENV, WEBHOOK_SECRET)
     started: list[tuple[Runtime, list[Any], aiohttp.ClientSession]] = []
 
-    async def make(*, scp_port: int, webhook_port: int | None = None, **delivery: Any) -> Yilian:
+    async def make(*, scp_port: int | None, webhook_port: int | None = None, **delivery: Any) -> Yilian:
         data_dir = tmp_path / "yilian"
         data_dir.mkdir(exist_ok=True)
         settings = Settings(

@@ -318,6 +318,35 @@ async def test_no_signed_pdf_before_the_first_dicom_delivery_is_a_clear_404(make
     assert status == 404
 
 
+async def test_a_clinic_without_a_terminal_fetches_the_same_signed_pdf(make_yilian, tmp_path):
+    """No DICOM SCP: the signed PDF is made at release all the same, and the clinic (its HIS, a browser)
+    fetches it through the API, scoped, audited, released reports only."""
+    y = await make_yilian(scp_port=None)
+    study_uid = await y.send_study()
+    report_id = (await y.sign(study_uid))["report_id"]
+    await y.delivered(report_id, "document")
+    assert set(await y.deliveries(report_id)) == {"inbox", "document"}  # no terminal, no webhook configured
+    async with y.session.get(f"{y.base}/api/v1/reports/{report_id}/document",
+                             headers={"Authorization": f"Bearer {y.token('cg-clinic')}"}) as resp:
+        assert resp.status == 200 and resp.content_type == "application/pdf"
+        pdf, etag = await resp.read(), resp.headers["ETag"]
+    digest = hashlib.sha256(pdf).hexdigest()
+    assert etag == f'"{digest}"'
+    body = await y.ok("GET", f"/api/v1/reports/{report_id}/verification", "cg-clinic")
+    assert body["valid"] and body["sha256"] == digest and body["signatures"][0]["signer"]["user_id"] == "dr-wang"
+    path = tmp_path / "fetched.pdf"
+    path.write_bytes(pdf)
+    assert "Signature Validation: Signature is Valid." in pdfsig(path)
+    # another clinic does not learn it exists; an unknown report is a clear 404; each fetch is audited
+    status, _ = await y.call("GET", f"/api/v1/reports/{report_id}/document", "db-clinic")
+    assert status == 404
+    status, problem = await y.call("GET", "/api/v1/reports/rp-nope/document", "cg-clinic")
+    assert status == 404 and "rp-nope" in problem["detail"]
+    audit = await y.rt.store.find("audit", {"action": "report.document"}, sort=[("seq", 1)])
+    assert [(a["actor"], a["outcome"]) for a in audit if a["resource"] == f"report/{report_id}"][:1] == \
+        [("cg-clinic", "success")]
+
+
 # --- who signs a two-level sign-off, and which version -------------------------------------
 
 def test_the_reviewer_who_releases_signs_and_the_released_version_is_named(tmp_path):

@@ -89,7 +89,7 @@ async def test_a_stored_instance_that_cannot_be_decoded_is_a_clear_problem(web, 
     from services.pacs_gateway import ingest, model
     ds, path = hostile_instance(kind, tmp_path)
     with monkeypatch.context() as m:
-        m.setattr(ingest, "_header", lambda received, limits: model.header_of(ds))
+        m.setattr(ingest, "_header", lambda received, limits, issuers: model.header_of(ds))
         await _stow(web, path)
     base = _instance_path(ds)
     for suffix, accept in (("/metadata", "application/dicom+json"), ("/rendered", "image/png"),

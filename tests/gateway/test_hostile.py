@@ -96,7 +96,7 @@ async def test_retrieve_refuses_to_decode_a_stored_undecodable_instance(make_gat
     gw = await make_gateway()
     ds, nested = hostile_instance("nested_300", tmp_path)
     with monkeypatch.context() as m:
-        m.setattr(ingest, "_header", lambda received, limits: model.header_of(ds))
+        m.setattr(ingest, "_header", lambda received, limits, issuers: model.header_of(ds))
         assert (await run(send_raw, gw.port, nested))[0] == 0x0000
     await gw.service.ingest.settled()
     doc = await gw.rt.store.get("instances", ds.SOPInstanceUID)

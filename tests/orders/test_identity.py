@@ -142,6 +142,22 @@ async def test_priors_follow_the_resident_id_never_name_and_birth_date(make_gate
         assert sorted((a["actor"], a["outcome"]) for a in audited) == [("coord-county", "refused"),
                                                                        ("coord-county", "success")]
 
+        # A mistaken confirmation is undone: priors stop following it at once, audited; a reader may not
+        unlink = f"/api/v1/studies/{uids['cg']}/identity-links/hongmiao-thc/HM778"
+        assert (await api.call("DELETE", unlink, "dr-wang"))[0] == 403
+        undone = await api.ok("DELETE", unlink, "coord-county")
+        assert (undone["patient"], undone["linked"], undone["unlinked_by"]) == (
+            "chengguan-thc|CG001", "hongmiao-thc|HM778", "coord-county")
+        priors = await api.ok("GET", f"/api/v1/studies/{uids['cg']}/priors", "dr-wang")
+        assert {p["id"] for p in priors["items"]} == {uids["hm"]}  # the same resident ID still
+        assert await rt.store.find("identity_links", {}) == []  # both directions
+        assert (await api.call("DELETE", unlink, "coord-county"))[0] == 404  # nothing left to undo
+        again = await api.ok("GET", f"/api/v1/studies/{uids['cg']}/identity-suggestions", "coord-county")
+        assert ("hongmiao-thc", "HM778") in {(s["organization"], s["patient_id"]) for s in again["items"]}
+        unlinked = await rt.store.find("audit", {"action": "identity.unlink"})
+        assert [(a["actor"], a["outcome"], a["detail"]["confirmed_by"]) for a in unlinked
+                if a["outcome"] == "success"] == [("coord-county", "success", "coord-county")]
+
         # The resident ID is in no event, no audit record and no log line
         events = json.dumps([e.event.data for e in await rt.store.read_log(0, limit=10_000)], ensure_ascii=False)
         audit = json.dumps(await rt.store.find("audit", limit=10_000), ensure_ascii=False)

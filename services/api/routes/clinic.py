@@ -133,6 +133,29 @@ async def get_report(request: web.Request) -> web.Response:
 
 
 
+@routes.get("/api/v1/reports/{report_id}/document")
+async def report_document(request: web.Request) -> web.Response:
+    """The report's signed PDF, the very bytes a terminal gets by DICOM: for a clinic without a DICOM SCP
+    (its HIS or a browser fetches it after the inbox or the webhook said the result is there)."""
+    who = require_role(request, "clinic", "reader", "coordinator", "admin")
+    report_id = request.match_info["report_id"]
+    rt = runtime(request)
+    doc = await queries.report(rt.store, report_id)  # released reports only: a submitted one is not there yet
+    if doc is None or not sees_report(who, doc):
+        raise await not_found(request, "report.document", f"report/{report_id}", f"report {report_id!r}")
+    kept = await rt.store.get(SIGNED_PDFS, report_id)
+    if kept is None:
+        await record(request, "report.document", f"report/{report_id}", organization=doc.get("organization"),
+                     outcome="not_found")
+        raise Problem(404, f"report {report_id!r} has no signed PDF yet: the delivery service makes it within "
+                           "seconds of the release (try again shortly)")
+    await record(request, "report.document", f"report/{report_id}", organization=doc.get("organization"),
+                 detail={"sha256": kept.get("sha256"), "report_version": kept.get("report_version")})
+    return web.Response(body=base64.b64decode(kept["pdf"]), content_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{report_id}.pdf"', "ETag": f'"{kept.get("sha256")}"',
+        "Cache-Control": "private, no-store"})
+
+
 @routes.get("/api/v1/reports/{report_id}/verification")
 async def report_verification(request: web.Request) -> web.Response:
     """Who signed the report's delivered PDF, when, with which certificate, and whether it is intact."""

@@ -102,3 +102,25 @@ async def confirm(request: web.Request) -> web.Response:
     await record(request, "identity.link", resource, organization=study.get("organization"),
                  detail={"patients": [here, there], "reason": body.get("reason", "")})
     return json_response({"patient": here, "linked": there, **link}, status=201)
+
+
+@routes.delete(BASE + "/identity-links/{organization}/{patient_id}")
+async def unlink(request: web.Request) -> web.Response:
+    """A person undoes a confirmed link (a mistaken confirmation): both documents go in one transaction,
+    so priors stop following it at once (every read of priors reads the links)."""
+    study = await _study(request, "identity.unlink")
+    who, store = principal(request), runtime(request).store
+    resource = f"study/{study['id']}"
+    here = patient_key(study) if study.get("patient_id") else ""
+    there = f"{request.match_info['organization']}|{request.match_info['patient_id']}"
+    link = await store.get("identity_links", f"{here}>{there}") if here else None
+    if link is None:
+        raise await not_found(request, "identity.unlink", resource, f"link to patient {there!r}")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    async with store.transaction() as tx:
+        await tx.delete("identity_links", f"{here}>{there}")
+        await tx.delete("identity_links", f"{there}>{here}")
+    await record(request, "identity.unlink", resource, organization=study.get("organization"),
+                 detail={"patients": [here, there], "confirmed_by": link.get("confirmed_by"),
+                         "confirmed_at": link.get("confirmed_at")})
+    return json_response({"patient": here, "linked": there, "unlinked_by": who.user_id, "unlinked_at": now})

@@ -285,7 +285,7 @@ async def dead_letters(request: web.Request) -> web.Response:
     where: dict[str, Any] = {"state": "dead"}
     if who.role == "coordinator":
         where["centre"] = who.centre
-    if channel := query_choice(request, "channel", ("dicom", "webhook", "inbox")):
+    if channel := query_choice(request, "channel", ("dicom", "webhook", "inbox", "document")):
         where["channel"] = channel
     if organization := request.query.get("organization"):
         where["organization"] = organization
