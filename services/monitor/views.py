@@ -63,7 +63,7 @@ class MonitorViews:
         results = await self.store.find(RESULTS, {"centre": centre_id, "$or": [
             {"dead_lettered": True}, {"critical_unacknowledged": True}]}, sort=(("signed_at", 1),))
         roster = [{"id": u.id, "name": u.name, "on_duty": u.on_duty} for u in self.consortium.users.values()
-                  if u.role == "reader" and u.centre == centre_id and u.on_duty]
+                  if u.role == "reader" and u.reads_for(centre_id) and u.on_duty]
         day = iso(win.day_start)
         overflow = {"in": await self.store.count(REQUESTS, {"overflow_to": centre_id}),
                     "out": await self.store.count(REQUESTS, {"overflow_from": centre_id}),

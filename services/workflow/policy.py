@@ -1,7 +1,7 @@
 """Who may see and do what in the reading workflow.  I/O free.
 
 Scope: a clinic sees its organisation's studies and requests, a reader or coordinator
-his centre's requests, an admin everything, an auditor none (he reads the audit log).
+the requests of his centres (any of them), an admin everything, an auditor none (he reads the audit log).
 What the caller may not see is reported as not found, never as forbidden.
 """
 
@@ -40,7 +40,7 @@ def sees_request(actor: Principal, doc: dict[str, Any]) -> bool:
     if actor.role == "clinic":
         return doc.get("organization") == actor.organization
     if actor.role in ("reader", "coordinator"):
-        return actor.centre is not None and doc.get("centre") == actor.centre
+        return actor.reads_for(doc.get("centre"))
     return False
 
 
@@ -57,7 +57,7 @@ def sees_report(actor: Principal, report: dict[str, Any]) -> bool:
     if actor.role == "clinic":
         return report.get("organization") == actor.organization
     if actor.role in ("reader", "coordinator"):
-        return actor.centre is not None and report.get("centre") == actor.centre
+        return actor.reads_for(report.get("centre"))
     return False
 
 

@@ -332,12 +332,13 @@ async def _content(ctx: _Ctx, doc: Doc, cmd: c.SaveDraft | c.Sign | c.Review, dr
             **await _template_values(ctx, doc, cmd, draft)}
 
 
-def _signer(ctx: _Ctx, user_id: str, role: str, at: str) -> Doc:
-    """A signer as printed on the report: 报告医生 (``reporting``) or 审核医生 (``reviewing``)."""
+def _signer(ctx: _Ctx, user_id: str, role: str, at: str, centre: str | None) -> Doc:
+    """A signer as printed on the report: 报告医生 (``reporting``) or 审核医生 (``reviewing``), signing
+    for ``centre`` (the request's: a reader of several centres signs for the one that reads it)."""
     user = ctx.rt.consortium.users.get(user_id)
     return {"role": role, "id": user_id, "name": user.name if user else user_id,
             "title": user.title if user else None, "licence_number": user.licence_number if user else None,
-            "centre": user.centre if user else None, "at": at}
+            "centre": centre if centre else (user.centre if user else None), "at": at}
 
 
 def _next_version(doc: Doc) -> int:
@@ -428,7 +429,7 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
         return await _submit(ctx, doc, content)
     seq = _next_version(doc)
     report = await _new_report(ctx, doc, content, author=ctx.actor.user_id,
-                         signers=[_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)], version=seq)
+                         signers=[_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, doc["centre"])], version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "sign", {"report_id": report["id"], "signed_at": ctx.at,
                                           "signed_by": ctx.actor.user_id, "report_versions": seq})
@@ -484,8 +485,8 @@ async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
         return doc
     _check_report(content)
     author = doc["submitted_by"]
-    signers = [_signer(ctx, author, "reporting", doc["submitted_at"]),
-               _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at)]
+    signers = [_signer(ctx, author, "reporting", doc["submitted_at"], doc["centre"]),
+               _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at, doc["centre"])]
     report = await _new_report(ctx, doc, content, author=author, signers=signers, version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "countersign", {"report_id": report["id"], "signed_at": ctx.at,
@@ -533,7 +534,7 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
                                                "structured")},
               "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
               "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": [],
-              "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)]}
+              "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, original.get("centre"))]}
     seq = _next_version(request)
     report["version"] = seq
     await ctx.tx.insert("reports", report)
@@ -620,8 +621,9 @@ async def _assign(ctx: _Ctx, cmd: c.AssignToReader) -> Doc:
         raise Invalid(f"no user {cmd.reader_id!r}")
     if reader.role != "reader":
         raise Invalid(f"user {reader.id} is a {reader.role}, not a reader")
-    if reader.centre != doc["centre"]:
-        raise Invalid(f"reader {reader.id} reads for centre {reader.centre}, not {doc['centre']}; "
+    if not reader.reads_for(doc["centre"]):
+        raise Invalid(f"reader {reader.id} reads for centre{'s' if len(reader.centres) > 1 else ''} "
+                      f"{', '.join(reader.centres)}, not {doc['centre']}; "
                       "move the task to that centre first")
     model.require(doc["state"], "assign")
     previous = doc.get("claimed_by") if doc["state"] in model.HELD_STATES else None

@@ -97,3 +97,22 @@ async def test_the_clinic_never_sees_the_text_of_a_report_being_written(api):
     assert seen["state"] == "draft" and "draft" not in seen
     assert "肺癌" not in str(await api.ok("GET", f"/api/v1/reading-requests?study_uid={CG_DX}", "cg-clinic"))
     assert (await api.ok("GET", f"/api/v1/reading-requests/{rid}", "dr-li"))["draft"]["impression"] == "肺癌待排。"
+
+
+async def test_a_reader_of_several_centres_sees_them_in_me_and_one_worklist(api):
+    me = await api.ok("GET", "/api/v1/me", "dr-zhou")
+    assert (me["centre"], me["centres"], me["title"]) == ("county-imaging", ["county-imaging", "city-imaging"],
+                                                          "住院医师")
+    county = (await api.create_request(CG_DX))["id"]
+    city = (await api.create_request("1.2.826.0.1.100.1"))["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{city}/move", "admin",
+                 {"centre": "city-imaging", "reason": "县中心积压"})
+    listed = await api.ok("GET", "/api/v1/worklist", "dr-zhou")
+    assert {t["id"]: t["centre"] for t in listed["items"]} == {county: "county-imaging", city: "city-imaging"}
+    only = await api.ok("GET", "/api/v1/worklist?centre=city-imaging", "dr-zhou")
+    assert [t["id"] for t in only["items"]] == [city]
+    got, problem, _ = await api.call("GET", "/api/v1/worklist?centre=city-imaging", user="dr-li")
+    assert got == 403 and "county-imaging" in problem["detail"]
+    assert [t["id"] for t in (await api.ok("GET", "/api/v1/worklist", "dr-li"))["items"]] == [county]
+    assert (await api.ok("GET", f"/api/v1/reading-requests/{city}", "dr-zhou"))["centre"] == "city-imaging"
+    assert (await api.call("GET", f"/api/v1/reading-requests/{city}", user="dr-li"))[0] == 404
