@@ -21,6 +21,7 @@ class RequestReading:
     clinical_question: str
     green_channel: str | None = None  # 胸痛 | 卒中 | 高危孕产妇 | 危重新生儿
     signed_resident: bool = False  # 签约居民
+    record_class: str | None = None  # outpatient | inpatient ...; None: the linked order's, else the study's
 
 
 @dataclass(frozen=True, slots=True)

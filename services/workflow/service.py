@@ -102,6 +102,30 @@ def _text(value: Any, what: str, *, required: bool = True, limit: int = MAX_TEXT
     return value
 
 
+# What a reading request carries to its report (and the report document): the retention class and
+# who asked, from the order, else from the study's DICOM header (Admission ID, Requesting Service /
+# Physician); a request's own ``record_class`` wins over both.
+CARRIED = ("record_class", "requesting_department", "requesting_physician")
+
+
+def record_class(consortium, value: Any) -> str | None:
+    """A record class (电子病历应用管理规范第19条) the consortium keeps periods for, or None."""
+    if value is None:
+        return None
+    classes = sorted(consortium.retention.years)
+    if not isinstance(value, str) or value not in classes:
+        raise Invalid(f"record_class must be one of {', '.join(classes)}, not {value!r}")
+    return value
+
+
+def carried_of_study(study: Doc) -> Doc:
+    """:data:`CARRIED` as the study's DICOM header has them (the Referring Physician when no
+    Requesting Physician was sent: in a clinic's own exam they are one doctor)."""
+    return {"record_class": study.get("record_class") or None,
+            "requesting_department": study.get("requesting_department") or None,
+            "requesting_physician": study.get("requesting_physician") or study.get("referring_physician") or None}
+
+
 def _user_name(ctx: _Ctx) -> str:
     user = ctx.rt.consortium.users.get(ctx.actor.user_id)
     return user.name if user else ctx.actor.user_id
@@ -137,6 +161,7 @@ def new_request(consortium, *, id: str, study_uid: str, organization: str, kind:
         "escalated_to": None, "escalated_from": None, "escalation_reason": None,
         "return": None, "cancellation": None, "version": 0, "updated_at": at,
         "history": [{"action": "request", "state": "requested", "at": at, "by": requested_by}],
+        **carried_of_study(study),
     }
 
 
@@ -169,6 +194,7 @@ async def _route_and_queue(ctx: _Ctx, doc: Doc, study: Doc, *, centres: list[str
         moves.append({**overflow, "by": "system:workflow", "at": ctx.at, "manual": False})
     patient = {k: study.get(k) or doc.get(k) for k in ("patient_id", "patient_name", "accession_number",
                                                         "study_description")}
+    patient.update({k: doc.get(k) or v for k, v in carried_of_study(study).items()})  # the request's (order's) first
     doc = await _apply(ctx, doc, "route", {
         "modality": modality, "centre": decision.centre, "routed_centre": decision.routed_centre,
         "deadline": deadline, "queued_at": ctx.at,
@@ -200,6 +226,7 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
     if not isinstance(cmd.signed_resident, bool):
         raise Invalid("signed_resident must be true or false")
     question = _text(cmd.clinical_question, "clinical_question", limit=4000)
+    wanted_class = record_class(ctx.rt.consortium, cmd.record_class)
     study = await ctx.tx.get("studies", cmd.study_uid)
     if study is not None and not policy.sees_study(ctx.actor, study):
         if ctx.actor.role != "clinic":
@@ -219,6 +246,11 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
                       clinical_question=question, green_channel=cmd.green_channel,
                       signed_resident=cmd.signed_resident, source="clinic", requested_by=ctx.actor.user_id,
                       at=ctx.at, study=study)
+    # The exam request (order) the study came for says who asked and the record class.
+    linked = await ctx.tx.find("orders", {"study_uid": cmd.study_uid, "organization": organization}, limit=1)
+    doc.update({k: linked[0][k] for k in CARRIED if linked and linked[0].get(k)})
+    if wanted_class is not None:
+        doc["record_class"] = wanted_class
     if _arrived(study):
         # Fail before writing anything if no centre reads this.
         routing.centres_for(ctx.rt.consortium, organization, cmd.kind,
@@ -378,7 +410,7 @@ def _report_event_data(report: Doc, request: Doc) -> Doc:
     keys = ("study_uid", "organization", "centre", "reader_id", "reader_name", "signed_at", "findings",
             "impression", "critical", "critical_category", "addendum_of", "kind", "patient_id", "patient_name",
             "accession_number", "signers", "reviewer_id", "reviewer_name", "template_id", "template_version",
-            "fields", "structured", "version", "clinical_question", "modality")
+            "fields", "structured", "version", "clinical_question", "modality", *CARRIED)
     return {"report_id": report["id"], **{k: report.get(k) for k in keys}, "priority": request["priority"]}
 
 
@@ -416,7 +448,7 @@ async def _new_report(ctx: _Ctx, doc: Doc, content: Doc, *, author: str, signers
             "structured": await _structured(ctx, content),
             "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"),
             "accession_number": doc.get("accession_number"), "clinical_question": doc.get("clinical_question"),
-            "escalated_from": doc.get("escalated_from")}
+            "escalated_from": doc.get("escalated_from"), **{k: doc.get(k) for k in CARRIED}}
 
 
 async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
@@ -531,7 +563,7 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
                                                "modality", "patient_id", "patient_name", "accession_number",
                                                "clinical_question", "impression", "critical",
                                                "critical_category", "template_id", "template_version", "fields",
-                                               "structured")},
+                                               "structured", *CARRIED)},
               "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
               "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": [],
               "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, original.get("centre"))]}
