@@ -25,6 +25,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from ..core.localtime import LocalTime, age_in_years, dicom_date_for_people
+from . import linebreak
 from .document import base_dataset
 from .signing import Signer
 from .sr import TITLES, code
@@ -175,8 +176,7 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
         pdf.set_text_color(*RED)
         pdf.set_font("cjk", size=12)
         category = result.get("critical_category") or ""
-        pdf.multi_cell(width, 7, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT",
-                       wrapmode=WrapMode.CHAR)
+        _flow(pdf, width, 7, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT")
         pdf.set_text_color(0, 0, 0)
     titles = layout.sections or SECTION_TITLES.get(result["kind"], SECTION_TITLES["imaging"])
     _section(pdf, titles[0], result.get("findings") or "", structured=result.get("structured") or [])
@@ -295,8 +295,7 @@ def _patient(pdf: FPDF, result: Doc, study: Doc, layout: Layout, *, institution:
         pdf.set_text_color(*GREY)
         pdf.cell(label_wide, 5.6, f"{label}：")
         pdf.set_text_color(0, 0, 0)
-        pdf.multi_cell(width - label_wide - 0.5, 5.6, str(value), new_x="LMARGIN", new_y="NEXT",
-                       wrapmode=WrapMode.CHAR)
+        _flow(pdf, width - label_wide - 0.5, 5.6, str(value), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     _rule(pdf, 0.3)
 
@@ -327,7 +326,15 @@ def _section(pdf: FPDF, title: str, body: str, *, structured: list[Doc] = ()) ->
     pdf.set_font("cjk", size=10.5)
     pdf.set_x(pdf.l_margin + 3)
     # Chinese text breaks between any two characters; by words, "01. 右下肺……" would leave "01." alone on a line.
-    pdf.multi_cell(width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT", wrapmode=WrapMode.CHAR)
+    _flow(pdf, width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT")
+
+
+def _flow(pdf: FPDF, w: float, h: float, text: str, **kw: Any) -> None:
+    """A multi_cell whose lines are broken as a Chinese word processor breaks them (禁则处理,
+    :mod:`.linebreak`): each line fits, so fpdf's own wrapping (by character) never breaks again."""
+    room = w - 2 * pdf.c_margin - 0.01  # multi_cell's usable width, less rounding
+    lines = linebreak.break_lines(text, room, pdf.get_string_width)
+    pdf.multi_cell(w, h, "\n".join(lines), wrapmode=WrapMode.CHAR, **kw)
 
 
 def _fields(pdf: FPDF, structured: list[Doc]) -> None:
