@@ -112,6 +112,24 @@ class Addendum:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewAddendum:
+    """A reviewer (审核医生) edits (``text``) and, with ``release=True``, countersigns the addendum a
+    reader below the centre's ``sign_off`` submitted to the report ``report_id``."""
+
+    report_id: str
+    text: str | None = None
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendBackAddendum:
+    """A reviewer returns a junior's addendum to its author with a comment; he may write it again."""
+
+    report_id: str
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
 class Escalate:
     """Ask the centre's escalation (upper) centre for a second opinion."""
 
@@ -145,4 +163,4 @@ class AssignToReader:
 
 
 Command = (RequestReading | CancelReading | Claim | RenewLease | Release | SaveDraft | Sign | Review | SendBack
-           | Addendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader)
+           | Addendum | ReviewAddendum | SendBackAddendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader)

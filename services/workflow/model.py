@@ -53,6 +53,12 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "move": (("queued",), None),
     "assign": (("queued", *HELD_STATES), None),  # queued -> claimed; a held task keeps its state
     "addendum": (("signed",), None),
+    # A junior's addendum (below the centre's sign_off): submitted, reviewed, countersigned or sent back;
+    # the request stays signed (its report is released) and waits on the worklist meanwhile.
+    "submit_addendum": (("signed",), None),
+    "review_addendum": (("signed",), None),
+    "countersign_addendum": (("signed",), None),
+    "send_back_addendum": (("signed",), None),
 }
 
 PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
@@ -83,7 +89,8 @@ def transition(doc: dict[str, Any], action: str, *, at: str, by: str,
     out = dict(changes or {})
     new_state = target or ("claimed" if action == "assign" and state == "queued" else state)
     out["state"] = new_state
-    out["on_worklist"] = new_state in WORKLIST_STATES
+    pending = out["pending_addendum"] if "pending_addendum" in out else doc.get("pending_addendum")
+    out["on_worklist"] = new_state in WORKLIST_STATES or bool(pending)  # a junior's addendum waits for review
     out["version"] = doc.get("version", 0) + 1
     out["updated_at"] = at
     out["history"] = [*doc.get("history", []), {"action": action, "state": new_state, "at": at, "by": by}]

@@ -23,6 +23,7 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "review": ("reader",),  # and his title must reach the centre's sign_off (service)
     "send_back": ("reader",),
     "addendum": ("reader",),
+    "review_addendum": ("reader",),  # like "review": the title must reach the centre's sign_off
     "escalate": ("reader",),
     "return": ("reader",),
     "move": ("coordinator", "admin"),
@@ -63,7 +64,7 @@ def sees_report(actor: Principal, report: dict[str, Any]) -> bool:
 
 # What a clinic is not shown of a request: the report before it is released (a draft, a junior's
 # submission waiting for review, the reviewer's comment); it gets the released report (``reports``).
-UNRELEASED = ("draft", "escalated_draft", "sent_back", "report_versions")
+UNRELEASED = ("draft", "escalated_draft", "sent_back", "report_versions", "pending_addendum", "addendum_sent_back")
 
 
 def request_view(actor: Principal, doc: dict[str, Any]) -> dict[str, Any]:
@@ -73,4 +74,4 @@ def request_view(actor: Principal, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 # Versions a clinic sees: the released report and its addenda, not how it was written.
-RELEASED_VERSIONS = ("sign", "countersign", "addendum")
+RELEASED_VERSIONS = ("sign", "countersign", "addendum", "addendum_countersign")

@@ -551,34 +551,130 @@ async def _send_back(ctx: _Ctx, cmd: c.SendBack) -> Doc:
     return doc
 
 
-async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
-    original = await ctx.tx.get("reports", cmd.report_id) if isinstance(cmd.report_id, str) else None
+async def _visible_report(ctx: _Ctx, report_id: Any, action: str) -> tuple[Doc, Doc]:
+    """The report (and its reading request) the caller may see and act on with ``action``."""
+    original = await ctx.tx.get("reports", report_id) if isinstance(report_id, str) else None
     if original is None or not policy.sees_report(ctx.actor, original):
-        raise NotFound(f"no report {cmd.report_id!r}")
-    if not policy.may(ctx.actor, "addendum"):
-        raise Forbidden(f"a {ctx.actor.role} may not add an addendum to a report")
+        raise NotFound(f"no report {report_id!r}")
+    if not policy.may(ctx.actor, action):
+        raise Forbidden(f"a {ctx.actor.role} may not {action.replace('_', ' ')} a report")
+    return original, await ctx.tx.get(RR, original["request_id"])
+
+
+async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
+    """An addendum: released at once, or, by a reader below the centre's sign_off, submitted for review
+    (the clinic sees nothing until a reviewer countersigns it); returns the addendum, or the request."""
+    original, request = await _visible_report(ctx, cmd.report_id, "addendum")
     text = _text(cmd.text, "text")
-    request = await ctx.tx.get(RR, original["request_id"])
+    if request.get("pending_addendum"):
+        raise Conflict(f"an addendum to report {request['pending_addendum']['report_id']} waits for review; "
+                       "it is countersigned or sent back first")
+    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
+    centre = ctx.rt.consortium.centres.get(original.get("centre") or "")
+    if centre is not None and not centre.releases(original["kind"], user.title if user else None):
+        return await _submit_addendum(ctx, original, request, text)
+    signers = [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, original.get("centre"))]
+    return await _release_addendum(ctx, original, request, text, author=ctx.actor.user_id, signers=signers,
+                                   action="addendum")
+
+
+async def _release_addendum(ctx: _Ctx, original: Doc, request: Doc, text: str, *, author: str,
+                            signers: list[Doc], action: str) -> Doc:
+    user = ctx.rt.consortium.users.get(author)
+    reviewer = next((s for s in signers if s["role"] == "reviewing"), None)
     report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
                                                "modality", "patient_id", "patient_name", "accession_number",
                                                "clinical_question", "impression", "critical",
                                                "critical_category", "template_id", "template_version", "fields",
                                                "structured", *CARRIED)},
-              "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
+              "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": author, "reader_name": user.name if user else author,
               "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": [],
-              "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, original.get("centre"))]}
+              "signers": signers, "reviewer_id": reviewer["id"] if reviewer else None,
+              "reviewer_name": reviewer["name"] if reviewer else None}
     seq = _next_version(request)
     report["version"] = seq
     await ctx.tx.insert("reports", report)
     # The original stays immutable; only its list of addenda (a link) grows.
     await ctx.tx.update("reports", original["id"], {"addenda": [*original.get("addenda", []), report["id"]]})
-    request = await _apply(ctx, request, "addendum", {"addenda": [*request.get("addenda", []), report["id"]],
-                                                      "report_versions": seq})
-    await _keep_version(ctx, request, seq, "addendum", {"addendum": text}, report_id=report["id"])
+    request = await _apply(ctx, request, action, {"addenda": [*request.get("addenda", []), report["id"]],
+                                                  "report_versions": seq, "pending_addendum": None})
+    await _keep_version(ctx, request, seq, "addendum" if action == "addendum" else "addendum_countersign",
+                        {"addendum": text}, report_id=report["id"])
     _emit_report(ctx, report, request)
     await ctx.audit("report.addendum", f"report/{report['id']}", report["organization"],
-                    addendum_of=original["id"], request_id=request["id"])
+                    addendum_of=original["id"], request_id=request["id"],
+                    **({"author": author, "reviewer": reviewer["id"]} if reviewer else {}))
     return report
+
+
+async def _submit_addendum(ctx: _Ctx, original: Doc, request: Doc, text: str) -> Doc:
+    seq = _next_version(request)
+    pending = {"report_id": original["id"], "text": text, "by": ctx.actor.user_id, "by_name": _user_name(ctx),
+               "at": ctx.at}
+    request = await _apply(ctx, request, "submit_addendum", {"pending_addendum": pending, "addendum_sent_back": None,
+                                                             "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum_submit", {"addendum": text})
+    ctx.event("report.submitted", request, reader_id=ctx.actor.user_id, reader_name=_user_name(ctx),
+              critical=bool(original.get("critical")), version=seq, addendum_of=original["id"])
+    await ctx.audit("report.addendum_submit", f"report/{original['id']}", original["organization"],
+                    request_id=request["id"], version=seq)
+    return request
+
+
+async def _pending_addendum(ctx: _Ctx, report_id: Any, action: str) -> tuple[Doc, Doc, Doc]:
+    """The report, its request and the junior's addendum waiting on it; the caller may review it."""
+    original, request = await _visible_report(ctx, report_id, "review_addendum")
+    pending = request.get("pending_addendum")
+    if not pending or pending.get("report_id") != original["id"]:
+        raise Conflict(f"no addendum to report {original['id']} waits for review")
+    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
+    centre = ctx.rt.consortium.centres[original["centre"]]
+    title = user.title if user else None
+    if not centre.releases(original["kind"], title):
+        raise Forbidden(f"reviewing (审核) {original['kind']} reports at {centre.id} needs the title "
+                        f"{centre.sign_off.get(original['kind'])} or above; yours is {title or 'not recorded'}")
+    if pending["by"] == ctx.actor.user_id:
+        raise Forbidden("the author of an addendum may not review it himself")
+    model.require(request["state"], action)
+    return original, request, pending
+
+
+async def _review_addendum(ctx: _Ctx, cmd: c.ReviewAddendum) -> Doc:
+    if not isinstance(cmd.release, bool):
+        raise Invalid("release must be true or false")
+    original, request, pending = await _pending_addendum(
+        ctx, cmd.report_id, "countersign_addendum" if cmd.release else "review_addendum")
+    text = pending["text"] if cmd.text is None else _text(cmd.text, "text")
+    if cmd.release:
+        signers = [_signer(ctx, pending["by"], "reporting", pending["at"], original.get("centre")),
+                   _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at, original.get("centre"))]
+        return await _release_addendum(ctx, original, request, text, author=pending["by"], signers=signers,
+                                       action="countersign_addendum")
+    seq = _next_version(request)
+    request = await _apply(ctx, request, "review_addendum", {"pending_addendum": {**pending, "text": text},
+                                                             "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum_review", {"addendum": text})
+    ctx.event("report.reviewed", request, reviewer_id=ctx.actor.user_id, version=seq, addendum_of=original["id"])
+    await ctx.audit("report.addendum_review", f"report/{original['id']}", original["organization"],
+                    request_id=request["id"], version=seq)
+    return request
+
+
+async def _send_back_addendum(ctx: _Ctx, cmd: c.SendBackAddendum) -> Doc:
+    comment = _text(cmd.comment, "comment", limit=4000)
+    original, request, pending = await _pending_addendum(ctx, cmd.report_id, "send_back_addendum")
+    seq = _next_version(request)
+    sent_back = {"report_id": original["id"], "text": pending["text"], "author": pending["by"], "comment": comment,
+                 "by": ctx.actor.user_id, "by_name": _user_name(ctx), "at": ctx.at}
+    request = await _apply(ctx, request, "send_back_addendum", {"pending_addendum": None,
+                                                                "addendum_sent_back": sent_back,
+                                                                "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum_send_back", {"addendum": pending["text"]}, comment=comment)
+    ctx.event("report.sent_back", request, reader_id=pending["by"], reviewer_id=ctx.actor.user_id, comment=comment,
+              addendum_of=original["id"])
+    await ctx.audit("report.addendum_send_back", f"report/{original['id']}", original["organization"],
+                    request_id=request["id"], author=pending["by"], version=seq)
+    return request
 
 
 async def _escalate(ctx: _Ctx, cmd: c.Escalate) -> Doc:
@@ -674,7 +770,8 @@ async def _assign(ctx: _Ctx, cmd: c.AssignToReader) -> Doc:
 
 _HANDLERS = {c.RequestReading: _request, c.CancelReading: _cancel, c.Claim: _claim, c.RenewLease: _renew,
              c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Review: _review,
-             c.SendBack: _send_back, c.Addendum: _addendum,
+             c.SendBack: _send_back, c.Addendum: _addendum, c.ReviewAddendum: _review_addendum,
+             c.SendBackAddendum: _send_back_addendum,
              c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move,
              c.AssignToReader: _assign}
 

@@ -25,7 +25,8 @@ WORKLIST_FIELDS = ("id", "study_uid", "organization", "centre", "kind", "modalit
                    "signed_resident", "state", "requested_at", "queued_at", "deadline", "sla_at_risk",
                    "claimed_by", "claimed_by_name", "lease_expires_at", "patient_id", "patient_name",
                    "accession_number", "study_description", "clinical_question", "escalated_from", "source",
-                   "demographic_mismatches")  # order and study disagree on the patient (四个一致): shown on the row
+                   "demographic_mismatches",  # order and study disagree on the patient (四个一致): shown on the row
+                   "pending_addendum")  # a junior's addendum waiting for review (the request stays signed)
 
 
 @routes.get("/api/v1/worklist")
