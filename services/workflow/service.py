@@ -488,14 +488,20 @@ async def _submit(ctx: _Ctx, doc: Doc, content: Doc) -> Doc:
 
 def _check_reviewer(ctx: _Ctx, doc: Doc, action: str) -> None:
     model.require(doc["state"], action)
+    _may_review(ctx, doc["centre"], doc["kind"], doc.get("submitted_by"), "a report")
+
+
+def _may_review(ctx: _Ctx, centre_id: str, kind: str, author: str | None, what: str) -> None:
+    """The caller's title reaches ``centre_id``'s sign_off for ``kind`` (per centre: a reader of
+    several may review at one and not another), and he is not the author."""
     user = ctx.rt.consortium.users.get(ctx.actor.user_id)
-    centre = ctx.rt.consortium.centres[doc["centre"]]
+    centre = ctx.rt.consortium.centres[centre_id]
     title = user.title if user else None
-    if not centre.releases(doc["kind"], title):
-        raise Forbidden(f"reviewing (审核) {doc['kind']} reports at {centre.id} needs the title "
-                        f"{centre.sign_off.get(doc['kind'])} or above; yours is {title or 'not recorded'}")
-    if doc.get("submitted_by") == ctx.actor.user_id:
-        raise Forbidden("the author of a report may not review it himself")
+    if not centre.releases(kind, title):
+        raise Forbidden(f"reviewing (审核) {kind} reports at {centre.id} needs the title "
+                        f"{centre.sign_off.get(kind)} or above; yours is {title or 'not recorded'}")
+    if author == ctx.actor.user_id:
+        raise Forbidden(f"the author of {what} may not review it himself")
 
 
 async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
@@ -627,14 +633,7 @@ async def _pending_addendum(ctx: _Ctx, report_id: Any, action: str) -> tuple[Doc
     pending = request.get("pending_addendum")
     if not pending or pending.get("report_id") != original["id"]:
         raise Conflict(f"no addendum to report {original['id']} waits for review")
-    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
-    centre = ctx.rt.consortium.centres[original["centre"]]
-    title = user.title if user else None
-    if not centre.releases(original["kind"], title):
-        raise Forbidden(f"reviewing (审核) {original['kind']} reports at {centre.id} needs the title "
-                        f"{centre.sign_off.get(original['kind'])} or above; yours is {title or 'not recorded'}")
-    if pending["by"] == ctx.actor.user_id:
-        raise Forbidden("the author of an addendum may not review it himself")
+    _may_review(ctx, original["centre"], original["kind"], pending["by"], "an addendum")
     model.require(request["state"], action)
     return original, request, pending
 

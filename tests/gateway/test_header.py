@@ -165,3 +165,4 @@ def test_admission_id_and_requesting_service_and_physician_are_read_and_give_the
     _, got = _both(write(ds, tmp_path / "zh2.dcm"))
     assert model.study_doc(None, got, organization="chengguan-thc", added=1, new_series=True,
                            now="t")["record_class"] == ""
+

@@ -113,3 +113,20 @@ async def test_a_studys_retention_follows_its_requests_class_when_the_header_has
                            now=_years_after(doc["requested_at"], 14), actor="admin", role="admin", remote=None)
     assert (refused.value.extensions["retention"]["record_class"], refused.value.extensions["retention"]["years"]) == (
         "outpatient", 15)
+
+
+def test_the_worklist_gives_the_modality_the_orders_requesting_department():
+    """The modality copies Requesting Service from the worklist into its images, where the header
+    above reads it back (a study without its order still names 申请科室)."""
+    from pydicom.dataset import Dataset
+
+    from services.pacs_gateway import worklist
+    record = worklist.order_record({
+        "patient_name": "张^三", "patient_id": "P1", "accession_number": "YL0001", "study_instance_uid": "2.25.1",
+        "requested_procedure_id": "YL0001", "scheduled_date": "20261203", "scheduled_time": "093000",
+        "modality": "CT", "scheduled_step_id": "SPS0001", "requesting_physician": "李^医生",
+        "requesting_department": "神经内科"})
+    asked = Dataset()
+    asked.RequestingService, asked.RequestingPhysician = "", ""
+    answer = worklist.response(record, asked, "ISO_IR 192")
+    assert (answer.RequestingService, str(answer.RequestingPhysician)) == ("神经内科", "李^医生")
