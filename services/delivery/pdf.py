@@ -18,7 +18,7 @@ from typing import Any
 
 import segno
 from fpdf import FPDF
-from fpdf.enums import TableBordersLayout, TableCellFillMode, WrapMode
+from fpdf.enums import TableBordersLayout, TableCellFillMode
 from fpdf.fonts import FontFace
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -329,12 +329,23 @@ def _section(pdf: FPDF, title: str, body: str, *, structured: list[Doc] = ()) ->
     _flow(pdf, width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT")
 
 
-def _flow(pdf: FPDF, w: float, h: float, text: str, **kw: Any) -> None:
-    """A multi_cell whose lines are broken as a Chinese word processor breaks them (禁则处理,
-    :mod:`.linebreak`): each line fits, so fpdf's own wrapping (by character) never breaks again."""
-    room = w - 2 * pdf.c_margin - 0.01  # multi_cell's usable width, less rounding
-    lines = linebreak.break_lines(text, room, pdf.get_string_width)
-    pdf.multi_cell(w, h, "\n".join(lines), wrapmode=WrapMode.CHAR, **kw)
+def _flow(pdf: FPDF, w: float, h: float, text: str, *, new_x: str = "LMARGIN", new_y: str = "NEXT") -> None:
+    """Text broken into lines as a Chinese word processor breaks them (禁则处理, :mod:`.linebreak`)
+    and set flush to both margins (两端对齐): every line of a paragraph but its last is spread to the
+    full width by character spacing; a line short by more than three characters stays as it is."""
+    room = w - 2 * pdf.c_margin - 0.01  # a cell's usable width, less rounding
+    x = pdf.get_x()
+    lines = [(line, i < len(para) - 1) for paragraph in text.split("\n")
+             for para in [linebreak.break_lines(paragraph, room, pdf.get_string_width)]
+             for i, line in enumerate(para)]
+    for n, (line, spread) in enumerate(lines):
+        gap = room - pdf.get_string_width(line)
+        if spread and len(line) > 1 and 0 < gap <= 3 * pdf.font_size:
+            pdf.set_char_spacing(gap / (len(line) - 1) * pdf.k)  # points
+        pdf.set_x(x)
+        last = n == len(lines) - 1
+        pdf.cell(w, h, line, new_x=new_x if last else "LEFT", new_y=new_y if last else "NEXT")
+        pdf.set_char_spacing(0)
 
 
 def _fields(pdf: FPDF, structured: list[Doc]) -> None:
