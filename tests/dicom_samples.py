@@ -91,8 +91,9 @@ def make_instance(*, study_uid: str | None = None, series_uid: str | None = None
                   instance_number: int = 1, series_number: int = 1, rows: int = 8, columns: int = 8,
                   number_of_frames: int | None = None, transfer_syntax: str = ExplicitVRLittleEndian,
                   study_date: str = "20261123", accession_number: str = "ACC1",
-                  study_description: str = "", pixel_value: int = 0) -> Dataset:
-    """A small but complete image instance with File Meta, ready for :func:`write`."""
+                  study_description: str = "", pixel_value: int = 0, extra: dict | None = None) -> Dataset:
+    """A small but complete image instance with File Meta, ready for :func:`write`; ``extra``: more
+    attributes by keyword (e.g. ``{"AdmissionID": ...}``)."""
     ds = Dataset()
     if charset:
         ds.SpecificCharacterSet = charset
@@ -125,6 +126,8 @@ def make_instance(*, study_uid: str | None = None, series_uid: str | None = None
     if number_of_frames is not None:
         ds.NumberOfFrames = number_of_frames
     ds.PixelData = bytes([pixel_value & 0xFF]) * (rows * columns * frames + (rows * columns * frames) % 2)
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     ds.file_meta = file_meta(ds, transfer_syntax)
     return ds
 

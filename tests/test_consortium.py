@@ -429,3 +429,24 @@ def test_wrong_title_licence_lead_or_sign_off(old, new, words):
     text, line = edit(old, new)
     line += 1 if "\n" in new else 0
     fails(text, line, *words)
+
+
+def test_a_reader_of_several_centres_lists_them_home_centre_first():
+    text, _ = edit("centre: county-imaging}", "centres: [county-imaging, city-imaging]}")
+    wang = parse_consortium(text).users["dr-wang"]
+    assert (wang.centre, wang.centres) == ("county-imaging", ("county-imaging", "city-imaging"))
+    assert wang.reads_for("city-imaging") and not wang.reads_for("county-ecg")
+    one = parse_consortium(BASE).users["dr-wang"]  # the one-centre form is the same as a list of one
+    assert one.centres == ("county-imaging",) and one.reads_for("county-imaging")
+
+
+@pytest.mark.parametrize("new, words", [
+    ("centres: [county-imaging, nowhere]}", ("user.centres[]", "unknown centre 'nowhere'")),
+    ("centres: [county-imaging, county-imaging]}", ("twice",)),
+    ("centres: []}", ("at least one centre",)),
+    ("centres: [city-imaging, county-imaging]}", ("'city-imaging' is not part of organization 'county'",)),
+    ("centre: county-imaging, centres: [county-imaging]}", ("both centre and centres",)),
+])
+def test_a_readers_centres_must_exist_and_the_home_centre_be_his_organisations(new, words):
+    text, line = edit("centre: county-imaging}", new)
+    fails(text, line, *words)

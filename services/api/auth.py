@@ -118,7 +118,7 @@ class VerifiedTokens:
     """Tokens whose signature was checked, so a reader's every refresh does not check it again.
 
     A hit is used only until the token's ``exp`` and while the consortium still has its user
-    with the same role, organisation and centre; anything else is verified from scratch.
+    with the same role, organisation and centres; anything else is verified from scratch.
     """
 
     def __init__(self, *, size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
@@ -131,7 +131,9 @@ class VerifiedTokens:
         if hit is not None:
             user = consortium.users.get(hit.user_id)
             if (hit.expires_at is not None and hit.expires_at > self.clock() and user is not None
-                    and not user.disabled and (user.role, user.organization, user.centre) == (hit.role, hit.organization, hit.centre)):
+                    and not user.disabled
+                    and (user.role, user.organization, user.centre, user.centres)
+                    == (hit.role, hit.organization, hit.centre, hit.centres)):
                 self._seen.move_to_end(key)
                 return hit
             del self._seen[key]

@@ -70,7 +70,7 @@ async def sees_study(store: Store, actor: Principal, study: Doc) -> bool:
         uids = [s["id"] for s in await patient_studies(store, study)] or [study["id"]]
         if study["id"] not in uids:
             uids.append(study["id"])
-        if await store.count("reading_requests", {"centre": actor.centre, "study_uid": {"$in": uids}}) > 0:
+        if await store.count("reading_requests", {"centre": actor.centre_where(), "study_uid": {"$in": uids}}) > 0:
             return True
         return actor.role == "reader" and await _invited_to_patient(store, actor, set(uids))
     return False

@@ -30,6 +30,20 @@ class Principal:
     centre: str | None
     token_id: str
     expires_at: int | None = None  # the token's ``exp`` (seconds since the epoch)
+    centres: tuple[str, ...] = ()  # every centre he reads or coordinates for (``centre`` first)
+
+    def reads_for(self, centre: str | None) -> bool:
+        """Whether ``centre`` is one of his (a reader's or coordinator's scope)."""
+        return centre is not None and (centre in self.centres or centre == self.centre)
+
+    @property
+    def centre_ids(self) -> tuple[str, ...]:
+        return self.centres or ((self.centre,) if self.centre else ())
+
+    def centre_where(self) -> str | dict[str, list[str]]:
+        """His centres as a store filter value: the one id, or ``$in`` several."""
+        ids = self.centre_ids
+        return ids[0] if len(ids) == 1 else {"$in": list(ids)}
 
 
 def issue_token(consortium: Consortium, user_id: str, secret: str, *, ttl: int = 8 * 3600) -> str:
@@ -56,7 +70,8 @@ def verify_token(token: str, secret: str, consortium: Consortium) -> Principal:
         raise AuthError("token's user is no longer in the consortium with that role")
     if user.disabled:
         raise AuthError("token's user is disabled")
-    return Principal(user.id, user.role, user.organization, user.centre, claims["jti"], claims["exp"])
+    # The centres are the consortium's now, not the token's: a reader given another centre sees it at once.
+    return Principal(user.id, user.role, user.organization, user.centre, claims["jti"], claims["exp"], user.centres)
 
 
 # --- revocation: a token id in ``revoked_tokens`` is refused until it would have expired anyway ---

@@ -133,13 +133,25 @@ class User:
     name: str
     role: str
     organization: str
-    centre: str | None = None
+    centre: str | None = None  # the first of ``centres``: his home centre (kept for one-centre callers)
     on_duty: bool = True
     specialty: str | None = None  # e.g. 心内科; used to route and staff consultations (远程会诊)
     title: str | None = None  # 职称, one of TITLES (readers)
     licence_number: str | None = None  # 执业证书编号, printed with the signer's name
     lead: bool = False  # centre lead (科主任): manages his centre's report templates
     disabled: bool = False  # set by an admin (users collection, docs/desks.md): no token, no session
+    # Every centre he reads (or coordinates) for, ``centre`` first; a reader in 多点执业 reads for several.
+    centres: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # ``centre`` is the one-centre form: a centre not among ``centres`` replaces them.
+        if self.centre is None and self.centres:
+            object.__setattr__(self, "centre", self.centres[0])
+        elif self.centre is not None and self.centre not in self.centres:
+            object.__setattr__(self, "centres", (self.centre,))
+
+    def reads_for(self, centre: str | None) -> bool:
+        return centre is not None and centre in self.centres
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +518,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     users: dict[str, User] = {}
     for n in L.seq(top["users"], "users"):
         f = L.mapping(n, "user", {"id": True, "name": True, "role": True, "organization": True,
-                                  "centre": False, "on_duty": False, "specialty": False, "title": False,
+                                  "centre": False, "centres": False, "on_duty": False, "specialty": False, "title": False,
                                   "licence_number": False, "lead": False})
         uid = L.scalar(f["id"], "user.id", pattern=ID)
         if uid in users:
@@ -515,16 +527,18 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         org = L.scalar(f["organization"], "user.organization")
         if org not in orgs:
             raise f["organization"].error(f"user {uid!r} names unknown organization {org!r}")
-        centre = centre_ref(f["centre"], "user.centre") if "centre" in f else None
+        own = _user_centres(L, f, centre_ref, uid)
+        centre = own[0] if own else None
         if role in ("reader", "coordinator") and centre is None:
             raise n.error(f"user {uid!r} with role {role} needs a centre")
         if centre is not None and centres[centre].organization != org:
-            raise f["centre"].error(f"centre {centre!r} is not part of organization {org!r}")
+            # The home centre is his organisation's; further ones may be elsewhere (多点执业).
+            raise f.get("centre", f.get("centres")).error(f"centre {centre!r} is not part of organization {org!r}")
         users[uid] = User(uid, L.scalar(f["name"], "user.name"), role, org, centre,
                           L.boolean(f["on_duty"], "user.on_duty") if "on_duty" in f else True,
                           L.opt(f, "specialty", "user"), L.opt(f, "title", "user", choices=TITLES),
                           L.opt(f, "licence_number", "user", pattern=LICENCE),
-                          L.boolean(f["lead"], "user.lead") if "lead" in f else False)
+                          L.boolean(f["lead"], "user.lead") if "lead" in f else False, centres=own)
         if users[uid].lead and centre is None:
             raise f["lead"].error(f"user {uid!r} is a centre lead (lead: true) but has no centre")
 
@@ -623,6 +637,23 @@ def _identity_issuers(L: _Loader, node: _Node) -> identity.Issuers:
         raise f["issuers"].error("identity.issuers must name at least one issuer (leave identity out for the "
                                  "defaults: CN_RESIDENT_ID, CN_HEALTH_CARD)")
     return tuple(issuers)
+
+
+def _user_centres(L: _Loader, f: dict[str, _Node], centre_ref: Any, uid: str) -> tuple[str, ...]:
+    """``user.centre`` (one) or ``user.centres`` (several, the home centre first), each a known centre."""
+    if "centre" in f and "centres" in f:
+        raise f["centres"].error(f"user {uid!r} has both centre and centres; list them all in centres")
+    if "centre" in f:
+        return (centre_ref(f["centre"], "user.centre"),)
+    out: list[str] = []
+    for item in L.seq(f.get("centres"), "user.centres"):
+        cid = centre_ref(item, "user.centres[]")
+        if cid in out:
+            raise item.error(f"user {uid!r} lists centre {cid!r} twice")
+        out.append(cid)
+    if "centres" in f and not out:
+        raise f["centres"].error(f"user {uid!r}: centres must list at least one centre")
+    return tuple(out)
 
 
 def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:

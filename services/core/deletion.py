@@ -14,7 +14,7 @@ from typing import Any
 from . import audit
 from .blobs.port import BlobStore
 from .consortium import RetentionConfig
-from .retention import Retention, retention_of
+from .retention import Retention, longest_class, retention_of
 from .sealing import SEALS
 from .store.port import Doc, Transaction
 
@@ -55,7 +55,10 @@ async def delete_study(store: Any, blobs: BlobStore, config: RetentionConfig, st
         study = await tx.get("studies", study_uid)
         if study is None:
             raise Refused(404, f"no study {study_uid!r}", slug="not-found")
-        retention = retention_of(config, study.get("record_class"), await _study_activity(tx, study), now=now)
+        activity = await _study_activity(tx, study)
+        # The modality's word (Admission ID), else its requests' and reports' (the order's, the clinic's).
+        record_class = study.get("record_class") or longest_class(config, (d.get("record_class") for d in activity))
+        retention = retention_of(config, record_class, activity, now=now)
         _check(f"study {study_uid}", retention, await _sealed(tx, study), now)
         instances = await tx.find("instances", {"study_uid": study_uid})
         for doc in instances:

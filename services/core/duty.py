@@ -33,7 +33,7 @@ async def readers_on_duty(store: Store, consortium: Consortium, centre: str, at:
     consortium file's ``on_duty`` flags for a centre that has no roster."""
     if not await has_roster(store, centre):
         return sorted(u.id for u in consortium.users.values()
-                      if u.role == "reader" and u.centre == centre and u.on_duty)
+                      if u.role == "reader" and u.reads_for(centre) and u.on_duty)
     return roster.readers_on_duty(await shifts_at(store, centre, at), at)
 
 

@@ -64,6 +64,13 @@ def add_years(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year + years, month=3, day=1)
 
 
+def longest_class(config: RetentionConfig, classes: Iterable[Any]) -> str | None:
+    """Of the known record classes among ``classes``, the one kept longest (None if none is known):
+    a study read for an inpatient and an outpatient request is kept as long as the longer."""
+    known = [c for c in classes if isinstance(c, str) and c in config.years]
+    return max(known, key=lambda c: config.years[c]) if known else None
+
+
 def retention_of(config: RetentionConfig, record_class: str | None, docs: Iterable[dict[str, Any]],
                  *, now: datetime) -> Retention:
     """The retention of a record described by ``docs`` (itself first, then what hangs off it)."""

@@ -55,6 +55,9 @@ def _signers(signers: Any) -> list[Doc]:
     return [s for s in out if s["name"]]
 
 
+REQUESTER = ("requesting_department", "requesting_physician")
+
+
 def result_from_report(data: Doc, *, at: str) -> Doc:
     """A result from ``report.signed`` data (a report or an addendum)."""
     rid = data["report_id"]
@@ -71,6 +74,8 @@ def result_from_report(data: Doc, *, at: str) -> Doc:
     # For the PDF (docs/reports.md, "The report document"): the question asked, the modality, the template.
     result.update(clinical_question=data.get("clinical_question"), modality=data.get("modality"),
                   template_id=data.get("template_id"), template_version=data.get("template_version"))
+    # Who asked (申请科室 / 申请医生) and the record class: the reading request's, from the order or the study.
+    result.update({k: data.get(k) for k in REQUESTER + ("record_class",)})
     return result
 
 

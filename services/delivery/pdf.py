@@ -18,13 +18,14 @@ from typing import Any
 
 import segno
 from fpdf import FPDF
-from fpdf.enums import TableBordersLayout, TableCellFillMode, WrapMode
+from fpdf.enums import TableBordersLayout, TableCellFillMode
 from fpdf.fonts import FontFace
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from ..core.localtime import LocalTime, age_in_years, dicom_date_for_people
+from . import linebreak
 from .document import base_dataset
 from .fonts import SharedFonts
 from .signing import Signer
@@ -176,8 +177,7 @@ def render(result: Doc, *, study: Doc, institution: str, centre: str, font: str,
         pdf.set_text_color(*RED)
         pdf.set_font("cjk", size=12)
         category = result.get("critical_category") or ""
-        pdf.multi_cell(width, 7, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT",
-                       wrapmode=WrapMode.CHAR)
+        _flow(pdf, width, 7, f"危急值：{category}  —— 请立即处理并在系统中确认", new_x="LMARGIN", new_y="NEXT")
         pdf.set_text_color(0, 0, 0)
     titles = layout.sections or SECTION_TITLES.get(result["kind"], SECTION_TITLES["imaging"])
     _section(pdf, titles[0], result.get("findings") or "", structured=result.get("structured") or [])
@@ -296,8 +296,7 @@ def _patient(pdf: FPDF, result: Doc, study: Doc, layout: Layout, *, institution:
         pdf.set_text_color(*GREY)
         pdf.cell(label_wide, 5.6, f"{label}：")
         pdf.set_text_color(0, 0, 0)
-        pdf.multi_cell(width - label_wide - 0.5, 5.6, str(value), new_x="LMARGIN", new_y="NEXT",
-                       wrapmode=WrapMode.CHAR)
+        _flow(pdf, width - label_wide - 0.5, 5.6, str(value), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     _rule(pdf, 0.3)
 
@@ -328,7 +327,26 @@ def _section(pdf: FPDF, title: str, body: str, *, structured: list[Doc] = ()) ->
     pdf.set_font("cjk", size=10.5)
     pdf.set_x(pdf.l_margin + 3)
     # Chinese text breaks between any two characters; by words, "01. 右下肺……" would leave "01." alone on a line.
-    pdf.multi_cell(width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT", wrapmode=WrapMode.CHAR)
+    _flow(pdf, width - 3, 6.5, body or "—", new_x="LMARGIN", new_y="NEXT")
+
+
+def _flow(pdf: FPDF, w: float, h: float, text: str, *, new_x: str = "LMARGIN", new_y: str = "NEXT") -> None:
+    """Text broken into lines as a Chinese word processor breaks them (禁则处理, :mod:`.linebreak`)
+    and set flush to both margins (两端对齐): every line of a paragraph but its last is spread to the
+    full width by character spacing; a line short by more than three characters stays as it is."""
+    room = w - 2 * pdf.c_margin - 0.01  # a cell's usable width, less rounding
+    x = pdf.get_x()
+    lines = [(line, i < len(para) - 1) for paragraph in text.split("\n")
+             for para in [linebreak.break_lines(paragraph, room, pdf.get_string_width)]
+             for i, line in enumerate(para)]
+    for n, (line, spread) in enumerate(lines):
+        gap = room - pdf.get_string_width(line)
+        if spread and len(line) > 1 and 0 < gap <= 3 * pdf.font_size:
+            pdf.set_char_spacing(gap / (len(line) - 1) * pdf.k)  # points
+        pdf.set_x(x)
+        last = n == len(lines) - 1
+        pdf.cell(w, h, line, new_x=new_x if last else "LEFT", new_y=new_y if last else "NEXT")
+        pdf.set_char_spacing(0)
 
 
 def _fields(pdf: FPDF, structured: list[Doc]) -> None:

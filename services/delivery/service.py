@@ -147,6 +147,15 @@ async def _record_result(rt: Runtime, event: Event, result: Doc, now: float) -> 
 
 # --- the worker -----------------------------------------------------------------------------
 
+def _requester(result: Doc, study: Doc) -> Doc:
+    """申请科室 / 申请医生 where no order says them: the report's (its reading request's, from the order
+    or the study's DICOM header), else the study's Requesting Service / Physician or Referring Physician."""
+    known = {"requesting_department": study.get("requesting_department"),
+             "requesting_physician": study.get("requesting_physician") or study.get("referring_physician")}
+    known.update({k: result[k] for k in model.REQUESTER if result.get(k)})
+    return {k: v for k, v in known.items() if v}
+
+
 class Worker:
     """Claims due deliveries and attempts them, at most ``concurrency`` at a time."""
 
@@ -307,7 +316,7 @@ class Worker:
             page=(centre.report_page if centre else None) or consortium.report_page,
             verification_url=pdf.verification_url(self.settings.public_url, result.get("report_id")),
             recognition_mark=consortium.recognition_mark,
-            order={k: order[k] for k in pdf.ORDER_FIELDS if order.get(k)},
+            order=_requester(result, study) | {k: order[k] for k in pdf.ORDER_FIELDS if order.get(k)},
             exam=template.get("exam") if template else None,
             sections=(sections["findings"]["title"], sections["impression"]["title"]) if sections else None)
 

@@ -44,7 +44,7 @@ def _views(request: web.Request) -> MonitorViews:
 def _centres_of(request: web.Request, who: Principal) -> list[str]:
     rt = runtime(request)
     if who.role == "coordinator":
-        return [who.centre] if who.centre in rt.consortium.centres else []
+        return [c for c in who.centre_ids if c in rt.consortium.centres]
     return list(rt.consortium.centres)
 
 
@@ -83,7 +83,8 @@ async def metrics_json(request: web.Request) -> web.Response:
 
 
 async def snapshot(views: MonitorViews, who: Principal, centre_ids: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"user": {"id": who.user_id, "role": who.role, "centre": who.centre},
+    user = {"id": who.user_id, "role": who.role, "centre": who.centre, "centres": list(who.centre_ids)}
+    out: dict[str, Any] = {"user": user,
                            **await views.centres(centre_ids)}
     if who.role == "admin":
         out["sites"] = (await views.sites())["sites"]

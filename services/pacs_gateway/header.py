@@ -41,6 +41,10 @@ WANTED: dict[int, tuple[str, str]] = {
     0x0020000D: ("study_uid", UID_), 0x0020000E: ("series_uid", UID_), 0x00200010: ("study_id", TEXT),
     0x00200011: ("series_number", INT), 0x00200013: ("instance_number", INT), 0x00280008: ("number_of_frames", INT),
     0x00280010: ("rows", US), 0x00280011: ("columns", US),
+    # Imaging Service Request (PS3.3 C.4.13) and Visit Identification (C.3.2) modules: who asked,
+    # from which department, and an Admission ID (住院号) when the patient is an inpatient.
+    0x00321032: ("requesting_physician", PN), 0x00321033: ("requesting_service", TEXT),
+    0x00380010: ("admission_id", TEXT),
 }
 SPECIFIC_CHARACTER_SET = 0x00080005
 ISSUER_OF_PATIENT_ID = 0x00100021

@@ -48,6 +48,9 @@ class InstanceHeader:
     study_id: str = ""
     study_description: str = ""
     referring_physician: str = ""
+    requesting_physician: str = ""  # (0032,1032)
+    requesting_service: str = ""  # (0032,1033): the requesting department (申请科室)
+    admission_id: str = ""  # (0038,0010): present only for an admitted patient (住院号)
     modality: str = ""
     series_number: int | None = None
     series_description: str = ""
@@ -112,6 +115,8 @@ def header_of(ds: Dataset, issuers: identity.Issuers = identity.ISSUERS) -> Inst
         study_date=_text(ds, "StudyDate"), study_time=_text(ds, "StudyTime"),
         accession_number=_text(ds, "AccessionNumber"), study_id=_text(ds, "StudyID"),
         study_description=_text(ds, "StudyDescription"), referring_physician=_text(ds, "ReferringPhysicianName"),
+        requesting_physician=_text(ds, "RequestingPhysician"), requesting_service=_text(ds, "RequestingService"),
+        admission_id=_text(ds, "AdmissionID"),
         modality=_text(ds, "Modality"), series_number=_int(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription"), body_part=_text(ds, "BodyPartExamined"),
         series_date=_text(ds, "SeriesDate"), series_time=_text(ds, "SeriesTime"),
@@ -183,6 +188,12 @@ def series_doc(current: dict[str, Any] | None, header: InstanceHeader, *, organi
     return doc
 
 
+def record_class_of(header: InstanceHeader) -> str:
+    """The retention class the modality says (电子病历应用管理规范第19条): an Admission ID (0038,0010)
+    is an inpatient's; nothing in the header tells an outpatient from an unknown, so "" (unknown)."""
+    return "inpatient" if header.admission_id else ""
+
+
 def study_doc(current: dict[str, Any] | None, header: InstanceHeader, *, organization: str, added: int,
               new_series: bool, now: str) -> dict[str, Any]:
     """The study after an instance arrived: re-opened (``receiving``) with fresh ``last_update_at``."""
@@ -194,6 +205,9 @@ def study_doc(current: dict[str, Any] | None, header: InstanceHeader, *, organiz
                          ("accession_number", header.accession_number), ("study_id", header.study_id),
                          ("study_description", header.study_description),
                          ("referring_physician", header.referring_physician),
+                         ("requesting_physician", header.requesting_physician),
+                         ("requesting_department", header.requesting_service),
+                         ("record_class", record_class_of(header)),
                          ("specific_character_set", header.specific_character_set),
                          ("identity", header.national_id)):
         if doc.get(field) in (None, ""):

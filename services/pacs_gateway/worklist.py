@@ -79,6 +79,7 @@ def order_record(o: dict[str, Any]) -> dict[str, Any]:
         "RequestedProcedurePriority": PRIORITY.get(o.get("priority") or "", "ROUTINE"),
         "RequestedProcedureCodeSequence": code,
         "ReferringPhysicianName": o.get("requesting_physician"), "RequestingPhysician": o.get("requesting_physician"),
+        "RequestingService": o.get("requesting_department"),  # 申请科室: the modality copies it into the images
         "ReasonForTheRequestedProcedure": (o.get("clinical_question") or "")[:64] or None,
         "BodyPartExamined": o.get("body_part"),
         "OtherPatientIDsSequence": ([{"PatientID": o["resident_id"], "IssuerOfPatientID": RESIDENT_ID_ISSUER,

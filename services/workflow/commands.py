@@ -21,6 +21,7 @@ class RequestReading:
     clinical_question: str
     green_channel: str | None = None  # 胸痛 | 卒中 | 高危孕产妇 | 危重新生儿
     signed_resident: bool = False  # 签约居民
+    record_class: str | None = None  # outpatient | inpatient ...; None: the linked order's, else the study's
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,24 @@ class Addendum:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewAddendum:
+    """A reviewer (审核医生) edits (``text``) and, with ``release=True``, countersigns the addendum a
+    reader below the centre's ``sign_off`` submitted to the report ``report_id``."""
+
+    report_id: str
+    text: str | None = None
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendBackAddendum:
+    """A reviewer returns a junior's addendum to its author with a comment; he may write it again."""
+
+    report_id: str
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
 class Escalate:
     """Ask the centre's escalation (upper) centre for a second opinion."""
 
@@ -188,5 +207,5 @@ class AssignToReader:
 
 
 Command = (RequestReading | CancelReading | Claim | RenewLease | Release | SaveDraft | Sign | Review | SendBack
-           | Addendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader | GradeQuality | ScorePeerReview
-           | ArbitratePeerReview | AssignPeerReview)
+           | Addendum | ReviewAddendum | SendBackAddendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader
+           | GradeQuality | ScorePeerReview | ArbitratePeerReview | AssignPeerReview)

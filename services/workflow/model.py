@@ -56,6 +56,12 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     # image quality grading (影像质控, docs/quality.md): by the holder while reporting, or by the
     # signer afterwards (a regrade); a 废片 grade is graded then returned (``return``)
     "grade": ((*HELD_STATES, "signed"), None),
+    # A junior's addendum (below the centre's sign_off): submitted, reviewed, countersigned or sent back;
+    # the request stays signed (its report is released) and waits on the worklist meanwhile.
+    "submit_addendum": (("signed",), None),
+    "review_addendum": (("signed",), None),
+    "countersign_addendum": (("signed",), None),
+    "send_back_addendum": (("signed",), None),
 }
 
 PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
@@ -86,7 +92,8 @@ def transition(doc: dict[str, Any], action: str, *, at: str, by: str,
     out = dict(changes or {})
     new_state = target or ("claimed" if action == "assign" and state == "queued" else state)
     out["state"] = new_state
-    out["on_worklist"] = new_state in WORKLIST_STATES
+    pending = out["pending_addendum"] if "pending_addendum" in out else doc.get("pending_addendum")
+    out["on_worklist"] = new_state in WORKLIST_STATES or bool(pending)  # a junior's addendum waits for review
     out["version"] = doc.get("version", 0) + 1
     out["updated_at"] = at
     out["history"] = [*doc.get("history", []), {"action": action, "state": new_state, "at": at, "by": by}]

@@ -1,7 +1,7 @@
 """Who may see and do what in the reading workflow.  I/O free.
 
 Scope: a clinic sees its organisation's studies and requests, a reader or coordinator
-his centre's requests, an admin everything, an auditor none (he reads the audit log).
+the requests of his centres (any of them), an admin everything, an auditor none (he reads the audit log).
 What the caller may not see is reported as not found, never as forbidden.
 """
 
@@ -23,6 +23,7 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "review": ("reader",),  # and his title must reach the centre's sign_off (service)
     "send_back": ("reader",),
     "addendum": ("reader",),
+    "review_addendum": ("reader",),  # like "review": the title must reach the centre's sign_off
     "escalate": ("reader",),
     "return": ("reader",),
     "move": ("coordinator", "admin"),
@@ -41,7 +42,7 @@ def sees_request(actor: Principal, doc: dict[str, Any]) -> bool:
     if actor.role == "clinic":
         return doc.get("organization") == actor.organization
     if actor.role in ("reader", "coordinator"):
-        return actor.centre is not None and doc.get("centre") == actor.centre
+        return actor.reads_for(doc.get("centre"))
     return False
 
 
@@ -58,13 +59,13 @@ def sees_report(actor: Principal, report: dict[str, Any]) -> bool:
     if actor.role == "clinic":
         return report.get("organization") == actor.organization
     if actor.role in ("reader", "coordinator"):
-        return actor.centre is not None and report.get("centre") == actor.centre
+        return actor.reads_for(report.get("centre"))
     return False
 
 
 # What a clinic is not shown of a request: the report before it is released (a draft, a junior's
 # submission waiting for review, the reviewer's comment); it gets the released report (``reports``).
-UNRELEASED = ("draft", "escalated_draft", "sent_back", "report_versions")
+UNRELEASED = ("draft", "escalated_draft", "sent_back", "report_versions", "pending_addendum", "addendum_sent_back")
 
 
 def request_view(actor: Principal, doc: dict[str, Any]) -> dict[str, Any]:
@@ -74,4 +75,4 @@ def request_view(actor: Principal, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 # Versions a clinic sees: the released report and its addenda, not how it was written.
-RELEASED_VERSIONS = ("sign", "countersign", "addendum")
+RELEASED_VERSIONS = ("sign", "countersign", "addendum", "addendum_countersign")

@@ -12,11 +12,12 @@ from .model import OPEN_STATES, PRIORITY_RANK, WORKLIST_SORT, WORKLIST_STATES
 Doc = dict[str, Any]
 
 
-async def worklist(store: Store, *, centre: str, kind: str | None = None, modality: str | None = None,
+async def worklist(store: Store, *, centre: str | dict[str, Any], kind: str | None = None, modality: str | None = None,
                    priority: str | None = None, origin: str | None = None,
                    state: Sequence[str] | str = WORKLIST_STATES,
                    limit: int = 50, offset: int = 0) -> list[Doc]:
-    """A centre's open tasks in worklist order (priority, boosts, deadline)."""
+    """A centre's open tasks in worklist order (priority, boosts, deadline); ``centre`` may be
+    ``{"$in": [...]}`` (a reader of several centres: one list, in the same order)."""
     where: dict[str, Any] = {"centre": centre}
     if not isinstance(state, str) and set(state) == set(WORKLIST_STATES):
         where["on_worklist"] = True  # the indexed form of the usual question
@@ -39,7 +40,7 @@ async def get_request(store: Store, request_id: str) -> Doc | None:
     return await store.get("reading_requests", request_id)
 
 
-async def requests_of(store: Store, *, organization: str | None = None, centre: str | None = None,
+async def requests_of(store: Store, *, organization: str | None = None, centre: str | dict[str, Any] | None = None,
                       state: Sequence[str] | str | None = None, study_uid: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[Doc]:
     """Requests of an organisation (a clinic's list) or a centre, newest first."""
@@ -73,7 +74,7 @@ async def reports_of_study(store: Store, study_uid: str, *, organization: str | 
     return await store.find("reports", where, sort=(("signed_at", 1),), limit=limit, offset=offset)
 
 
-async def reports_of(store: Store, *, organization: str | None = None, centre: str | None = None,
+async def reports_of(store: Store, *, organization: str | None = None, centre: str | dict[str, Any] | None = None,
                      limit: int = 50, offset: int = 0) -> list[Doc]:
     """Reports of an organisation (a clinic's results) or a centre, newest first."""
     where: dict[str, Any] = {}

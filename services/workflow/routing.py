@@ -73,7 +73,7 @@ def centres_for(consortium: Consortium, origin: str, kind: str, modality: str | 
 
 
 def on_duty_readers(consortium: Consortium, centre: str) -> int:
-    return sum(1 for u in consortium.users.values() if u.role == "reader" and u.centre == centre and u.on_duty)
+    return sum(1 for u in consortium.users.values() if u.role == "reader" and u.reads_for(centre) and u.on_duty)
 
 
 def choose(loads: list[CentreLoad], sla_seconds: int) -> Decision:

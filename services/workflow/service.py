@@ -102,6 +102,30 @@ def _text(value: Any, what: str, *, required: bool = True, limit: int = MAX_TEXT
     return value
 
 
+# What a reading request carries to its report (and the report document): the retention class and
+# who asked, from the order, else from the study's DICOM header (Admission ID, Requesting Service /
+# Physician); a request's own ``record_class`` wins over both.
+CARRIED = ("record_class", "requesting_department", "requesting_physician")
+
+
+def record_class(consortium, value: Any) -> str | None:
+    """A record class (电子病历应用管理规范第19条) the consortium keeps periods for, or None."""
+    if value is None:
+        return None
+    classes = sorted(consortium.retention.years)
+    if not isinstance(value, str) or value not in classes:
+        raise Invalid(f"record_class must be one of {', '.join(classes)}, not {value!r}")
+    return value
+
+
+def carried_of_study(study: Doc) -> Doc:
+    """:data:`CARRIED` as the study's DICOM header has them (the Referring Physician when no
+    Requesting Physician was sent: in a clinic's own exam they are one doctor)."""
+    return {"record_class": study.get("record_class") or None,
+            "requesting_department": study.get("requesting_department") or None,
+            "requesting_physician": study.get("requesting_physician") or study.get("referring_physician") or None}
+
+
 def _user_name(ctx: _Ctx) -> str:
     user = ctx.rt.consortium.users.get(ctx.actor.user_id)
     return user.name if user else ctx.actor.user_id
@@ -137,6 +161,7 @@ def new_request(consortium, *, id: str, study_uid: str, organization: str, kind:
         "escalated_to": None, "escalated_from": None, "escalation_reason": None,
         "return": None, "cancellation": None, "version": 0, "updated_at": at,
         "history": [{"action": "request", "state": "requested", "at": at, "by": requested_by}],
+        **carried_of_study(study),
     }
 
 
@@ -170,6 +195,7 @@ async def _route_and_queue(ctx: _Ctx, doc: Doc, study: Doc, *, centres: list[str
         moves.append({**overflow, "by": "system:workflow", "at": ctx.at, "manual": False})
     patient = {k: study.get(k) or doc.get(k) for k in ("patient_id", "patient_name", "accession_number",
                                                         "study_description")}
+    patient.update({k: doc.get(k) or v for k, v in carried_of_study(study).items()})  # the request's (order's) first
     doc = await _apply(ctx, doc, "route", {
         "modality": modality, "centre": decision.centre, "routed_centre": decision.routed_centre,
         "deadline": deadline, "queued_at": ctx.at,
@@ -201,6 +227,7 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
     if not isinstance(cmd.signed_resident, bool):
         raise Invalid("signed_resident must be true or false")
     question = _text(cmd.clinical_question, "clinical_question", limit=4000)
+    wanted_class = record_class(ctx.rt.consortium, cmd.record_class)
     study = await ctx.tx.get("studies", cmd.study_uid)
     if study is not None and not policy.sees_study(ctx.actor, study):
         if ctx.actor.role != "clinic":
@@ -220,6 +247,11 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
                       clinical_question=question, green_channel=cmd.green_channel,
                       signed_resident=cmd.signed_resident, source="clinic", requested_by=ctx.actor.user_id,
                       at=ctx.at, study=study)
+    # The exam request (order) the study came for says who asked and the record class.
+    linked = await ctx.tx.find("orders", {"study_uid": cmd.study_uid, "organization": organization}, limit=1)
+    doc.update({k: linked[0][k] for k in CARRIED if linked and linked[0].get(k)})
+    if wanted_class is not None:
+        doc["record_class"] = wanted_class
     if _arrived(study):
         # Fail before writing anything if no centre reads this.
         routing.centres_for(ctx.rt.consortium, organization, cmd.kind,
@@ -333,12 +365,13 @@ async def _content(ctx: _Ctx, doc: Doc, cmd: c.SaveDraft | c.Sign | c.Review, dr
             **await _template_values(ctx, doc, cmd, draft)}
 
 
-def _signer(ctx: _Ctx, user_id: str, role: str, at: str) -> Doc:
-    """A signer as printed on the report: 报告医生 (``reporting``) or 审核医生 (``reviewing``)."""
+def _signer(ctx: _Ctx, user_id: str, role: str, at: str, centre: str | None) -> Doc:
+    """A signer as printed on the report: 报告医生 (``reporting``) or 审核医生 (``reviewing``), signing
+    for ``centre`` (the request's: a reader of several centres signs for the one that reads it)."""
     user = ctx.rt.consortium.users.get(user_id)
     return {"role": role, "id": user_id, "name": user.name if user else user_id,
             "title": user.title if user else None, "licence_number": user.licence_number if user else None,
-            "centre": user.centre if user else None, "at": at}
+            "centre": centre if centre else (user.centre if user else None), "at": at}
 
 
 def _next_version(doc: Doc) -> int:
@@ -378,7 +411,7 @@ def _report_event_data(report: Doc, request: Doc) -> Doc:
     keys = ("study_uid", "organization", "centre", "reader_id", "reader_name", "signed_at", "findings",
             "impression", "critical", "critical_category", "addendum_of", "kind", "patient_id", "patient_name",
             "accession_number", "signers", "reviewer_id", "reviewer_name", "template_id", "template_version",
-            "fields", "structured", "version", "clinical_question", "modality")
+            "fields", "structured", "version", "clinical_question", "modality", *CARRIED)
     return {"report_id": report["id"], **{k: report.get(k) for k in keys}, "priority": request["priority"]}
 
 
@@ -416,7 +449,7 @@ async def _new_report(ctx: _Ctx, doc: Doc, content: Doc, *, author: str, signers
             "structured": await _structured(ctx, content),
             "patient_id": doc.get("patient_id"), "patient_name": doc.get("patient_name"),
             "accession_number": doc.get("accession_number"), "clinical_question": doc.get("clinical_question"),
-            "escalated_from": doc.get("escalated_from")}
+            "escalated_from": doc.get("escalated_from"), **{k: doc.get(k) for k in CARRIED}}
 
 
 async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
@@ -431,7 +464,7 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
         return await _submit(ctx, doc, content)
     seq = _next_version(doc)
     report = await _new_report(ctx, doc, content, author=ctx.actor.user_id,
-                         signers=[_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)], version=seq)
+                         signers=[_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, doc["centre"])], version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "sign", {"report_id": report["id"], "signed_at": ctx.at,
                                           "signed_by": ctx.actor.user_id, "report_versions": seq})
@@ -459,14 +492,20 @@ async def _submit(ctx: _Ctx, doc: Doc, content: Doc) -> Doc:
 
 def _check_reviewer(ctx: _Ctx, doc: Doc, action: str) -> None:
     model.require(doc["state"], action)
+    _may_review(ctx, doc["centre"], doc["kind"], doc.get("submitted_by"), "a report")
+
+
+def _may_review(ctx: _Ctx, centre_id: str, kind: str, author: str | None, what: str) -> None:
+    """The caller's title reaches ``centre_id``'s sign_off for ``kind`` (per centre: a reader of
+    several may review at one and not another), and he is not the author."""
     user = ctx.rt.consortium.users.get(ctx.actor.user_id)
-    centre = ctx.rt.consortium.centres[doc["centre"]]
+    centre = ctx.rt.consortium.centres[centre_id]
     title = user.title if user else None
-    if not centre.releases(doc["kind"], title):
-        raise Forbidden(f"reviewing (审核) {doc['kind']} reports at {centre.id} needs the title "
-                        f"{centre.sign_off.get(doc['kind'])} or above; yours is {title or 'not recorded'}")
-    if doc.get("submitted_by") == ctx.actor.user_id:
-        raise Forbidden("the author of a report may not review it himself")
+    if not centre.releases(kind, title):
+        raise Forbidden(f"reviewing (审核) {kind} reports at {centre.id} needs the title "
+                        f"{centre.sign_off.get(kind)} or above; yours is {title or 'not recorded'}")
+    if author == ctx.actor.user_id:
+        raise Forbidden(f"the author of {what} may not review it himself")
 
 
 async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
@@ -488,8 +527,8 @@ async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
         return doc
     _check_report(content)
     author = doc["submitted_by"]
-    signers = [_signer(ctx, author, "reporting", doc["submitted_at"]),
-               _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at)]
+    signers = [_signer(ctx, author, "reporting", doc["submitted_at"], doc["centre"]),
+               _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at, doc["centre"])]
     report = await _new_report(ctx, doc, content, author=author, signers=signers, version=seq)
     await ctx.tx.insert("reports", report)
     doc = await _apply(ctx, doc, "countersign", {"report_id": report["id"], "signed_at": ctx.at,
@@ -523,41 +562,131 @@ async def _send_back(ctx: _Ctx, cmd: c.SendBack) -> Doc:
     return doc
 
 
-async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
-    original = await ctx.tx.get("reports", cmd.report_id) if isinstance(cmd.report_id, str) else None
+async def _visible_report(ctx: _Ctx, report_id: Any, action: str) -> tuple[Doc, Doc]:
+    """The report (and its reading request) the caller may see and act on with ``action``."""
+    original = await ctx.tx.get("reports", report_id) if isinstance(report_id, str) else None
     if original is None or not policy.sees_report(ctx.actor, original):
-        raise NotFound(f"no report {cmd.report_id!r}")
-    if not policy.may(ctx.actor, "addendum"):
-        raise Forbidden(f"a {ctx.actor.role} may not add an addendum to a report")
+        raise NotFound(f"no report {report_id!r}")
+    if not policy.may(ctx.actor, action):
+        raise Forbidden(f"a {ctx.actor.role} may not {action.replace('_', ' ')} a report")
+    return original, await ctx.tx.get(RR, original["request_id"])
+
+
+async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
+    """An addendum: released at once, or, by a reader below the centre's sign_off, submitted for review
+    (the clinic sees nothing until a reviewer countersigns it); returns the addendum, or the request."""
+    original, request = await _visible_report(ctx, cmd.report_id, "addendum")
     text = _text(cmd.text, "text")
+    if request.get("pending_addendum"):
+        raise Conflict(f"an addendum to report {request['pending_addendum']['report_id']} waits for review; "
+                       "it is countersigned or sent back first")
+    user = ctx.rt.consortium.users.get(ctx.actor.user_id)
+    centre = ctx.rt.consortium.centres.get(original.get("centre") or "")
+    if centre is not None and not centre.releases(original["kind"], user.title if user else None):
+        return await _submit_addendum(ctx, original, request, text)
     return await write_addendum(ctx, original, text)
 
 
 async def write_addendum(ctx: _Ctx, original: Doc, text: str) -> Doc:
-    """A new report correcting ``original`` by the actor, delivered like it (``report.signed``);
-    the original is sampled for peer review (docs/quality.md).  The caller checked who may."""
+    """A new report correcting ``original`` by the actor, released at once and delivered like it
+    (``report.signed``): a lead upholding a peer review (docs/quality.md).  The caller checked who may."""
     request = await ctx.tx.get(RR, original["request_id"])
+    signers = [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at, original.get("centre"))]
+    return await _release_addendum(ctx, original, request, text, author=ctx.actor.user_id, signers=signers,
+                                   action="addendum")
+
+
+async def _release_addendum(ctx: _Ctx, original: Doc, request: Doc, text: str, *, author: str,
+                            signers: list[Doc], action: str) -> Doc:
+    user = ctx.rt.consortium.users.get(author)
+    reviewer = next((s for s in signers if s["role"] == "reviewing"), None)
     report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
                                                "modality", "patient_id", "patient_name", "accession_number",
                                                "clinical_question", "impression", "critical",
                                                "critical_category", "template_id", "template_version", "fields",
-                                               "structured")},
-              "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": ctx.actor.user_id, "reader_name": _user_name(ctx),
+                                               "structured", *CARRIED)},
+              "id": f"rp-{uuid.uuid4().hex[:20]}", "reader_id": author, "reader_name": user.name if user else author,
               "signed_at": ctx.at, "findings": text, "text": text, "addendum_of": original["id"], "addenda": [],
-              "signers": [_signer(ctx, ctx.actor.user_id, "reporting", ctx.at)]}
+              "signers": signers, "reviewer_id": reviewer["id"] if reviewer else None,
+              "reviewer_name": reviewer["name"] if reviewer else None}
     seq = _next_version(request)
     report["version"] = seq
     await ctx.tx.insert("reports", report)
     # The original stays immutable; only its list of addenda (a link) grows.
     await ctx.tx.update("reports", original["id"], {"addenda": [*original.get("addenda", []), report["id"]]})
-    request = await _apply(ctx, request, "addendum", {"addenda": [*request.get("addenda", []), report["id"]],
-                                                      "report_versions": seq})
-    await _keep_version(ctx, request, seq, "addendum", {"addendum": text}, report_id=report["id"])
+    request = await _apply(ctx, request, action, {"addenda": [*request.get("addenda", []), report["id"]],
+                                                  "report_versions": seq, "pending_addendum": None})
+    await _keep_version(ctx, request, seq, "addendum" if action == "addendum" else "addendum_countersign",
+                        {"addendum": text}, report_id=report["id"])
     _emit_report(ctx, report, request)
     await ctx.audit("report.addendum", f"report/{report['id']}", report["organization"],
-                    addendum_of=original["id"], request_id=request["id"])
-    await quality.sample(ctx, original, "addendum")
+                    addendum_of=original["id"], request_id=request["id"],
+                    **({"author": author, "reviewer": reviewer["id"]} if reviewer else {}))
+    await quality.sample(ctx, original, "addendum")  # the corrected report goes to peer review (docs/quality.md)
     return report
+
+
+async def _submit_addendum(ctx: _Ctx, original: Doc, request: Doc, text: str) -> Doc:
+    seq = _next_version(request)
+    pending = {"report_id": original["id"], "text": text, "by": ctx.actor.user_id, "by_name": _user_name(ctx),
+               "at": ctx.at}
+    request = await _apply(ctx, request, "submit_addendum", {"pending_addendum": pending, "addendum_sent_back": None,
+                                                             "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum_submit", {"addendum": text})
+    ctx.event("report.submitted", request, reader_id=ctx.actor.user_id, reader_name=_user_name(ctx),
+              critical=bool(original.get("critical")), version=seq, addendum_of=original["id"])
+    await ctx.audit("report.addendum_submit", f"report/{original['id']}", original["organization"],
+                    request_id=request["id"], version=seq)
+    return request
+
+
+async def _pending_addendum(ctx: _Ctx, report_id: Any, action: str) -> tuple[Doc, Doc, Doc]:
+    """The report, its request and the junior's addendum waiting on it; the caller may review it."""
+    original, request = await _visible_report(ctx, report_id, "review_addendum")
+    pending = request.get("pending_addendum")
+    if not pending or pending.get("report_id") != original["id"]:
+        raise Conflict(f"no addendum to report {original['id']} waits for review")
+    _may_review(ctx, original["centre"], original["kind"], pending["by"], "an addendum")
+    model.require(request["state"], action)
+    return original, request, pending
+
+
+async def _review_addendum(ctx: _Ctx, cmd: c.ReviewAddendum) -> Doc:
+    if not isinstance(cmd.release, bool):
+        raise Invalid("release must be true or false")
+    original, request, pending = await _pending_addendum(
+        ctx, cmd.report_id, "countersign_addendum" if cmd.release else "review_addendum")
+    text = pending["text"] if cmd.text is None else _text(cmd.text, "text")
+    if cmd.release:
+        signers = [_signer(ctx, pending["by"], "reporting", pending["at"], original.get("centre")),
+                   _signer(ctx, ctx.actor.user_id, "reviewing", ctx.at, original.get("centre"))]
+        return await _release_addendum(ctx, original, request, text, author=pending["by"], signers=signers,
+                                       action="countersign_addendum")
+    seq = _next_version(request)
+    request = await _apply(ctx, request, "review_addendum", {"pending_addendum": {**pending, "text": text},
+                                                             "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum_review", {"addendum": text})
+    ctx.event("report.reviewed", request, reviewer_id=ctx.actor.user_id, version=seq, addendum_of=original["id"])
+    await ctx.audit("report.addendum_review", f"report/{original['id']}", original["organization"],
+                    request_id=request["id"], version=seq)
+    return request
+
+
+async def _send_back_addendum(ctx: _Ctx, cmd: c.SendBackAddendum) -> Doc:
+    comment = _text(cmd.comment, "comment", limit=4000)
+    original, request, pending = await _pending_addendum(ctx, cmd.report_id, "send_back_addendum")
+    seq = _next_version(request)
+    sent_back = {"report_id": original["id"], "text": pending["text"], "author": pending["by"], "comment": comment,
+                 "by": ctx.actor.user_id, "by_name": _user_name(ctx), "at": ctx.at}
+    request = await _apply(ctx, request, "send_back_addendum", {"pending_addendum": None,
+                                                                "addendum_sent_back": sent_back,
+                                                                "report_versions": seq})
+    await _keep_version(ctx, request, seq, "addendum_send_back", {"addendum": pending["text"]}, comment=comment)
+    ctx.event("report.sent_back", request, reader_id=pending["by"], reviewer_id=ctx.actor.user_id, comment=comment,
+              addendum_of=original["id"])
+    await ctx.audit("report.addendum_send_back", f"report/{original['id']}", original["organization"],
+                    request_id=request["id"], author=pending["by"], version=seq)
+    return request
 
 
 async def _escalate(ctx: _Ctx, cmd: c.Escalate) -> Doc:
@@ -641,8 +770,9 @@ async def _assign(ctx: _Ctx, cmd: c.AssignToReader) -> Doc:
         raise Invalid(f"no user {cmd.reader_id!r}")
     if reader.role != "reader":
         raise Invalid(f"user {reader.id} is a {reader.role}, not a reader")
-    if reader.centre != doc["centre"]:
-        raise Invalid(f"reader {reader.id} reads for centre {reader.centre}, not {doc['centre']}; "
+    if not reader.reads_for(doc["centre"]):
+        raise Invalid(f"reader {reader.id} reads for centre{'s' if len(reader.centres) > 1 else ''} "
+                      f"{', '.join(reader.centres)}, not {doc['centre']}; "
                       "move the task to that centre first")
     model.require(doc["state"], "assign")
     previous = doc.get("claimed_by") if doc["state"] in model.HELD_STATES else None
@@ -661,7 +791,8 @@ async def _assign(ctx: _Ctx, cmd: c.AssignToReader) -> Doc:
 
 _HANDLERS = {c.RequestReading: _request, c.CancelReading: _cancel, c.Claim: _claim, c.RenewLease: _renew,
              c.Release: _release, c.SaveDraft: _save_draft, c.Sign: _sign, c.Review: _review,
-             c.SendBack: _send_back, c.Addendum: _addendum,
+             c.SendBack: _send_back, c.Addendum: _addendum, c.ReviewAddendum: _review_addendum,
+             c.SendBackAddendum: _send_back_addendum,
              c.Escalate: _escalate, c.ReturnForRescan: _return, c.MoveToCentre: _move,
              c.AssignToReader: _assign}
 

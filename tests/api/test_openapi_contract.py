@@ -193,6 +193,13 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", f"/api/v1/reports/{report_id}/document", "cg-clinic")  # 404 likewise (200: test_signature)
     await api.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang", {"text": "补充：两周后复查"}, status=201)
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
+    # a junior's addendum: submitted (202), edited, sent back, submitted again, countersigned
+    await call("POST", f"/api/v1/reports/{report_id}/addenda", "dr-zhou", {"text": "补充：左肺小结节"})
+    await call("PUT", f"/api/v1/reports/{report_id}/addenda/review", "dr-li", {"text": "补充：左肺下叶小结节"})
+    await call("POST", f"/api/v1/reports/{report_id}/addenda/send-back", "dr-li", {"comment": "请注明层面"})
+    await call("POST", f"/api/v1/reports/{report_id}/addenda/countersign", "dr-li", {})  # 409: none waits
+    await call("POST", f"/api/v1/reports/{report_id}/addenda", "dr-zhou", {"text": "补充：左肺下叶背段小结节"})
+    await call("POST", f"/api/v1/reports/{report_id}/addenda/countersign", "dr-li", {})
 
     # image quality and peer review (docs/quality.md): the critical report was sampled
     await api.ok("PUT", f"/api/v1/reading-requests/{rid}/quality", "dr-wang", {"grade": "B", "reasons": ["exposure"]})

@@ -97,3 +97,47 @@ async def test_the_clinic_never_sees_the_text_of_a_report_being_written(api):
     assert seen["state"] == "draft" and "draft" not in seen
     assert "肺癌" not in str(await api.ok("GET", f"/api/v1/reading-requests?study_uid={CG_DX}", "cg-clinic"))
     assert (await api.ok("GET", f"/api/v1/reading-requests/{rid}", "dr-li"))["draft"]["impression"] == "肺癌待排。"
+
+
+async def test_a_reader_of_several_centres_sees_them_in_me_and_one_worklist(api):
+    me = await api.ok("GET", "/api/v1/me", "dr-zhou")
+    assert (me["centre"], me["centres"], me["title"]) == ("county-imaging", ["county-imaging", "city-imaging"],
+                                                          "住院医师")
+    county = (await api.create_request(CG_DX))["id"]
+    city = (await api.create_request("1.2.826.0.1.100.1"))["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{city}/move", "admin",
+                 {"centre": "city-imaging", "reason": "县中心积压"})
+    listed = await api.ok("GET", "/api/v1/worklist", "dr-zhou")
+    assert {t["id"]: t["centre"] for t in listed["items"]} == {county: "county-imaging", city: "city-imaging"}
+    only = await api.ok("GET", "/api/v1/worklist?centre=city-imaging", "dr-zhou")
+    assert [t["id"] for t in only["items"]] == [city]
+    got, problem, _ = await api.call("GET", "/api/v1/worklist?centre=city-imaging", user="dr-li")
+    assert got == 403 and "county-imaging" in problem["detail"]
+    assert [t["id"] for t in (await api.ok("GET", "/api/v1/worklist", "dr-li"))["items"]] == [county]
+    assert (await api.ok("GET", f"/api/v1/reading-requests/{city}", "dr-zhou"))["centre"] == "city-imaging"
+    assert (await api.call("GET", f"/api/v1/reading-requests/{city}", user="dr-li"))[0] == 404
+
+
+async def test_a_juniors_addendum_is_submitted_reviewed_and_countersigned_over_http(api):
+    rid = (await api.create_request(CG_DX))["id"]
+    await api.ok("POST", f"/api/v1/reading-requests/{rid}/claim", "dr-wang")
+    signed = await api.ok("POST", f"/api/v1/reading-requests/{rid}/sign", "dr-wang",
+                          {"findings": "两肺纹理清晰。", "impression": "心肺未见异常。"})
+    report = signed["report_id"]
+    waiting = await api.ok("POST", f"/api/v1/reports/{report}/addenda", "dr-zhou", {"text": "补充：左肺下叶小结节。"},
+                           status=202)
+    assert waiting["pending_addendum"]["by"] == "dr-zhou" and waiting["state"] == "signed"
+    assert len((await api.ok("GET", "/api/v1/reports", "cg-clinic"))["items"]) == 1
+    assert "pending_addendum" not in await api.ok("GET", f"/api/v1/reading-requests/{rid}", "cg-clinic")
+    assert [t["id"] for t in (await api.ok("GET", "/api/v1/worklist", "dr-li"))["items"]] == [rid]
+    got, problem, _ = await api.call("POST", f"/api/v1/reports/{report}/addenda/countersign", user="dr-zhou", json={})
+    assert got == 403 and "主治医师" in problem["detail"]
+    edited = await api.ok("PUT", f"/api/v1/reports/{report}/addenda/review", "dr-li",
+                          {"text": "补充：左肺下叶背段实性小结节，约4mm。"})
+    assert edited["pending_addendum"]["text"].endswith("约4mm。")
+    addendum = await api.ok("POST", f"/api/v1/reports/{report}/addenda/countersign", "dr-wang", {}, status=201)
+    assert [(s["role"], s["id"]) for s in addendum["signers"]] == [("reporting", "dr-zhou"), ("reviewing", "dr-wang")]
+    assert len((await api.ok("GET", "/api/v1/reports", "cg-clinic"))["items"]) == 2
+    got, problem, _ = await api.call("POST", f"/api/v1/reports/{report}/addenda/send-back", user="dr-li",
+                                     json={"comment": "x"})
+    assert got == 409 and "no addendum" in problem["detail"]

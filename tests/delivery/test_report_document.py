@@ -163,6 +163,29 @@ async def test_the_delivered_pdf_has_the_order_the_question_and_the_verification
     _picture(pdf, "report-delivered")
 
 
+async def test_without_an_order_the_document_prints_the_requester_and_the_class_from_the_dicom_header(
+        make_yilian, clinic_scp):
+    """No order: Requesting Service (0032,1033) and Requesting Physician (0032,1032) of the images are
+    the report's 申请科室 / 申请医生; an Admission ID (0038,0010) makes its record class inpatient."""
+    import pydicom
+
+    from services.delivery.signature_cli import read_document
+
+    clinic_scp.start()
+    y = await make_yilian(scp_port=clinic_scp.port)
+    study_uid = await y.send_study(accession_number="ACC-RD2", charset="ISO_IR 192", extra={
+        "RequestingService": "呼吸内科", "RequestingPhysician": "赵^敏", "AdmissionID": "ZY0001"})
+    request = await y.sign(study_uid)
+    report = await y.rt.store.get("reports", request["report_id"])
+    assert (report["requesting_department"], report["requesting_physician"], report["record_class"]) == (
+        "呼吸内科", "赵^敏", "inpatient")
+    await y.delivered(request["report_id"])
+    doc = next(p for p in clinic_scp.files() if pydicom.dcmread(p).Modality == "DOC")
+    text = _text(read_document(doc)[0])
+    for expected in ("申请科室", "呼吸内科", "申请医生", "赵敏"):
+        assert expected in text, (expected, text)
+
+
 def test_the_font_is_chosen_for_every_text_the_document_prints(tmp_path):
     """A rare character only in the order or a structured field still selects the whole font."""
     from services.delivery.fonts import Fonts

@@ -146,3 +146,23 @@ def test_other_patient_ids_with_a_nested_sequence_is_left_to_pydicom(tmp_path):
     ds.OtherPatientIDsSequence = [item]
     pydicom_header, scanned = _both(write(ds, tmp_path / "x.dcm"))
     assert scanned is None and pydicom_header.national_id == f"CN_RESIDENT_ID|{rid}"
+
+
+@pytest.mark.parametrize("charset", ["GB18030", "ISO_IR 192"])
+def test_admission_id_and_requesting_service_and_physician_are_read_and_give_the_record_class(tmp_path, charset):
+    """Visit Identification (PS3.3 C.3.2) Admission ID (0038,0010): an inpatient's (住院号); Imaging
+    Service Request (C.4.13) Requesting Service (0032,1033) and Requesting Physician (0032,1032)."""
+    ds = chinese_instance(charset)
+    ds.AdmissionID, ds.RequestingService, ds.RequestingPhysician = "ZY2026001234", "神经内科", "李^医生"
+    expected, got = _both(write(ds, tmp_path / "zh.dcm"))
+    assert got is not None and got == expected
+    assert (got.admission_id, got.requesting_service, got.requesting_physician) == ("ZY2026001234", "神经内科",
+                                                                                    "李^医生")
+    study = model.study_doc(None, got, organization="chengguan-thc", added=1, new_series=True, now="t")
+    assert (study["record_class"], study["requesting_department"], study["requesting_physician"]) == (
+        "inpatient", "神经内科", "李^医生")
+    del ds.AdmissionID  # no Admission ID: the class is not known (the consortium's default applies)
+    _, got = _both(write(ds, tmp_path / "zh2.dcm"))
+    assert model.study_doc(None, got, organization="chengguan-thc", added=1, new_series=True,
+                           now="t")["record_class"] == ""
+

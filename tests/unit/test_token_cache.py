@@ -70,3 +70,14 @@ def test_bad_tokens_are_never_cached_and_the_size_is_bounded(consortium):
     for _ in range(5):
         cache.verify(issue_token(consortium, "dr-li", SECRET), SECRET, consortium)
     assert len(cache._seen) == 3
+
+
+def test_a_reader_given_another_centre_is_verified_again_and_reads_for_it(consortium):
+    token = issue_token(consortium, "dr-li", SECRET)
+    cache = VerifiedTokens()
+    assert cache.verify(token, SECRET, consortium).centre_ids == ("county-imaging",)
+    users = dict(consortium.users)
+    users["dr-li"] = dataclasses.replace(users["dr-li"], centres=("county-imaging", "city-imaging"))
+    more = dataclasses.replace(consortium, users=users)
+    who = cache.verify(token, SECRET, more)
+    assert who.centre_ids == ("county-imaging", "city-imaging") and who.reads_for("city-imaging")

@@ -32,7 +32,7 @@ class World:
 
     def who(self, user_id: str) -> Principal:
         user = self.rt.consortium.users[user_id]
-        return Principal(user.id, user.role, user.organization, user.centre, "test")
+        return Principal(user.id, user.role, user.organization, user.centre, "test", centres=user.centres)
 
     async def add_study(self, uid: str, organization: str, modalities: list[str], *, received: bool = True,
                         announce: bool = True, revision: int = 1, event_id: str | None = None,

@@ -52,7 +52,7 @@ async def scope_of(store: Store, who: Principal) -> Scope:
     if who.role in ("clinic", "edge"):  # an edge forwards, and asks what arrived, for its clinic only
         return Scope(organization=who.organization)
     if who.role in ("reader", "coordinator") and who.centre:
-        requested = {r["study_uid"] for r in await store.find("reading_requests", {"centre": who.centre})}
+        requested = {r["study_uid"] for r in await store.find("reading_requests", {"centre": who.centre_where()})}
         uids = set(requested)
         for study in await store.find("studies", {"id": {"$in": sorted(requested)}}) if requested else []:
             uids.update(s["id"] for s in await patient_studies(store, study))

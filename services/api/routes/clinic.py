@@ -84,7 +84,7 @@ async def list_requests(request: web.Request) -> web.Response:
     if who.role == "clinic":
         scope["organization"] = who.organization
     elif who.role in ("reader", "coordinator"):
-        scope["centre"] = who.centre
+        scope["centre"] = who.centre_where()
     items = await queries.requests_of(runtime(request).store, **scope, state=query_choice(request, "state", STATES),
                                       study_uid=request.query.get("study_uid") or None, limit=limit, offset=offset)
     await record(request, "reading.list", "reading-requests", organization=scope.get("organization"),
@@ -110,7 +110,7 @@ async def list_reports(request: web.Request) -> web.Response:
     limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
     store = runtime(request).store
     organization = who.organization if who.role == "clinic" else None
-    centre = who.centre if who.role in ("reader", "coordinator") else None
+    centre = who.centre_where() if who.role in ("reader", "coordinator") else None
     if study_uid := request.query.get("study_uid"):
         items = [r for r in await queries.reports_of_study(store, study_uid, organization=organization,
                                                            limit=limit, offset=offset) if sees_report(who, r)]

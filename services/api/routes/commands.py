@@ -27,7 +27,8 @@ async def run_command(request: web.Request, action: str, resource: str,
                       build: Callable[[dict[str, Any]], Any], *,
                       roles: tuple[str, ...] = ("clinic", "reader", "coordinator", "admin"), status: int = 200,
                       present: Callable[[dict[str, Any]], Any] | None = None,
-                      executor: Callable[..., Any] = execute) -> web.Response:
+                      executor: Callable[..., Any] = execute,
+                      status_of: Callable[[dict[str, Any]], int] | None = None) -> web.Response:
     """One workflow command from a request (reading, consultation and order routes alike): the
     caller's role, the validated body, ``executor`` (the workflow's ``execute``, or the
     consultation service's); a refusal audited with its outcome."""
@@ -40,7 +41,8 @@ async def run_command(request: web.Request, action: str, resource: str,
         await record(request, action, resource, outcome=OUTCOMES.get(problem.status, "refused"),
                      detail={"error": problem.detail})
         raise problem from None
-    return json_response(present(result) if present else result, status=status)
+    return json_response(present(result) if present else result,
+                         status=status_of(result) if status_of else status)
 
 
 def _rid(request: web.Request) -> str:
@@ -51,7 +53,8 @@ def _rid(request: web.Request) -> str:
 async def create(request: web.Request) -> web.Response:
     return await run_command(request, "reading.request", "reading-requests", lambda b: c.RequestReading(
         study_uid=b["study_uid"], kind=b["kind"], priority=b["priority"], clinical_question=b["clinical_question"],
-        green_channel=b.get("green_channel"), signed_resident=b.get("signed_resident", False)), status=201)
+        green_channel=b.get("green_channel"), signed_resident=b.get("signed_resident", False),
+        record_class=b.get("record_class")), status=201)
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/cancel")
@@ -149,5 +152,28 @@ async def assign(request: web.Request) -> web.Response:
 @routes.post("/api/v1/reports/{report_id}/addenda")
 async def addendum(request: web.Request) -> web.Response:
     report_id = request.match_info["report_id"]
+    # 201 with the addendum; 202 with the reading request when a junior's addendum waits for review.
     return await run_command(request, "report.addendum", f"report/{report_id}",
-                      lambda b: c.Addendum(report_id, b["text"]), status=201)
+                      lambda b: c.Addendum(report_id, b["text"]), status=201,
+                      status_of=lambda done: 202 if done.get("pending_addendum") else 201)
+
+
+@routes.put("/api/v1/reports/{report_id}/addenda/review")
+async def review_addendum(request: web.Request) -> web.Response:
+    report_id = request.match_info["report_id"]
+    return await run_command(request, "report.addendum_review", f"report/{report_id}",
+                             lambda b: c.ReviewAddendum(report_id, b.get("text")))
+
+
+@routes.post("/api/v1/reports/{report_id}/addenda/countersign")
+async def countersign_addendum(request: web.Request) -> web.Response:
+    report_id = request.match_info["report_id"]
+    return await run_command(request, "report.addendum_countersign", f"report/{report_id}",
+                             lambda b: c.ReviewAddendum(report_id, b.get("text"), release=True), status=201)
+
+
+@routes.post("/api/v1/reports/{report_id}/addenda/send-back")
+async def send_back_addendum(request: web.Request) -> web.Response:
+    report_id = request.match_info["report_id"]
+    return await run_command(request, "report.addendum_send_back", f"report/{report_id}",
+                             lambda b: c.SendBackAddendum(report_id, b["comment"]))

@@ -25,19 +25,25 @@ WORKLIST_FIELDS = ("id", "study_uid", "organization", "centre", "kind", "modalit
                    "signed_resident", "state", "requested_at", "queued_at", "deadline", "sla_at_risk",
                    "claimed_by", "claimed_by_name", "lease_expires_at", "patient_id", "patient_name",
                    "accession_number", "study_description", "clinical_question", "escalated_from", "source",
-                   "demographic_mismatches")  # order and study disagree on the patient (四个一致): shown on the row
+                   "demographic_mismatches",  # order and study disagree on the patient (四个一致): shown on the row
+                   "pending_addendum")  # a junior's addendum waiting for review (the request stays signed)
 
 
 @routes.get("/api/v1/worklist")
 async def worklist(request: web.Request) -> web.Response:
     who = require_role(request, "reader", "coordinator")
-    known_query(request, ("kind", "modality", "priority", "origin", "limit", "offset"))
+    known_query(request, ("centre", "kind", "modality", "priority", "origin", "limit", "offset"))
     limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
     filters = {"kind": query_choice(request, "kind", KINDS), "modality": query_choice(request, "modality"),
                "priority": query_choice(request, "priority", PRIORITIES), "origin": query_choice(request, "origin")}
-    tasks = await queries.worklist(runtime(request).store, centre=who.centre, **filters, limit=limit, offset=offset)
+    # A reader of several centres gets one list of all of them, or one centre's with ?centre=.
+    wanted = query_choice(request, "centre")
+    if wanted is not None and not who.reads_for(wanted):
+        raise Problem(403, f"you read for {', '.join(who.centre_ids)}, not {wanted}")
+    centre = wanted or who.centre_where()
+    tasks = await queries.worklist(runtime(request).store, centre=centre, **filters, limit=limit, offset=offset)
     items = [{k: t.get(k) for k in WORKLIST_FIELDS} for t in tasks]
-    await record(request, "worklist.read", f"centre/{who.centre}/worklist",
+    await record(request, "worklist.read", f"centre/{wanted or ','.join(who.centre_ids)}/worklist",
                  detail={"filters": {k: v for k, v in filters.items() if v}, "request_ids": [r["id"] for r in items]})
     return json_response(page(items, limit, offset))
 
@@ -87,9 +93,9 @@ async def queues(request: web.Request) -> web.Response:
     rt = runtime(request)
     wanted = request.query.get("centre")
     if who.role == "coordinator":
-        if wanted and wanted != who.centre:
-            raise Problem(403, f"a coordinator sees only his own centre's queues ({who.centre})")
-        centres = [who.centre]
+        if wanted and not who.reads_for(wanted):
+            raise Problem(403, f"a coordinator sees only his own centres' queues ({', '.join(who.centre_ids)})")
+        centres = [wanted] if wanted else list(who.centre_ids)
     elif wanted:
         if wanted not in rt.consortium.centres:
             raise Problem(404, f"no centre {wanted!r}")

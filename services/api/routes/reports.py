@@ -66,7 +66,8 @@ async def report_versions(request: web.Request) -> web.Response:
 # --- templates ------------------------------------------------------------------------------
 
 def _visible(who: Principal, template: dict[str, Any] | None) -> bool:
-    return template is not None and templates.visible(template, role=who.role, centre=who.centre)
+    return template is not None and any(templates.visible(template, role=who.role, centre=c)
+                                        for c in who.centre_ids or (None,))
 
 
 def _scope_for(request: web.Request, who: Principal, wanted: Any) -> str:

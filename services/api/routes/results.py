@@ -131,7 +131,7 @@ def _scope(who: Principal) -> dict[str, Any]:
     if who.role == "clinic":
         return {"organization": who.organization}
     if who.role in ("reader", "coordinator"):
-        return {"centre": who.centre}
+        return {"centre": who.centre_where()}
     return {}
 
 
@@ -284,7 +284,7 @@ async def dead_letters(request: web.Request) -> web.Response:
     limit, offset = query_int(request, "limit", 50, 1, 500), query_int(request, "offset", 0, 0, 10**9)
     where: dict[str, Any] = {"state": "dead"}
     if who.role == "coordinator":
-        where["centre"] = who.centre
+        where["centre"] = who.centre_where()
     if channel := query_choice(request, "channel", ("dicom", "webhook", "inbox", "document")):
         where["channel"] = channel
     if organization := request.query.get("organization"):
@@ -301,7 +301,7 @@ async def redrive(request: web.Request) -> web.Response:
     delivery_id = request.match_info["delivery_id"]
     rt = runtime(request)
     d = await rt.store.get(delivery.DELIVERIES, delivery_id)
-    if d is None or not (who.role == "admin" or d.get("centre") == who.centre):
+    if d is None or not (who.role == "admin" or who.reads_for(d.get("centre"))):
         raise await not_found(request, "delivery.redrive", f"delivery/{delivery_id}", f"delivery {delivery_id!r}")
     await json_body(request)
     try:

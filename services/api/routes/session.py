@@ -46,7 +46,8 @@ async def me(request: web.Request) -> web.Response:
                if who.expires_at else None)
     return json_response({"user_id": who.user_id, "name": user.name, "role": who.role,
                           "organization": who.organization, "organization_name": org.name if org else None,
-                          "centre": who.centre, "token_id": who.token_id, "token_expires_at": expires})
+                          "centre": who.centre, "centres": list(who.centre_ids), "title": user.title,
+                          "licence_number": user.licence_number, "token_id": who.token_id, "token_expires_at": expires})
 
 
 @routes.post("/api/v1/auth/revoke")

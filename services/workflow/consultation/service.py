@@ -58,7 +58,7 @@ def sees(actor: Principal, doc: Doc) -> bool:
     if actor.role == "reader":
         return actor.user_id in (doc.get("specialist_ids") or [])
     if actor.role == "coordinator":
-        return actor.centre is not None and doc.get("centre") == actor.centre
+        return actor.reads_for(doc.get("centre"))
     return False
 
 
@@ -150,7 +150,7 @@ def coordinating_centres(rt: Runtime, organization: str, *, specialty: str | Non
     users = consortium.users.values()
 
     def has(centre: str, role: str, spec: str | None = None) -> bool:
-        return any(u.centre == centre and u.role == role and (spec is None or u.specialty == spec) for u in users)
+        return any(u.reads_for(centre) and u.role == role and (spec is None or u.specialty == spec) for u in users)
 
     def rank(centre: str) -> tuple[int, int]:
         return (0 if specialty and has(centre, "reader", specialty) else 1, 0 if has(centre, "coordinator") else 1)

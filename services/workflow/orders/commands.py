@@ -32,6 +32,8 @@ class CreateOrder:
     remote_reading: bool = True  # a reading request is created when the exam is done
     station_ae: str | None = None  # the modality AE it is scheduled on (any of the organisation's if None)
     resident_id: str | None = None  # 居民身份证号, checked by its check digit; shown masked
+    requesting_department: str | None = None  # 申请科室, printed on the report
+    record_class: str | None = None  # outpatient | inpatient (or a class of retention.years): how long it is kept
     organization: str | None = None  # an admin names it; a clinic's is its own
 
 

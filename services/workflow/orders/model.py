@@ -43,7 +43,8 @@ DEMOGRAPHICS = ("patient_id", "patient_name", "sex", "birth_date")
 # Fields a clinic may change while the order is still scheduled.
 CHANGEABLE = ("patient_name", "patient_id", "resident_id", "sex", "birth_date", "modality", "body_part",
               "procedure_code", "procedure_description", "clinical_question", "requesting_physician", "priority",
-              "green_channel", "signed_resident", "remote_reading", "station_ae", "scheduled_at")
+              "green_channel", "signed_resident", "remote_reading", "station_ae", "scheduled_at",
+              "requesting_department", "record_class")
 
 
 def require(state: str, action: str) -> None:

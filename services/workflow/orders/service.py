@@ -24,7 +24,8 @@ from ...core.store.port import Transaction
 from ..context import settings_of
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..leases import iso
-from ..service import RR, SYSTEM, _Ctx, _route_and_queue, _text, new_request
+from ..service import CARRIED as ORDER_CARRIED
+from ..service import RR, SYSTEM, _Ctx, _route_and_queue, _text, new_request, record_class
 from . import commands as c
 from . import identity, model
 
@@ -132,6 +133,10 @@ def _checked(ctx: _Ctx, organization: str, values: Doc) -> Doc:
             out[key] = _text(value, "clinical_question", limit=4000)
         elif key == "requesting_physician":
             out[key] = _short(value, "requesting_physician", 64 * 3)
+        elif key == "requesting_department":
+            out[key] = _short(value, key, 64, required=False)  # DICOM Requesting Service is LO
+        elif key == "record_class":
+            out[key] = record_class(ctx.rt.consortium, value)
         elif key in ("body_part", "procedure_code"):
             out[key] = _short(value, key, 16, required=False)
         elif key == "procedure_description":
@@ -261,6 +266,7 @@ async def _reading_request(ctx: _Ctx, order: Doc, study_uid: str, study: Doc | N
                       kind=order["kind"], priority=order["priority"], clinical_question=order["clinical_question"],
                       green_channel=order.get("green_channel"), signed_resident=order.get("signed_resident", False),
                       source="order", requested_by=order["created_by"], at=ctx.at, study=study)
+    doc.update({k: order[k] for k in ORDER_CARRIED if order.get(k)})  # the order's say wins over the study's
     doc.update(order_id=order["id"], accession_number=order["accession_number"],
                order_patient={k: order.get(k) for k in model.DEMOGRAPHICS},
                demographic_mismatches=order.get("demographic_mismatches") or [])
