@@ -27,7 +27,7 @@ from ..core.store.port import Store
 from ..core.http import PRINCIPAL, Problem
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/v1/openapi.json",
-                          "/metrics", "/dashboard"})  # where things are, aggregates, a page with no data
+                          "/metrics", "/dashboard", "/figures"})  # where things are, aggregates, a page with no data
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REVOKE_PATH = "/api/v1/auth/revoke"

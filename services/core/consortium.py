@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .fees import SERVICES, Fee, FeeSchedule, fen, overlapping
 from .localtime import DEFAULT_TIMEZONE, zone
 
 LEVELS = ("city", "county", "township", "village")
@@ -169,6 +170,7 @@ class Consortium:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     recognition_mark: str | None = None  # 互认标识 (e.g. "HR") printed on every report PDF; None: no mark
     report_page: str = "A4"  # the report PDF's paper size; a centre may set its own
+    settlement: FeeSchedule = field(default_factory=FeeSchedule)  # 资金结算: fees and their split (services/core/fees.py)
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -316,10 +318,20 @@ def load_consortium(path: str | Path) -> Consortium:
     return parse_consortium(text, source=str(path))
 
 
+def _json_plain(value: Any) -> Any:
+    """YAML's dates (settlement's valid_from) as ISO text: the document is stored and digested as JSON."""
+    from datetime import date
+    if isinstance(value, dict):
+        return {k: _json_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_plain(v) for v in value]
+    return value.isoformat() if isinstance(value, date) else value
+
+
 def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = _json_plain(yaml.safe_load(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
@@ -330,7 +342,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False, "retention": False})
+        "consultation": False, "retention": False, "settlement": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False,
                                                        "recognition_mark": False, "report_page": False})
@@ -522,11 +534,12 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                 f"retention.default_class {default_class!r} is not one of the classes {sorted(years)}")
         retention = RetentionConfig(years, default_class)
 
+    settlement = _settlement(L, top["settlement"]) if "settlement" in top else FeeSchedule()
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
                       timezone=timezone, retention=retention, recognition_mark=recognition_mark,
-                      report_page=report_page)
+                      report_page=report_page, settlement=settlement)
 
 
 def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:
@@ -540,6 +553,46 @@ def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[st
             raise n.error(f"centre.sign_off names {kind!r}, a kind the centre does not read")
         out[kind] = L.scalar(n, f"centre.sign_off.{kind}", choices=TITLES)
     return out
+
+
+def _settlement(L: _Loader, node: _Node) -> FeeSchedule:
+    """``settlement``: the fee schedule (currency, fees with their split and validity dates)."""
+    from datetime import date
+    from decimal import Decimal, InvalidOperation
+    f = L.mapping(node, "settlement", {"currency": False, "fees": True})
+    fees = []
+    for item in L.seq(f["fees"], "settlement.fees"):
+        g = L.mapping(item, "settlement.fees[]", {"service": True, "modalities": False, "fee": True,
+                                                  "reading_share": True, "valid_from": True, "valid_to": False})
+        service = L.scalar(g["service"], "settlement.fees[].service", choices=SERVICES)
+        modalities = L.strings(g.get("modalities"), "settlement.fees[].modalities")
+        if modalities and service != "imaging":
+            raise g["modalities"].error("settlement.fees[].modalities: only imaging fees name modalities")
+        try:
+            amount = fen(L.scalar(g["fee"], "settlement.fees[].fee"))
+        except ValueError as exc:
+            raise g["fee"].error(f"settlement.fees[].fee: {exc}") from None
+        try:
+            share = Decimal(L.scalar(g["reading_share"], "settlement.fees[].reading_share"))
+        except InvalidOperation:
+            share = Decimal(-1)
+        if not Decimal(0) <= share <= Decimal(1):
+            raise g["reading_share"].error("settlement.fees[].reading_share must be a fraction from 0 to 1")
+        days = []
+        for key in ("valid_from", "valid_to"):
+            text = L.opt(g, key, "settlement.fees[]")
+            try:
+                days.append(date.fromisoformat(text) if text else None)
+            except ValueError:
+                raise g[key].error(f"settlement.fees[].{key} must be a date (YYYY-MM-DD), not {text!r}") from None
+        if days[1] is not None and days[1] < days[0]:
+            raise g["valid_to"].error("settlement.fees[].valid_to is before valid_from")
+        fees.append(Fee(service, amount, share, days[0], days[1], modalities))
+        clash = overlapping(tuple(fees))
+        if clash:
+            raise item.error(f"settlement fee {clash[1].id} overlaps {clash[0].id}: one fee per service, "
+                             "modality and day")
+    return FeeSchedule(L.opt(f, "currency", "settlement") or "CNY", tuple(fees))
 
 
 def consortium_summary(c: Consortium) -> dict[str, Any]:
