@@ -318,20 +318,20 @@ def load_consortium(path: str | Path) -> Consortium:
     return parse_consortium(text, source=str(path))
 
 
-def _json_plain(value: Any) -> Any:
-    """YAML's dates (settlement's valid_from) as ISO text: the document is stored and digested as JSON."""
-    from datetime import date
-    if isinstance(value, dict):
-        return {k: _json_plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_plain(v) for v in value]
-    return value.isoformat() if isinstance(value, date) else value
+class _TextDates(yaml.SafeLoader):
+    """YAML without implicit timestamps: a date (settlement's valid_from) stays the text it was, so
+    the document is stored and digested as JSON, and a malformed one is an error naming its line."""
+
+
+_TextDates.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
 def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     try:
         root = yaml.compose(text)
-        data = _json_plain(yaml.safe_load(text))
+        data = yaml.load(text, Loader=_TextDates)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
