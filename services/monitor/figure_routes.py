@@ -10,10 +10,11 @@ only an admin closes a month or voids an entry.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import web
 
+from ..core import audit
 from ..core.events import Event
 from ..core.http import Problem, json_response, require_role, runtime
 from .export import figure_tables, statement_tables, to_csv, to_xlsx
@@ -142,9 +143,11 @@ async def close_month(request: web.Request) -> web.Response:
     if await rt.store.get(MONTHS, month) is not None:
         raise Problem(409, f"month {month} is already closed")
     at = datetime.fromtimestamp(settings_of(rt).clock(), rt.local_time.tz)
-    async with rt.store.transaction() as tx:
+    async with rt.store.transaction() as tx:  # the change and its audit record together
         tx.emit(Event("settlement.month_closed", subject=month, source=rt.source("monitor"), data={
             "month": month, "actor": who.user_id, "closed_at": _utc(at)}))
+        await audit.record(tx, actor=who.user_id, role=who.role, action="settlement.close",
+                           resource=f"settlement/{month}", remote=request.remote)
     return json_response({"month": month, "state": "closing"}, status=202)
 
 
@@ -170,11 +173,14 @@ async def void_entry(request: web.Request) -> web.Response:
     async with rt.store.transaction() as tx:
         tx.emit(Event("settlement.entry_voided", subject=entry_id, source=rt.source("monitor"), data={
             "entry_id": entry_id, "reason": reason.strip()[:500], "actor": who.user_id, "voided_at": _utc(at)}))
+        await audit.record(tx, actor=who.user_id, role=who.role, action="settlement.void",
+                           resource=f"settlement/{entry_id}", organization=entry.get("requesting"),
+                           remote=request.remote, detail={"reason": reason.strip()[:500]})
     return json_response({"entry_id": entry_id, "state": "voiding"}, status=202)
 
 
 def _utc(at: datetime) -> str:
-    return datetime.utcfromtimestamp(at.timestamp()).isoformat(timespec="milliseconds") + "Z"
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = ["routes"]

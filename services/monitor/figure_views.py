@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from ..core.consortium import PRIORITIES, Consortium
@@ -44,8 +44,8 @@ class Period:
         after = date(year + 1, 1, 1) if month in (None, 12) else date(year, month + 1, 1)
 
         def utc(day: date) -> str:
-            ts = datetime.combine(day, time(), tzinfo=local_time.tz).timestamp()
-            return datetime.utcfromtimestamp(ts).isoformat(timespec="milliseconds") + "Z"
+            local = datetime.combine(day, time(), tzinfo=local_time.tz)
+            return local.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return cls(text, utc(first), utc(after))
 
     def __call__(self, at: str | None) -> bool:
@@ -63,7 +63,7 @@ def _norm(at: str) -> str:
     if at.endswith("Z") and len(at) == 24:
         return at
     parsed = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    return datetime.utcfromtimestamp(parsed.timestamp()).isoformat(timespec="milliseconds") + "Z"
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ def _look(driver, url: str, shot: str, size: tuple[int, int]) -> dict:
                 coverage: tile('coverage'),
                 sites: [...new Set([...document.querySelectorAll('#sites rect[data-site]')].map(r => r.dataset.site))],
                 quality_rows: document.querySelectorAll('#quality tbody tr[data-site]').length,
+                comments: document.querySelectorAll('#quality .comments li').length,
                 statement: !document.getElementById('settlement-panel').hidden,
                 overflowing: document.documentElement.scrollWidth > window.innerWidth + 1};""")
 
@@ -66,5 +67,6 @@ async def test_the_figures_page_reads_at_a_glance(month_world, tmp_path):
                                        f"{world.token('hm-clinic')}", "figures-township-1366x768.png", (1366, 768))
         own = sum(s["readings"] for s in figures["readings"] if s["organization"] in ("hongmiao-thc", "lizhuang-vc"))
         assert mine["readings"] == str(own) and set(mine["sites"]) <= {"hongmiao-thc", "lizhuang-vc"}
+        assert mine["comments"] > 0  # the readers' comments on its images
     finally:
         await asyncio.to_thread(driver.quit)

@@ -4,6 +4,7 @@
 // never in a URL; text is set with textContent only; charts are hand-made SVG.
 (function () {
   const PRIORITY = { stat: "急诊 STAT", urgent: "加急 urgent", routine: "常规 routine" };
+  const GRADE = { A: "甲", B: "乙", C: "丙", reject: "废片" };
   const LEVEL = { township: "乡镇卫生院 townships", village: "村卫生室 village clinics" };
   const SVGNS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
@@ -144,9 +145,17 @@
       el("td", { class: "n" + (q.reject_rate > 0.05 ? " low" : "") }, pct(q.reject_rate)),
       el("td", null, bar(q.reject_rate, "reject", 400)),
       el("td", { class: "note" }, Object.entries(q.reasons).map(([k, v]) => k + " " + v).join(" · "))));
+    // the readers' comments on the poorest images, newest first: what a township's technicians act on
+    const comments = (f.quality || []).flatMap((q) => q.comments.map((c) => ({ ...c, q })))
+      .sort((a, b) => (a.graded_at < b.graded_at ? 1 : -1)).slice(0, 8)
+      .map((c) => el("li", { "data-reading": c.reading_id }, el("b", null, GRADE[c.grade] || c.grade), " ",
+        c.q.organization, " · ", c.q.modality, " · ", c.q.technician || "未记录", " — ", c.comment,
+        el("small", null, " " + (c.reader || ""))));
     $("quality").replaceChildren(el("div", { class: "scroll" }, table([["机构", "site"], ["设备", "modality"],
       ["技师", "technician"], ["评级", "graded", 1], ["甲片率", "A rate", 1], ["", ""], ["废片率", "reject", 1], ["", ""],
-      ["原因", "reasons"]], rows, "本期无质控评级 no grading yet")));
+      ["原因", "reasons"]], rows, "本期无质控评级 no grading yet")),
+      comments.length ? el("div", { class: "comments" }, el("h3", null, label("阅片医师意见", "readers' comments")),
+        el("ul", null, comments)) : null);
   }
 
   function peer(f) {
