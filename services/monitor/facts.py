@@ -138,6 +138,8 @@ def _grading(event: Event, row: Doc | None) -> Doc:
     return {"id": data["reading_id"], "study_uid": data.get("study_instance_uid"),
             "organization": data["organization"], "modality": data.get("modality") or "",
             "operators": list(data.get("operators") or []), "grade": data["grade"],
+            # a consortium's own scale names its 废片 grade by the flag, not the code
+            "reject": bool(data.get("reject")) or data["grade"] == "reject", "label": data.get("label"),
             "reasons": list(data.get("reasons") or []), "comment": data.get("comment"),
             "reader": data.get("reader"), "centre": data.get("centre"), "graded_at": data["graded_at"],
             "grades": (row or {}).get("grades", 0) + 1}

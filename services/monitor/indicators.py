@@ -11,7 +11,7 @@ the consortium's zone; a row falls in it by the local month of its instant:
   acknowledged − signed (p50 / p90); unacknowledged = none yet.
 * **quality**: the latest grade per reading by grading month, per site × modality × technician
   (each of the study's Operators' Name; ``""`` when none was sent): 甲片率 = A / graded,
-  废片率 = reject / graded.
+  废片率 = reject / graded (grade ``reject``, or the event's ``reject`` flag on a consortium's own scale).
 * **peer_review** per original reader and centre, by sampling month: sampled, scored,
   agreement = score 1 / scored, minor = score 2, significant = score 3, clinically significant,
   upheld after arbitration.
@@ -102,7 +102,8 @@ def quality(gradings: Iterable[Doc], in_period: InPeriod) -> list[Doc]:
                                           "graded": 0, **dict.fromkeys(GRADES, 0), "other": 0, "reasons": {},
                                           "comments": []})
             cell["graded"] += 1
-            cell[g["grade"] if g["grade"] in GRADES else "other"] += 1
+            grade = "reject" if g.get("reject") else g["grade"]
+            cell[grade if grade in GRADES else "other"] += 1
             for reason in g.get("reasons") or []:
                 cell["reasons"][reason] = cell["reasons"].get(reason, 0) + 1
             if g.get("comment"):

@@ -115,8 +115,8 @@ def script(rng: random.Random, n: int = 2000) -> dict:
             gradings.append({"reading_id": r["request_id"], "study_instance_uid": r["study_uid"], "organization": org,
                              "modality": modality, "operators": operators, "grade": grade,
                              "reasons": [] if grade == "A" else [rng.choice(["positioning", "exposure", "motion"])],
-                             "comment": "体位不正" if grade in ("C", "reject") else None, "reader": r["reader"],
-                             "centre": centre, "graded_at": iso(graded)})
+                             "reader": r["reader"], "centre": centre, "graded_at": iso(graded),
+                             **({"comment": "体位不正"} if grade in ("C", "reject") else {})})
             if rng.random() < 0.05:  # a regrade: the later one counts
                 gradings.append({**gradings[-1], "grade": "B", "graded_at": iso(graded + timedelta(hours=1))})
         if critical or rng.random() < 0.05:
@@ -163,11 +163,11 @@ def events_of(month: dict) -> list[Event]:
         if v["scored"]:
             out.append(Event("peer_review.scored", subject=v["review_id"], source="/yilian/workflow", data={
                 **common, "reviewer": "dr-chen", "reviewer_centre": "city-imaging", "score": v["score"],
-                "clinically_significant": v["clinically_significant"], "comment": None,
+                "clinically_significant": v["clinically_significant"], "comment": "复核意见",
                 "scored_at": v["sampled_at"]}))
             if v["score"] == 3:
                 out.append(Event("peer_review.arbitrated", subject=v["review_id"], source="/yilian/workflow", data={
-                    "review_id": v["review_id"], "upheld": v["upheld"], "lead": "dr-chen", "comment": None,
+                    "review_id": v["review_id"], "upheld": v["upheld"], "lead": "dr-chen", "comment": "仲裁意见",
                     "arbitrated_at": v["sampled_at"]}))
     for c in month["consultations"]:
         base = {"consultation_id": c["consultation_id"], "organization": c["organization"], "centre": c["centre"],
