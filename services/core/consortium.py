@@ -32,6 +32,7 @@ AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 REPORT_PAGES = ("A4", "A5")  # the report PDF's paper sizes
+GRADE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")  # an image quality grade (A, B, C, reject, or the consortium's)
 RECOGNITION_MARK = re.compile(r"^\S.{0,7}\Z")  # 互认标识: a short mark such as HR (at most 8 characters)
 
 
@@ -94,6 +95,8 @@ class Centre:
     # kind -> the lowest title (TITLES) whose report is released at once; a lower one's is submitted for review
     sign_off: dict[str, str] = field(default_factory=dict)
     report_page: str | None = None  # the report PDF's paper size (REPORT_PAGES); None: the consortium's
+    # duty roster rule (排班管理): shift kind (day, night, on_call) -> the fewest readers on it while it runs
+    min_on_duty: dict[str, int] = field(default_factory=dict)
 
     def releases(self, kind: str, title: str | None) -> bool:
         """Whether a reader of ``title`` releases a ``kind`` report himself (no review)."""
@@ -154,6 +157,30 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityGrade:
+    """One grade of the consortium's image quality scale (影像质控); ``reject`` marks 废片."""
+
+    code: str
+    label: str
+    reject: bool = False
+
+
+DEFAULT_SCALE = (QualityGrade("A", "甲片"), QualityGrade("B", "乙片"), QualityGrade("C", "丙片"),
+                 QualityGrade("reject", "废片", reject=True))
+
+
+@dataclass(frozen=True, slots=True)
+class QualityConfig:
+    """Image quality grading and peer review (docs/quality.md)."""
+
+    scale: tuple[QualityGrade, ...] = DEFAULT_SCALE
+    peer_review_percent: int = 0  # % of released reports sampled at random for peer review (critical: all)
+
+    def grade(self, code: str) -> QualityGrade | None:
+        return next((g for g in self.scale if g.code == code), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Consortium:
     id: str
     name: str
@@ -171,6 +198,7 @@ class Consortium:
     recognition_mark: str | None = None  # 互认标识 (e.g. "HR") printed on every report PDF; None: no mark
     report_page: str = "A4"  # the report PDF's paper size; a centre may set its own
     settlement: FeeSchedule = field(default_factory=FeeSchedule)  # 资金结算: fees and their split (services/core/fees.py)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -342,7 +370,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False, "retention": False, "settlement": False})
+        "consultation": False, "retention": False, "quality": False, "settlement": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False,
                                                        "recognition_mark": False, "report_page": False})
@@ -412,7 +440,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     for n in L.seq(top["centres"], "centres"):
         f = L.mapping(n, "centre", {"id": True, "name": True, "organization": True, "kinds": True,
                                     "escalation": False, "capacity_per_reader_per_hour": False,
-                                    "sign_off": False, "report_page": False})
+                                    "sign_off": False, "report_page": False, "min_on_duty": False})
         cid = L.scalar(f["id"], "centre.id", pattern=ID)
         if cid in centres:
             raise f["id"].error(f"duplicate centre id {cid!r}")
@@ -426,7 +454,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                               L.opt(f, "escalation", "centre"),
                               L.integer(f["capacity_per_reader_per_hour"], "centre.capacity_per_reader_per_hour", 1, 1000)
                               if "capacity_per_reader_per_hour" in f else 6, _sign_off(L, f.get("sign_off"), kinds),
-                              L.opt(f, "report_page", "centre", choices=REPORT_PAGES))
+                              L.opt(f, "report_page", "centre", choices=REPORT_PAGES), _min_on_duty(L, f.get("min_on_duty")))
         centre_lines[cid] = f.get("escalation", n)
     for cid, c in centres.items():
         if c.escalation is not None and c.escalation not in centres:
@@ -535,11 +563,44 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
         retention = RetentionConfig(years, default_class)
 
     settlement = _settlement(L, top["settlement"]) if "settlement" in top else FeeSchedule()
+    quality = _quality(L, top.get("quality"))
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
                       timezone=timezone, retention=retention, recognition_mark=recognition_mark,
-                      report_page=report_page, settlement=settlement)
+                      report_page=report_page, quality=quality,
+                      settlement=settlement)
+
+
+def _quality(L: _Loader, node: _Node | None) -> QualityConfig:
+    """``quality: {scale: [{code, label, reject}], peer_review_percent}``; the scale needs one reject grade."""
+    if node is None:
+        return QualityConfig()
+    f = L.mapping(node, "quality", {"scale": False, "peer_review_percent": False})
+    scale = DEFAULT_SCALE
+    if "scale" in f:
+        grades = []
+        for item in L.seq(f["scale"], "quality.scale"):
+            g = L.mapping(item, "quality.scale item", {"code": True, "label": True, "reject": False})
+            code = L.scalar(g["code"], "quality.scale code", pattern=GRADE_CODE)
+            if any(x.code == code for x in grades):
+                raise g["code"].error(f"quality.scale: grade {code!r} twice")
+            reject = L.boolean(g["reject"], "quality.scale reject") if "reject" in g else False
+            grades.append(QualityGrade(code, L.scalar(g["label"], "quality.scale label"), reject))
+        if sum(g.reject for g in grades) != 1:
+            raise f["scale"].error("quality.scale needs exactly one grade with reject: true (废片)")
+        scale = tuple(grades)
+    percent = L.integer(f["peer_review_percent"], "quality.peer_review_percent", 0, 100) \
+        if "peer_review_percent" in f else QualityConfig().peer_review_percent
+    return QualityConfig(scale, percent)
+
+
+def _min_on_duty(L: _Loader, node: _Node | None) -> dict[str, int]:
+    """``centre.min_on_duty``: shift kind -> the fewest readers on a shift of that kind while one runs."""
+    if node is None:
+        return {}
+    f = L.mapping(node, "centre.min_on_duty", {"day": False, "night": False, "on_call": False})
+    return {kind: L.integer(n, f"centre.min_on_duty.{kind}", 0, 100) for kind, n in f.items()}
 
 
 def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from ..core.consortium import PRIORITIES, Consortium
 from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
+from ..core import duty
 from ..core.store.port import Store
 from . import figures
 from .figures import Window
@@ -62,8 +63,10 @@ class MonitorViews:
             {"closed_at": {"$gte": iso(win.now - figures.DAY)}, "state": {"$in": list(FINAL)}}]})
         results = await self.store.find(RESULTS, {"centre": centre_id, "$or": [
             {"dead_lettered": True}, {"critical_unacknowledged": True}]}, sort=(("signed_at", 1),))
-        roster = [{"id": u.id, "name": u.name, "on_duty": u.on_duty} for u in self.consortium.users.values()
-                  if u.role == "reader" and u.centre == centre_id and u.on_duty]
+        # who is on duty now: the centre's duty roster (day and night shifts), or the file's on_duty flags
+        on_duty = await duty.readers_on_duty(self.store, self.consortium, centre_id, iso(win.now))
+        users = self.consortium.users
+        roster = [{"id": r, "name": users[r].name if r in users else r, "on_duty": True} for r in on_duty]
         day = iso(win.day_start)
         overflow = {"in": await self.store.count(REQUESTS, {"overflow_to": centre_id}),
                     "out": await self.store.count(REQUESTS, {"overflow_from": centre_id}),

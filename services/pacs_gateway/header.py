@@ -35,6 +35,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00080020: ("study_date", TEXT), 0x00080021: ("series_date", TEXT), 0x00080030: ("study_time", TEXT),
     0x00080031: ("series_time", TEXT), 0x00080050: ("accession_number", TEXT), 0x00080060: ("modality", TEXT),
     0x00080090: ("referring_physician", PN), 0x00081030: ("study_description", TEXT),
+    0x00081070: ("operators_name", PN),  # the technician(s), for image quality rates (docs/quality.md)
     0x0008103E: ("series_description", TEXT), 0x00100010: ("patient_name", PN), 0x00100020: ("patient_id", TEXT),
     0x00100030: ("birth_date", TEXT), 0x00100040: ("sex", TEXT), 0x00180015: ("body_part", TEXT),
     0x0020000D: ("study_uid", UID_), 0x0020000E: ("series_uid", UID_), 0x00200010: ("study_id", TEXT),

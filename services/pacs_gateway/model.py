@@ -62,6 +62,7 @@ class InstanceHeader:
     # The consortium identity (``ISSUER|VALUE``, services.core.identity) of Other Patient IDs
     # Sequence (0010,1002) or of Patient ID with its Issuer (0010,0021); "" if none is valid.
     national_id: str = ""
+    operators_name: str = ""  # Operators' Name (0008,1070), several joined by "\\"
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -116,6 +117,7 @@ def header_of(ds: Dataset) -> InstanceHeader:
         series_date=_text(ds, "SeriesDate"), series_time=_text(ds, "SeriesTime"),
         instance_number=_int(ds, "InstanceNumber"), rows=_int(ds, "Rows"), columns=_int(ds, "Columns"),
         number_of_frames=_int(ds, "NumberOfFrames"), national_id=identity.first_key(identifiers(ds)),
+        operators_name=_text(ds, "OperatorsName"),
         specific_character_set="\\".join(charset) if isinstance(charset, (list, tuple)) or
         type(charset).__name__ == "MultiValue" else str(charset),
     )
@@ -198,6 +200,10 @@ def study_doc(current: dict[str, Any] | None, header: InstanceHeader, *, organiz
             doc[field] = value
     if header.modality and header.modality not in doc["modalities"]:
         doc["modalities"] = sorted([*doc["modalities"], header.modality])
+    # Every technician who sent part of the study: image quality is rated per technician
+    operators = [o for o in header.operators_name.split("\\") if o]
+    if operators and not set(operators) <= set(doc.get("operators") or ()):
+        doc["operators"] = sorted({*(doc.get("operators") or ()), *operators})
     doc["series_count"] += 1 if new_series else 0
     doc["instance_count"] += added
     doc["state"] = "receiving"

@@ -76,6 +76,7 @@ class Sign:
     template_id: str | None = None
     template_version: int | None = None
     fields: dict | None = None
+    quality: dict | None = None  # the image quality grading made when reporting ({grade, reasons, comment})
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +121,52 @@ class Escalate:
 
 @dataclass(frozen=True, slots=True)
 class ReturnForRescan:
+    """Back to the clinic for a re-scan; ``image_quality`` is graded 废片 with ``quality_reasons``
+    (``other`` if none are given: docs/quality.md)."""
+
     request_id: str
     reason_code: str  # one of RETURN_REASONS
     comment: str = ""
+    quality_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GradeQuality:
+    """The reader grades the study's image quality (影像质控): the consortium's scale (甲/乙/丙/废片 by
+    default) and reason codes; a reject grade (废片) returns the study for a re-scan."""
+
+    request_id: str
+    grade: str
+    reasons: tuple[str, ...] = ()
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScorePeerReview:
+    """A second reader scores a sampled report, RADPEER-style."""
+
+    review_id: str
+    score: int  # 1 agree, 2 minor, 3 significant discrepancy
+    clinically_significant: bool = False
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArbitratePeerReview:
+    """A centre lead decides a score 3; upheld with ``addendum`` text corrects the report for the clinic."""
+
+    review_id: str
+    upheld: bool
+    comment: str = ""
+    addendum: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssignPeerReview:
+    """A coordinator names the second reader of a sampled report."""
+
+    review_id: str
+    reviewer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,4 +188,5 @@ class AssignToReader:
 
 
 Command = (RequestReading | CancelReading | Claim | RenewLease | Release | SaveDraft | Sign | Review | SendBack
-           | Addendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader)
+           | Addendum | Escalate | ReturnForRescan | MoveToCentre | AssignToReader | GradeQuality | ScorePeerReview
+           | ArbitratePeerReview | AssignPeerReview)

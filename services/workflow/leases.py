@@ -8,9 +8,10 @@ milliseconds, which sort as text, so the store compares them directly.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.settings import env_float
 from ..core.times import iso, parse_iso
@@ -28,6 +29,8 @@ class WorkflowSettings:
     wait_seconds: float = 7 * 86400.0  # how long a request waits for its study from the clinic's organisation
     order_overdue_seconds: float = 86400.0  # an order with no study this long after its scheduled time is overdue
     clock: Clock = time.time
+    # draws the random share of signed reports for peer review; tests seed their own
+    rng: random.Random = field(default_factory=random.Random)
 
     @classmethod
     def from_env(cls, **overrides) -> WorkflowSettings:

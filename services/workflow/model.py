@@ -53,6 +53,9 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "move": (("queued",), None),
     "assign": (("queued", *HELD_STATES), None),  # queued -> claimed; a held task keeps its state
     "addendum": (("signed",), None),
+    # image quality grading (影像质控, docs/quality.md): by the holder while reporting, or by the
+    # signer afterwards (a regrade); a 废片 grade is graded then returned (``return``)
+    "grade": ((*HELD_STATES, "signed"), None),
 }
 
 PRIORITY_RANK = {"stat": 0, "urgent": 1, "routine": 2}

@@ -27,6 +27,7 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "return": ("reader",),
     "move": ("coordinator", "admin"),
     "assign": ("coordinator", "admin"),
+    "grade": ("reader",),
 }
 
 

@@ -20,7 +20,7 @@ from ..core.consortium import GREEN_CHANNELS, KINDS, PRIORITIES
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from . import commands as c
-from . import model, policy, routing, template_store, templates
+from . import model, policy, rosters, routing, template_store, templates
 from .context import CommandContext, settings_of
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .leases import iso
@@ -149,8 +149,9 @@ async def _load(ctx: _Ctx, centre: str, doc: Doc, deadline: str) -> routing.Cent
                                                   {"priority_rank": p, "boost_rank": {"$lt": b}},
                                                   {"priority_rank": p, "boost_rank": b,
                                                    "deadline": {"$lte": deadline}}]})
-    return routing.CentreLoad(centre, ahead, routing.on_duty_readers(consortium, centre),
-                              consortium.centres[centre].capacity_per_reader_per_hour)
+    # on-duty capacity: the centre's roster now (day and night shifts), or the file's on_duty flags
+    on_duty = await rosters.readers_on_duty(ctx.rt.store, consortium, centre, ctx.at)
+    return routing.CentreLoad(centre, ahead, len(on_duty), consortium.centres[centre].capacity_per_reader_per_hour)
 
 
 async def _route_and_queue(ctx: _Ctx, doc: Doc, study: Doc, *, centres: list[str] | None = None) -> Doc:
@@ -423,6 +424,8 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
     _check_holder(ctx, doc, "sign")
     content = await _content(ctx, doc, cmd, doc.get("draft"))
     _check_report(content)
+    if cmd.quality is not None:  # graded when reporting, in the same transaction (docs/quality.md)
+        doc = await quality.grade_when_signing(ctx, doc, cmd.quality)
     user = ctx.rt.consortium.users.get(ctx.actor.user_id)
     if not ctx.rt.consortium.centres[doc["centre"]].releases(doc["kind"], user.title if user else None):
         return await _submit(ctx, doc, content)
@@ -436,6 +439,7 @@ async def _sign(ctx: _Ctx, cmd: c.Sign) -> Doc:
     _emit_report(ctx, report, doc)
     await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
                     critical=content["critical"], critical_category=content["critical_category"], version=seq)
+    await quality.on_released(ctx, report)
     return doc
 
 
@@ -495,6 +499,7 @@ async def _review(ctx: _Ctx, cmd: c.Review) -> Doc:
     await ctx.audit("report.sign", f"report/{report['id']}", doc["organization"], request_id=doc["id"],
                     critical=content["critical"], critical_category=content["critical_category"], version=seq,
                     author=author, reviewer=ctx.actor.user_id)
+    await quality.on_released(ctx, report)
     return doc
 
 
@@ -525,6 +530,12 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
     if not policy.may(ctx.actor, "addendum"):
         raise Forbidden(f"a {ctx.actor.role} may not add an addendum to a report")
     text = _text(cmd.text, "text")
+    return await write_addendum(ctx, original, text)
+
+
+async def write_addendum(ctx: _Ctx, original: Doc, text: str) -> Doc:
+    """A new report correcting ``original`` by the actor, delivered like it (``report.signed``);
+    the original is sampled for peer review (docs/quality.md).  The caller checked who may."""
     request = await ctx.tx.get(RR, original["request_id"])
     report = {**{k: original.get(k) for k in ("request_id", "study_uid", "organization", "centre", "kind",
                                                "modality", "patient_id", "patient_name", "accession_number",
@@ -545,6 +556,7 @@ async def _addendum(ctx: _Ctx, cmd: c.Addendum) -> Doc:
     _emit_report(ctx, report, request)
     await ctx.audit("report.addendum", f"report/{report['id']}", report["organization"],
                     addendum_of=original["id"], request_id=request["id"])
+    await quality.sample(ctx, original, "addendum")
     return report
 
 
@@ -582,11 +594,20 @@ async def _return(ctx: _Ctx, cmd: c.ReturnForRescan) -> Doc:
         raise Invalid(f"reason_code must be one of {', '.join(c.RETURN_REASONS)}, not {cmd.reason_code!r}")
     comment = _text(cmd.comment, "comment", required=False, limit=2000)
     _check_holder(ctx, doc, "return")
-    returned = {"reason_code": cmd.reason_code, "comment": comment, "by": ctx.actor.user_id, "at": ctx.at}
+    if cmd.reason_code == "image_quality":
+        # A re-scan for image quality is one outcome of grading: the study is graded 废片 with its reasons
+        return await quality.grade(ctx, doc, quality.reject_code(ctx.rt.consortium),
+                                   list(cmd.quality_reasons) or ["other"], comment)
+    return await return_for_rescan(ctx, doc, cmd.reason_code, comment)
+
+
+async def return_for_rescan(ctx: _Ctx, doc: Doc, reason_code: str, comment: str) -> Doc:
+    """claimed|draft -> returned, with its event (the clinic's re-scan notice) and audit record."""
+    returned = {"reason_code": reason_code, "comment": comment, "by": ctx.actor.user_id, "at": ctx.at}
     doc = await _apply(ctx, doc, "return", {"return": returned})
-    ctx.event("reading.returned", doc, reason_code=cmd.reason_code, comment=comment, reader_id=ctx.actor.user_id,
+    ctx.event("reading.returned", doc, reason_code=reason_code, comment=comment, reader_id=ctx.actor.user_id,
               patient_id=doc.get("patient_id"), patient_name=doc.get("patient_name"))
-    await ctx.audit("reading.return", f"reading/{doc['id']}", doc["organization"], reason_code=cmd.reason_code)
+    await ctx.audit("reading.return", f"reading/{doc['id']}", doc["organization"], reason_code=reason_code)
     return doc
 
 
@@ -750,10 +771,12 @@ async def expire_waiting(rt: Runtime) -> int:
 
 
 async def flag_sla_risks(rt: Runtime) -> int:
-    """Flag open tasks past ``sla_risk_fraction`` of their SLA (``reading.sla_at_risk``, once each)."""
+    """Flag open tasks past ``sla_risk_fraction`` of their SLA (``reading.sla_at_risk``, once each), and
+    at once those of a rostered centre with nobody on duty until after their deadline."""
     now = settings_of(rt).now()
     due = await rt.store.find(RR, {"state": {"$in": list(model.WORKLIST_STATES)}, "sla_at_risk": False,
                                    "sla_risk_at": {"$lt": iso(now)}}, sort=(("sla_risk_at", 1),), limit=500)
+    due += await _uncovered(rt, iso(now))
     flagged = 0
     for stale in due:
         async with rt.store.transaction() as tx:
@@ -768,8 +791,27 @@ async def flag_sla_risks(rt: Runtime) -> int:
     return flagged
 
 
+async def _uncovered(rt: Runtime, at: str) -> list[Doc]:
+    """Open tasks not yet at risk whose centre has a roster, nobody on duty now, and no day or night
+    shift starting before their deadline: nobody will read them in time (a gap in the roster)."""
+    out: list[Doc] = []
+    for centre in rt.consortium.centres:
+        if not await rosters.has_roster(rt.store, centre) or \
+                await rosters.readers_on_duty(rt.store, rt.consortium, centre, at):
+            continue
+        back = await rosters.next_capacity_start(rt.store, centre, at)
+        where: Doc = {"centre": centre, "on_worklist": True, "sla_at_risk": False}
+        if back is not None:
+            where["deadline"] = {"$lt": back}
+        out += await rt.store.find(RR, where, sort=(("deadline", 1),), limit=500)
+    return out
+
+
 # Exam requests (services/workflow/orders) run through the same execute; imported last, as they
 # build on this module's reading-request helpers.
 from .orders import service as orders  # noqa: E402
+from .quality import service as quality  # noqa: E402  (image quality and peer review)
 
 _HANDLERS.update(orders.HANDLERS)
+_HANDLERS.update(quality.HANDLERS)
+_HANDLERS[rosters.SetRoster] = rosters.set_roster  # duty rosters (排班管理)

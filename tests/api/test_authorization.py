@@ -139,6 +139,19 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/results/{report}/acknowledge", {}),
         ("GET", "/api/v1/deliveries/dead-letters", None),
         ("POST", "/api/v1/deliveries/D/redrive", {}),
+        # image quality grading and peer review (docs/quality.md); pr-X: a review nobody sampled
+        ("PUT", f"/api/v1/reading-requests/{rid}/quality", {"grade": "B", "reasons": ["exposure"]}),
+        ("GET", "/api/v1/quality/rates", None),
+        ("GET", "/api/v1/peer-reviews", None),
+        ("GET", "/api/v1/peer-reviews/stats", None),
+        ("POST", "/api/v1/peer-reviews/pr-X/assign", {"reviewer": "dr-chen"}),
+        ("POST", "/api/v1/peer-reviews/pr-X/score", {"score": 1}),
+        ("POST", "/api/v1/peer-reviews/pr-X/arbitrate", {"upheld": False, "comment": "x"}),
+        # duty rosters (排班管理)
+        ("PUT", "/api/v1/centres/county-imaging/roster", {"start": "2099-01-01T00:00:00+08:00",
+                                                          "end": "2099-01-02T00:00:00+08:00", "shifts": []}),
+        ("GET", "/api/v1/centres/county-imaging/roster", None),
+        ("GET", "/api/v1/on-duty", None),
     ]
 
 
@@ -150,7 +163,8 @@ BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": 
 async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
-                       "consultation_notes", "bookings", "seals", "instances", "orders"):
+                       "consultation_notes", "bookings", "seals", "instances", "orders", "quality_gradings",
+                       "peer_reviews", "shifts"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -168,6 +182,8 @@ async def test_matrix_covers_every_route(api):
                .replace("/results/{report_id}", "/results/{result_id}")
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
                .replace("/seals/seal-x", "/seals/{seal_id}")
+               .replace("/pr-X", "/{review_id}")
+               .replace("/centres/county-imaging/roster", "/centres/{centre}/roster")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")
                .replace("/months/2026-01/", "/months/{month}/").replace("/entries/E/", "/entries/{entry}/")
                .replace("/chest-dr-pa", "/{template_id}")) for m, p, _ in endpoints(ids)}
@@ -276,7 +292,8 @@ async def test_same_centre_but_not_the_holder_is_refused(api):
     before = await snapshot(api)
     for method, action, body in (("POST", "renew", {}), ("POST", "release", {}), ("POST", "sign", {}),
                                  ("PUT", "draft", {"findings": "x", "impression": "y"}),
-                                 ("POST", "escalate", {"reason": "r"}), ("POST", "claim", {})):
+                                 ("POST", "escalate", {"reason": "r"}), ("POST", "claim", {}),
+                                 ("PUT", "quality", {"grade": "reject", "reasons": ["motion"]})):
         status, problem, _ = await api.call(method, f"/api/v1/reading-requests/{ids['rid']}/{action}",
                                             user="dr-li", json=body)
         assert status == 409, (action, status, problem)
@@ -301,6 +318,15 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("POST", "/api/v1/settlement/months/2026-01/close"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/reports"), ("auditor",)),
+    (("GET", "/api/v1/quality/rates"), ("auditor",)),
+    (("GET", "/api/v1/peer-reviews"), ("cg-clinic", "auditor")),
+    (("GET", "/api/v1/peer-reviews/stats"), ("cg-clinic", "auditor")),
+    (("POST", "/api/v1/peer-reviews/pr-X/score"), ("cg-clinic", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/peer-reviews/pr-X/arbitrate"), ("cg-clinic", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/peer-reviews/pr-X/assign"), ("cg-clinic", "dr-wang", "auditor")),
+    (("PUT", "/api/v1/centres/county-imaging/roster"), ("cg-clinic", "dr-wang", "auditor")),
+    (("GET", "/api/v1/centres/county-imaging/roster"), ("cg-clinic", "auditor")),
+    (("GET", "/api/v1/on-duty"), ("cg-clinic", "auditor")),
 ]
 
 

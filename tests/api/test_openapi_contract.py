@@ -190,6 +190,22 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await api.ok("POST", f"/api/v1/reports/{report_id}/addenda", "dr-wang", {"text": "补充：两周后复查"}, status=201)
     await call("GET", f"/api/v1/reports/{report_id}", "cg-clinic")
 
+    # image quality and peer review (docs/quality.md): the critical report was sampled
+    await api.ok("PUT", f"/api/v1/reading-requests/{rid}/quality", "dr-wang", {"grade": "B", "reasons": ["exposure"]})
+    await call("PUT", f"/api/v1/reading-requests/{rid}/quality", "dr-wang", {"grade": "Z"})  # 422
+    await call("GET", "/api/v1/quality/rates", "cg-clinic")
+    await call("GET", "/api/v1/quality/rates?from=2030-13", "admin")  # 422
+    await call("GET", "/api/v1/quality/rates", "auditor")  # 403
+    review = f"/api/v1/peer-reviews/pr-{report_id}"
+    await call("GET", "/api/v1/peer-reviews", "dr-li")
+    await call("POST", f"{review}/assign", "coord-county", {"reviewer": "dr-wang"})  # 422: the author
+    await api.ok("POST", f"{review}/assign", "coord-county", {"reviewer": "dr-chen"})
+    await api.ok("POST", f"{review}/score", "dr-chen", {"score": 3, "clinically_significant": False, "comment": "漏描述"})
+    await call("POST", f"{review}/score", "dr-chen", {"score": 1})  # 409
+    await call("POST", f"{review}/arbitrate", "dr-wang", {"upheld": True, "comment": "x"})  # 403: the author
+    await call("POST", f"{review}/arbitrate", "dr-li", {"upheld": True, "comment": "x"})  # 404: not his
+    await call("GET", "/api/v1/peer-reviews/stats", "dr-wang")
+
     # the other reading commands
     other = await api.ok("POST", "/api/v1/reading-requests", "cg-clinic", {
         "study_uid": "1.2.826.0.1.100.2", "kind": "imaging", "priority": "routine", "clinical_question": "复查"},
@@ -345,6 +361,20 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})  # 409
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
+
+    # duty rosters (排班管理, docs/quality.md#duty-rosters)
+    roster = "/api/v1/centres/county-imaging/roster"
+    day = {"start": "2030-01-02T00:00:00+08:00", "end": "2030-01-03T00:00:00+08:00"}
+    await api.ok("PUT", roster, "coord-county", {**day, "shifts": [
+        {"reader": r, "kind": "day", "start": "2030-01-02T08:00:00+08:00", "end": "2030-01-02T20:00:00+08:00"}
+        for r in ("dr-wang", "dr-li")]})
+    await call("PUT", roster, "coord-county", {**day, "shifts": [  # 422: below min_on_duty
+        {"reader": "dr-li", "kind": "day", "start": "2030-01-02T08:00:00+08:00", "end": "2030-01-02T20:00:00+08:00"}]})
+    await call("PUT", roster, "coord-city", {**day, "shifts": []})  # 404
+    await call("GET", roster, "dr-wang")
+    await call("GET", f"{roster}?from=yesterday", "dr-wang")  # 422
+    await call("GET", "/api/v1/on-duty", "admin")
+    await call("GET", "/api/v1/on-duty?centre=city-imaging", "coord-county")  # 404
 
     answered = {(m, t) for m, t, _ in contract.checked}
     documented = {(m.upper(), p) for p, item in contract.doc["paths"].items() for m in item if m in METHODS}

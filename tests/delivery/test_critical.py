@@ -45,6 +45,9 @@ async def test_unacknowledged_critical_result_escalates_on_time_and_repeats_unti
     assert first["data"]["escalation"] == 1 and first["data"]["contact"] == CONTACT
     assert first["data"]["organization"] == "chengguan-thc" and first["data"]["critical_category"] == "张力性气胸"
     assert 0 <= first["data"]["overdue_seconds"] < 5
+    # the reading centre's side: its readers on duty (no roster: the file's on_duty flags; dr-zhou is
+    # off), who include its lead dr-wang (rosters: tests/api/test_rosters.py)
+    assert first["data"]["escalate_to"] == ["dr-li", "dr-wang"]
     flagged = await y.ok("GET", f"/api/v1/results/{report_id}", "coord-county")
     assert flagged["escalated"] is True and flagged["escalations"] == 1
 

@@ -265,3 +265,21 @@ async def test_chinese_character_sets_round_trip(gateway, tmp_path, charset):
     assert study["specific_character_set"] == charset and study["organization"] == "dongba-thc"
     patient = await gateway.rt.store.get("patients", f"dongba-thc|CN-{charset}")
     assert patient["patient_name"] == CHINESE_NAMES[charset]
+
+
+async def test_operators_name_is_kept_per_study(gateway, tmp_path):
+    """Operators' Name (0008,1070), GB18030 and several values, is kept on the study: image quality
+    is rated per technician (docs/quality.md); a study sent by two technicians names both."""
+    study_uid = "1.2.826.0.1.3680043.8.498.7701"
+    first = make_instance(study_uid=study_uid, charset="GB18030", patient_name="王^五")
+    first.OperatorsName = ["李技师", "ZHANG^SAN"]
+    second = make_instance(study_uid=study_uid, instance_number=2, modality="CT")
+    second.OperatorsName = "ZHAO^LIU"
+    plain = make_instance(instance_number=3)  # no Operators' Name: nothing recorded, nothing refused
+    paths = [write(ds, tmp_path / f"op{i}.dcm") for i, ds in enumerate((first, second, plain))]
+    result = await run(storescu, gateway.port, paths, calling=CHENGGUAN_CT)
+    assert result.returncode == 0, result.output
+    doc = await gateway.rt.store.get("studies", study_uid)
+    assert doc["operators"] == ["ZHANG^SAN", "ZHAO^LIU", "李技师"]
+    other = await gateway.rt.store.get("studies", str(plain.StudyInstanceUID))
+    assert "operators" not in other

@@ -13,6 +13,8 @@ from . import results  # result inbox, live push, dead letters (services/deliver
 from . import records  # retention-aware deletion, sealing (封存)
 from . import reports  # report templates and report versions (docs/reports.md)
 from . import identity  # patient identity across the consortium (docs/identity.md)
+from . import quality  # image quality grading and peer review (docs/quality.md)
+from . import rosters  # duty rosters (排班管理) and who is on duty now
 
 
 def add_routes(app: web.Application) -> None:
@@ -24,6 +26,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(reports.routes)
     app.router.add_routes(orders.routes)
     app.router.add_routes(identity.routes)
+    app.router.add_routes(quality.routes)
+    app.router.add_routes(rosters.routes)
     app.router.add_routes(monitor.routes)
     app.router.add_routes(figures.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

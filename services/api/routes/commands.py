@@ -95,7 +95,8 @@ def _template(b: dict[str, Any]) -> dict[str, Any]:
 async def sign(request: web.Request) -> web.Response:
     rid = _rid(request)
     return await run_command(request, "report.sign", f"reading/{rid}", lambda b: c.Sign(
-        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b)))
+        rid, b.get("findings"), b.get("impression"), b.get("critical"), b.get("critical_category"), **_template(b),
+        quality=b.get("quality")))
 
 
 @routes.put("/api/v1/reading-requests/{request_id}/review")
@@ -129,7 +130,8 @@ async def escalate(request: web.Request) -> web.Response:
 async def return_for_rescan(request: web.Request) -> web.Response:
     rid = _rid(request)
     return await run_command(request, "reading.return", f"reading/{rid}",
-                      lambda b: c.ReturnForRescan(rid, b["reason_code"], b.get("comment", "")))
+                      lambda b: c.ReturnForRescan(rid, b["reason_code"], b.get("comment", ""),
+                                                  tuple(b.get("quality_reasons", ()))))
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/move")

@@ -56,6 +56,13 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "consultation_notes": (Index(("consultation_id", "seq")),),
     "consultation_invitations": (Index(("specialist", "slot_start")), Index(("consultation_id",))),
     "bookings": (Index(("consultation_id",)), Index(("specialist", "cell"))),
+    # workflow: image quality (影像质控), the latest grading of each reading (id = reading request id),
+    # and peer review of released reports (id ``pr-<report id>``; services/workflow/quality)
+    "quality_gradings": (Index(("organization", "graded_at")), Index(("graded_at",))),
+    "peer_reviews": (Index(("original_centre", "state")), Index(("original_reader",)), Index(("state",)),
+                     Index(("reviewer",))),
+    # workflow: duty rosters (排班管理), one document per shift (services/workflow/rosters.py)
+    "shifts": (Index(("centre", "start")), Index(("start",))),
     # workflow: exam requests (申请管理) and their Modality Worklist items (services/workflow/orders)
     "orders": (Index(("accession_number",), unique=True), Index(("organization", "created_at")),
                Index(("organization", "state", "scheduled_at")), Index(("organization", "scheduled_step_id")),

@@ -1,0 +1,1 @@
+"""Image quality grading (影像质控) and peer review of signed reports (docs/quality.md)."""
