@@ -36,7 +36,7 @@ from ..core.users import UserDirectory
 from ..core.http import PRINCIPAL, Problem
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/v1/openapi.json",
-                          "/metrics", "/dashboard",  # where things are, aggregates, a page with no data
+                          "/metrics", "/dashboard", "/figures",  # where things are, aggregates, a page with no data
                           "/signin"})  # the sign-in page
 PUBLIC_PREFIXES = ("/desk/static/",)  # the desks' scripts and styles: no data
 SESSION_PATH = "/api/v1/session"  # POST (sign in) is public; GET and DELETE need the session

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from . import identity
+from .fees import SERVICES, Fee, FeeSchedule, fen, overlapping
 from .localtime import DEFAULT_TIMEZONE, zone
 
 LEVELS = ("city", "county", "township", "village")
@@ -210,6 +211,7 @@ class Consortium:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     recognition_mark: str | None = None  # 互认标识 (e.g. "HR") printed on every report PDF; None: no mark
     report_page: str = "A4"  # the report PDF's paper size; a centre may set its own
+    settlement: FeeSchedule = field(default_factory=FeeSchedule)  # 资金结算: fees and their split (services/core/fees.py)
     quality: QualityConfig = field(default_factory=QualityConfig)
     # Issuers of Patient ID whose identifiers make the consortium patient identity (docs/identity.md)
     identity_issuers: identity.Issuers = identity.ISSUERS
@@ -360,10 +362,20 @@ def load_consortium(path: str | Path) -> Consortium:
     return parse_consortium(text, source=str(path))
 
 
+class _TextDates(yaml.SafeLoader):
+    """YAML without implicit timestamps: a date (settlement's valid_from) stays the text it was, so
+    the document is stored and digested as JSON, and a malformed one is an error naming its line."""
+
+
+_TextDates.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_TextDates)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
@@ -374,7 +386,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False, "retention": False, "quality": False, "identity": False})
+        "consultation": False, "retention": False, "quality": False, "identity": False, "settlement": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False,
                                                        "recognition_mark": False, "report_page": False})
@@ -568,6 +580,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                 f"retention.default_class {default_class!r} is not one of the classes {sorted(years)}")
         retention = RetentionConfig(years, default_class)
 
+    settlement = _settlement(L, top["settlement"]) if "settlement" in top else FeeSchedule()
     quality = _quality(L, top.get("quality"))
     issuers = _identity_issuers(L, top["identity"]) if "identity" in top else identity.ISSUERS
 
@@ -575,7 +588,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
                       timezone=timezone, retention=retention, recognition_mark=recognition_mark,
-                      report_page=report_page, quality=quality, identity_issuers=issuers)
+                      report_page=report_page, quality=quality, identity_issuers=issuers,
+                      settlement=settlement)
 
 
 def _quality(L: _Loader, node: _Node | None) -> QualityConfig:
@@ -667,6 +681,46 @@ def _sign_off(L: _Loader, node: _Node | None, kinds: tuple[str, ...]) -> dict[st
             raise n.error(f"centre.sign_off names {kind!r}, a kind the centre does not read")
         out[kind] = L.scalar(n, f"centre.sign_off.{kind}", choices=TITLES)
     return out
+
+
+def _settlement(L: _Loader, node: _Node) -> FeeSchedule:
+    """``settlement``: the fee schedule (currency, fees with their split and validity dates)."""
+    from datetime import date
+    from decimal import Decimal, InvalidOperation
+    f = L.mapping(node, "settlement", {"currency": False, "fees": True})
+    fees = []
+    for item in L.seq(f["fees"], "settlement.fees"):
+        g = L.mapping(item, "settlement.fees[]", {"service": True, "modalities": False, "fee": True,
+                                                  "reading_share": True, "valid_from": True, "valid_to": False})
+        service = L.scalar(g["service"], "settlement.fees[].service", choices=SERVICES)
+        modalities = L.strings(g.get("modalities"), "settlement.fees[].modalities")
+        if modalities and service != "imaging":
+            raise g["modalities"].error("settlement.fees[].modalities: only imaging fees name modalities")
+        try:
+            amount = fen(L.scalar(g["fee"], "settlement.fees[].fee"))
+        except ValueError as exc:
+            raise g["fee"].error(f"settlement.fees[].fee: {exc}") from None
+        try:
+            share = Decimal(L.scalar(g["reading_share"], "settlement.fees[].reading_share"))
+        except InvalidOperation:
+            share = Decimal(-1)
+        if not Decimal(0) <= share <= Decimal(1):
+            raise g["reading_share"].error("settlement.fees[].reading_share must be a fraction from 0 to 1")
+        days = []
+        for key in ("valid_from", "valid_to"):
+            text = L.opt(g, key, "settlement.fees[]")
+            try:
+                days.append(date.fromisoformat(text) if text else None)
+            except ValueError:
+                raise g[key].error(f"settlement.fees[].{key} must be a date (YYYY-MM-DD), not {text!r}") from None
+        if days[1] is not None and days[1] < days[0]:
+            raise g["valid_to"].error("settlement.fees[].valid_to is before valid_from")
+        fees.append(Fee(service, amount, share, days[0], days[1], modalities))
+        clash = overlapping(tuple(fees))
+        if clash:
+            raise item.error(f"settlement fee {clash[1].id} overlaps {clash[0].id}: one fee per service, "
+                             "modality and day")
+    return FeeSchedule(L.opt(f, "currency", "settlement") or "CNY", tuple(fees))
 
 
 def consortium_summary(c: Consortium) -> dict[str, Any]:

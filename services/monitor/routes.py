@@ -122,12 +122,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+PAGES = {"dashboard": ("index.html", "dashboard.js", "dashboard.css"),
+         "figures": ("figures.html", "figures.js", "figures.css")}  # the consortium's figures (统计分析)
+
+
 @cache
-def dashboard_page() -> tuple[bytes, str]:
+def dashboard_page(name: str = "dashboard") -> tuple[bytes, str]:
     """The page with its script and style inlined, and a CSP that allows exactly those (by hash)."""
-    html = (DASHBOARD / "index.html").read_text("utf-8")
-    script = (DASHBOARD / "dashboard.js").read_text("utf-8")
-    style = (DASHBOARD / "dashboard.css").read_text("utf-8")
+    html, script, style = ((DASHBOARD / f).read_text("utf-8") for f in PAGES[name])
 
     def sha(text: str) -> str:
         return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
@@ -140,7 +142,15 @@ def dashboard_page() -> tuple[bytes, str]:
 
 
 async def dashboard(_: web.Request) -> web.Response:
-    body, csp = dashboard_page()
+    return page("dashboard")
+
+
+async def figures_page(_: web.Request) -> web.Response:
+    return page("figures")
+
+
+def page(name: str) -> web.Response:
+    body, csp = dashboard_page(name)
     return web.Response(body=body, content_type="text/html", charset="utf-8", headers={
         "Content-Security-Policy": csp, "Cache-Control": "no-cache", "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff"})
@@ -150,6 +160,7 @@ def install(app: web.Application, rt: Runtime) -> None:
     """HTTP metrics for every request, the public ``/dashboard`` page, streams closed at shutdown."""
     app.middlewares.insert(0, http_middleware(rt))
     app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/figures", figures_page)
     app[STOPPING] = asyncio.Event()
 
     async def stop_streams(app: web.Application) -> None:

@@ -13,15 +13,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from ..core.consortium import Consortium
 from ..core.events import Event
+from ..core.localtime import zone
 from ..core.metrics import metrics_of
 from ..core.runtime import Runtime
 from ..core.settings import env_float
 from ..core.store.port import Store, Transaction
-from . import readmodel
-from .readmodel import TYPES, iso
+from . import facts, readmodel
+from .readmodel import iso
+
+# The monitor's read model and the figures' and settlement's facts, one projection of one log.
+TYPES = tuple(dict.fromkeys((*readmodel.TYPES, *facts.TYPES)))
 
 log = logging.getLogger("yilian.monitor")
 
@@ -68,27 +73,45 @@ def subscribed_types(known: list[str]) -> list[str]:
     return [t for t in TYPES if t in known]
 
 
-async def apply_in(tx: Transaction, event: Event, consortium: Consortium, *, group: str = GROUP) -> bool:
+async def apply_in(tx: Transaction, event: Event, consortium: Consortium, *, group: str = GROUP,
+                   tz: tzinfo | None = None) -> bool:
     """Apply ``event`` to the read model inside ``tx``; False if it was already applied."""
     if not await tx.first_time(group, event.id):
         return False
     docs = {key: await tx.get(*key) for key in readmodel.keys(event)}
     for collection, doc in readmodel.apply(event, docs, sla_lookup(consortium)):
         await tx.put(collection, doc)
+    await _apply_facts(tx, event, consortium, tz)
     # A change marker, not a counter: several monitor instances may write it.
     await tx.put(META, {"id": "state", "marker": uuid.uuid4().hex, "last_event_id": event.id,
                         "last_event_time": event.time})
     return True
 
 
-async def replay(source: Store, target: Store, consortium: Consortium, *, batch: int = 500) -> int:
+async def _apply_facts(tx: Transaction, event: Event, consortium: Consortium, tz: tzinfo | None) -> None:
+    wanted = facts.keys(event)
+    if not wanted:
+        return
+    docs = {key: await tx.get(*key) for key in wanted}
+    posts = event.type in ("report.signed", "consultation.concluded", "settlement.entry_voided")
+    closed = {m["id"] for m in await tx.find(facts.MONTHS)} if posts else set()
+    entries = None
+    if event.type == "settlement.month_closed":
+        entries = await tx.find(facts.LEDGER, {"posted_month": event.data["month"]})
+    calendar = facts.Calendar(tz or zone(consortium.timezone))
+    for collection, doc in facts.apply(event, docs, consortium, calendar, closed, entries):
+        await tx.put(collection, doc)
+
+
+async def replay(source: Store, target: Store, consortium: Consortium, *, batch: int = 500,
+                 tz: tzinfo | None = None) -> int:
     """Rebuild the read model in ``target`` from ``source``'s event log, from seq 0; events applied."""
     applied, after = 0, 0
     while True:
         logged = await source.read_log(after, limit=batch, types=TYPES)
-        for item in logged:
-            async with target.transaction() as tx:
-                applied += await apply_in(tx, item.event, consortium, group=GROUP)
+        async with target.transaction() as tx:  # one per page: a rebuild of a month's log takes seconds
+            for item in logged:
+                applied += await apply_in(tx, item.event, consortium, group=GROUP, tz=tz)
         if len(logged) < batch:
             return applied
         after = logged[-1].seq
@@ -111,7 +134,7 @@ class MonitorService:
 
     async def on_event(self, event: Event) -> None:
         async with self.rt.store.transaction() as tx:
-            applied = await apply_in(tx, event, self.rt.consortium)
+            applied = await apply_in(tx, event, self.rt.consortium, tz=self.rt.local_time.tz)
         if applied:
             self._applied.inc(type=event.type)
 

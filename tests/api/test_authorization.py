@@ -12,7 +12,7 @@ from services.api.auth import is_page
 from services.core.auth import issue_token
 
 CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"
-PUBLIC = {"/", "/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard", "/signin",
+PUBLIC = {"/", "/healthz", "/readyz", "/api/v1/openapi.json", "/metrics", "/dashboard", "/figures", "/signin",
           "/desk/static/{name}"}
 PUBLIC_OPERATIONS = {("POST", "/api/v1/session")}  # signing in
 
@@ -117,6 +117,16 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/monitor/consortium", None),
         ("GET", "/api/v1/monitor/metrics", None),
         ("GET", "/api/v1/monitor/stream", None),
+        # the consortium's figures and settlement (services/monitor)
+        ("GET", "/api/v1/figures", None),
+        ("GET", "/api/v1/figures/trend", None),
+        ("GET", "/api/v1/figures/export", None),
+        ("GET", "/api/v1/settlement/statements", None),
+        ("GET", "/api/v1/settlement/ledger", None),
+        ("GET", "/api/v1/settlement/reconciliation", None),
+        ("GET", "/api/v1/settlement/export", None),
+        ("POST", "/api/v1/settlement/months/2026-01/close", {}),
+        ("POST", "/api/v1/settlement/entries/E/void", {"reason": "x"}),
         # remote consultation
         ("POST", "/api/v1/consultations", CONSULTATION_BODY),
         ("GET", "/api/v1/consultations", None),
@@ -199,6 +209,7 @@ async def test_matrix_covers_every_route(api):
                .replace("/chest-dr-pa", "/{template_id}")
                .replace("/users/dr-li", "/users/{user_id}")
                .replace("/identity-links/hongmiao-thc/HM778", "/identity-links/{organization}/{patient_id}")
+               .replace("/months/2026-01/", "/months/{month}/").replace("/entries/E/", "/entries/{entry}/")
                ) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC
@@ -343,6 +354,9 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/monitor/sites"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/settlement/statements"), ("dr-wang", "coord-county")),
+    (("GET", "/api/v1/settlement/reconciliation"), ("cg-clinic", "dr-wang", "coord-county")),
+    (("POST", "/api/v1/settlement/months/2026-01/close"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/users"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("POST", "/api/v1/users"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),

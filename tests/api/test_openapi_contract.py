@@ -332,6 +332,19 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
                  "/api/v1/monitor/consortium", "/api/v1/monitor/metrics"):
         await call("GET", path, "admin")
     await call("GET", "/api/v1/monitor/centres/nope", "coord-county")  # 404
+    # the consortium's figures and settlement (docs/figures.md, docs/settlement.md)
+    await call("GET", "/figures")
+    for path in ("/api/v1/figures?period=2030-01", "/api/v1/figures/trend?year=2030",
+                 "/api/v1/figures/export?period=2030-01&format=csv&section=turnaround",
+                 "/api/v1/figures/export?period=2030&format=xlsx", "/api/v1/settlement/statements?month=2030-01",
+                 "/api/v1/settlement/reconciliation?month=2030-01", "/api/v1/settlement/export?month=2030-01"):
+        await call("GET", path, "admin")
+    await call("GET", "/api/v1/figures?period=2030-13", "admin")  # 400
+    entries = (await api.ok("GET", "/api/v1/settlement/ledger?month=2030-01", "admin"))["entries"]
+    await call("POST", f"/api/v1/settlement/entries/{entries[0]['id']}/void", "admin", {"reason": "重复收费"})
+    await call("POST", "/api/v1/settlement/entries/nope/void", "admin", {"reason": "x"})  # 404
+    await call("POST", "/api/v1/settlement/months/2026-01/close", "admin")
+    await call("POST", "/api/v1/settlement/months/2099-01/close", "admin")  # 409: not ended
     # Exam requests (申请管理, docs/orders.md)
     order = await api.ok("POST", "/api/v1/orders", "cg-clinic", {
         "patient_id": "CG900", "patient_name": "Zhang^San=张^三", "kind": "imaging", "modality": "CT",

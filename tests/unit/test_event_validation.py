@@ -77,7 +77,7 @@ def _example(schema: Any) -> Any:
     if schema.get("format") == "date":
         return "2026-11-23"
     if "pattern" in schema:
-        fits = [s for s in ("1.2.840.10008.5.1.4.1.1.2", "x") if Draft202012Validator(schema).is_valid(s)]
+        fits = [s for s in ("1.2.840.10008.5.1.4.1.1.2", "x", "2026-11") if Draft202012Validator(schema).is_valid(s)]
         assert fits, f"add an example string for pattern {schema['pattern']!r}"
         return fits[0]
     return "x" * max(1, schema.get("minLength", 0))

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
+from ...monitor import figure_routes as figures  # the consortium's figures and settlement (services/monitor)
 from . import consultations  # remote consultation (远程会诊)
 from . import orders  # exam requests (申请管理)
 from . import results  # result inbox, live push, dead letters (services/delivery)
@@ -34,4 +35,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(rosters.routes)
     app.router.add_routes(edge.routes)
     app.router.add_routes(monitor.routes)
+    app.router.add_routes(figures.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

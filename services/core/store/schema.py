@@ -94,6 +94,13 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                         Index(("organization",))),
     "monitor_totals": (),
     "monitor_meta": (),
+    # monitor: the consortium's figures and settlement (services/monitor/facts.py), fed only by events
+    "figures_consultations": (Index(("organization", "requested_at")), Index(("concluded_at",))),
+    "figures_gradings": (Index(("organization", "graded_at")), Index(("graded_at",))),
+    "figures_reviews": (Index(("original_reader",)), Index(("sampled_at",))),
+    "settlement_ledger": (Index(("posted_month", "requesting", "reading")), Index(("report_id",)),
+                          Index(("month",))),
+    "settlement_months": (),
     # delivery: results back to the clinic, one delivery per (result, channel)
     "results": (Index(("organization", "signed_at")), Index(("organization", "acknowledged_at")),
                 Index(("critical", "ack_due_at")), Index(("study_uid",))),
