@@ -11,7 +11,7 @@ from typing import Any
 
 from fpdf.enums import WrapMode
 
-from ..core.localtime import LocalTime
+from ..core.localtime import LocalTime, dicom_date_for_people
 from .pdf import GREY, PAGES, RED, Layout, _Document, _header, _rule, _section, patient_name
 
 Doc = dict[str, Any]
@@ -89,7 +89,7 @@ def render(referral: Doc, *, names: dict[str, str], consortium: str, studies: li
         _section(pdf, "后续治疗方案 (continuation plan)", _plan(referral.get("plan") or {}))
     lines = []
     for s in studies:
-        lines.append(f"{s.get('study_date') or ''}  {'/'.join(s.get('modalities') or [])}  "
+        lines.append(f"{dicom_date_for_people(s.get('study_date'))}  {'/'.join(s.get('modalities') or [])}  "
                      f"{s.get('study_description') or ''}  {s['id']}")
     for r in reports:
         lines.append(f"报告 {r['id']}（{r.get('reader_name') or ''}，{local.for_people(r['signed_at'])}）："
