@@ -144,6 +144,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/referrals/{ref}/follow-up", {"date": "2099-01-02"}),
         ("GET", "/api/v1/referral-slots", None),
         ("POST", "/api/v1/referral-slots", {"department": "心内科", "slots": [SLOT]}),
+        ("GET", "/api/v1/monitor/referrals", None),
         # result delivery: the clinic's inbox (a result's id is its report's), live push, dead letters
         ("GET", "/api/v1/results", None),
         ("GET", "/api/v1/results/stream", None),
@@ -309,6 +310,7 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/monitor/sites"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/monitor/referrals"), ("cg-clinic", "county-cardio", "dr-wang", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/reports"), ("auditor",)),
 ]

@@ -320,6 +320,8 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await api.ok("POST", f"/api/v1/referrals/{down['id']}/follow-up", "cg-clinic", {"date": "2030-01-20"})
     await call("GET", f"/api/v1/referrals/{fid}/trace", "coord-county")
     await call("GET", f"/api/v1/referrals/{fid}/letter.pdf", "cg-clinic")
+    await call("GET", "/api/v1/monitor/referrals?month=2030-01", "admin")
+    await call("GET", "/api/v1/monitor/referrals", "coord-county")
     for action in ("refuse", "cancel"):
         other = await api.ok("POST", "/api/v1/referrals", "cg-clinic", {
             "target_organization": "county-hospital", "department": "心内科", "reason": "头晕",

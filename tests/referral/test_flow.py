@@ -97,6 +97,23 @@ async def test_proof_up_referral_from_a_signed_report_to_down_referral(api, cloc
     for t in ("referral.requested", "referral.accepted", "referral.arrived", "referral.completed"):
         assert t in types, t
 
+    # The figures, recomputed from the event log (the monitor's API; a coordinator sees his hospital's rows).
+    figures = await api.ok("GET", "/api/v1/monitor/referrals?month=2030-01", "admin")
+    sites = {r["organization"]: r for r in figures["sites"]}
+    assert sites["chengguan-thc"]["up_raised"] == 4 and sites["chengguan-thc"]["down_received"] == 1
+    assert sites["dongba-thc"]["up_raised"] == 2
+    county = sites["county-hospital"]
+    assert county["up_received"] == 6 and county["down_sent"] == 1 and county["down_referral_rate"] == round(1 / 6, 4)
+    (times,) = figures["times"]
+    assert times["to_acceptance"] == {"count": 1, "median_seconds": 0, "p90_seconds": 0}  # the clock stood still
+    assert times["to_arrival"]["median_seconds"] == 2 * 86400 + 3900  # 2030-01-01T00:00Z -> 01-03T01:05Z
+    (slots,) = figures["slots"]
+    assert (slots["published"], slots["booked"], slots["used"], slots["use_rate"]) == (3, 2 if winner != rid else 1, 1,
+                                                                                          round(1 / 3, 4))
+    mine = await api.ok("GET", "/api/v1/monitor/referrals", "coord-county")
+    assert {r["organization"] for r in mine["sites"]} == {"county-hospital"}
+    assert (await api.call("GET", "/api/v1/monitor/referrals", user="county-cardio"))[0] == 403
+
 
 async def test_release_to_the_general_pool_green_channel_and_refusal(api, clock):
     await api.ok("POST", SLOTS, "county-cardio", {"department": "心内科", "slots": local_slots(3, "09:00", "14:00")},

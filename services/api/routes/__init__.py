@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
+from ...monitor import referrals as referral_figures  # referral and 互认 figures (services/monitor/referrals.py)
 from . import consultations  # remote consultation (远程会诊)
 from . import orders  # exam requests (申请管理)
 from . import results  # result inbox, live push, dead letters (services/delivery)
@@ -26,4 +27,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(identity.routes)
     app.router.add_routes(referrals.routes)
     app.router.add_routes(monitor.routes)
+    app.router.add_routes(referral_figures.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

@@ -79,7 +79,9 @@ class _Ctx(CommandContext):
     """A referral command's context: events and audit records about one referral."""
 
     def event(self, type: str, doc: Doc, **data: Any) -> Event:
-        return self.emit(f"referral.{type}", doc["id"], {**summary(doc), "actor": self.actor.user_id, **data})
+        # ``at``: the command's time (the workflow clock), what the figures measure with
+        return self.emit(f"referral.{type}", doc["id"], {**summary(doc), "actor": self.actor.user_id, "at": self.at,
+                                                         **data})
 
     async def audit(self, action: str, doc: Doc, **detail: Any) -> None:
         await self.record(f"referral.{action}", f"referral/{doc['id']}", doc["organization"], **detail)
@@ -492,6 +494,7 @@ async def _publish(ctx: _Ctx, cmd: c.PublishSlots) -> Doc:
         published.append(slot)
     ctx.emit("referral.slots_published", organization, {
         "organization": organization, "department": department, "kind": cmd.kind, "actor": actor.user_id,
+        "at": ctx.at,
         "slots": [_slot_view(s) for s in published]})
     await ctx.record("referral.publish_slots", f"referral-slots/{organization}", organization,
                      department=department, kind=cmd.kind, slot_ids=[s["id"] for s in published])

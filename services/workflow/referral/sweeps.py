@@ -53,7 +53,7 @@ async def release_slots(rt: Runtime) -> int:
             ctx.emit("referral.slot_released", slot["id"], {
                 "organization": slot["organization"], "department": slot["department"], "kind": slot["kind"],
                 "slot_id": slot["id"], "start": slot["start"], "end": slot["end"], "release_at": slot["release_at"],
-                "actor": SYSTEM.user_id})
+                "actor": SYSTEM.user_id, "at": iso(now)})
             done += 1
     return done
 
