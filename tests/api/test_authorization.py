@@ -145,6 +145,11 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", "/api/v1/referral-slots", None),
         ("POST", "/api/v1/referral-slots", {"department": "心内科", "slots": [SLOT]}),
         ("GET", "/api/v1/monitor/referrals", None),
+        # 结果互认
+        ("GET", "/api/v1/recognition/items", None),
+        ("POST", "/api/v1/recognition/check", {"patient_id": "CG001", "modality": "CT", "body_part": "CHEST"}),
+        ("POST", "/api/v1/recognition/decisions", {"patient_id": "CG001", "modality": "CT", "body_part": "CHEST",
+                                                   "prior_study_uid": CG_CT}),
         # result delivery: the clinic's inbox (a result's id is its report's), live push, dead letters
         ("GET", "/api/v1/results", None),
         ("GET", "/api/v1/results/stream", None),
@@ -311,6 +316,8 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/monitor/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/referrals"), ("cg-clinic", "county-cardio", "dr-wang", "auditor")),
+    (("POST", "/api/v1/recognition/check"), ("dr-wang", "coord-county", "admin", "auditor")),
+    (("GET", "/api/v1/recognition/items"), ("auditor",)),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/reports"), ("auditor",)),
 ]

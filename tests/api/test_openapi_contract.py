@@ -321,6 +321,10 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", f"/api/v1/referrals/{fid}/trace", "coord-county")
     await call("GET", f"/api/v1/referrals/{fid}/letter.pdf", "cg-clinic")
     await call("GET", "/api/v1/monitor/referrals?month=2030-01", "admin")
+    await call("GET", "/api/v1/recognition/items", "cg-clinic")
+    await call("POST", "/api/v1/recognition/check", "cg-clinic", {"patient_id": "CG001", "modality": "CT"})
+    await call("POST", "/api/v1/recognition/decisions", "cg-clinic", {  # 404: nothing still valid
+        "patient_id": "CG001", "modality": "CT", "body_part": "CHEST", "prior_study_uid": CG_CT})
     await call("GET", "/api/v1/monitor/referrals", "coord-county")
     for action in ("refuse", "cancel"):
         other = await api.ok("POST", "/api/v1/referrals", "cg-clinic", {

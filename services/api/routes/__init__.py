@@ -14,6 +14,7 @@ from . import records  # retention-aware deletion, sealing (封存)
 from . import reports  # report templates and report versions (docs/reports.md)
 from . import identity  # patient identity across the consortium (docs/identity.md)
 from . import referrals  # two-way referral (双向转诊, docs/referral.md)
+from . import recognition  # result mutual recognition (结果互认, docs/referral.md)
 
 
 def add_routes(app: web.Application) -> None:
@@ -26,6 +27,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(orders.routes)
     app.router.add_routes(identity.routes)
     app.router.add_routes(referrals.routes)
+    app.router.add_routes(recognition.routes)
     app.router.add_routes(monitor.routes)
     app.router.add_routes(referral_figures.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

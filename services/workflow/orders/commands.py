@@ -33,6 +33,7 @@ class CreateOrder:
     station_ae: str | None = None  # the modality AE it is scheduled on (any of the organisation's if None)
     resident_id: str | None = None  # 居民身份证号, checked by its check digit; shown masked
     organization: str | None = None  # an admin names it; a clinic's is its own
+    recognition: dict[str, Any] | None = None  # 结果互认: {reason, comment?} to repeat a recognised exam
 
 
 @dataclass(frozen=True, slots=True)
