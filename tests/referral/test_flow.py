@@ -186,3 +186,27 @@ async def test_accepting_an_up_referral_needs_a_slot_and_sides_are_enforced(api,
                                                                   "slots": local_slots(3, "09:00")}))[0] == 403
     assert (await api.call("POST", SLOTS, user="county-neuro", json={"department": "心内科",
                                                                      "slots": local_slots(3, "09:00")}))[0] == 403
+
+
+async def test_up_referral_pre_filled_from_an_up_refer_consultation_opinion(api, clock):
+    cons = await api.ok("POST", "/api/v1/consultations", "cg-clinic", {
+        "chief_complaint": "反复胸闷", "question": "是否需要上转?", "urgency": "urgent", "study_uids": [CG_CT]}, status=201)
+    cid = cons["id"]
+    await api.ok("POST", f"/api/v1/consultations/{cid}/triage", "coord-county", {"note": "接收"})
+    await api.ok("POST", f"/api/v1/consultations/{cid}/schedule", "coord-county",
+                 {"start": "2030-01-02T09:00:00Z", "end": "2030-01-02T10:00:00Z", "specialists": ["dr-wang"]})
+    clock.now = parse_iso("2030-01-02T09:01:00Z")
+    await api.ok("POST", f"/api/v1/consultations/{cid}/start", "dr-wang")
+    await api.ok("POST", f"/api/v1/consultations/{cid}/opinion", "dr-wang", {
+        "assessment": "不稳定型心绞痛可能", "recommendations": {
+            "disposition": "up_refer", "referral": {"hospital": "示范县人民医院", "department": "心内科"}}})
+    up = await api.ok("POST", BASE, "cg-clinic", {"from_consultation": cid, "urgency": "urgent"}, status=201)
+    assert (up["target_organization"], up["target_department"], up["reason"]) == ("county-hospital", "心内科",
+                                                                                  "不稳定型心绞痛可能")
+    assert up["study_uids"] == [CG_CT] and up["source"] == {"kind": "consultation", "id": cid}
+    # Another clinic cannot use it; a consultation that does not recommend up-referral cannot pre-fill.
+    assert (await api.call("POST", BASE, user="db-clinic", json={"from_consultation": cid}))[0] == 404
+    other = await api.ok("POST", "/api/v1/consultations", "cg-clinic", {
+        "chief_complaint": "咳嗽", "question": "?", "urgency": "routine", "study_uids": [CG_CT]}, status=201)
+    status, problem, _ = await api.call("POST", BASE, user="cg-clinic", json={"from_consultation": other["id"]})
+    assert status == 422 and "up-referral" in problem["detail"]
