@@ -210,3 +210,24 @@ async def test_up_referral_pre_filled_from_an_up_refer_consultation_opinion(api,
         "chief_complaint": "咳嗽", "question": "?", "urgency": "routine", "study_uids": [CG_CT]}, status=201)
     status, problem, _ = await api.call("POST", BASE, user="cg-clinic", json={"from_consultation": other["id"]})
     assert status == 422 and "up-referral" in problem["detail"]
+
+
+async def test_accepted_referral_whose_slot_ends_without_arrival_is_a_no_show(api, clock):
+    slots = await api.ok("POST", SLOTS, "county-cardio", {"department": "心内科", "slots": local_slots(3, "09:00")},
+                         status=201)
+    rf = await api.ok("POST", BASE, "cg-clinic", up_body(), status=201)
+    await api.ok("POST", f"{BASE}/{rf['id']}/accept", "county-cardio", {"slot_id": slots["items"][0]["id"]})
+    clock.now = parse_iso("2030-01-03T01:29:00Z")  # 09:29 local: the slot has not ended
+    assert await sweeps.flag_no_shows(api.rt) == 0
+    clock.now = parse_iso("2030-01-03T01:31:00Z")
+    assert await sweeps.flag_no_shows(api.rt) == 1
+    assert await sweeps.flag_no_shows(api.rt) == 0
+    doc = await api.ok("GET", f"{BASE}/{rf['id']}", "coord-county")
+    assert doc["state"] == "no_show" and (await events(api, "referral.no_show", rf["id"]))[0]["slot"]["id"] == doc["slot_id"]
+    slot = (await api.ok("GET", SLOTS + "?state=no_show", "cg-clinic"))["items"][0]
+    assert slot["id"] == doc["slot_id"]
+    late = await api.ok("POST", f"{BASE}/{rf['id']}/arrive", "county-cardio")  # a late arrival is still recorded
+    assert late["state"] == "arrived"
+    figures = await api.ok("GET", "/api/v1/monitor/referrals", "admin")
+    county = next(r for r in figures["sites"] if r["organization"] == "county-hospital")
+    assert county["no_shows"] == 1 and figures["slots"][0]["no_shows"] == 1 and figures["slots"][0]["used"] == 1
