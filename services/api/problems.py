@@ -50,8 +50,12 @@ def from_workflow(exc: Exception) -> Problem:
     """NotFound -> 404; Forbidden -> 403 (the workflow raises it only for what the caller
     already sees; what he may not know exists is NotFound); IllegalTransition/Conflict -> 409;
     Invalid -> 422."""
-    name = type(exc).__name__
+    known = ("NotFound", "Forbidden", "IllegalTransition", "Conflict", "Invalid")
+    name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in known), type(exc).__name__)
     detail = str(exc) or name
+    # A subclass may name its own problem type and carry members (e.g. 结果互认's priors).
+    extensions = getattr(exc, "extensions", None) or {}
+    slug = getattr(exc, "slug", None)
     if name == "NotFound":
         return Problem(404, detail, slug="not-found")
     if name == "Forbidden":
@@ -59,7 +63,7 @@ def from_workflow(exc: Exception) -> Problem:
     if name == "IllegalTransition":
         return Problem(409, detail, slug="illegal-transition")
     if name == "Conflict":
-        return Problem(409, detail, slug="conflict")
+        return Problem(409, detail, slug=slug or "conflict", **extensions)
     if name == "Invalid":
         return Problem(422, detail, slug="invalid")
     return Problem(400, detail)

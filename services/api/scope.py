@@ -2,7 +2,8 @@
 
 Reading requests and reports are scoped by ``services.workflow.policy``; studies here:
 
-* clinic — the studies its organisation sent;
+* clinic — the studies its organisation sent, and those attached to a referral (双向转诊) sent
+  to its organisation while the referral stands;
 * reader, coordinator — the studies behind his centre's reading requests (any state) and
   the other studies of those studies' patients, from any site (priors); a reader also those
   of the consultations he is invited to (and their priors);
@@ -65,7 +66,7 @@ async def sees_study(store: Store, actor: Principal, study: Doc) -> bool:
     if actor.role == "admin":
         return True
     if actor.role == "clinic":
-        return study.get("organization") == actor.organization
+        return study.get("organization") == actor.organization or await _referred_to(store, actor, study)
     if actor.role in ("reader", "coordinator") and actor.centre:
         uids = [s["id"] for s in await patient_studies(store, study)] or [study["id"]]
         if study["id"] not in uids:
@@ -73,6 +74,17 @@ async def sees_study(store: Store, actor: Principal, study: Doc) -> bool:
         if await store.count("reading_requests", {"centre": actor.centre_where(), "study_uid": {"$in": uids}}) > 0:
             return True
         return actor.role == "reader" and await _invited_to_patient(store, actor, set(uids))
+    return False
+
+
+async def _referred_to(store: Store, actor: Principal, study: Doc) -> bool:
+    """The hospital a referral (双向转诊) sends the patient to sees the studies attached to it while
+    the referral stands (not refused or cancelled): docs/referral.md."""
+    for link in await store.find("referral_studies", {"study_uid": study["id"],
+                                                      "target_organization": actor.organization}, limit=20):
+        referral = await store.get("referrals", link["referral_id"])
+        if referral is not None and referral["state"] not in ("refused", "cancelled"):
+            return True
     return False
 
 

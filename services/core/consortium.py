@@ -141,6 +141,7 @@ class User:
     licence_number: str | None = None  # 执业证书编号, printed with the signer's name
     lead: bool = False  # centre lead (科主任): manages his centre's report templates
     disabled: bool = False  # set by an admin (users collection, docs/desks.md): no token, no session
+    department: str | None = None  # a hospital department's user (e.g. 心内科): receives referrals (docs/referral.md)
     # Every centre he reads (or coordinates) for, ``centre`` first; a reader in 多点执业 reads for several.
     centres: tuple[str, ...] = ()
 
@@ -160,6 +161,26 @@ class ConsultationConfig:
     """Remote consultation (远程会诊) settings; Yilian only issues and records the meeting link."""
 
     meeting_url_template: str | None = None  # ``{consultation_id}`` is replaced
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralConfig:
+    """Two-way referral (双向转诊): how long a department has to answer, when reserved slots return."""
+
+    answer_within: int = 7200  # seconds; an unanswered up-referral then escalates to the coordinator
+    release_before: int = 86400  # seconds before a reserved slot starts that it returns to the general pool
+
+
+@dataclass(frozen=True, slots=True)
+class RecognisedItem:
+    """One exam item of the consortium's 结果互认 catalogue: a modality (and optionally a body part)."""
+
+    id: str
+    name: str
+    modality: str
+    body_part: str | None = None  # empty: any body part of the modality
+    validity_days: int = 30
+    mark: str = "HR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +236,8 @@ class Consortium:
     quality: QualityConfig = field(default_factory=QualityConfig)
     # Issuers of Patient ID whose identifiers make the consortium patient identity (docs/identity.md)
     identity_issuers: identity.Issuers = identity.ISSUERS
+    referral: ReferralConfig = field(default_factory=ReferralConfig)
+    recognition: tuple[RecognisedItem, ...] = ()  # 结果互认 catalogue (docs/referral.md)
 
     # --- lookups the services need ---------------------------------------------------
     def organization_of_ae(self, ae_title: str) -> Organization | None:
@@ -386,7 +409,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     top = L.mapping(L.wrap(root), "consortium file", {
         "consortium": True, "organizations": True, "centres": True, "routes": True,
         "sla": True, "priority_boost": False, "site_rules": False, "users": True,
-        "consultation": False, "retention": False, "quality": False, "identity": False, "settlement": False})
+        "consultation": False, "retention": False, "quality": False, "identity": False, "settlement": False,
+        "referral": False, "recognition": False})
 
     head = L.mapping(top["consortium"], "consortium", {"id": True, "name": True, "timezone": False,
                                                        "recognition_mark": False, "report_page": False})
@@ -531,7 +555,7 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     for n in L.seq(top["users"], "users"):
         f = L.mapping(n, "user", {"id": True, "name": True, "role": True, "organization": True,
                                   "centre": False, "centres": False, "on_duty": False, "specialty": False, "title": False,
-                                  "licence_number": False, "lead": False})
+                                  "licence_number": False, "lead": False, "department": False})
         uid = L.scalar(f["id"], "user.id", pattern=ID)
         if uid in users:
             raise f["id"].error(f"duplicate user id {uid!r}")
@@ -550,7 +574,8 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
                           L.boolean(f["on_duty"], "user.on_duty") if "on_duty" in f else True,
                           L.opt(f, "specialty", "user"), L.opt(f, "title", "user", choices=TITLES),
                           L.opt(f, "licence_number", "user", pattern=LICENCE),
-                          L.boolean(f["lead"], "user.lead") if "lead" in f else False, centres=own)
+                          L.boolean(f["lead"], "user.lead") if "lead" in f else False, centres=own,
+                          department=L.opt(f, "department", "user"))
         if users[uid].lead and centre is None:
             raise f["lead"].error(f"user {uid!r} is a centre lead (lead: true) but has no centre")
 
@@ -583,13 +608,45 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
     settlement = _settlement(L, top["settlement"]) if "settlement" in top else FeeSchedule()
     quality = _quality(L, top.get("quality"))
     issuers = _identity_issuers(L, top["identity"]) if "identity" in top else identity.ISSUERS
+    referral = ReferralConfig()
+    if "referral" in top:
+        f = L.mapping(top["referral"], "referral", {"answer_within": False, "release_before": False})
+        values = {}
+        for key in ("answer_within", "release_before"):
+            if key in f:
+                try:
+                    values[key] = parse_duration(L.scalar(f[key], f"referral.{key}"))
+                except ValueError as exc:
+                    raise f[key].error(f"referral.{key}: {exc}") from None
+        referral = ReferralConfig(**values)
+
+    recognition = []
+    if "recognition" in top:
+        f = L.mapping(top["recognition"], "recognition", {"items": True})
+        for n in L.seq(f["items"], "recognition.items"):
+            g = L.mapping(n, "recognition item", {"id": True, "name": True, "modality": True, "body_part": False,
+                                                  "validity": True, "mark": False})
+            iid = L.scalar(g["id"], "recognition.item.id", pattern=ID)
+            if any(i.id == iid for i in recognition):
+                raise g["id"].error(f"duplicate recognition item {iid!r}")
+            try:
+                days = parse_duration(L.scalar(g["validity"], "recognition.item.validity")) // 86400
+            except ValueError as exc:
+                raise g["validity"].error(f"recognition.item.validity: {exc}") from None
+            if days < 1:
+                raise g["validity"].error("recognition.item.validity must be at least a day (e.g. 30d)")
+            recognition.append(RecognisedItem(
+                iid, L.scalar(g["name"], "recognition.item.name"),
+                L.scalar(g["modality"], "recognition.item.modality", pattern=re.compile(r"^[A-Z]{2,3}$")),
+                L.opt(g, "body_part", "recognition.item"), days,
+                L.opt(g, "mark", "recognition.item", pattern=RECOGNITION_MARK) or recognition_mark or "HR"))
 
     head_id = L.scalar(head["id"], "consortium.id", pattern=ID)
     return Consortium(head_id, L.scalar(head["name"], "consortium.name"), orgs, centres, tuple(routes),
                       sla, boost, tuple(rules), users, source=data, consultation=consultation,
                       timezone=timezone, retention=retention, recognition_mark=recognition_mark,
                       report_page=report_page, quality=quality, identity_issuers=issuers,
-                      settlement=settlement)
+                      settlement=settlement, referral=referral, recognition=tuple(recognition))
 
 
 def _quality(L: _Loader, node: _Node | None) -> QualityConfig:

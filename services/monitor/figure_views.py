@@ -8,7 +8,6 @@ the ledger must match), through the shared store, never the workflow's code.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -88,14 +87,20 @@ def scope_of(consortium: Consortium, role: str, organization: str | None, user_i
     return Scope(frozenset(subtree))
 
 
-def referral_figures(rows: dict[str, list[Doc]], period: Period, scope: Scope) -> Doc:
-    """The hook for two-way referral (engineer "referral"): ``services/monitor/referrals.py`` with
-    ``figures(store_rows, in_period, sites) -> dict`` (up, down, down-referral rate per site)."""
-    try:
-        module = importlib.import_module(f"{__package__}.referrals")
-    except ModuleNotFoundError:
-        return {"available": False, "note": "双向转诊统计待转诊模块上线 (referral figures land with the referral issue)"}
-    return {"available": True, **module.figures(rows, period, scope)}
+async def referral_figures(store: Store, local_time: LocalTime, period: Period, scope: Scope) -> tuple[Doc, Doc]:
+    """Two-way referral and 结果互认 figures for the period and the caller's sites, folded from the
+    event log by ``referrals.py`` (the same fold ``GET /api/v1/monitor/referrals`` serves)."""
+    from . import referrals
+    folded = await referrals.compute(store, local_time)
+    months = set(period.months)
+    section = {"available": True,
+               "sites": [r for r in folded["sites"] if r["month"] in months and scope.site(r["organization"])],
+               "times": [t for t in folded["times"] if scope.site(t["organization"])],
+               "slots": [t for t in folded["slots"] if scope.site(t["organization"])]}
+    # The recognition statistics are consortium-wide (not yet per site): only for who sees every site.
+    recognition = ({"available": True, **folded["recognition"]} if scope.organizations is None else
+                   {"available": False, "note": "结果互认统计为全医共体口径 (consortium-wide figures: coordinators, admins)"})
+    return section, recognition
 
 
 class FigureViews:
@@ -131,8 +136,12 @@ class FigureViews:
     async def figures(self, period_text: str, scope: Scope) -> Doc:
         period = self.period(period_text)
         rows = await self.rows(period, scope)
+        figures = compute(rows, period, self.sites(scope), self.levels(scope), self.consortium, scope)
+        if scope.reader is None:
+            figures["referrals"], figures["recognition"] = await referral_figures(
+                self.store, self.local_time, period, scope)
         return {"period": period.text, "start": period.start, "end": period.end, "timezone": self.local_time.name,
-                **compute(rows, period, self.sites(scope), self.levels(scope), self.consortium, scope)}
+                **figures}
 
     def levels(self, scope: Scope) -> dict[str, str]:
         return {o.id: o.level for o in self.consortium.organizations.values() if scope.site(o.id)}
@@ -205,8 +214,9 @@ def compute(rows: dict[str, list[Doc]], period: Period, sites: list[Doc], levels
         "quality": indicators.quality(rows["gradings"], period),
         "peer_review": indicators.peer_review(rows["reviews"], period),
         "coverage": indicators.coverage(requests, consultations, period, levels),
-        "referrals": referral_figures(rows, period, scope),
-        "recognition": {"available": False, "note": "结果互认使用统计待互认模块上线 (result recognition figures come later)"},
+        # filled from the event log by FigureViews.figures (referral_figures); not in the month-by-month trend
+        "referrals": {"available": False, "note": "见当期统计 (in the period's figures)"},
+        "recognition": {"available": False, "note": "见当期统计 (in the period's figures)"},
     }
 
 

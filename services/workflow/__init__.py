@@ -19,6 +19,7 @@ from .consultation import reminders as consultation_reminders
 from .leases import WorkflowSettings, iso
 from .context import SETTINGS_KEY, settings_of
 from .orders import service as orders
+from .referral import sweeps as referral_sweeps
 from .service import expire_leases, expire_waiting, flag_sla_risks, on_study_received
 
 log = logging.getLogger("yilian.workflow")
@@ -70,6 +71,10 @@ class WorkflowService:
         """One pass of the consultation timers: (reminders sent, no-shows flagged)."""
         return await consultation_reminders.sweep(self.rt)
 
+    async def sweep_referrals(self) -> tuple[int, int, int]:
+        """One pass of the referral timers: (escalated, reserved slots released, no-shows)."""
+        return await referral_sweeps.sweep(self.rt)
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
@@ -81,6 +86,10 @@ class WorkflowService:
                 reminded, no_shows = await self.sweep_consultations()
                 if reminded or no_shows:
                     log.info("consultation sweep", extra={"reminders": reminded, "no_shows": no_shows})
+                escalated, released, missed = await self.sweep_referrals()
+                if escalated or released or missed:
+                    log.info("referral sweep", extra={"escalated": escalated, "slots_released": released,
+                                                      "no_shows": missed})
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the store may come back; try again next time

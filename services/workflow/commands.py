@@ -7,6 +7,7 @@ Plain frozen dataclasses; the API builds them from request bodies and hands them
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 RETURN_REASONS = ("image_quality", "wrong_exam", "incomplete")
 
@@ -22,6 +23,7 @@ class RequestReading:
     green_channel: str | None = None  # 胸痛 | 卒中 | 高危孕产妇 | 危重新生儿
     signed_resident: bool = False  # 签约居民
     record_class: str | None = None  # outpatient | inpatient ...; None: the linked order's, else the study's
+    recognition: dict[str, Any] | None = None  # 结果互认: {reason, comment?} to read despite a recognised prior
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from ..core.consortium import GREEN_CHANNELS, KINDS, PRIORITIES
 from ..core.events import Event, new_traceparent
 from ..core.runtime import Runtime
 from . import commands as c
-from . import model, policy, rosters, routing, template_store, templates
+from . import model, policy, recognition, rosters, routing, template_store, templates
 from .context import CommandContext, settings_of
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .leases import iso
@@ -242,6 +242,16 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
                                       "state": {"$in": list(model.OPEN_STATES)}}, limit=1)
     if existing:
         raise Conflict(f"study {cmd.study_uid} already has an open {cmd.kind} reading request {existing[0]['id']}")
+    decision = None
+    if study is not None and ctx.actor.role == "clinic":
+        # 结果互认: another still-valid recognised result of this exam holds the request for a reason code.
+        recognised = {i.modality for i in ctx.rt.consortium.recognition}
+        decision = await recognition.gate(
+            ctx, subject=f"study/{study['id']}", organization=organization, patient_id=study.get("patient_id"),
+            identity=study.get("identity"),
+            modality=next((m for m in study.get("modalities") or [] if m in recognised), None),
+            body_part=await recognition.body_part_of(ctx.tx, study), recognition=cmd.recognition,
+            exclude=(study["id"],))
     doc = new_request(ctx.rt.consortium, id=f"rr-{uuid.uuid4().hex[:20]}", study_uid=cmd.study_uid,
                       organization=organization, kind=cmd.kind, priority=cmd.priority,
                       clinical_question=question, green_channel=cmd.green_channel,
@@ -252,6 +262,7 @@ async def _request(ctx: _Ctx, cmd: c.RequestReading) -> Doc:
     doc.update({k: linked[0][k] for k in CARRIED if linked and linked[0].get(k)})
     if wanted_class is not None:
         doc["record_class"] = wanted_class
+    doc["recognition"] = decision
     if _arrived(study):
         # Fail before writing anything if no centre reads this.
         routing.centres_for(ctx.rt.consortium, organization, cmd.kind,

@@ -27,14 +27,17 @@ async def scenario(api) -> dict[str, str]:
     await api.ok("POST", f"/api/v1/reading-requests/{task['id']}/claim", "dr-wang")
     consultation = await api.ok("POST", "/api/v1/consultations", "cg-clinic", CONSULTATION_BODY, status=201)
     order = await api.ok("POST", "/api/v1/orders", "cg-clinic", ORDER_BODY, status=201)
+    referral = await api.ok("POST", "/api/v1/referrals", "cg-clinic", REFERRAL_BODY, status=201)
     return {"study": CG_CT, "rid": task["id"], "report": signed["report_id"], "cons": consultation["id"],
-            "instance": CG_CT + ".1.1", "order": order["id"]}
+            "instance": CG_CT + ".1.1", "order": order["id"], "ref": referral["id"]}
 
 
 CONSULTATION_BODY = {"chief_complaint": "胸闷", "question": "是否需要上转?", "urgency": "routine",
                      "study_uids": [CG_CT]}
 ORDER_BODY = {"patient_id": "CG900", "patient_name": "张^三", "kind": "imaging", "modality": "CT",
               "clinical_question": "咳嗽", "requesting_physician": "李^医生", "scheduled_at": "2099-01-01T09:00:00Z"}
+REFERRAL_BODY = {"target_organization": "county-hospital", "department": "心内科", "reason": "胸痛待查",
+                 "study_uids": [CG_CT]}
 SLOT = {"start": "2099-01-01T09:00:00Z", "end": "2099-01-01T10:00:00Z"}
 NEW_TEMPLATE = {"id": "knee-dr", "name": "膝关节正侧位DR", "kind": "imaging", "modalities": ["DX"], "body_part": "KNEE",
                 "sections": {"findings": {"title": "影像所见", "normal": "膝关节诸骨骨质未见异常。"},
@@ -43,6 +46,7 @@ NEW_TEMPLATE = {"id": "knee-dr", "name": "膝关节正侧位DR", "kind": "imagin
 
 def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
     rid, study, report, cons, order = ids["rid"], ids["study"], ids["report"], ids["cons"], ids["order"]
+    ref = ids["ref"]
     return [
         ("GET", "/api/v1/me", None),
         ("POST", "/api/v1/auth/revoke", {}),
@@ -148,6 +152,30 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", f"/api/v1/orders/{order}", None),
         ("POST", f"/api/v1/orders/{order}/change", {"changes": {"priority": "stat"}}),
         ("POST", f"/api/v1/orders/{order}/cancel", {"reason": "duplicate"}),
+        # two-way referral (双向转诊) and reserved slots (docs/referral.md)
+        ("POST", "/api/v1/referrals", REFERRAL_BODY),
+        ("GET", "/api/v1/referrals", None),
+        ("GET", f"/api/v1/referrals/{ref}", None),
+        ("GET", f"/api/v1/referrals/{ref}/trace", None),
+        ("GET", f"/api/v1/referrals/{ref}/case", None),
+        ("GET", f"/api/v1/referrals/{ref}/letter.pdf", None),
+        ("POST", f"/api/v1/referrals/{ref}/book", {"slot_id": "sl|x"}),
+        ("POST", f"/api/v1/referrals/{ref}/accept", {}),
+        ("POST", f"/api/v1/referrals/{ref}/refuse", {"reason": "full"}),
+        ("POST", f"/api/v1/referrals/{ref}/cancel", {"reason": "duplicate"}),
+        ("POST", f"/api/v1/referrals/{ref}/arrive", {}),
+        ("POST", f"/api/v1/referrals/{ref}/complete", {}),
+        ("POST", f"/api/v1/referrals/{ref}/refer-down", {"diagnosis": "x", "treatment_summary": "y", "plan": {
+            "follow_ups": [{"date": "2099-01-02", "what": "z"}]}}),
+        ("POST", f"/api/v1/referrals/{ref}/follow-up", {"date": "2099-01-02"}),
+        ("GET", "/api/v1/referral-slots", None),
+        ("POST", "/api/v1/referral-slots", {"department": "心内科", "slots": [SLOT]}),
+        ("GET", "/api/v1/monitor/referrals", None),
+        # 结果互认
+        ("GET", "/api/v1/recognition/items", None),
+        ("POST", "/api/v1/recognition/check", {"patient_id": "CG001", "modality": "CT", "body_part": "CHEST"}),
+        ("POST", "/api/v1/recognition/decisions", {"patient_id": "CG001", "modality": "CT", "body_part": "CHEST",
+                                                   "prior_study_uid": CG_CT}),
         # result delivery: the clinic's inbox (a result's id is its report's), live push, dead letters
         ("GET", "/api/v1/results", None),
         ("GET", "/api/v1/results/stream", None),
@@ -177,15 +205,16 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
 
 
 # Endpoints that name a patient's resource by id (the ones a guesser would try).
-BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N", "order": "O"})
-         if any(x in e[1] for x in ("/R", "/S", "/P", "/C", "/O"))]
+BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N", "order": "O",
+                               "ref": "F"})
+         if any(x in e[1] for x in ("/R", "/S", "/P", "/C", "/O", "/F"))]
 
 
 async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
                        "consultation_notes", "bookings", "seals", "instances", "orders", "users", "sessions",
-                       "quality_gradings", "peer_reviews", "shifts"):
+                       "quality_gradings", "peer_reviews", "shifts", "referrals", "referral_slots"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -196,10 +225,10 @@ def assert_problem(body, status: int, path: str) -> None:
 
 
 async def test_matrix_covers_every_route(api):
-    ids = {"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N", "order": "O"}
+    ids = {"rid": "R", "study": "S", "report": "P", "cons": "C", "instance": "N", "order": "O", "ref": "F"}
     listed = {(m, p.replace("/R", "/{request_id}").replace("/S", "/{study_uid}").replace("/P", "/{report_id}")
                .replace("/N", "/{sop_instance_uid}")
-               .replace("/C", "/{consultation_id}").replace("/O", "/{order_id}")
+               .replace("/C", "/{consultation_id}").replace("/O", "/{order_id}").replace("/F", "/{referral_id}")
                .replace("/results/{report_id}", "/results/{result_id}")
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
                .replace("/seals/seal-x", "/seals/{seal_id}")
@@ -357,6 +386,9 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/settlement/statements"), ("dr-wang", "coord-county")),
     (("GET", "/api/v1/settlement/reconciliation"), ("cg-clinic", "dr-wang", "coord-county")),
     (("POST", "/api/v1/settlement/months/2026-01/close"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("GET", "/api/v1/monitor/referrals"), ("cg-clinic", "county-cardio", "dr-wang", "auditor")),
+    (("POST", "/api/v1/recognition/check"), ("dr-wang", "coord-county", "admin", "auditor")),
+    (("GET", "/api/v1/recognition/items"), ("auditor",)),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/users"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("POST", "/api/v1/users"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),

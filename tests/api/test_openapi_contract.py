@@ -324,6 +324,44 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
         user = "cg-clinic" if action == "withdraw" else "coord-county"
         await api.ok("POST", f"/api/v1/consultations/{again['id']}/{action}", user, body)
 
+    # two-way referral (双向转诊, docs/referral.md): slots, up-referral, book, accept, arrival, down-referral
+    slots = await api.ok("POST", "/api/v1/referral-slots", "county-cardio", {"department": "心内科", "slots": [
+        {"start": "2030-01-05T09:00:00+08:00", "end": "2030-01-05T09:30:00+08:00"}]}, status=201)
+    await call("POST", "/api/v1/referral-slots", "county-cardio", {"department": "心内科"})  # 422
+    await call("GET", "/api/v1/referral-slots?organization=county-hospital&date=2030-01-05", "cg-clinic")
+    ref = await api.ok("POST", "/api/v1/referrals", "cg-clinic", {
+        "target_organization": "county-hospital", "department": "心内科", "reason": "胸痛待查", "urgency": "urgent",
+        "study_uids": [CG_CT], "family_doctor": "刘医生"}, status=201)
+    fid = ref["id"]
+    await call("GET", "/api/v1/referrals?direction=up", "county-cardio")
+    await call("GET", f"/api/v1/referrals/{fid}", "county-cardio")
+    await call("GET", f"/api/v1/referrals/{fid}/case", "county-cardio")
+    await call("GET", "/api/v1/referrals/nope", "county-cardio")  # 404
+    await api.ok("POST", f"/api/v1/referrals/{fid}/book", "county-cardio", {"slot_id": slots["items"][0]["id"]})
+    await api.ok("POST", f"/api/v1/referrals/{fid}/accept", "county-cardio", {"note": "请带既往资料"})
+    await api.ok("POST", f"/api/v1/referrals/{fid}/arrive", "county-cardio", {})
+    await api.ok("POST", f"/api/v1/referrals/{fid}/complete", "county-cardio", {"summary": "PCI"})
+    down = await api.ok("POST", f"/api/v1/referrals/{fid}/refer-down", "county-cardio", {
+        "diagnosis": "冠心病", "treatment_summary": "PCI 术后", "plan": {
+            "medicines": [{"name": "阿司匹林", "dose": "100mg", "frequency": "qd"}],
+            "follow_ups": [{"date": "2030-01-20", "what": "复查"}]}}, status=201)
+    await api.ok("POST", f"/api/v1/referrals/{down['id']}/accept", "cg-clinic", {})
+    await api.ok("POST", f"/api/v1/referrals/{down['id']}/follow-up", "cg-clinic", {"date": "2030-01-20"})
+    await call("GET", f"/api/v1/referrals/{fid}/trace", "coord-county")
+    await call("GET", f"/api/v1/referrals/{fid}/letter.pdf", "cg-clinic")
+    await call("GET", "/api/v1/monitor/referrals?month=2030-01", "admin")
+    await call("GET", "/api/v1/recognition/items", "cg-clinic")
+    await call("POST", "/api/v1/recognition/check", "cg-clinic", {"patient_id": "CG001", "modality": "CT"})
+    await call("POST", "/api/v1/recognition/decisions", "cg-clinic", {  # 404: nothing still valid
+        "patient_id": "CG001", "modality": "CT", "body_part": "CHEST", "prior_study_uid": CG_CT})
+    await call("GET", "/api/v1/monitor/referrals", "coord-county")
+    for action in ("refuse", "cancel"):
+        other = await api.ok("POST", "/api/v1/referrals", "cg-clinic", {
+            "target_organization": "county-hospital", "department": "心内科", "reason": "头晕",
+            "patient_name": "王^五"}, status=201)
+        await api.ok("POST", f"/api/v1/referrals/{other['id']}/{action}",
+                     "county-cardio" if action == "refuse" else "cg-clinic", {"reason": "床位已满"})
+
     # the monitor, once it has read the events
     for logged in await api.rt.store.read_log(0, limit=100_000):
         if logged.event.type in monitor.types:

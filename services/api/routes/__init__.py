@@ -7,6 +7,7 @@ from aiohttp import web
 from . import admin, clinic, commands, ecg, reader, session
 from ...monitor import routes as monitor  # live queue monitor (services/monitor)
 from ...monitor import figure_routes as figures  # the consortium's figures and settlement (services/monitor)
+from ...monitor import referrals as referral_figures  # referral and 互认 figures (services/monitor/referrals.py)
 from . import consultations  # remote consultation (远程会诊)
 from . import orders  # exam requests (申请管理)
 from . import results  # result inbox, live push, dead letters (services/delivery)
@@ -18,6 +19,8 @@ from . import users  # users and passwords (admin; a user's own password)
 from . import quality  # image quality grading and peer review (docs/quality.md)
 from . import rosters  # duty rosters (排班管理) and who is on duty now
 from . import edge  # township edges (前置机): complete, heartbeat (docs/edge.md)
+from . import referrals  # two-way referral (双向转诊, docs/referral.md)
+from . import recognition  # result mutual recognition (结果互认, docs/referral.md)
 
 
 def add_routes(app: web.Application) -> None:
@@ -34,6 +37,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(quality.routes)
     app.router.add_routes(rosters.routes)
     app.router.add_routes(edge.routes)
+    app.router.add_routes(referrals.routes)
+    app.router.add_routes(recognition.routes)
     app.router.add_routes(monitor.routes)
     app.router.add_routes(figures.routes)
+    app.router.add_routes(referral_figures.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)

@@ -54,7 +54,7 @@ async def create(request: web.Request) -> web.Response:
     return await run_command(request, "reading.request", "reading-requests", lambda b: c.RequestReading(
         study_uid=b["study_uid"], kind=b["kind"], priority=b["priority"], clinical_question=b["clinical_question"],
         green_channel=b.get("green_channel"), signed_resident=b.get("signed_resident", False),
-        record_class=b.get("record_class")), status=201)
+        record_class=b.get("record_class"), recognition=b.get("recognition")), status=201)
 
 
 @routes.post("/api/v1/reading-requests/{request_id}/cancel")

@@ -42,7 +42,7 @@ def public(doc: dict[str, Any]) -> dict[str, Any]:
 @routes.post(BASE)
 async def create(request: web.Request) -> web.Response:
     fields = ("sex", "birth_date", "resident_id", "body_part", "procedure_code", "procedure_description",
-              "green_channel", "station_ae", "organization", "requesting_department", "record_class")
+              "green_channel", "station_ae", "organization", "requesting_department", "record_class", "recognition")
     return await _run(request, "create", lambda b: c.CreateOrder(
         patient_id=b["patient_id"], patient_name=b["patient_name"], kind=b["kind"], modality=b["modality"],
         clinical_question=b["clinical_question"], requesting_physician=b["requesting_physician"],

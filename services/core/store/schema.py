@@ -70,6 +70,14 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                      Index(("reviewer",))),
     # workflow: duty rosters (排班管理), one document per shift (services/workflow/rosters.py)
     "shifts": (Index(("centre", "start")), Index(("start",))),
+    # workflow: two-way referral (双向转诊); slots reserved by upper hospitals (one document each, booked
+    # by a conditional update), and one row per attached study for the receiving hospital's scope
+    "referrals": (Index(("organization", "requested_at")), Index(("target_organization", "requested_at")),
+                  Index(("state", "requested_at"))),
+    "referral_slots": (Index(("organization", "department", "start")), Index(("state", "release_at"))),
+    "referral_studies": (Index(("study_uid", "target_organization")),),
+    # 结果互认: each decision on a request held for a recognised prior (services/workflow/referral/recognition.py)
+    "recognition_decisions": (Index(("organization", "at")), Index(("identity",))),
     # workflow: exam requests (申请管理) and their Modality Worklist items (services/workflow/orders)
     "orders": (Index(("accession_number",), unique=True), Index(("organization", "created_at")),
                Index(("organization", "state", "scheduled_at")), Index(("organization", "scheduled_step_id")),

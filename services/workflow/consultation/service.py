@@ -21,7 +21,9 @@ from ...core.runtime import Runtime
 from ...core.store.port import DuplicateKey
 from ..context import CommandContext, settings_of
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from ..leases import iso, parse_iso
+from ..leases import iso
+from ..values import text as _text
+from ..values import timestamp as _time
 from . import commands as c
 from . import model
 
@@ -106,30 +108,6 @@ async def _apply(ctx: _Ctx, doc: Doc, action: str, changes: Doc | None = None) -
     if not await ctx.tx.update(CONSULTATIONS, doc["id"], update, where={"version": doc.get("version", 0)}):
         raise Conflict(f"consultation {doc['id']} changed concurrently; reload and try again")
     return {**doc, **update}
-
-
-def _text(value: Any, what: str, *, required: bool = True, limit: int = 4000) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise Invalid(f"{what} must be a string")
-    if required and not value.strip():
-        raise Invalid(f"{what} must not be empty")
-    if len(value) > limit:
-        raise Invalid(f"{what} is longer than {limit} characters")
-    return value.strip()
-
-
-def _time(value: Any, what: str) -> float:
-    if not isinstance(value, str):
-        raise Invalid(f"{what} must be an ISO 8601 date-time")
-    try:
-        ts = parse_iso(value)
-    except ValueError:
-        raise Invalid(f"{what} {value!r} is not an ISO 8601 date-time") from None
-    if "T" not in value or not (value.endswith("Z") or re.search(r"[+-]\d\d:\d\d$", value)):
-        raise Invalid(f"{what} {value!r} needs a time and a UTC offset (e.g. 2026-05-01T09:00:00+08:00)")
-    return ts
 
 
 def _name(rt: Runtime, user_id: str) -> str:

@@ -35,6 +35,7 @@ class CreateOrder:
     requesting_department: str | None = None  # 申请科室, printed on the report
     record_class: str | None = None  # outpatient | inpatient (or a class of retention.years): how long it is kept
     organization: str | None = None  # an admin names it; a clinic's is its own
+    recognition: dict[str, Any] | None = None  # 结果互认: {reason, comment?} to repeat a recognised exam
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from ..leases import iso
 from ..service import CARRIED as ORDER_CARRIED
 from ..service import RR, SYSTEM, _Ctx, _route_and_queue, _text, new_request, record_class
 from . import commands as c
+from .. import recognition
 from . import identity, model
 
 log = logging.getLogger("yilian.workflow.orders")
@@ -180,6 +181,11 @@ async def _create(ctx: _Ctx, cmd: c.CreateOrder) -> Doc:
     values = _checked(ctx, organization, fields)
     accession = model.accession_number()
     oid = f"ord-{uuid.uuid4().hex[:20]}"
+    # 结果互认: a still-valid recognised result of this exam holds the order for a reason code.
+    decision = await recognition.gate(
+        ctx, subject=f"order/{oid}", organization=organization, patient_id=values.get("patient_id"),
+        identity=identity.key(identity.ISSUER, values["resident_id"]) if values.get("resident_id") else None,
+        modality=values.get("modality"), body_part=values.get("body_part"), recognition=cmd.recognition)
     doc = {
         "id": oid, "organization": organization, "state": "scheduled", "on_worklist": True,
         **values,
@@ -187,7 +193,7 @@ async def _create(ctx: _Ctx, cmd: c.CreateOrder) -> Doc:
         "scheduled_step_id": "SPS" + accession[2:], "study_instance_uid": model.study_instance_uid(),
         "created_by": ctx.actor.user_id, "created_at": ctx.at, "study_uid": None, "linked_at": None,
         "performed_steps": [], "performed_at": None, "request_id": None, "demographic_mismatches": [],
-        "cancellation": None, "version": 0, "updated_at": ctx.at,
+        "cancellation": None, "recognition": decision, "version": 0, "updated_at": ctx.at,
         "history": [{"action": "create", "state": "scheduled", "at": ctx.at, "by": ctx.actor.user_id}],
     }
     await ctx.tx.insert(ORDERS, doc)
