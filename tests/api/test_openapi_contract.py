@@ -331,6 +331,9 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", f"/api/v1/seals/{seal['id']}/verification", "auditor")
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})
     await call("POST", f"/api/v1/seals/{seal['id']}/unseal", "admin", {"reason": "解封"})  # 409
+    # the OHIF Viewer's files and generated config (docs/desks.md)
+    await call("GET", "/viewer", "dr-wang")
+    await call("GET", "/viewer/app-config.js", "dr-wang")
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
 
     answered = {(m, t) for m, t, _ in contract.checked}
