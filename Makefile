@@ -39,7 +39,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 viewer: install
-	$(BIN)/python -m services.api.viewer.install $(if $(OHIF_TARBALL),--tarball $(OHIF_TARBALL))
+	$(BIN)/python -m services.api.viewer $(if $(OHIF_TARBALL),--tarball $(OHIF_TARBALL))
 
 run: install viewer
 	$(BIN)/yilian up $(if $(CONSORTIUM),--consortium $(CONSORTIUM))

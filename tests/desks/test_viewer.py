@@ -36,7 +36,8 @@ def tarball(files: dict[str, str]) -> bytes:
 def fake_package() -> dict[str, str]:
     return {"package/package.json": "{}", "package/dist/index.html": INDEX, "package/dist/app.bundle.1.js": BUNDLE,
             "package/dist/app-config.js": "window.config = {dataSources: ['https://elsewhere']};",
-            "package/dist/sw.js": "// caches", "package/dist/assets/x.png": "png"}
+            "package/dist/sw.js": "// caches", "package/dist/assets/x.png": "png",
+            "package/dist/app.bundle.css": "@font-face{src:url(/a1.woff2)}"}
 
 
 def pinned(monkeypatch, data: bytes) -> None:
@@ -67,6 +68,7 @@ def test_the_build_is_rebased_under_viewer_and_its_own_config_and_service_worker
     assert '__webpack_require__.p = "/viewer/";' in (target / "app.bundle.1.js").read_text()
     assert not (target / "app-config.js").exists() and not (target / "sw.js").exists()
     assert (target / "assets" / "x.png").read_text() == "png"
+    assert "url(/viewer/a1.woff2)" in (target / "app.bundle.css").read_text()
     assert json.loads((target / install.MARKER).read_text())["integrity"] == install.INTEGRITY
     assert not install.install(target, tarball=tmp_path / "app.tgz", log=lambda *_: None)  # already there
 

@@ -1,13 +1,13 @@
 """Puts the prebuilt OHIF Viewer (npm ``@ohif/app``, pinned) where the API serves it at ``/viewer/``.
 
-``python -m services.api.viewer.install [--tarball FILE] [--dir DIR]``: downloads the pinned
+``python -m services.api.viewer [--tarball FILE] [--dir DIR]``: downloads the pinned
 tarball from the npm registry (or takes a copied one, for a site that cannot reach it), checks
 its ``integrity`` (the registry's sha512, pinned here) BEFORE reading a byte of it as a tar,
 and unpacks its ``package/dist`` into the viewer directory (``YILIAN_VIEWER_DIR``, default
 ``var/viewer`` of the source tree).  Nothing of it goes into git.
 
 The build was made for the site root: its webpack public path and ``index.html`` say ``/``.
-Served under ``/viewer/`` both are rewritten to ``/viewer/`` here (the only changes to OHIF's
+Served under ``/viewer/`` they (and the style sheets' ``url(/...)``) are rewritten to ``/viewer/`` here (the only changes to OHIF's
 files); the service worker is left out (it would cache images in the browser).
 ``app-config.js`` is not taken from the package: the API generates it (``routes.py``).
 A file ``.yilian-viewer.json`` records version and integrity; an install with the same pin is
@@ -39,6 +39,7 @@ MARKER = ".yilian-viewer.json"
 MOUNT = "/viewer/"
 PUBLIC_PATH = '__webpack_require__.p = "/";'  # webpack's runtime/public_path in every entry bundle
 MAX_TARBALL = 512 * 1024**2
+LAYOUT = 2  # what _rebase does to the files; a viewer installed by an older one is installed again
 
 
 class InstallError(Exception):
@@ -78,7 +79,8 @@ def installed(target: Path) -> dict | None:
 
 def is_current(target: Path) -> bool:
     mark = installed(target)
-    return bool(mark) and mark.get("integrity") == INTEGRITY and (target / "index.html").is_file()
+    return (bool(mark) and mark.get("integrity") == INTEGRITY and mark.get("layout") == LAYOUT
+            and (target / "index.html").is_file())
 
 
 def _rebase_index(html: str) -> str:
@@ -128,6 +130,9 @@ def _rebase(into: Path) -> None:
             rebased += 1
     if not rebased:
         raise InstallError(f"{PACKAGE} {VERSION}: no webpack public path found to serve it under {MOUNT}")
+    for sheet in into.glob("*.css"):  # fonts: url(/x.woff2)
+        text = sheet.read_text(encoding="utf-8")
+        sheet.write_text(text.replace("url(/", "url(" + MOUNT), encoding="utf-8")
     for name in ("app-config.js", "sw.js", "init-service-worker.js", "_redirects", "_headers", "serve.json"):
         (into / name).unlink(missing_ok=True)
 
@@ -151,7 +156,7 @@ def install(target: Path, *, tarball: Path | None = None, force: bool = False, l
         files = _unpack(data, staging)
         _rebase(staging)
         (staging / MARKER).write_text(json.dumps({"package": PACKAGE, "version": VERSION, "integrity": INTEGRITY,
-                                                  "source": source, "files": files}, indent=1), encoding="utf-8")
+                                                  "layout": LAYOUT, "source": source, "files": files}, indent=1), encoding="utf-8")
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
@@ -166,7 +171,7 @@ def install(target: Path, *, tarball: Path | None = None, force: bool = False, l
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.api.viewer.install",
+    parser = argparse.ArgumentParser(prog="python -m services.api.viewer",
                                      description=f"Install the OHIF Viewer ({PACKAGE} {VERSION}) served at /viewer/.")
     parser.add_argument("--tarball", type=Path, help="a copied app-3.13.2.tgz instead of the npm registry (offline)")
     parser.add_argument("--dir", type=Path, default=None, help="where (default YILIAN_VIEWER_DIR, else var/viewer)")
@@ -180,5 +185,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
