@@ -52,6 +52,10 @@ environment:
   YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE    of those, from one calling AE title (default 8)
   YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER  of those, from one peer address (default 16)
   YILIAN_CORS_ORIGINS    comma-separated origins allowed to call the HTTP API
+  YILIAN_SESSION_IDLE_SECONDS  a desk session ends after this long unused (default 1800)
+  YILIAN_SESSION_MAX_SECONDS   ... and this long after sign-in whatever its use (default 43200)
+  YILIAN_SIGNIN_FREE_FAILURES  failed sign-ins of one user name before each next waits 1, 2, 4 ... s (default 5)
+  YILIAN_SIGNIN_LOCK_FAILURES, YILIAN_SIGNIN_LOCK_SECONDS  failures that lock the name, for how long (10, 900)
   See docs/configuration.md for every variable.
 """
 
@@ -148,6 +152,56 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if result["intact"] else 1
 
 
+async def _set_password(settings: Settings, user_id: str, password: str) -> str | None:
+    import time
+
+    from .core.events import registry
+    from .core.passwords import USERS, set_password
+    from .core.runtime import make_store
+    consortium = load_consortium(settings.consortium_path)
+    store = make_store(settings.store_url, registry().validate)
+    await store.open()
+    try:
+        user = consortium.users.get(user_id)
+        stored = await store.get(USERS, user_id)
+        if user is None and not (stored and stored.get("role")):
+            return f"no user {user_id!r} in consortium {consortium.id!r} or among the users an admin created"
+        org = user.organization if user else stored.get("organization")
+        await set_password(store, user_id, password, now=time.time(), by="system:cli", audit_record=dict(
+            actor="system:cli", role="system", action="user.password.set", resource=f"user/{user_id}",
+            organization=org, detail={"by": "yilian user passwd"}))
+        return None
+    finally:
+        await store.close()
+
+
+def _read_password(from_stdin: bool) -> str:
+    """From the terminal, twice, without echo; or the first line of stdin (``--stdin``, for scripts)."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    first = getpass.getpass("新密码 New password: ")
+    if getpass.getpass("再输一次 Again: ") != first:
+        raise ValueError("the two passwords differ (两次输入的密码不一致)")
+    return first
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from .core.passwords import PasswordRejected, check_new
+    settings = Settings.from_env(consortium=args.consortium)
+    try:
+        password = check_new(_read_password(args.stdin))
+    except (ValueError, PasswordRejected) as exc:
+        print(f"yilian user passwd: {exc}", file=sys.stderr)
+        return 2
+    problem = asyncio.run(_set_password(settings, args.user, password))
+    if problem:
+        print(f"yilian user passwd: {problem}", file=sys.stderr)
+        return 2
+    print(json.dumps({"user": args.user, "password_set": True}, ensure_ascii=False))
+    return 0
+
+
 def _positive_seconds(raw: str) -> int:
     """A token lifetime: a token with none would be born expired (every call answers 401)."""
     try:
@@ -216,6 +270,19 @@ def parser() -> argparse.ArgumentParser:
                     "status 0 when intact, 1 when a record is altered or missing. Reads only.")
     consortium_arg(verify)
     verify.set_defaults(func=cmd_audit_verify)
+
+    user = sub.add_parser("user", help="desk users: set a password",
+                          description="Commands on the users of the desks (docs/desks.md), in YILIAN_STORE_URL.")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    passwd = user_sub.add_parser(
+        "passwd", help="set USER's desk password (the first admin's, or anyone's)",
+        description="Set the password USER signs in with at /signin: read twice from the terminal, or the first "
+                    "line of standard input with --stdin. Stored as an argon2id hash in the store (never in the "
+                    "consortium file); clears a sign-in lock; audited. At least 10 characters.")
+    passwd.add_argument("user", metavar="USER", help="a user id of the consortium file, or one an admin created")
+    passwd.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")
+    consortium_arg(passwd)
+    passwd.set_defaults(func=cmd_user_passwd)
 
     from .delivery import signature_cli
     signature_cli.add_parsers(sub, consortium_arg)

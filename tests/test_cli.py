@@ -49,7 +49,7 @@ def test_top_level_help_lists_every_command_and_the_environment():
     assert "docs/configuration.md" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit"])
+@pytest.mark.parametrize("command", ["up", "serve", "token", "check-config", "audit", "user"])
 def test_subcommand_help_mentions_every_option(command):
     sp = subcommands()[command]
     out = yilian(command, "--help")
@@ -65,7 +65,7 @@ def test_subcommand_help_mentions_every_option(command):
 
 
 def test_every_command_is_tested_here():
-    assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "ca",
+    assert set(subcommands()) == {"up", "serve", "token", "check-config", "audit", "user", "ca",
                                   "verify"}  # ca, verify: tests/delivery/test_signature.py
 
 
@@ -118,6 +118,32 @@ def test_audit_verify_exits_0_on_an_intact_trail_and_1_naming_a_deleted_record(t
     assert out.returncode == 1, out.stderr
     assert json.loads(out.stdout)["first_break"] == {
         "seq": 2, "problem": "missing", "message": "record 2 is missing (the next one found is 3)", "id": None}
+
+
+# --- user passwd -------------------------------------------------------------------------------
+
+def test_user_passwd_sets_an_argon2id_hash_the_sign_in_accepts(tmp_path):
+    from services.core.passwords import verify_password
+    url = f"sqlite:///{tmp_path / 'yilian.db'}"
+
+    def passwd(user: str, text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*yilian_command(), "user", "passwd", user, "--stdin"], input=text, capture_output=True,
+                              text=True, timeout=30, env=clean_env(YILIAN_STORE_URL=url, YILIAN_DATA_DIR=str(tmp_path)),
+                              cwd=ROOT)
+    out = passwd("admin", "首位管理员的密码-2026\n")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"user": "admin", "password_set": True}
+    with sqlite3.connect(tmp_path / "yilian.db") as db:
+        doc = json.loads(db.execute("SELECT doc FROM c_users").fetchone()[0])
+        actions = [json.loads(d)["action"] for (d,) in db.execute("SELECT doc FROM c_audit")]
+    assert doc["id"] == "admin" and doc["password_hash"].startswith("$argon2id$")
+    assert "首位管理员" not in json.dumps(doc, ensure_ascii=False)
+    assert verify_password(doc["password_hash"], "首位管理员的密码-2026") and not verify_password(doc["password_hash"], "x")
+    assert actions == ["user.password.set"]
+    for user, text, why in (("nobody", "long-enough-password\n", "no user 'nobody'"),
+                            ("admin", "short\n", "at least 10 characters")):
+        out = passwd(user, text)
+        assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr, out
 
 
 # --- token -------------------------------------------------------------------------------------

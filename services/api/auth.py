@@ -1,4 +1,4 @@
-"""Authentication middleware: a bearer JWT on every request but the public paths.
+"""Authentication middleware: a bearer JWT or a desk session cookie on every request but the public paths.
 
 The token is verified by :func:`services.core.auth.verify_token` (signature, expiry, user
 still configured with that role) and checked against the revoked token ids.  Those are read
@@ -7,6 +7,12 @@ busiest endpoints are read hundreds of times a second), and at once after a revo
 this process, so a revocation takes effect on the very next call here and within a second in
 every other process.  The caller becomes ``request[PRINCIPAL]``; the client address for the
 audit trail is :func:`remote_of`.
+
+A browser signed in at ``/signin`` sends the ``yilian_session`` cookie instead
+(:mod:`services.core.sessions`): it gives the same :class:`Principal`, and a cookie-authorised
+POST/PUT/PATCH/DELETE must carry the session's ``X-CSRF-Token`` (403 otherwise: another site can
+make the browser send the cookie, never that header).  A page requested without a live session
+is sent to ``/signin?next=<path>`` (303).
 """
 
 from __future__ import annotations
@@ -17,17 +23,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from ..core.auth import AuthError, Principal, verify_token
 from ..core.consortium import Consortium
 from ..core.runtime import Runtime
+from ..core.sessions import COOKIE, CSRF_HEADER, SessionPolicy, csrf_ok, expires_at, find_session
 from ..core.store.port import Store
 from ..core.http import PRINCIPAL, Problem
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/v1/openapi.json",
-                          "/metrics", "/dashboard"})  # where things are, aggregates, a page with no data
+                          "/metrics", "/dashboard",  # where things are, aggregates, a page with no data
+                          "/signin"})  # the sign-in page
+PUBLIC_PREFIXES = ("/desk/static/",)  # the desks' scripts and styles: no data
+SESSION_PATH = "/api/v1/session"  # POST (sign in) is public; GET and DELETE need the session
+PAGE_PREFIXES = ("/desk/", "/viewer")  # and "/desk": pages, sent to /signin without a session
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SESSION = web.RequestKey("session", dict)  # the session document of a cookie-authorised request
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REVOKE_PATH = "/api/v1/auth/revoke"
@@ -116,7 +130,7 @@ class VerifiedTokens:
         if hit is not None:
             user = consortium.users.get(hit.user_id)
             if (hit.expires_at is not None and hit.expires_at > self.clock() and user is not None
-                    and (user.role, user.organization, user.centre) == (hit.role, hit.organization, hit.centre)):
+                    and not user.disabled and (user.role, user.organization, user.centre) == (hit.role, hit.organization, hit.centre)):
                 self._seen.move_to_end(key)
                 return hit
             del self._seen[key]
@@ -127,14 +141,48 @@ class VerifiedTokens:
         return principal
 
 
-def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None) -> Any:
+def session_policy(rt: Runtime) -> SessionPolicy:
+    return SessionPolicy(idle_seconds=rt.settings.session_idle_seconds, max_seconds=rt.settings.session_max_seconds)
+
+
+def is_page(path: str) -> bool:
+    return path == "/desk" or path.startswith(PAGE_PREFIXES)
+
+
+def to_signin(request: web.Request) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther("/signin?next=" + quote(request.path_qs, safe="/"))
+
+
+def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None, *,
+                    clock: Callable[[], float] = time.time) -> Any:
     secret: list[str] = []  # read once: in the embedded default it is a file under the data dir
     revoked = revoked or RevokedTokens(rt.store)
     verified = VerifiedTokens()
+    policy = session_policy(rt)
+
+    async def by_session(request: web.Request, session_id: str | None) -> Principal:
+        doc = await find_session(rt.store, session_id, policy, clock()) if session_id else None
+        user = rt.consortium.users.get(doc["user"]) if doc else None
+        if user is None or user.disabled:
+            if is_page(request.path) and request.method in SAFE_METHODS:
+                raise to_signin(request)
+            if not session_id:
+                bearer(request)  # raises: the same 401 an API client always got
+            raise unauthorized("session expired or signed out; sign in again at /signin")
+        if request.method not in SAFE_METHODS and not csrf_ok(doc, request.headers.get(CSRF_HEADER)):
+            raise Problem(403, f"a request made with the session cookie must carry the session's {CSRF_HEADER} "
+                               "header (GET /api/v1/session gives it)", slug="csrf")
+        request[SESSION] = doc
+        return Principal(user.id, user.role, user.organization, user.centre, "session-" + doc["id"][:16],
+                         int(expires_at(doc, policy)))
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS or request.method == "OPTIONS":
+        if (request.path in PUBLIC_PATHS or request.method == "OPTIONS" or request.path.startswith(PUBLIC_PREFIXES)
+                or (request.path == SESSION_PATH and request.method == "POST")):
+            return await handler(request)
+        if "Authorization" not in request.headers:
+            request[PRINCIPAL] = await by_session(request, request.cookies.get(COOKIE))
             return await handler(request)
         token = bearer(request)
         if not secret:

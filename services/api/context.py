@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -10,11 +11,12 @@ from ..core.http import RUNTIME, Problem, principal, require_role, runtime
 from .auditing import AuditWriter
 from .auth import Network, remote_of
 
-__all__ = ["AUDIT", "RUNTIME", "TRUSTED_PROXIES", "not_found", "page", "principal", "record", "remote",
+__all__ = ["AUDIT", "CLOCK", "RUNTIME", "TRUSTED_PROXIES", "not_found", "page", "principal", "record", "remote",
            "require_role", "runtime"]
 
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 AUDIT = web.AppKey("audit", AuditWriter)
+CLOCK = web.AppKey("clock", Callable[[], float])  # wall clock of sessions and sign-in throttling (tests drive it)
 
 
 def remote(request: web.Request) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -16,8 +18,9 @@ log = logging.getLogger("yilian.api")
 class ApiService:
     name = "api"
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, *, clock: Callable[[], float] = time.time) -> None:
         self.rt = rt
+        self.clock = clock
         self.ready = False
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -25,7 +28,7 @@ class ApiService:
     async def start(self) -> None:
         # Written before the port opens, so `yilian token` finds it as soon as `ready` is printed.
         self.rt.settings.secret(create=True)
-        app = create_app(self.rt)
+        app = create_app(self.rt, clock=self.clock)
         self._runner = ProblemAppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.rt.settings.bind_host, self.rt.settings.http_port,

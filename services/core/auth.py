@@ -54,6 +54,8 @@ def verify_token(token: str, secret: str, consortium: Consortium) -> Principal:
     user = consortium.users.get(claims["sub"])
     if user is None or user.role != claims.get("role") or user.organization != claims.get("org"):
         raise AuthError("token's user is no longer in the consortium with that role")
+    if user.disabled:
+        raise AuthError("token's user is disabled")
     return Principal(user.id, user.role, user.organization, user.centre, claims["jti"], claims["exp"])
 
 

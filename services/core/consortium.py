@@ -135,6 +135,7 @@ class User:
     title: str | None = None  # 职称, one of TITLES (readers)
     licence_number: str | None = None  # 执业证书编号, printed with the signer's name
     lead: bool = False  # centre lead (科主任): manages his centre's report templates
+    disabled: bool = False  # set by an admin (users collection, docs/desks.md): no token, no session
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,12 @@ class Settings:
     dicom_max_associations_per_peer: int = 16
     cors_origins: tuple[str, ...] = ()
     timezone: str | None = None  # YILIAN_TIMEZONE: overrides the consortium file's ``timezone``
+    # the desks' sessions and sign-in throttle (docs/desks.md)
+    session_idle_seconds: int = 1800
+    session_max_seconds: int = 12 * 3600
+    signin_free_failures: int = 5
+    signin_lock_failures: int = 10
+    signin_lock_seconds: int = 900
 
     @classmethod
     def from_env(cls, *, consortium: str | None = None) -> Settings:
@@ -154,6 +160,11 @@ class Settings:
             dicom_max_associations_per_peer=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER", 16),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
             timezone=_timezone(env.get("YILIAN_TIMEZONE")),
+            session_idle_seconds=_positive("YILIAN_SESSION_IDLE_SECONDS", 1800),
+            session_max_seconds=_positive("YILIAN_SESSION_MAX_SECONDS", 12 * 3600),
+            signin_free_failures=_positive("YILIAN_SIGNIN_FREE_FAILURES", 5),
+            signin_lock_failures=_positive("YILIAN_SIGNIN_LOCK_FAILURES", 10),
+            signin_lock_seconds=_positive("YILIAN_SIGNIN_LOCK_SECONDS", 900),
         )
 
     def secret(self, *, create: bool = False) -> str:

@@ -22,6 +22,7 @@ from services.workflow import template_store
 from services.workflow.context import SETTINGS_KEY
 from services.workflow.leases import WorkflowSettings, parse_iso
 
+from ..desks.support import PASSWORD, set_password
 from ..dicomweb.helpers import STOW_TYPE, multipart, sample_files
 from ..support import ManualClock
 from .conftest import api  # noqa: F401 - the fixture
@@ -335,6 +336,19 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/viewer", "dr-wang")
     await call("GET", "/viewer/app-config.js", "dr-wang")
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
+    # the desks (docs/desks.md): sign in, the session, pages, sign out
+    await set_password(api.rt, "dr-wang")
+    await call("POST", "/api/v1/session", body={"user": "dr-wang", "password": "not-his-password"})  # 401
+    _, session, headers = await call("POST", "/api/v1/session", body={"user": "dr-wang", "password": PASSWORD})
+    cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+    await call("GET", "/api/v1/session", headers=cookie)
+    await call("GET", "/signin")
+    await call("GET", "/desk", headers=cookie)  # 303 to /desk/reader
+    await call("GET", "/desk/static/desk.js")
+    await call("GET", "/desk/static/nope.js")  # 404
+    await call("DELETE", "/api/v1/session", headers=cookie)  # 403: no X-CSRF-Token
+    await call("DELETE", "/api/v1/session", headers={**cookie, "X-CSRF-Token": session["csrf_token"]})
+    await call("GET", "/api/v1/session", headers=cookie)  # 401
 
     answered = {(m, t) for m, t, _ in contract.checked}
     documented = {(m.upper(), p) for p, item in contract.doc["paths"].items() for m in item if m in METHODS}

@@ -20,6 +20,11 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     # sealed (封存) patients' frozen copies: manifest, report copies, state (services/core/sealing.py)
     "seals": (Index(("organization", "patient_id", "state")), Index(("state", "sealed_at"))),
     "revoked_tokens": (),
+    # the desks (docs/desks.md): users' passwords (argon2id) and changes made by an admin, browser
+    # sessions (id = SHA-256 of the cookie's session id), failed sign-ins by user name (the throttle)
+    "users": (),
+    "sessions": (Index(("user",)),),
+    "signin_attempts": (),
     # the outbox relay's lease of each partition (event source) of the outbox (core/bus/relay.py)
     "outbox_leases": (),
     # pacs_gateway: the DICOM information model (PS3.4 C.6 Patient / Study / Series / Instance)
