@@ -122,5 +122,8 @@ async def test_not_installed_is_a_clear_503(api, tmp_path):  # noqa: F811
 
 
 async def test_the_viewer_needs_a_signed_in_user(viewer):
-    status, _, _ = await viewer.call("GET", "/viewer/app.bundle.1.js")
-    assert status in (401, 303)
+    for path in ("/viewer/", "/viewer/app.bundle.1.js", "/viewer/app-config.js"):
+        async with viewer.session.get(viewer.base + path, allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/signin?next=" + path, (path, resp.status)
+    status, _, _ = await viewer.call("GET", "/viewer/app.bundle.1.js", user="auditor")  # no DICOMweb role
+    assert status == 403

@@ -92,7 +92,7 @@ async def viewer_file(request: web.Request) -> web.StreamResponse:
             raise Problem(404, f"no viewer file {rel!r}")
         target = root / "index.html"  # one of the viewer's own routes
     headers = {"Cache-Control": "no-cache" if target.suffix == ".html" else "private, max-age=86400",
-               "X-Content-Type-Options": "nosniff"}
+               "X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN"}
     if target.suffix in TYPES:
         headers["Content-Type"] = TYPES[target.suffix]
     return web.FileResponse(target, headers=headers)
