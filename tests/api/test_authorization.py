@@ -83,6 +83,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("PUT", "/api/v1/report-templates/chest-dr-pa", {k: v for k, v in NEW_TEMPLATE.items() if k != "id"}),
         ("GET", "/api/v1/report-templates/chest-dr-pa/versions", None),
         ("GET", "/api/v1/worklist", None),
+        ("GET", "/api/v1/worklist/stream", None),
         ("GET", "/api/v1/queues", None),
         ("GET", "/api/v1/reports", None),
         ("GET", f"/api/v1/reports/{report}", None),
@@ -293,6 +294,7 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/monitor/consortium"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
+    (("GET", "/api/v1/worklist/stream"), ("cg-clinic", "auditor", "admin")),
     (("GET", "/api/v1/reports"), ("auditor",)),
 ]
 

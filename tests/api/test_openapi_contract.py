@@ -344,6 +344,7 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/api/v1/session", headers=cookie)
     await call("GET", "/signin")
     await call("GET", "/desk", headers=cookie)  # 303 to /desk/reader
+    await call("GET", "/desk/reader", headers=cookie)
     await call("GET", "/desk/static/desk.js")
     await call("GET", "/desk/static/nope.js")  # 404
     await call("DELETE", "/api/v1/session", headers=cookie)  # 403: no X-CSRF-Token

@@ -12,6 +12,7 @@ from . import results  # result inbox, live push, dead letters (services/deliver
 from . import records  # retention-aware deletion, sealing (封存)
 from . import reports  # report templates and report versions (docs/reports.md)
 from . import identity  # patient identity across the consortium (docs/identity.md)
+from . import worklist_stream  # the reader's worklist, live (docs/desks.md)
 from . import signin  # desk sessions: sign in, who is signed in, sign out (docs/desks.md)
 
 
@@ -27,3 +28,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(signin.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)
+    worklist_stream.setup(app)
