@@ -181,8 +181,16 @@ def test_a_reader_claims_reads_in_ohif_and_signs_a_critical_report(server, tmp_p
                       timeout=10, what="OHIF's DICOMweb calls in the audit trail")
 
         # the report: template, text, critical finding; autosaved as typed; Ctrl+Enter signs
+        from selenium.webdriver.support.ui import Select
+        wait_page(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#rd-template option[value="head-ct-plain"]'),
+                  "the CT templates offered")
+        Select(driver.find_element(By.ID, "rd-template")).select_by_value("head-ct-plain")
+        wait_page(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#rd-fields [data-field]"), "the template's fields")
+        wait_page(driver, lambda d: d.find_element(By.ID, "rd-findings").get_attribute("value"), "the normal text")
         findings = driver.find_element(By.ID, "rd-findings")
+        findings.clear()
         findings.send_keys("主动脉弓层面见内膜片，真假两腔。")
+        driver.find_element(By.ID, "rd-impression").clear()
         driver.find_element(By.ID, "rd-impression").send_keys("主动脉夹层（Stanford A型）。")
         driver.find_element(By.ID, "rd-critical").click()
         driver.find_element(By.ID, "rd-critical-category").send_keys("主动脉夹层")
@@ -195,7 +203,7 @@ def test_a_reader_claims_reads_in_ohif_and_signs_a_critical_report(server, tmp_p
         assert done["state"] == "signed"
         _, report = server.call("GET", f"/api/v1/reports/{done['report_id']}", "cg-clinic")
         assert report["critical"] is True and report["critical_category"] == "主动脉夹层"
-        assert "内膜片" in report["findings"]
+        assert "内膜片" in report["findings"] and report["template_id"] == "head-ct-plain"
         wait_page(driver, lambda d: not d.find_element(By.ID, "rd-addendum").get_attribute("hidden"),
                   "the addendum box of a signed report")
         wait_page(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, row), "the signed task off the worklist")

@@ -130,7 +130,7 @@ function content() {
   const critical = $('rd-critical').checked;
   const body = {findings: $('rd-findings').value, impression: $('rd-impression').value, critical,
     critical_category: critical ? ($('rd-critical-category').value.trim() || null) : null};
-  if (st.template) Object.assign(body, {template_id: st.template.id, template_version: st.template.version, fields});
+  if (st.template) Object.assign(body, {template_id: st.template.template_id || st.template.id, template_version: st.template.version, fields});
   return body;
 }
 
@@ -236,6 +236,22 @@ async function showPriors(uid) {
      ${esc(p.study_description || '')} <small>${esc(p.organization || '')}</small>${(p.reports || []).length ? ' · 有报告' : ''}</button>`).join('');
 }
 
+// OHIF opens with its study browser beside the image; in a frame this narrow that leaves the image a
+// sliver (a phone: 50 px), so the panel is folded once OHIF has drawn it (same origin: its DOM is ours
+// to touch).  The reader can unfold it with OHIF's own button.
+function foldStudyBrowser(frame) {
+  if (frame.clientWidth >= 900) return;
+  let tries = 0;
+  const timer = setInterval(() => {
+    let doc = null;
+    try { doc = frame.contentDocument; } catch (_) { clearInterval(timer); return; }
+    const panel = doc && doc.querySelector('[data-cy="studyBrowser-panel"]');
+    const toggle = doc && doc.querySelector('[data-cy="side-panel-header-left"]');
+    if (panel && toggle) { toggle.click(); clearInterval(timer); }
+    if (++tries > 150) clearInterval(timer);
+  }, 200);
+}
+
 function openPrior(uid) {
   const frame = $('rd-prior-viewer');
   frame.hidden = false;
@@ -256,7 +272,8 @@ async function loadTemplates(task) {
   try { list = (await api('/api/v1/report-templates?' + q)).items || []; } catch (err) { error(err); }
   for (const t of list) {
     const opt = document.createElement('option');
-    opt.value = t.id; opt.textContent = `${t.name} (${t.id})`;
+    const id = t.template_id || t.id;  // `id` is the stored version's (`head-ct-plain@2`)
+    opt.value = id; opt.textContent = `${t.name} (${id})`;
     select.append(opt);
   }
   if (st.pendingTemplate) { select.value = st.pendingTemplate; await useTemplate(st.pendingTemplate, false); }
@@ -450,6 +467,7 @@ async function main() {
   $('rd-reason-cancel').addEventListener('click', () => { $('rd-reason').hidden = true; });
   $('rd-addendum-send').addEventListener('click', addendum);
   $('rd-back').addEventListener('click', closeTask);
+  for (const id of ['rd-viewer', 'rd-prior-viewer']) $(id).addEventListener('load', (e) => foldStudyBrowser(e.target));
   document.addEventListener('keydown', onKey);
   for (const t of ['mousemove', 'pointerdown', 'wheel']) document.addEventListener(t, () => { st.activity = Date.now(); }, {passive: true});
   setInterval(tick, 1000);
@@ -459,6 +477,7 @@ async function main() {
     if (st.task && e.data && e.data.request_id === st.task.id && !st.dirty) openTask(st.task.id).catch(error);
   }, {onState: (s) => { $('rd-live').classList.toggle('rd-off', s !== 'open'); }});
   await loadList();
+  performance.mark('rd-worklist-shown');  // bench/desks.py: the page is usable from here
   $('rd-rows').focus();
 }
 
