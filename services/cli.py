@@ -52,6 +52,7 @@ environment:
   YILIAN_DICOM_MAX_ASSOCIATIONS_PER_AE    of those, from one calling AE title (default 8)
   YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER  of those, from one peer address (default 16)
   YILIAN_CORS_ORIGINS    comma-separated origins allowed to call the HTTP API
+  YILIAN_HTTP_TLS_CERT, YILIAN_HTTP_TLS_KEY  HTTPS on YILIAN_HTTP_PORT (PEM files); desk cookies get Secure
   YILIAN_SESSION_IDLE_SECONDS  a desk session ends after this long unused (default 1800)
   YILIAN_SESSION_MAX_SECONDS   ... and this long after sign-in whatever its use (default 43200)
   YILIAN_SIGNIN_FREE_FAILURES  failed sign-ins of one user name before each next waits 1, 2, 4 ... s (default 5)

@@ -16,7 +16,8 @@ from ..core.health import add_health_routes
 from ..core.runtime import Runtime
 from .auth import auth_middleware, parse_networks
 from .auditing import AuditWriter
-from .context import AUDIT, CLOCK, RUNTIME, TRUSTED_PROXIES
+from ..core.users import UserDirectory
+from .context import AUDIT, CLOCK, DIRECTORY, RUNTIME, TRUSTED_PROXIES
 from .desks import install as install_desks
 from ..monitor.routes import install as install_monitor
 from .dicomweb import add_dicomweb
@@ -31,9 +32,11 @@ def create_app(rt: Runtime, *, trusted_proxies: str | None = None,
                clock: Callable[[], float] = time.time) -> web.Application:
     """``trusted_proxies``: comma-separated addresses/networks whose ``X-Forwarded-For`` is
     believed (default ``YILIAN_TRUSTED_PROXIES``; none).  ``clock``: the wall clock of sessions."""
+    directory = UserDirectory(rt)
     app = web.Application(client_max_size=64 * 1024**2,
-                          middlewares=[problem_middleware, auth_middleware(rt, clock=clock)])
+                          middlewares=[problem_middleware, auth_middleware(rt, clock=clock, directory=directory)])
     app[RUNTIME] = rt
+    app[DIRECTORY] = directory
     app[CLOCK] = clock
     proxies = trusted_proxies if trusted_proxies is not None else os.environ.get("YILIAN_TRUSTED_PROXIES", "")
     app[TRUSTED_PROXIES] = parse_networks(proxies)

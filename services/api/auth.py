@@ -32,6 +32,7 @@ from ..core.consortium import Consortium
 from ..core.runtime import Runtime
 from ..core.sessions import COOKIE, CSRF_HEADER, SessionPolicy, csrf_ok, expires_at, find_session
 from ..core.store.port import Store
+from ..core.users import UserDirectory
 from ..core.http import PRINCIPAL, Problem
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/v1/openapi.json",
@@ -154,9 +155,11 @@ def to_signin(request: web.Request) -> web.HTTPSeeOther:
 
 
 def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None, *,
-                    clock: Callable[[], float] = time.time) -> Any:
+                    clock: Callable[[], float] = time.time, directory: UserDirectory | None = None) -> Any:
+    """``directory``: re-reads the users an admin changed (at most once a second) before a caller is checked."""
     secret: list[str] = []  # read once: in the embedded default it is a file under the data dir
     revoked = revoked or RevokedTokens(rt.store)
+    directory = directory or UserDirectory(rt)
     verified = VerifiedTokens()
     policy = session_policy(rt)
 
@@ -181,6 +184,7 @@ def auth_middleware(rt: Runtime, revoked: RevokedTokens | None = None, *,
         if (request.path in PUBLIC_PATHS or request.method == "OPTIONS" or request.path.startswith(PUBLIC_PREFIXES)
                 or (request.path == SESSION_PATH and request.method == "POST")):
             return await handler(request)
+        await directory.refresh()
         if "Authorization" not in request.headers:
             request[PRINCIPAL] = await by_session(request, request.cookies.get(COOKIE))
             return await handler(request)

@@ -8,14 +8,16 @@ from typing import Any
 from aiohttp import web
 
 from ..core.http import RUNTIME, Problem, principal, require_role, runtime
+from ..core.users import UserDirectory
 from .auditing import AuditWriter
 from .auth import Network, remote_of
 
-__all__ = ["AUDIT", "CLOCK", "RUNTIME", "TRUSTED_PROXIES", "not_found", "page", "principal", "record", "remote",
+__all__ = ["AUDIT", "CLOCK", "DIRECTORY", "RUNTIME", "TRUSTED_PROXIES", "not_found", "page", "principal", "record", "remote",
            "require_role", "runtime"]
 
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 AUDIT = web.AppKey("audit", AuditWriter)
+DIRECTORY = web.AppKey("directory", UserDirectory)  # the users: the file's with an admin's changes
 CLOCK = web.AppKey("clock", Callable[[], float])  # wall clock of sessions and sign-in throttling (tests drive it)
 
 

@@ -112,6 +112,8 @@ class Settings:
     dicom_max_associations_per_peer: int = 16
     cors_origins: tuple[str, ...] = ()
     timezone: str | None = None  # YILIAN_TIMEZONE: overrides the consortium file's ``timezone``
+    http_tls_cert: str | None = None  # HTTPS on the api's port (PEM); the desks' cookies get Secure
+    http_tls_key: str | None = None
     # the desks' sessions and sign-in throttle (docs/desks.md)
     session_idle_seconds: int = 1800
     session_max_seconds: int = 12 * 3600
@@ -160,6 +162,8 @@ class Settings:
             dicom_max_associations_per_peer=_positive("YILIAN_DICOM_MAX_ASSOCIATIONS_PER_PEER", 16),
             cors_origins=tuple(o.strip() for o in (env.get("YILIAN_CORS_ORIGINS") or "").split(",") if o.strip()),
             timezone=_timezone(env.get("YILIAN_TIMEZONE")),
+            http_tls_cert=env.get("YILIAN_HTTP_TLS_CERT") or None,
+            http_tls_key=env.get("YILIAN_HTTP_TLS_KEY") or None,
             session_idle_seconds=_positive("YILIAN_SESSION_IDLE_SECONDS", 1800),
             session_max_seconds=_positive("YILIAN_SESSION_MAX_SECONDS", 12 * 3600),
             signin_free_failures=_positive("YILIAN_SIGNIN_FREE_FAILURES", 5),

@@ -48,6 +48,11 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", "/api/v1/auth/revoke", {}),
         ("GET", "/api/v1/session", None),
         ("DELETE", "/api/v1/session", None),
+        # users and passwords (docs/desks.md)
+        ("GET", "/api/v1/users", None),
+        ("POST", "/api/v1/users", {"id": "dr-ma", "name": "马丽", "role": "clinic", "organization": "chengguan-thc"}),
+        ("PATCH", "/api/v1/users/dr-li", {"disabled": True}),
+        ("PUT", "/api/v1/users/dr-li/password", {"password": "long-enough-password"}),
         ("GET", "/api/v1/studies", None),
         ("GET", f"/api/v1/studies/{study}", None),
         ("GET", f"/api/v1/studies/{study}/priors", None),
@@ -146,7 +151,7 @@ BY_ID = [e for e in endpoints({"rid": "R", "study": "S", "report": "P", "cons": 
 async def snapshot(api) -> dict[str, list]:
     out = {}
     for collection in ("reading_requests", "reports", "studies", "revoked_tokens", "consultations",
-                       "consultation_notes", "bookings", "seals", "instances", "orders"):
+                       "consultation_notes", "bookings", "seals", "instances", "orders", "users", "sessions"):
         out[collection] = sorted(await api.rt.store.find(collection), key=lambda d: d["id"])
     return out
 
@@ -165,7 +170,8 @@ async def test_matrix_covers_every_route(api):
                .replace("/deliveries/D/", "/deliveries/{delivery_id}/")
                .replace("/seals/seal-x", "/seals/{seal_id}")
                .replace("/monitor/centres/county-imaging", "/monitor/centres/{centre}")
-               .replace("/chest-dr-pa", "/{template_id}")) for m, p, _ in endpoints(ids)}
+               .replace("/chest-dr-pa", "/{template_id}")
+               .replace("/users/dr-li", "/users/{user_id}")) for m, p, _ in endpoints(ids)}
     routes = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes()
               if r.method != "HEAD" and r.resource.canonical not in PUBLIC
               and (r.method, r.resource.canonical) not in PUBLIC_OPERATIONS
@@ -295,6 +301,10 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/monitor/metrics"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reading-requests"), ("auditor",)),
     (("GET", "/api/v1/worklist/stream"), ("cg-clinic", "auditor", "admin")),
+    (("GET", "/api/v1/users"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("POST", "/api/v1/users"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("PATCH", "/api/v1/users/dr-li"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
+    (("PUT", "/api/v1/users/dr-li/password"), ("cg-clinic", "dr-wang", "coord-county", "auditor")),
     (("GET", "/api/v1/reports"), ("auditor",)),
 ]
 

@@ -111,9 +111,10 @@ async def test_what_aiohttps_parser_refuses_is_a_problem_logged_in_one_line(web,
 async def test_front_door(web):  # noqa: F811
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
     async with web.session.get(web.base + "/", headers={"Accept": browser}, allow_redirects=False) as resp:
-        assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
+        assert resp.status == 303 and resp.headers["Location"] == "/desk"
     async with web.session.get(web.base + "/", headers={"Accept": browser}) as resp:
-        assert resp.status == 200 and resp.content_type == "text/html"  # the dashboard page itself
+        assert resp.status == 200 and resp.content_type == "text/html"  # /desk sent a stranger to /signin
+        assert resp.url.path == "/signin"
     for accept in ("application/json", "*/*", None):
         async with web.session.get(web.base + "/", headers={"Accept": accept} if accept else {}) as resp:
             assert resp.status == 200 and resp.content_type == "application/json", accept

@@ -345,11 +345,26 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/signin")
     await call("GET", "/desk", headers=cookie)  # 303 to /desk/reader
     await call("GET", "/desk/reader", headers=cookie)
+    await call("GET", "/desk/admin", headers=cookie)  # 403: not an admin
+    await call("GET", "/desk/admin", "admin")
     await call("GET", "/desk/static/desk.js")
     await call("GET", "/desk/static/nope.js")  # 404
     await call("DELETE", "/api/v1/session", headers=cookie)  # 403: no X-CSRF-Token
     await call("DELETE", "/api/v1/session", headers={**cookie, "X-CSRF-Token": session["csrf_token"]})
     await call("GET", "/api/v1/session", headers=cookie)  # 401
+    # users and passwords
+    await call("GET", "/api/v1/users?role=reader", "admin")
+    await call("POST", "/api/v1/users", "admin", {"id": "dr-ma", "name": "马丽", "role": "reader",
+                                                  "organization": "county-hospital", "centre": "county-imaging",
+                                                  "title": "主治医师", "password": "马丽的初始密码-2026"})
+    await call("POST", "/api/v1/users", "admin", {"id": "dr-ma", "name": "x", "role": "clinic",
+                                                  "organization": "county-hospital"})  # 409
+    await call("POST", "/api/v1/users", "admin", {"id": "dr-ma2", "name": "x", "role": "reader",
+                                                  "organization": "county-hospital"})  # 422: no centre
+    await call("PATCH", "/api/v1/users/dr-ma", "admin", {"disabled": True})
+    await call("PATCH", "/api/v1/users/nobody", "admin", {"disabled": True})  # 404
+    await call("PUT", "/api/v1/users/dr-ma/password", "admin", {"password": "马丽的新密码-2026-12"})
+    await call("PUT", "/api/v1/users/dr-ma/password", "cg-clinic", {"password": "马丽的新密码-2026-12"})  # 403
 
     answered = {(m, t) for m, t, _ in contract.checked}
     documented = {(m.upper(), p) for p, item in contract.doc["paths"].items() for m in item if m in METHODS}

@@ -14,6 +14,7 @@ from . import reports  # report templates and report versions (docs/reports.md)
 from . import identity  # patient identity across the consortium (docs/identity.md)
 from . import worklist_stream  # the reader's worklist, live (docs/desks.md)
 from . import signin  # desk sessions: sign in, who is signed in, sign out (docs/desks.md)
+from . import users  # users and passwords (admin; a user's own password)
 
 
 def add_routes(app: web.Application) -> None:
@@ -26,6 +27,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(orders.routes)
     app.router.add_routes(identity.routes)
     app.router.add_routes(signin.routes)
+    app.router.add_routes(users.routes)
     app.router.add_routes(monitor.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)
     worklist_stream.setup(app)

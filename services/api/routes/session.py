@@ -17,15 +17,16 @@ routes = web.RouteTableDef()
 
 
 INDEX = {"name": "Yilian (医联)", "api": "/api/v1", "openapi": "/api/v1/openapi.json", "dashboard": "/dashboard",
+         "desk": "/desk", "signin": "/signin",
          "dicomweb": "/dicomweb", "health": "/healthz", "ready": "/readyz"}
 
 
 @routes.get("/")
 async def front_door(request: web.Request) -> web.StreamResponse:
-    """A browser goes to the dashboard; a JSON client gets where things are (public: it names no data)."""
+    """A browser goes to its desk (via /signin); a JSON client gets where things are (public: it names no data)."""
     for media in parse_accept(request.headers.get("Accept")):
         if media.media_type in ("text/html", "application/xhtml+xml"):
-            raise web.HTTPSeeOther("/dashboard")
+            raise web.HTTPSeeOther("/desk")
         if media.media_type in ("application/json", "*/*") or media.media_type.endswith("+json"):
             break
     return json_response(INDEX)

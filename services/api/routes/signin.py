@@ -22,7 +22,7 @@ from ...core.runtime import Runtime
 from ...core.sessions import COOKIE, SessionPolicy, end_session, expires_at, open_session
 from ...core.times import iso
 from ..auth import SESSION, _trusted, session_policy
-from ..context import AUDIT, CLOCK, TRUSTED_PROXIES, remote, runtime
+from ..context import AUDIT, CLOCK, DIRECTORY, TRUSTED_PROXIES, remote, runtime
 from ..problems import Problem, json_response
 from ..validation import json_body
 
@@ -77,6 +77,7 @@ async def sign_in(request: web.Request) -> web.Response:
     rt, now = runtime(request), request.app[CLOCK]()
     body = await json_body(request)
     name, password = body["user"], body["password"]
+    await request.app[DIRECTORY].refresh()  # a public path: the middleware has not
     user = rt.consortium.users.get(name)
     role, org = (user.role, user.organization) if user else ("unknown", None)
     throttle, key = throttle_policy(rt), attempts_id(name)

@@ -9,6 +9,7 @@
   const SVGNS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   let token = null;
+  let session = false;  // signed in with the desk's session cookie, not a pasted token
   let controller = null;
   let retry = null;
   let last = null;
@@ -241,9 +242,10 @@
     controller = new AbortController();
     let response;
     try {
-      response = await fetch("/api/v1/monitor/stream", { headers: { Authorization: "Bearer " + token, Accept: "text/event-stream" },
+      response = await fetch("/api/v1/monitor/stream", { headers: { ...auth(), Accept: "text/event-stream" },
                                                          cache: "no-store", signal: controller.signal });
     } catch (e) { setLive(false); retry = setTimeout(connect, 3000); return; }
+    if (session && response.status === 401) { location.assign("/signin?next=/dashboard"); return; }  // it ended
     if (response.status === 401 || response.status === 403) {
       const problem = await response.json().catch(() => ({}));
       signOut(problem.detail || "token refused (" + response.status + ")");
@@ -271,17 +273,22 @@
     retry = setTimeout(connect, 3000);
   }
 
+  // A pasted token goes in the Authorization header; without one the desk's session cookie (/signin) is used.
+  function auth() { return token ? { Authorization: "Bearer " + token } : {}; }
+
   async function signIn(candidate) {
     $("login-error").textContent = "";
     let me;
     try {
-      const response = await fetch("/api/v1/me", { headers: { Authorization: "Bearer " + candidate }, cache: "no-store" });
+      const response = await fetch("/api/v1/me", { headers: candidate ? { Authorization: "Bearer " + candidate } : {},
+                                                   cache: "no-store" });
       me = await response.json();
       if (!response.ok) throw new Error(me.detail || response.statusText);
-    } catch (e) { signOut(String(e.message || e)); return; }
+    } catch (e) { signOut(candidate ? String(e.message || e) : ""); return; }
     if (me.role !== "coordinator" && me.role !== "admin") { signOut("需要调度员或管理员 (a coordinator's or admin's token is needed; this is " + me.role + ")"); return; }
     token = candidate;
-    sessionStorage.setItem("yilian.token", token);  // this tab only, gone when it closes
+    session = !candidate;
+    if (candidate) sessionStorage.setItem("yilian.token", token);  // this tab only, gone when it closes
     $("who").textContent = me.name + " · " + (me.centre || me.role);
     $("login").hidden = true; $("board").hidden = false; $("logout").hidden = false;
     connect();
@@ -299,11 +306,18 @@
   }
 
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("token").value.trim()); });
-  $("logout").addEventListener("click", () => signOut(""));
+  $("logout").addEventListener("click", async () => {
+    if (!session) { signOut(""); return; }
+    // a desk session ends on the server (DELETE /api/v1/session with its CSRF token), then to /signin
+    try {
+      const current = await (await fetch("/api/v1/session", { cache: "no-store" })).json();
+      await fetch("/api/v1/session", { method: "DELETE", headers: { "X-CSRF-Token": current.csrf_token } });
+    } finally { location.assign("/signin"); }
+  });
   const fragment = new URLSearchParams(location.hash.slice(1));
   const given = fragment.get("token");
   if (given) history.replaceState(null, "", location.pathname);  // keep the token out of the history
   const saved = given || sessionStorage.getItem("yilian.token");
-  if (saved) signIn(saved); else signOut("");
+  signIn(saved || null);  // no token: the session cookie, if the user signed in at /signin
   window.yilianDashboard = { last: () => last };
 })();
