@@ -252,3 +252,39 @@ def test_the_desk_on_a_phone(server, tmp_path):
 def _epoch(iso: str) -> float:
     from datetime import datetime
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_an_ecg_task_opens_the_12_lead_sheet_with_the_pre_read(server, tmp_path):
+    from selenium.webdriver.common.by import By
+    ds = dcmread(get_testdata_file("waveform_ecg.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.PatientID = "CG7201"
+    path = tmp_path / "ecg.dcm"
+    ds.save_as(path)
+    send(server, path, "CG_ECG1")
+    uid = ds.StudyInstanceUID
+    wait_for_sync(lambda: server.call("GET", f"/api/v1/studies/{uid}", "cg-clinic")[0] == 200, timeout=30,
+                  what="the ECG indexed")
+    status, created = server.call("POST", "/api/v1/reading-requests", "cg-clinic", {
+        "study_uid": uid, "kind": "ecg", "priority": "urgent", "clinical_question": "胸闷心悸"})
+    assert status == 201, created
+    server.cli("user", "passwd", "dr-zhao", "--stdin", stdin=PASSWORD + "\n")  # county ECG's reader
+    driver = browser(tmp_path / "profile-ecg", SIZES["desktop"])
+    try:
+        sign_in(driver, server.base, "dr-zhao", next_path="/desk/reader")
+        row = f'.rd-row[data-id="{created["id"]}"]'
+        wait_page(driver, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the ECG task")
+        driver.find_element(By.CSS_SELECTOR, f"{row} .rd-claim").click()
+        wait_page(driver, lambda d: d.execute_script(
+            "const i = document.querySelector('#rd-ecg img.rd-ecg-sheet'); return i && i.complete && i.naturalWidth > 0"),
+            "the 12-lead sheet drawn")
+        assert not driver.find_element(By.ID, "rd-ecg").get_attribute("hidden")
+        assert driver.find_element(By.ID, "rd-viewer").get_attribute("hidden") is not None  # no OHIF for an ECG
+        wait_page(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".rd-preread td"), "the measurements")
+        preread = driver.find_element(By.CSS_SELECTOR, ".rd-preread").text
+        assert "预判" in preread and "pre-read" in preread and "心率" in preread
+        assert driver.find_element(By.ID, "rd-findings-label").text.startswith("心电图所见")
+        screenshot(driver, "reader-ecg-1366")
+    finally:
+        driver.quit()

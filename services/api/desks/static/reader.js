@@ -8,6 +8,8 @@ const PRIORITY = {stat: '危急 STAT', urgent: '加急 Urgent', routine: '常规
 const STATE = {requested: '待分派 Requested', queued: '待领取 Queued', claimed: '已领取 Claimed', draft: '草稿 Draft',
   submitted: '待审核 Submitted', signed: '已签发 Signed', escalated: '已上转 Escalated', returned: '已退回 Returned',
   cancelled: '已取消 Cancelled'};
+const MEASURES = {heart_rate: '心率 HR', rr: 'RR间期 RR', pr: 'PR间期 PR', qrs: 'QRS时限 QRS', qt: 'QT间期 QT',
+  qtc_bazett: 'QTc (Bazett)', qtc_fridericia: 'QTc (Fridericia)'};
 const EDITING = new Set(['claimed', 'draft']);
 const AUTOSAVE_MS = 1200, RENEW_EVERY_MS = 60_000, ACTIVE_MS = 180_000;
 
@@ -150,7 +152,9 @@ async function openTask(id) {
     ${task.returned ? `<p>退回重扫 <small>Returned</small>: ${esc(task.returned.reason_code)} ${esc(task.returned.comment || '')}</p>` : ''}`;
   showActions();
   showLease();
-  if (opening) {
+  if (opening) {  // section titles as the report prints them when no template says otherwise
+    $('rd-findings-label').innerHTML = `${task.kind === 'ecg' ? '心电图所见' : '影像所见'} <small>Findings</small>`;
+    $('rd-impression-label').innerHTML = '诊断意见 <small>Impression</small>';
     fillEditor(task.draft || {});
     await Promise.all([showImages(task), loadTemplates(task)]);
   }
@@ -216,9 +220,11 @@ async function showEcg(uid) {
   let table = '';
   try {
     const m = await api(base + '/measurements');
-    const rows = Object.entries(m.measurements || {}).map(([k, v]) =>
-      `<tr><th>${esc(k)}</th><td>${esc(typeof v === 'object' && v !== null ? (v.value ?? JSON.stringify(v)) : v)}${
-        v && v.unit ? ' ' + esc(v.unit) : ''}</td></tr>`).join('');
+    const rows = Object.entries(m.measurements || {}).map(([k, v]) => {
+      const shown = v && typeof v === 'object'
+        ? (v.available === false ? `不可用 n/a (${v.reason || ''})` : `${v.value}${v.unit ? ' ' + v.unit : ''}`) : v;
+      return `<tr><th>${esc(MEASURES[k] || k)}</th><td>${esc(shown)}</td></tr>`;
+    }).join('');
     table = `<div class="rd-preread"><h3>自动测量 · 预判，非报告 <small>Automatic pre-read, not a report</small></h3>
       <p>导联 Lead ${esc(m.lead || '')} · ${esc(m.method || '')}</p><table>${rows}</table></div>`;
   } catch (err) { table = `<p class="desk-error">${esc(err.message)}</p>`; }
