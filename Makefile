@@ -10,11 +10,16 @@ PYTEST_ARGS ?=
 # (yilian's own rule: --consortium, then the variable, then deploy/consortium.example.yaml).
 CONSORTIUM ?=
 
-.PHONY: run test install install-test debs bench clean help
+# The OHIF Viewer served at /viewer/ (services/api/viewer/install.py: pinned @ohif/app, sha512 checked;
+# OHIF_TARBALL=PATH installs a copied tarball where the npm registry cannot be reached).
+OHIF_TARBALL ?=
+
+.PHONY: run test install install-test viewer debs bench clean help
 
 help:
 	@echo "make run    - create $(VENV), install Yilian, start 'yilian up' (CONSORTIUM=PATH or YILIAN_CONSORTIUM; default the example)"
 	@echo "make test   - install test needs (pip extras + Debian packages) and run the whole suite"
+	@echo "make viewer - put the pinned OHIF Viewer in var/viewer (YILIAN_VIEWER_DIR; OHIF_TARBALL=PATH offline)"
 	@echo "make bench  - run the benchmarks in bench/ (see docs/performance.md)"
 
 $(BIN)/python:
@@ -33,7 +38,10 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-run: install
+viewer: install
+	$(BIN)/python -m services.api.viewer $(if $(OHIF_TARBALL),--tarball $(OHIF_TARBALL))
+
+run: install viewer
 	$(BIN)/yilian up $(if $(CONSORTIUM),--consortium $(CONSORTIUM))
 
 # Installs the Debian packages the suite needs when they are missing (needs root or sudo).
@@ -45,7 +53,7 @@ debs:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: debs install-test
+test: debs install-test viewer
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: debs install-test

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 BENCHMARKS = {"ingest": "bench.ingest", "worklist": "bench.worklist", "delivery": "bench.delivery",
-              "orders": "bench.orders", "pdf": "bench.pdf"}
+              "orders": "bench.orders", "pdf": "bench.pdf", "desks": "bench.desks"}
 
 
 def main(argv: list[str] | None = None) -> int:

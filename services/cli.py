@@ -31,6 +31,7 @@ environment:
   YILIAN_JWT_SECRET      token signing secret (default: $YILIAN_DATA_DIR/jwt.secret, which 'up' writes once)
   YILIAN_CA_SECRET       encrypts the embedded CA's private keys (default: $YILIAN_DATA_DIR/ca.secret, written once)
   YILIAN_LOG_LEVEL       DEBUG, INFO (default), WARNING, ERROR
+  YILIAN_VIEWER_DIR      the OHIF Viewer served at /viewer/ (default var/viewer of the source tree; make viewer)
   YILIAN_TIMEZONE        time zone of times shown to people and written in DICOM (default: the
                          consortium file's timezone, Asia/Shanghai)
   YILIAN_KAFKA_IDEMPOTENT  idempotent Kafka producer (default true; false for test brokers)

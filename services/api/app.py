@@ -23,6 +23,7 @@ from ..monitor.routes import install as install_monitor
 from .dicomweb import add_dicomweb
 from .problems import problem_middleware
 from .routes import add_routes
+from .viewer.routes import routes as viewer_routes
 
 __all__ = ["RUNTIME", "create_app"]
 
@@ -43,6 +44,7 @@ def create_app(rt: Runtime, *, trusted_proxies: str | None = None,
     add_health_routes(app, rt)
     add_routes(app)
     add_dicomweb(app)
+    app.router.add_routes(viewer_routes)  # the OHIF Viewer at /viewer/ (docs/desks.md)
     install_monitor(app, rt)  # /dashboard, HTTP metrics
     install_desks(app)  # /signin, /desk pages and their static files (docs/desks.md)
     return app

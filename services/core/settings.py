@@ -10,6 +10,7 @@ from pathlib import Path
 from .localtime import zone
 
 DEFAULT_CONSORTIUM = Path(__file__).resolve().parents[2] / "deploy" / "consortium.example.yaml"
+DEFAULT_VIEWER_DIR = Path(__file__).resolve().parents[2] / "var" / "viewer"  # services/api/viewer/install.py
 SECRET_FILE = "jwt.secret"  # the generated JWT secret, under the data directory
 
 
@@ -82,6 +83,7 @@ class Settings:
     dicom_port: int = 11112
     ae_title: str = "YILIAN"
     log_level: str = "INFO"
+    viewer_dir: Path = DEFAULT_VIEWER_DIR  # the OHIF Viewer's files, served at /viewer/
     jwt_secret: str = field(default="", repr=False)
     kafka_idempotent: bool = True
     relay_lease_seconds: float = 10.0  # a process's hold on a partition of the outbox; a dead one's expires
@@ -136,6 +138,7 @@ class Settings:
             dicom_port=_int("YILIAN_DICOM_PORT", 11112),
             ae_title=(env.get("YILIAN_AE_TITLE") or "YILIAN").strip(),
             log_level=(env.get("YILIAN_LOG_LEVEL") or "INFO").upper(),
+            viewer_dir=Path(env.get("YILIAN_VIEWER_DIR") or DEFAULT_VIEWER_DIR).resolve(),
             jwt_secret=env.get("YILIAN_JWT_SECRET") or "",
             kafka_idempotent=(env.get("YILIAN_KAFKA_IDEMPOTENT", "true").lower() not in ("0", "false", "no")),
             relay_lease_seconds=env_float("YILIAN_RELAY_LEASE_SECONDS", 10.0, minimum=0.5),

@@ -419,6 +419,9 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("POST", f"/api/v1/edge/studies/{CG_CT}/complete", "cg-edge", {"instances": 10**6})  # 409
     await call("POST", "/api/v1/edge/studies/1.2.3.999/complete", "cg-edge", {"instances": 1})  # 404
     await call("GET", "/api/v1/edges", "coord-county")
+    # the OHIF Viewer's files and generated config (docs/desks.md)
+    await call("GET", "/viewer", "dr-wang")
+    await call("GET", "/viewer/app-config.js", "dr-wang")
     await call("POST", "/api/v1/auth/revoke", "dr-li", {})
     # the desks (docs/desks.md): sign in, the session, pages, sign out
     await set_password(api.rt, "dr-wang")
@@ -429,6 +432,7 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("GET", "/signin")
     await call("GET", "/desk", headers=cookie)  # 303 to /desk/reader
     await call("GET", "/desk/clinic", headers=cookie)  # a reader: 303 to /desk
+    await call("GET", "/desk/reader", headers=cookie)
     await call("GET", "/desk/admin", headers=cookie)  # 403: not an admin
     await call("GET", "/desk/admin", "admin")
     await call("GET", "/desk/static/desk.js")

@@ -14,6 +14,7 @@ from . import results  # result inbox, live push, dead letters (services/deliver
 from . import records  # retention-aware deletion, sealing (封存)
 from . import reports  # report templates and report versions (docs/reports.md)
 from . import identity  # patient identity across the consortium (docs/identity.md)
+from . import worklist_stream  # the reader's worklist, live (docs/desks.md)
 from . import signin  # desk sessions: sign in, who is signed in, sign out (docs/desks.md)
 from . import users  # users and passwords (admin; a user's own password)
 from . import quality  # image quality grading and peer review (docs/quality.md)
@@ -43,3 +44,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(figures.routes)
     app.router.add_routes(referral_figures.routes)
     results.setup(app)  # result inbox, live push, dead letters (services/delivery)
+    worklist_stream.setup(app)

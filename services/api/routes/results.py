@@ -51,8 +51,8 @@ def _heartbeat_seconds() -> float:
 class ResultFeed:
     """One reader of the event log per process, fanned out to every open stream."""
 
-    def __init__(self, store: Store, *, poll: float = 0.25) -> None:
-        self.store, self.poll = store, poll
+    def __init__(self, store: Store, *, poll: float = 0.25, types: tuple[str, ...] = PUSHED) -> None:
+        self.store, self.poll, self.types = store, poll, types
         self.subscribers: set[asyncio.Queue[LoggedEvent | None]] = set()
         self.last = 0
         self._wake = asyncio.Event()
@@ -85,7 +85,7 @@ class ResultFeed:
         while True:
             try:
                 self._wake.clear()
-                batch = await self.store.read_log(self.last, limit=500, types=PUSHED)
+                batch = await self.store.read_log(self.last, limit=500, types=self.types)
                 for logged in batch:
                     self.last = logged.seq
                     for q in list(self.subscribers):
