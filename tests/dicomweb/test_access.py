@@ -3,6 +3,8 @@ route, CORS for a viewer on another origin — and every access audited."""
 
 from __future__ import annotations
 
+import json
+
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -80,6 +82,8 @@ async def test_another_clinic_and_other_centres_see_nothing(web, ct):
                 assert (status, body) == (200, b"[]"), (user, path)
             else:
                 assert status == 404, (user, path, status)
+    # a search naming the study (as a viewer opening it does) is scoped like any other
+    assert (await web.get("/studies", user="dr-wang", params={"StudyInstanceUID": study}))[:2] == (200, b"[]")
     # the gateway's announcer announces the STOW-RS study like a C-STOREd one (here: as if quiet already)
     assert await StudyAnnouncer(web.rt).announce_quiet(now=datetime.now(UTC) + timedelta(hours=1)) == 1
     (received,) = await web.events("study.received")
@@ -97,6 +101,12 @@ async def test_another_clinic_and_other_centres_see_nothing(web, ct):
     retrieved = await web.run(client.retrieve_instance, study, ct.SeriesInstanceUID, ct.SOPInstanceUID)
     assert retrieved.PixelData == ct.PixelData
     assert await web.run(web.client("dr-chen").search_for_studies) == []
+    # named in the query, alone or in a list (checked study by study, not from the centre's whole set)
+    for user, wanted in (("dr-wang", [study]), ("dr-chen", []), ("db-clinic", [])):
+        for value in (study, f"{study}\\1.2.3.4.5.6"):
+            status, body, _ = await web.get("/studies", user=user, params={"StudyInstanceUID": value})
+            found = [r["0020000D"]["Value"][0] for r in json.loads(body)] if body else []
+            assert (status, found) == (200, wanted), (user, value)
     assert (await web.get(f"/studies/{study}/metadata", user="dr-chen"))[0] == 404
     # the auditor reads the audit log, not images
     assert (await web.get("/studies", user="auditor"))[0] == 403

@@ -23,7 +23,7 @@ from ..context import not_found, record, require_role, runtime
 from ..problems import Problem
 from ..scope import sees_study
 from . import qido, render, stow, wado
-from .access import ROLES, STORE_ROLES, scope_of
+from .access import ROLES, STORE_ROLES, named_studies, search_scope
 from .dicom_json import MEDIA_TYPE, RETRIEVE_URL, dataset_json, record_json, store_response
 from .multipart import MultipartWriter, parse_accept
 
@@ -88,8 +88,9 @@ async def _search(request: web.Request, level: str) -> web.Response:
     who = require_role(request, *ROLES)
     _check_json_accepted(request)
     fixed = {}
+    checked = None  # a study in the path is checked by _study: the search needs no wider scope
     if "study" in request.match_info:
-        fixed["StudyInstanceUID"] = (await _study(request, "dicomweb.search"))["id"]
+        fixed["StudyInstanceUID"] = checked = (await _study(request, "dicomweb.search"))["id"]
     if "series" in request.match_info:
         fixed["SeriesInstanceUID"] = request.match_info["series"]
     try:
@@ -97,7 +98,8 @@ async def _search(request: web.Request, level: str) -> web.Response:
     except qido.SearchError as exc:
         raise Problem(400, str(exc)) from None
     store = runtime(request).store
-    records = await qido.search(store, search, await scope_of(store, who))
+    scope = await search_scope(store, who, named_studies(search.matchers, checked))
+    records = await qido.search(store, search, scope)
     base = base_url(request)
     body = [record_json(r, search.keywords, extra={RETRIEVE_URL: qido.retrieve_url(base, r, level)})
             for r in records]
