@@ -40,6 +40,24 @@ def exit_with_parent(parent_pid: int) -> None:
     on_parent_exit(parent_pid, lambda: os._exit(0))
 
 
+def stop_on_sigterm(stop: asyncio.Event) -> None:
+    """Set ``stop`` at the first SIGTERM and ignore the ones after it.
+
+    A stop of the whole process group (systemd's, a terminal's) reaches a helper twice: from the
+    group, and from its parent stopping it in order.  A second SIGTERM arriving while asyncio
+    closes its loop finds the wake-up pipe already closed, and Python prints "Exception ignored
+    ... Bad file descriptor" on a clean stop.  The helper is stopping anyway; its parent still
+    kills it if it does not end in time."""
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, first)
+
+
 def stop_with_parent(parent_pid: int, stop: asyncio.Event, what: str) -> None:
     """For a helper with state (``what``, for the log): set ``stop`` on its event loop, so
     that it stops cleanly."""

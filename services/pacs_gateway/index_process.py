@@ -264,7 +264,7 @@ async def _serve(settings: Settings, address: str, parent_pid: int, ready: Any) 
     rt = await build_runtime(settings)
     server = IndexServer(Ingest(rt), address)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    orphans.stop_on_sigterm(stop)
     orphans.stop_with_parent(parent_pid, stop, "gateway indexer")
     try:
         await server.start()

@@ -89,7 +89,7 @@ async def _serve(settings: Settings, index: int, parent_pid: int, ready: Any, in
     rt = await build_runtime(settings)
     service = GatewayService(rt, role="worker", slot=index, indexer_address=indexer_address)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    orphans.stop_on_sigterm(stop)
     orphans.stop_with_parent(parent_pid, stop, f"gateway worker {index}")
     try:
         await service.start()
