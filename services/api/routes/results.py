@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -167,10 +168,20 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ``result.delivery_failed`` for what the caller may see; ``: heartbeat`` comments keep proxies open."""
     who = require_role(request, "clinic", "coordinator", "admin")
     known_query(request, ())
+
+    async def send(resp: web.StreamResponse, logged: LoggedEvent) -> None:
+        await _send(request, resp, who, logged)
+    return await follow_log(request, request.app[FEED], PUSHED, send)
+
+
+async def follow_log(request: web.Request, feed: ResultFeed, types: tuple[str, ...],
+                     send: Callable[[web.StreamResponse, LoggedEvent], Awaitable[None]]) -> web.StreamResponse:
+    """A Server-Sent Events stream of the event log's ``types``: what was missed since
+    ``Last-Event-ID`` first (read from the store), then what ``feed`` sees, each given to ``send``
+    (which writes it, or not, for this caller); ``: heartbeat`` comments keep proxies open."""
     raw_last = request.headers.get("Last-Event-ID", "").strip()
     if raw_last and not raw_last.isdigit():
         raise Problem(400, f"Last-Event-ID must be an event id from this stream, not {raw_last!r}")
-    feed = request.app[FEED]
     queue = feed.subscribe()  # before the replay, so nothing falls between the two
     try:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
@@ -181,9 +192,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if raw_last:
             store = runtime(request).store
             while True:
-                missed = await store.read_log(sent, limit=500, types=PUSHED)
+                missed = await store.read_log(sent, limit=500, types=types)
                 for logged in missed:
-                    await _send(request, resp, who, logged)
+                    await send(resp, logged)
                     sent = logged.seq
                 if len(missed) < 500:
                     break
@@ -198,7 +209,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 break
             if logged.seq <= sent:
                 continue
-            await _send(request, resp, who, logged)
+            await send(resp, logged)
             sent = logged.seq
     except (ConnectionResetError, asyncio.CancelledError):
         pass

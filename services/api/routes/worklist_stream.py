@@ -9,7 +9,6 @@ like the results stream, so ``Last-Event-ID`` resumes where a dropped connection
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -17,10 +16,9 @@ from aiohttp import web
 
 from ...core.auth import Principal
 from ...core.store.port import LoggedEvent
-from ..context import require_role, runtime
-from ..problems import Problem
+from ..context import require_role
 from ..validation import known_query
-from .results import ResultFeed, _heartbeat_seconds
+from .results import ResultFeed, follow_log
 
 routes = web.RouteTableDef()
 CHANGES = ("reading.queued", "reading.claimed", "reading.released", "reading.lease_expired", "reading.assigned",
@@ -46,43 +44,11 @@ def change(logged: LoggedEvent) -> bytes:
 async def stream(request: web.Request) -> web.StreamResponse:
     who = require_role(request, "reader", "coordinator")
     known_query(request, ())
-    raw_last = request.headers.get("Last-Event-ID", "").strip()
-    if raw_last and not raw_last.isdigit():
-        raise Problem(400, f"Last-Event-ID must be an event id from this stream, not {raw_last!r}")
-    feed = request.app[FEED]
-    queue = feed.subscribe()  # before the replay, so nothing falls between the two
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                       "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    try:
-        await resp.prepare(request)
-        await resp.write(b"retry: 3000\n: connected\n\n")
-        sent = int(raw_last) if raw_last else 0
-        if raw_last:
-            store = runtime(request).store
-            while len(missed := await store.read_log(sent, limit=500, types=CHANGES)) > 0:
-                for logged in missed:
-                    if concerns(who, logged.event.data):
-                        await resp.write(change(logged))
-                    sent = logged.seq
-                if len(missed) < 500:
-                    break
-        heartbeat = _heartbeat_seconds()
-        while True:
-            try:
-                logged = await asyncio.wait_for(queue.get(), timeout=heartbeat)
-            except asyncio.TimeoutError:
-                await resp.write(b": heartbeat\n\n")
-                continue
-            if logged is None:
-                break
-            if logged.seq > sent and concerns(who, logged.event.data):
-                await resp.write(change(logged))
-                sent = logged.seq
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        feed.subscribers.discard(queue)
-    return resp
+
+    async def send(resp: web.StreamResponse, logged: LoggedEvent) -> None:
+        if concerns(who, logged.event.data):
+            await resp.write(change(logged))
+    return await follow_log(request, request.app[FEED], CHANGES, send)
 
 
 def setup(app: web.Application) -> None:
