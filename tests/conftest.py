@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 
 import pytest
+from argon2 import PasswordHasher
 
 from .support import EXAMPLE_CONSORTIUM
 from .tansu import _stop_session_tansu, tansu_broker, tansu_url  # noqa: F401 - fixtures
@@ -34,6 +36,28 @@ def _gateways_index_before_storescu_returns(monkeypatch):
     monkeypatch.setattr(service.GatewayService, "start", start)
     yield
     dicom_samples.AFTER_STORE.clear()
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(request, monkeypatch):
+    """Desk passwords hashed in the test process: argon2id still, but with the least work (1 pass,
+    64 KiB) instead of the production profile's 3 passes over 64 MiB (~0.2 s a hash or check on 2
+    cores; hundreds of sign-ins made the desk tests minutes long).  Subprocesses (``yilian up``,
+    ``yilian user passwd``) keep the production profile; ``@pytest.mark.production_argon2`` keeps it
+    in a test, which checks its parameters (tests/desks/test_session_store.py)."""
+    if request.node.get_closest_marker("production_argon2"):
+        return
+    from services.core import passwords
+    monkeypatch.setattr(passwords, "_hasher", _CHEAP_HASHER)
+    monkeypatch.setattr(passwords, "_DUMMY", _cheap_dummy())
+
+
+_CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+
+
+@functools.cache
+def _cheap_dummy() -> str:
+    return _CHEAP_HASHER.hash("yilian-no-such-user")
 
 
 @pytest.fixture
