@@ -54,7 +54,7 @@ debs:
 	fi
 
 test: debs install-test viewer
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=30 $(PYTEST_ARGS)
 
 bench: debs install-test
 	$(BIN)/python -m bench
