@@ -7,26 +7,31 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import pydicom
+from typing import TYPE_CHECKING, Any
 
 from ..core.consortium import load_consortium
 from ..core.settings import Settings
-from . import sr
-from .ca import CAError, ConsortiumCA, trusted_roots_pem
-from .verification import roots_from_pem, verify
+
+if TYPE_CHECKING:
+    import pydicom
+
+    from .ca import ConsortiumCA
+
+# pydicom, the CA (cryptography) and verification (pyHanko) load in the commands that use them: every
+# ``yilian`` command builds these parsers.
 
 PDF_MAGIC = b"%PDF-"
 
 
 def _ca(args: argparse.Namespace) -> tuple[ConsortiumCA, Any]:
+    from .ca import ConsortiumCA
     settings = Settings.from_env(consortium=args.consortium)
     consortium = load_consortium(settings.consortium_path)
     return ConsortiumCA.for_data_dir(settings.data_dir, organization=consortium.name), consortium
 
 
 def cmd_ca(args: argparse.Namespace) -> int:
+    from .ca import CAError
     ca, consortium = _ca(args)
     try:
         if args.ca_command == "init":
@@ -49,6 +54,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
 def read_document(path: Path) -> tuple[bytes | None, pydicom.Dataset | None]:
     """A PDF, or a DICOM file: an Encapsulated PDF (its document, without the even-length pad) or an SR."""
+    import pydicom
     data = path.read_bytes()
     if data.startswith(PDF_MAGIC):
         return data, None
@@ -62,6 +68,7 @@ def read_document(path: Path) -> tuple[bytes | None, pydicom.Dataset | None]:
 
 def named_by_sr(ds: pydicom.Dataset) -> dict[str, str]:
     """What an SR says of its signed PDF: report id and version, the PDF's UID and SHA-256."""
+    from . import sr
     out: dict[str, str] = {}
     codes = {sr.REPORT_ID[0]: "report_id", sr.REPORT_VERSION[0]: "report_version", sr.PDF_SHA256[0]: "pdf_sha256"}
     for item in ds.get("ContentSequence") or []:
@@ -74,6 +81,10 @@ def named_by_sr(ds: pydicom.Dataset) -> dict[str, str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import pydicom
+
+    from .ca import CAError, trusted_roots_pem
+    from .verification import roots_from_pem, verify
     try:
         pdf, ds = read_document(Path(args.file))
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
