@@ -28,8 +28,10 @@ MIN_LENGTH = 10  # 密码至少10位 (等保 2.0 asks for complexity; length is 
 MAX_LENGTH = 1024  # argon2 takes any length; a megabyte "password" is a denial of service
 
 _hasher = PasswordHasher()  # argon2id, t=3, m=64 MiB, p=4
-# Verified against for an unknown user, so a wrong name costs the same time as a wrong password.
-_DUMMY = _hasher.hash("yilian-no-such-user")
+# Verified against for an unknown user, so a wrong name costs the same time as a wrong password:
+# ``_hasher.hash("yilian-no-such-user")`` made once and written here (hashing it at import cost every
+# yilian process ~0.2 s); tests/desks/test_session_store.py checks it has _hasher's parameters.
+_DUMMY = "$argon2id$v=19$m=65536,t=3,p=4$NalkX3BMMNx7/xKqDkWfiQ$aQkga+y7WprqCOSn9D2pLHs1MS+Y76AIUuE5HoQkWn4"
 
 
 class PasswordRejected(ValueError):

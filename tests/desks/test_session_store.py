@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.core import passwords
 from services.core.passwords import USERS, set_password, verify_password
 from services.core.sessions import (SESSIONS, SessionPolicy, csrf_ok, end_session, end_sessions_of, find_session,
                                     open_session, session_key)
@@ -52,3 +53,6 @@ async def test_a_password_is_kept_as_an_argon2id_hash(store):
     assert doc["password_hash"].startswith("$argon2id$v=19$m=65536,t=3,p=4$") and "王建国的密码" not in str(doc)
     assert verify_password(doc["password_hash"], "王建国的密码-2026")
     assert not verify_password(doc["password_hash"], "王建国的密码-2027") and not verify_password(None, "x")
+    # an unknown user's check costs what a real one does: the dummy hash has the same parameters
+    assert passwords._DUMMY.split("$")[:4] == doc["password_hash"].split("$")[:4]
+    assert not passwords._hasher.check_needs_rehash(passwords._DUMMY)
