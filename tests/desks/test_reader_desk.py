@@ -26,7 +26,6 @@ from pydicom.uid import generate_uid
 from services.api.viewer import install
 
 from ..dicom_samples import STORESCU
-from ..e2e.conftest import yilian_process  # noqa: F401
 from ..e2e.process import YilianProcess, yilian_command
 from ..support import wait_for_sync
 from .support import PASSWORD, SIZES, browser, have_chromium, screenshot, sign_in, wait_page
@@ -114,14 +113,21 @@ def rendered(driver) -> bool:
     return len(np.unique(pixels)) > 40 and float(pixels.std()) > 20.0
 
 
-@pytest.fixture
-def server(tmp_path, yilian_process):
-    process = yilian_process(tmp_path / "data", YILIAN_STUDY_QUIET_SECONDS="1", YILIAN_SSE_HEARTBEAT_SECONDS="5")
-    process.start(timeout=60)
-    s = Server(process)
-    s.cli("user", "passwd", "dr-wang", "--stdin", stdin=PASSWORD + "\n")
-    yield s
-    process.terminate(timeout=30)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One ``yilian up`` for the module (a start, a password and a stop cost ~7 s): each test sends a
+    study of a patient of its own and works only on the task it requested."""
+    process = YilianProcess(tmp_path_factory.mktemp("reader-desk") / "data", YILIAN_STUDY_QUIET_SECONDS="1",
+                            YILIAN_SSE_HEARTBEAT_SECONDS="5")
+    try:
+        process.start(timeout=60)
+        s = Server(process)
+        s.cli("user", "passwd", "dr-wang", "--stdin", stdin=PASSWORD + "\n")
+        yield s
+        process.terminate(timeout=30)
+    finally:
+        if process.alive():
+            process.kill()
 
 
 def test_a_reader_claims_reads_in_ohif_and_signs_a_critical_report(server, tmp_path):
