@@ -185,6 +185,24 @@ def test_invalid_yaml_names_the_line():
     assert info.value.line is not None and info.value.line >= line
 
 
+def test_libyaml_and_the_pure_python_parser_read_the_same_consortium(monkeypatch):
+    from services.core import consortium
+    if consortium._C_LOADERS is None:
+        pytest.skip("PyYAML without libyaml: only the pure-Python parser")
+    text = EXAMPLE_CONSORTIUM.read_text("utf-8")
+    fast = parse_consortium(text)
+    monkeypatch.setattr(consortium, "_C_LOADERS", None)
+    assert parse_consortium(text) == fast
+    # a line of a bad value (from the nodes) is the same too
+    bad, line = edit("    level: village", "    level: metropolis")
+    with pytest.raises(ConfigError) as slow_error:
+        parse_consortium(bad)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError) as fast_error:
+        parse_consortium(bad)
+    assert str(fast_error.value) == str(slow_error.value) and fast_error.value.line == line
+
+
 def test_empty_file():
     with pytest.raises(ConfigError, match="empty"):
         parse_consortium("", source="test.yaml")
