@@ -46,6 +46,15 @@ def test_no_key_of_the_document_is_empty():
     assert empty(spec(), "") == []
 
 
+def test_libyaml_reads_the_document_as_the_pure_python_parser_does():
+    import yaml
+
+    from services.api import validation
+    if validation._SAFE_LOADER is yaml.SafeLoader:
+        pytest.skip("PyYAML without libyaml: only the pure-Python parser")
+    assert yaml.safe_load(validation.SPEC_PATH.read_text("utf-8")) == spec()
+
+
 async def test_every_route_is_documented_and_every_operation_is_served(api):  # noqa: F811
     served = {(r.method, r.resource.canonical) for r in api.service._runner.app.router.routes() if r.method != "HEAD"}
     documented = {(m.upper(), p) for p, item in spec()["paths"].items() for m in item if m in METHODS}
