@@ -53,8 +53,11 @@ debs:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The suite starts a few hundred Python processes (yilian up, its indexer, the CLI): each compiled
+# Yilian's sources again where PYTHONDONTWRITEBYTECODE is set (CI images set it). Their bytecode is
+# kept in $(VENV)/pycache instead, outside the tree.
 test: debs install-test viewer
-	$(BIN)/python -m pytest -q -ra --durations=30 $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache $(BIN)/python -m pytest -q -ra --durations=30 $(PYTEST_ARGS)
 
 bench: debs install-test
 	$(BIN)/python -m bench
