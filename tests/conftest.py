@@ -38,6 +38,19 @@ def _gateways_index_before_storescu_returns(monkeypatch):
     dicom_samples.AFTER_STORE.clear()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_font_subset(tmp_path_factory):
+    """Every delivery a test starts, in this process or in one it starts, keeps the PDF font's subset
+    in one directory of the session (tests/delivery/conftest.py's too): it is built once (~2 s of CPU
+    in a process of its own), not at each fresh data directory."""
+    from .e2e import process
+    cache = tmp_path_factory.getbasetemp() / "font-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YILIAN_DELIVERY_FONT_CACHE", str(cache))  # DeliverySettings.from_env in this process
+        patch.setattr(process, "FONT_CACHE", cache)  # YilianProcess (its environment is clean of YILIAN_*)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _cheap_password_hashes(request, monkeypatch):
     """Desk passwords hashed in the test process: argon2id still, but with the least work (1 pass,

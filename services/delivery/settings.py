@@ -54,6 +54,7 @@ class DeliverySettings:
             critical_repeat_seconds=env_float("YILIAN_CRITICAL_REPEAT_SECONDS", ack, minimum=0.1),
             font=os.environ.get("YILIAN_DELIVERY_FONT") or DEFAULT_FONT,
             pdf_processes=int(env_float("YILIAN_DELIVERY_PDF_PROCESSES", 1, minimum=0)),
+            font_cache=os.environ.get("YILIAN_DELIVERY_FONT_CACHE") or None,
             signature=os.environ.get("YILIAN_SIGNATURE") or "embedded",
             tsa_url=os.environ.get("YILIAN_TSA_URL") or None,
             tsa_timeout=env_float("YILIAN_TSA_TIMEOUT_SECONDS", 10.0, minimum=0.1),

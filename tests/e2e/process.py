@@ -20,6 +20,11 @@ import pytest
 from ..support import stable_port
 
 
+# The PDF font's common-characters subset (~2 s of CPU in a process of its own at the first start of a
+# data directory), built once for every process of the session (tests/conftest.py sets it).
+FONT_CACHE: Path | None = None
+
+
 def yilian_command() -> list[str]:
     """The installed ``yilian`` script next to this interpreter, else ``python -m services.cli``."""
     script = shutil.which("yilian", path=str(Path(sys.executable).parent))
@@ -45,7 +50,8 @@ class YilianProcess:
         self.dicom_port = int(env.pop("YILIAN_DICOM_PORT", 0) or stable_port())
         self.env = clean_env(YILIAN_DATA_DIR=str(data_dir), YILIAN_HTTP_PORT=str(self.http_port),
                              YILIAN_DICOM_PORT=str(self.dicom_port), YILIAN_BIND_HOST="127.0.0.1",
-                             **{"YILIAN_JWT_SECRET": "test-secret-not-for-production", **env})
+                             **{"YILIAN_JWT_SECRET": "test-secret-not-for-production",
+                                **({"YILIAN_DELIVERY_FONT_CACHE": str(FONT_CACHE)} if FONT_CACHE else {}), **env})
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict | None = None
         self.runs = 0
