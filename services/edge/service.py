@@ -23,6 +23,7 @@ from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from .forwarder import Forwarder
 from .link import CentreLink, LinkError
+from .results import ResultFollower
 from .settings import EdgeSettings
 from .throttle import Throttle
 
@@ -46,6 +47,7 @@ class EdgeService:
         self.link = CentreLink(settings.centre_url, settings.token, ca_file=settings.ca_file,
                                throttle=Throttle(settings.bytes_per_second), compress=settings.compress)
         self.forwarder = Forwarder(rt, self.link, settings)
+        self.results = ResultFollower(rt, self.link, settings)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -53,6 +55,7 @@ class EdgeService:
     async def start(self) -> None:
         await self.link.open()
         await self.forwarder.start()
+        await self.results.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="edge:heartbeat")
         app = web.Application()
         app.router.add_get("/", self._page)
@@ -70,6 +73,7 @@ class EdgeService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         await self.forwarder.stop()
+        await self.results.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.link.close()
@@ -88,11 +92,14 @@ class EdgeService:
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
     # --- the local status: JSON, Prometheus, and a page for the clinic's technician ------------
+    async def status(self) -> dict[str, Any]:
+        return {**await self.forwarder.status(), **await self.results.status()}
+
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.forwarder.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return web.json_response(await self.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        s = await self.forwarder.status()
+        s = await self.status()
         lines = [
             "# HELP yilian_edge_backlog_studies Studies not yet complete at the centre.",
             "# TYPE yilian_edge_backlog_studies gauge", f"yilian_edge_backlog_studies {s['backlog_studies']}",
@@ -103,11 +110,15 @@ class EdgeService:
             "# HELP yilian_edge_rate_bytes_per_second Wire rate of the last STOW request.",
             "# TYPE yilian_edge_rate_bytes_per_second gauge",
             f"yilian_edge_rate_bytes_per_second {s['rate_bytes_per_second']}",
+            "# HELP yilian_edge_results_pending Results not yet stored at the terminal and acknowledged.",
+            "# TYPE yilian_edge_results_pending gauge", f"yilian_edge_results_pending {s['results_pending']}",
+            "# HELP yilian_edge_results_delivered Results stored at the terminal and acknowledged to the centre.",
+            "# TYPE yilian_edge_results_delivered gauge", f"yilian_edge_results_delivered {s['results_delivered']}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def _page(self, request: web.Request) -> web.Response:
-        s = await self.forwarder.status()
+        s = await self.status()
         tz: LocalTime = self.rt.local_time
         rows = "".join(
             f"<tr><td>{html.escape(p['id'])}</td><td>{p['sent']}/{p['instances']}</td><td>{p['attempts']}</td>"
@@ -122,6 +133,9 @@ td,th{{border:1px solid #ccc;padding:.2rem .5rem}}.bad{{color:#b00}}</style></he
 待发字节 Bytes: <b>{s['bytes_pending']}</b> · 速率 Rate: <b>{s['rate_bytes_per_second']}</b> B/s ·
 最近成功 Last success: <b>{html.escape(last)}</b></p>
 <p class="bad">{html.escape(s['last_error'] or '')}</p>
+<p>待存结果 Results pending: <b>{s['results_pending']}</b> · 已送达 Delivered: <b>{s['results_delivered']}</b> ·
+终端 Terminal: <b>{html.escape(s['terminal'] or '—')}</b></p>
+<p class="bad">{html.escape(s['results_last_error'] or '')}</p>
 <table><tr><th>检查 Study</th><th>已发 Sent</th><th>重试 Attempts</th><th>错误 Error</th></tr>{rows}</table>
 </body></html>"""
         return web.Response(text=body, content_type="text/html")
