@@ -188,8 +188,6 @@ async def test_kill_9_mid_result_delivery_stores_and_acknowledges_once(centre, t
         async def fetched() -> bool:  # the edge holds the objects and keeps failing at the terminal
             return len(list(objects.glob("*.dcm"))) == 2 and "refused" in (edge.log_tail(200) or "")
         await wait_for(fetched, timeout=30, what="the objects fetched and the terminal refusing connections")
-        edge.signal_group(signal.SIGKILL)  # 1: killed while the terminal is down
-        edge.start()
         proxy.outage(True)  # the centre unreachable: the edge can store but not acknowledge
         terminal.start()
 
@@ -200,7 +198,7 @@ async def test_kill_9_mid_result_delivery_stores_and_acknowledges_once(centre, t
         await wait_for(stored, timeout=30, what="the SR and PDF stored at the terminal, recorded by the edge")
         assert len(terminal.files()) == 2
         assert not await edge_deliveries(y, rid)
-        edge.signal_group(signal.SIGKILL)  # 2: killed with the result stored, not yet acknowledged
+        edge.signal_group(signal.SIGKILL)  # killed with the result stored, not yet acknowledged
         proxy.outage(False)
         edge.start()
         await y.delivered(rid, "edge", timeout=30)
