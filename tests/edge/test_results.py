@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from services.core.runtime import build_runtime
 from services.core.settings import Settings
 from services.delivery import DeliveryService
 from services.delivery.settings import DeliverySettings
+from services.edge.results import parts, terminal_of
 from services.edge.settings import EdgeSettings
 from services.pacs_gateway import GatewayService
 from services.workflow import WorkflowService
@@ -65,8 +67,9 @@ class Terminal:
 
 
 @pytest.fixture
-async def centre(tmp_path: Path, tmp_path_factory):
-    """The whole centre, chengguan-thc's terminal behind its edge; yields (Yilian, Terminal)."""
+async def centre(request, tmp_path: Path, tmp_path_factory):
+    """The whole centre, chengguan-thc's terminal behind its edge; yields (Yilian, Terminal).
+    Indirect parameters override the delivery settings."""
     terminal = Terminal(tmp_path / "terminal")
     data = tmp_path / "centre"
     data.mkdir()
@@ -82,7 +85,8 @@ async def centre(tmp_path: Path, tmp_path_factory):
     rt = await build_runtime(settings)
     font_cache = str(tmp_path_factory.getbasetemp() / "font-cache")
     services = [GatewayService(rt), WorkflowService(rt, WorkflowSettings.from_env()), ApiService(rt),
-                DeliveryService(rt, DeliverySettings.from_env(**{**FAST, "font_cache": font_cache}))]
+                DeliveryService(rt, DeliverySettings.from_env(**{**FAST, "font_cache": font_cache,
+                                                                  **getattr(request, "param", {})}))]
     for s in services:
         await s.start()
     await rt.bus.start()
@@ -208,3 +212,43 @@ async def test_kill_9_mid_result_delivery_stores_and_acknowledges_once(centre, t
     finally:
         edge.kill()
         await proxy.stop()
+
+
+@pytest.mark.parametrize("centre", [{"horizon": 1.0}], indirect=True)
+async def test_a_result_no_edge_takes_is_dead_lettered_at_the_horizon_and_redriven(centre):
+    """The centre never dials a terminal behind an edge; with no edge to take it, the result is a
+    dead letter at the horizon like any channel's, and a re-drive makes it wait again."""
+    y, terminal = centre
+    terminal.start()
+    rid = (await y.sign(await y.send_study()))["report_id"]
+
+    async def dead() -> bool:
+        return (await y.deliveries(rid)).get("edge", {}).get("state") == "dead"
+    await wait_for(dead, timeout=20, what="the edge delivery dead-lettered")
+    (failed,) = [e for e in await y.events("result.delivery_failed") if e["data"]["result_id"] == rid]
+    assert failed["data"]["channel"] == "edge" and "edge did not store" in failed["data"]["reason"]
+    assert terminal.files() == [] and terminal.receptions() == 0
+    delivery = (await y.deliveries(rid))["edge"]
+    letters = await y.ok("GET", "/api/v1/deliveries/dead-letters?channel=edge", "coord-county")
+    assert [d["id"] for d in letters["items"]] == [delivery["id"]]
+    await y.ok("POST", f"/api/v1/deliveries/{delivery['id']}/redrive", "coord-county", {})
+
+    async def waiting_again() -> bool:
+        d = (await y.deliveries(rid))["edge"]
+        return d["state"] == "pending" and d["history"][-1].get("detail", "").startswith("ready for the clinic's edge")
+    await wait_for(waiting_again, timeout=20, what="the re-driven delivery waiting for the edge again")
+
+
+def test_the_terminal_comes_from_the_setting_or_the_consortium_file():
+    from services.core.consortium import load_consortium
+    from tests.support import EXAMPLE_CONSORTIUM
+    consortium = load_consortium(EXAMPLE_CONSORTIUM)
+    edge = EdgeSettings(centre_url="http://127.0.0.1:1", token="t", organization="chengguan-thc")
+    assert terminal_of(consortium, edge).ae_title == "CG_TERM"
+    lan = terminal_of(consortium, dataclasses.replace(edge, terminal="CG_PACS@192.168.1.20:104"))
+    assert (lan.ae_title, lan.host, lan.port) == ("CG_PACS", "192.168.1.20", 104)
+    for bad in ("192.168.1.20:104", "CG@host", "CG@host:0", "A_TITLE_TOO_LONG_X@h:1"):
+        with pytest.raises(SystemExit, match="YILIAN_EDGE_TERMINAL"):
+            terminal_of(consortium, dataclasses.replace(edge, terminal=bad))
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\nSR\r\n--b\r\nContent-Type: application/dicom\r\n\r\nPDF\r\n--b--\r\n"
+    assert parts(body) == [b"SR", b"PDF"]
