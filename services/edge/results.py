@@ -142,7 +142,6 @@ class ResultFollower:
         while True:
             try:
                 async for event_id, event, data in self._events():
-                    failures = 0
                     await self._seen(event_id, event, data)
             except (LinkError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 self.last_error = f"result stream: {exc}"
@@ -151,8 +150,8 @@ class ResultFollower:
                 raise
             except Exception:
                 log.exception("result stream failed; reconnecting")
+            failures = 1 if self.connected else failures + 1  # a stream that was up starts the backoff afresh
             self.connected = False
-            failures += 1
             await asyncio.sleep(self.backoff.delay(failures))
 
     async def _events(self) -> AsyncIterator[tuple[str, str, Doc]]:
@@ -290,10 +289,11 @@ class ResultFollower:
         await self.link._request("POST", f"/api/v1/edge/results/{rid}/delivered", json={
             "terminal": entry.get("terminal") or target_name(self.terminal),  # type: ignore[arg-type]
             "sop_instance_uids": [o["sop_instance_uid"] for o in entry["objects"]]})
+        # The terminal has them now; removed before ``done`` so a crash leaves no orphan (``ack`` needs only the UIDs).
+        await asyncio.to_thread(shutil.rmtree, self.dir / rid, True)
         self.last_delivered_at = _now()
         await self._write("update", RESULTS, rid, {"state": "done", "delivered_at": self.last_delivered_at,
                                                    "attempts": 0, "last_error": None, "next_attempt_at": None})
-        await asyncio.to_thread(shutil.rmtree, self.dir / rid, True)  # the terminal has them now
         log.info("result delivered at the terminal and acknowledged", extra={"result_id": rid})
 
     def wake(self) -> None:

@@ -118,7 +118,7 @@ class EdgeService:
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def _page(self, request: web.Request) -> web.Response:
-        s = await self.status()
+        s = await self.forwarder.status()
         tz: LocalTime = self.rt.local_time
         rows = "".join(
             f"<tr><td>{html.escape(p['id'])}</td><td>{p['sent']}/{p['instances']}</td><td>{p['attempts']}</td>"
@@ -133,9 +133,6 @@ td,th{{border:1px solid #ccc;padding:.2rem .5rem}}.bad{{color:#b00}}</style></he
 待发字节 Bytes: <b>{s['bytes_pending']}</b> · 速率 Rate: <b>{s['rate_bytes_per_second']}</b> B/s ·
 最近成功 Last success: <b>{html.escape(last)}</b></p>
 <p class="bad">{html.escape(s['last_error'] or '')}</p>
-<p>待存结果 Results pending: <b>{s['results_pending']}</b> · 已送达 Delivered: <b>{s['results_delivered']}</b> ·
-终端 Terminal: <b>{html.escape(s['terminal'] or '—')}</b></p>
-<p class="bad">{html.escape(s['results_last_error'] or '')}</p>
 <table><tr><th>检查 Study</th><th>已发 Sent</th><th>重试 Attempts</th><th>错误 Error</th></tr>{rows}</table>
 </body></html>"""
         return web.Response(text=body, content_type="text/html")

@@ -161,8 +161,12 @@ async def test_result_signed_during_an_outage_reaches_the_terminal_once_soon_aft
         await assert_at_terminal_once(y, terminal, result)
         acknowledged = [e for e in await y.events("result.acknowledged") if e["data"]["result_id"] == rid]
         assert len(acknowledged) == 1 and acknowledged[0]["data"]["mode"] == "dicom_store"  # routine: as by DICOM
+
+        async def done_at_the_edge() -> bool:  # it writes done once the centre has answered
+            return (await edge.service.status())["results_pending"] == 0
+        await wait_for(done_at_the_edge, timeout=10, what="the result done at the edge")
         status = await edge.service.status()
-        assert status["results_pending"] == 0 and status["results_delivered"] == 1
+        assert status["results_delivered"] == 1
         assert status["terminal"] == f"CG_TERM@127.0.0.1:{terminal.port}"
         assert not list((tmp_path / "edge" / "edge-results").glob("*/*.dcm")), "objects kept only until stored"
         print(f"result at the terminal {elapsed:.2f}s after the link came back")
