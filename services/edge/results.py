@@ -271,6 +271,10 @@ class ResultFollower:
             asyncio.run_coroutine_threadsafe(
                 self._write("update", RESULTS, rid, {"stored": sorted(set(stored))}), loop).result()
 
+        if not all(Path(o["path"]).is_file() for o in entry["objects"]):  # the copy was lost: fetch it again
+            log.warning("the result's objects are gone from disk; fetching them again", extra={"result_id": rid})
+            await self._write("update", RESULTS, rid, {"state": "fetch", "objects": []})
+            return {**entry, "state": "fetch"}
         datasets = [dcmread(o["path"]) for o in entry["objects"]]
         t = self.terminal
         outcome = await asyncio.to_thread(
