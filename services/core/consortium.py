@@ -63,6 +63,9 @@ class Endpoint:
     host: str
     port: int
     tls: bool = False
+    # On the clinic's LAN, out of the centre's reach: the clinic's edge (前置机) fetches the result
+    # and stores it there (docs/edge.md); the centre never dials it.
+    via_edge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,11 +464,13 @@ def parse_consortium(text: str, *, source: str = "<consortium>") -> Consortium:
             ae_fields[key] = aes
         scp = None
         if "scp" in f:
-            s = L.mapping(f["scp"], "organization.scp", {"ae_title": True, "host": True, "port": True, "tls": False})
+            s = L.mapping(f["scp"], "organization.scp", {"ae_title": True, "host": True, "port": True,
+                                                                "tls": False, "via_edge": False})
             ae = L.scalar(s["ae_title"], "scp.ae_title", pattern=AE_TITLE)
             claim_ae(s["ae_title"], ae, oid)
             scp = Endpoint(ae, L.scalar(s["host"], "scp.host"), L.integer(s["port"], "scp.port", 1, 65535),
-                           L.boolean(s["tls"], "scp.tls") if "tls" in s else False)
+                           L.boolean(s["tls"], "scp.tls") if "tls" in s else False,
+                           L.boolean(s["via_edge"], "scp.via_edge") if "via_edge" in s else False)
         webhook = None
         if "webhook" in f:
             w = L.mapping(f["webhook"], "organization.webhook", {"url": True, "secret_env": True})

@@ -17,7 +17,7 @@ from ..core.consortium import Consortium
 
 Doc = dict[str, Any]
 
-CHANNELS = ("dicom", "inbox", "webhook", "document")
+CHANNELS = ("dicom", "inbox", "webhook", "document", "edge")
 # pending: waiting for its next attempt; delivering: a worker holds the lease;
 # delivered: done; dead: past the horizon or hopeless, waiting for a coordinator's re-drive.
 STATES = ("pending", "delivering", "delivered", "dead")
@@ -157,7 +157,8 @@ def verifying_observers(consortium: Consortium, result: Doc, *, default_organiza
 def channels_for(consortium: Consortium, result: Doc, *, study_known: bool) -> dict[str, Doc]:
     """The channels the origin organisation's configuration gives it, with their targets.
 
-    The inbox is always there.  DICOM needs the clinic's SCP and a study in the index to
+    The inbox is always there.  DICOM (or ``edge``: the same SR and PDF, stored at the terminal by
+    the clinic's edge, when its ``scp`` is ``via_edge``) needs the clinic's SCP and a study in the index to
     attach the SR to (a re-scan notice has no SR); webhook needs a configured URL.  A clinic
     without an SCP gets a report's signed PDF made and kept (``document``), for
     ``GET /api/v1/reports/{id}/document``: with an SCP it is made for the DICOM delivery.
@@ -165,8 +166,9 @@ def channels_for(consortium: Consortium, result: Doc, *, study_known: bool) -> d
     org = consortium.organizations.get(result["organization"])
     out: dict[str, Doc] = {"inbox": {"organization": result["organization"]}}
     if org is not None and org.scp is not None and study_known and result["source"] != "returned":
-        out["dicom"] = {"ae_title": org.scp.ae_title, "host": org.scp.host, "port": org.scp.port,
-                        "tls": org.scp.tls}
+        terminal = {"ae_title": org.scp.ae_title, "host": org.scp.host, "port": org.scp.port, "tls": org.scp.tls}
+        # A terminal on the clinic's LAN behind its edge: the edge fetches the SR and PDF and stores them there.
+        out["edge" if org.scp.via_edge else "dicom"] = terminal
     elif org is not None and org.scp is None and result.get("report_id") and result["source"] != "returned":
         out["document"] = {"organization": result["organization"]}
     if org is not None and org.webhook is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pydicom.dataset import Dataset
 
 from ..core import audit, claims, holders, orphans, tls
 from ..core.events import Event, new_traceparent
@@ -233,6 +234,8 @@ class Worker:
                 outcome = await self._dicom(result, d)
             elif d["channel"] == "webhook":
                 outcome = await self._webhook(result, d)
+            elif d["channel"] == "edge":
+                outcome = await self._edge(result, d)
             elif d["channel"] == "document":
                 study = await self.rt.store.get("studies", result["study_uid"] or "") or {}
                 await self.document(result, study)
@@ -253,21 +256,8 @@ class Worker:
     async def _dicom(self, result: Doc, d: Doc) -> Outcome:
         rt, target = self.rt, d["target"]
         study = await rt.store.get("studies", result["study_uid"]) or {}
-        by_series: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for inst in await rt.store.find("instances", {"study_uid": result["study_uid"]},
-                                        sort=(("series_uid", 1), ("instance_number", 1))):
-            by_series[inst["series_uid"]].append((inst["sop_class_uid"], inst["id"]))
-        institution = self._centre_name(result)
-        created = iso(self.settings.now())
-        station, local = rt.settings.ae_title, rt.local_time
         signed, digest = await self.document(result, study)
-        sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
-                            institution=institution, station=station, local=local,
-                            observers=model.verifying_observers(rt.consortium, result,
-                                                                default_organization=institution),
-                            pdf_sha256=digest)
-        pdf_ds = pdf.build_pdf(result, study=study, pdf=signed, created=created, institution=institution,
-                               station=station, local=local)
+        sr_ds, pdf_ds = await result_objects(rt, result, study=study, signed=signed, digest=digest)
         loop = asyncio.get_running_loop()
 
         def stored(sop_instance_uid: str) -> None:
@@ -284,10 +274,17 @@ class Worker:
             already_sent=d.get("sent") or (), tls=self._tls() if target.get("tls") else None, stored=stored)
 
     def _centre_name(self, result: Doc) -> str:
-        """Who reports: the reading centre's name (else the organisation's)."""
-        org = self.rt.consortium.organizations.get(result["organization"])
-        centre = self.rt.consortium.centres.get(result.get("centre") or "")
-        return centre.name if centre else (org.name if org else "")
+        return centre_name(self.rt, result)
+
+    async def _edge(self, result: Doc, d: Doc) -> Outcome:
+        """The terminal is behind the clinic's edge: make the signed PDF now (so the edge's fetch finds
+        it), then wait for the edge's acknowledgement until the horizon; without one, a dead letter."""
+        horizon = self.settings.horizon
+        if self.settings.now() >= parse_iso(d["started_at"]) + horizon:
+            return Outcome(False, f"the clinic's edge did not store the result at its terminal within {horizon:g}s",
+                           permanent=True)
+        await self.document(result, await self.rt.store.get("studies", result["study_uid"] or "") or {})
+        return Outcome(False, "ready for the clinic's edge (前置机) to fetch and store at its terminal", waiting=True)
 
     async def document(self, result: Doc, study: Doc) -> tuple[bytes, str]:
         """The result's signed PDF (made once, then kept) as the clinic gets it, by DICOM or the API."""
@@ -407,6 +404,33 @@ class Worker:
                                   timeout=self.settings.webhook_timeout)
 
 
+def centre_name(rt: Runtime, result: Doc) -> str:
+    """Who reports: the reading centre's name (else the organisation's)."""
+    org = rt.consortium.organizations.get(result["organization"])
+    centre = rt.consortium.centres.get(result.get("centre") or "")
+    return centre.name if centre else (org.name if org else "")
+
+
+async def result_objects(rt: Runtime, result: Doc, *, study: Doc, signed: bytes, digest: str) -> tuple[Dataset, Dataset]:
+    """The result's DICOM SR and Encapsulated PDF as the clinic's terminal gets them (their UIDs are
+    the result's, fixed when it was recorded): the worker C-STOREs them, the API hands them to the
+    clinic's edge (``GET /api/v1/results/{id}/objects``)."""
+    by_series: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for inst in await rt.store.find("instances", {"study_uid": result["study_uid"]},
+                                    sort=(("series_uid", 1), ("instance_number", 1))):
+        by_series[inst["series_uid"]].append((inst["sop_class_uid"], inst["id"]))
+    institution = centre_name(rt, result)
+    created = iso(settings_of(rt).now())
+    station, local = rt.settings.ae_title, rt.local_time
+    sr_ds = sr.build_sr(result, study=study, evidence=list(by_series.items()), created=created,
+                        institution=institution, station=station, local=local,
+                        observers=model.verifying_observers(rt.consortium, result, default_organization=institution),
+                        pdf_sha256=digest)
+    pdf_ds = pdf.build_pdf(result, study=study, pdf=signed, created=created, institution=institution,
+                           station=station, local=local)
+    return sr_ds, pdf_ds
+
+
 def signer_of(rt: Runtime, settings: DeliverySettings) -> signing.Signer:
     """The report PDF's signer from the settings: the port's embedded default, or none."""
     if settings.signature == "none":
@@ -457,8 +481,9 @@ async def record_sent(rt: Runtime, d: Doc, sop_instance_uid: str) -> None:
     d.update(changes)
 
 
-async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff) -> None:
-    """Write one attempt's outcome, if this worker still holds the delivery."""
+async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, backoff: Backoff, *,
+                         actor: str = SYSTEM, role: str = "system", remote: str | None = None) -> bool:
+    """Write one attempt's outcome, if this worker still holds the delivery (whether it did)."""
     settings = settings_of(rt)
     now = settings.now()
     at = iso(now)
@@ -470,6 +495,9 @@ async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, bac
     tp = result.get("traceparent")
     if outcome.ok:
         changes.update(state="delivered", delivered_at=at, next_attempt_at=None, last_error=None)
+    elif outcome.waiting:  # the edge acknowledges it (edge_delivered), or at the horizon it is dead-lettered
+        changes.update(state="pending", next_attempt_at=iso(parse_iso(d["started_at"]) + backoff.horizon),
+                       last_error=None)
     else:
         following = None if outcome.permanent else backoff.next_attempt(
             attempt=attempts, now=now, started=parse_iso(d["started_at"]))
@@ -482,13 +510,13 @@ async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, bac
     async with rt.store.transaction() as tx:
         if not await tx.update(DELIVERIES, d["id"], changes, where={"version": d["version"]}):
             log.warning("delivery taken over by another worker; outcome dropped", extra={"delivery_id": d["id"]})
-            return
+            return False
         if changes["state"] == "delivered":
             tx.emit(_event(rt, "result.delivered", result, tp, delivery_id=d["id"], channel=d["channel"],
                            attempts=attempts, delivered_at=at, target=_target_name(d)))
-            await _audit(tx, "result.deliver", result, traceparent=tp, channel=d["channel"], attempts=attempts,
-                         target=_target_name(d))
-            if d["channel"] == "dicom" and not result["critical"]:
+            await _audit(tx, "result.deliver", result, actor=actor, role=role, remote=remote, traceparent=tp,
+                         channel=d["channel"], attempts=attempts, target=_target_name(d))
+            if d["channel"] in ("dicom", "edge") and not result["critical"]:
                 await _acknowledge(rt, tx, result["id"], actor=SYSTEM, role="system", mode="dicom_store",
                                    remote=None, note=None)
         elif changes["state"] == "dead":
@@ -500,12 +528,15 @@ async def record_outcome(rt: Runtime, d: Doc, result: Doc, outcome: Outcome, bac
     log.log(level, "delivery attempt", extra={"delivery_id": d["id"], "result_id": d["result_id"],
                                               "channel": d["channel"], "attempt": attempts, "state": changes["state"],
                                               "detail": outcome.detail, "next_attempt_at": changes.get("next_attempt_at")})
+    return True
 
 
 def _target_name(d: Doc) -> str:
     t = d.get("target") or {}
     if d["channel"] == "dicom":
         return f"{t.get('ae_title')}@{t.get('host')}:{t.get('port')}"
+    if d["channel"] == "edge":
+        return f"{t.get('ae_title')}@{t.get('host')}:{t.get('port')} via edge"
     if d["channel"] == "webhook":
         return str(t.get("url"))
     return f"inbox:{d['organization']}"
@@ -552,6 +583,28 @@ async def acknowledge(rt: Runtime, result_id: str, *, actor: str, role: str, rem
     async with rt.store.transaction() as tx:
         done = await _acknowledge(rt, tx, result_id, actor=actor, role=role, mode="person", remote=remote, note=note)
         return done or await tx.get(RESULTS, result_id)
+
+
+async def edge_delivered(rt: Runtime, result_id: str, *, organization: str, actor: str, remote: str | None,
+                         terminal: str, sent: list[str]) -> Doc:
+    """The clinic's edge stored the result at its terminal: the edge delivery is delivered (as a DICOM
+    store would be: ``result.delivered``, audited, a routine result acknowledged).  Once: a repeat
+    (the edge lost the answer and asks again) changes nothing and returns the same delivery."""
+    d = await rt.store.get(DELIVERIES, model.delivery_id(result_id, "edge"))
+    if d is None or d["organization"] != organization:
+        raise NotFound(result_id)
+    if d["state"] == "delivered":
+        return d
+    result = await rt.store.get(RESULTS, result_id)
+    if result is None:
+        raise NotFound(result_id)
+    settings = settings_of(rt)
+    outcome = Outcome(True, f"stored at {terminal} by the clinic's edge", sent=tuple(sent))
+    if not await record_outcome(rt, d, result, outcome, Backoff(settings.first_delay, settings.max_delay,
+                                                                settings.horizon), actor=actor, role="edge",
+                                remote=remote):
+        raise Conflict(f"the delivery of result {result_id} changed concurrently; try again")
+    return await rt.store.get(DELIVERIES, d["id"]) or d
 
 
 async def redrive(rt: Runtime, delivery_id: str, *, actor: str, role: str, remote: str | None) -> Doc:

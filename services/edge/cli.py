@@ -23,6 +23,9 @@ environment (besides the usual YILIAN_DATA_DIR, YILIAN_CONSORTIUM, YILIAN_DICOM_
   YILIAN_EDGE_POLL_SECONDS   how often new local studies are looked for (default 1)
   YILIAN_EDGE_HEARTBEAT_SECONDS  heartbeat to the centre (default 30)
   YILIAN_EDGE_COMPRESS       gzip on the wire (default true)
+  YILIAN_EDGE_TERMINAL       the clinic's terminal for results, AE@host:port (default: the organisation's scp)
+  YILIAN_EDGE_RESULTS_RETRY_MAX_SECONDS  longest wait to reconnect the result stream or retry a result (10)
+  YILIAN_EDGE_TERMINAL_TIMEOUT_SECONDS   association and C-STORE timeout at the terminal (30)
 See docs/edge.md.
 """
 
@@ -71,12 +74,13 @@ def add_parsers(sub: Any, consortium_arg: Any) -> None:
     edge = sub.add_parser("edge", help="run the township edge (前置机), or show its status",
                           description="Run the township edge: a local DICOM node for the clinic's modalities "
                                       "(Success once the instance is durable here), a durable forward queue to the "
-                                      "centre over HTTPS (STOW-RS, resumable, bandwidth-capped), and a status "
-                                      "page on YILIAN_HTTP_PORT. 'yilian edge status' asks the running edge.",
+                                      "centre over HTTPS (STOW-RS, resumable, bandwidth-capped), the clinic's "
+                                      "results back to its terminal (C-STORE, once), and a status page on "
+                                      "YILIAN_HTTP_PORT. 'yilian edge status' asks the running edge.",
                           epilog=EDGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     edge_sub = edge.add_subparsers(dest="edge_command", metavar="ACTION")
     status = edge_sub.add_parser("status", help="print the running edge's queue: depth, bytes pending, rate, "
-                                                "last success, per-study progress")
+                                                "last success, per-study progress; results pending and delivered")
     consortium_arg(status)
     consortium_arg(edge)
     edge.set_defaults(func=cmd_edge)

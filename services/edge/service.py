@@ -23,6 +23,7 @@ from ..core.localtime import LocalTime
 from ..core.runtime import Runtime
 from .forwarder import Forwarder
 from .link import CentreLink, LinkError
+from .results import ResultFollower
 from .settings import EdgeSettings
 from .throttle import Throttle
 
@@ -46,6 +47,7 @@ class EdgeService:
         self.link = CentreLink(settings.centre_url, settings.token, ca_file=settings.ca_file,
                                throttle=Throttle(settings.bytes_per_second), compress=settings.compress)
         self.forwarder = Forwarder(rt, self.link, settings)
+        self.results = ResultFollower(rt, self.link, settings)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -53,6 +55,7 @@ class EdgeService:
     async def start(self) -> None:
         await self.link.open()
         await self.forwarder.start()
+        await self.results.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="edge:heartbeat")
         app = web.Application()
         app.router.add_get("/", self._page)
@@ -70,6 +73,7 @@ class EdgeService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         await self.forwarder.stop()
+        await self.results.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.link.close()
@@ -88,11 +92,14 @@ class EdgeService:
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
     # --- the local status: JSON, Prometheus, and a page for the clinic's technician ------------
+    async def status(self) -> dict[str, Any]:
+        return {**await self.forwarder.status(), **await self.results.status()}
+
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.forwarder.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return web.json_response(await self.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        s = await self.forwarder.status()
+        s = await self.status()
         lines = [
             "# HELP yilian_edge_backlog_studies Studies not yet complete at the centre.",
             "# TYPE yilian_edge_backlog_studies gauge", f"yilian_edge_backlog_studies {s['backlog_studies']}",
@@ -103,6 +110,10 @@ class EdgeService:
             "# HELP yilian_edge_rate_bytes_per_second Wire rate of the last STOW request.",
             "# TYPE yilian_edge_rate_bytes_per_second gauge",
             f"yilian_edge_rate_bytes_per_second {s['rate_bytes_per_second']}",
+            "# HELP yilian_edge_results_pending Results not yet stored at the terminal and acknowledged.",
+            "# TYPE yilian_edge_results_pending gauge", f"yilian_edge_results_pending {s['results_pending']}",
+            "# HELP yilian_edge_results_delivered Results stored at the terminal and acknowledged to the centre.",
+            "# TYPE yilian_edge_results_delivered gauge", f"yilian_edge_results_delivered {s['results_delivered']}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

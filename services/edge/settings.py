@@ -22,6 +22,12 @@ class EdgeSettings:
     poll_seconds: float = 1.0  # how often the local store is looked at for new studies
     heartbeat_seconds: float = 30.0
     compress: bool = True  # gzip the STOW bodies
+    # Results back: the clinic's terminal (AE@host:port; default: the organisation's scp in the consortium
+    # file), and the longest wait before the result stream reconnects or a result is tried again, so a
+    # result signed during an outage reaches the terminal within seconds of the link coming back.
+    terminal: str | None = None
+    results_max_delay: float = 10.0
+    terminal_timeout: float = 30.0  # association and C-STORE timeout at the terminal
 
     @classmethod
     def from_env(cls) -> EdgeSettings:
@@ -44,6 +50,9 @@ class EdgeSettings:
             poll_seconds=env_float("YILIAN_EDGE_POLL_SECONDS", 1.0, minimum=0.01),
             heartbeat_seconds=env_float("YILIAN_EDGE_HEARTBEAT_SECONDS", 30.0, minimum=0.05),
             compress=(os.environ.get("YILIAN_EDGE_COMPRESS") or "true").strip().lower() not in ("0", "false", "no"),
+            terminal=(os.environ.get("YILIAN_EDGE_TERMINAL") or "").strip() or None,
+            results_max_delay=env_float("YILIAN_EDGE_RESULTS_RETRY_MAX_SECONDS", 10.0, minimum=0.01),
+            terminal_timeout=env_float("YILIAN_EDGE_TERMINAL_TIMEOUT_SECONDS", 30.0, minimum=0.1),
         )
 
     @property

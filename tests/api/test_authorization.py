@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from services.api.auth import is_page
+from services.delivery.model import new_delivery
 from services.core.auth import issue_token
 
 CG_CT, CG_DX = "1.2.826.0.1.100.1", "1.2.826.0.1.100.2"
@@ -202,6 +203,9 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/edge/studies/{study}/complete", {"instances": 1}),
         ("POST", "/api/v1/edge/heartbeat", {"backlog_studies": 0}),
         ("GET", "/api/v1/edges", None),
+        ("GET", f"/api/v1/results/{report}/objects", None),  # a result's SR and PDF for the clinic's terminal
+        ("POST", f"/api/v1/edge/results/{report}/delivered", {"terminal": "CG_TERM@192.168.1.20:104",
+                                                             "sop_instance_uids": ["1.2.3", "1.2.4"]}),
     ]
 
 
@@ -289,7 +293,7 @@ async def test_another_clinics_ids_are_404_and_change_nothing(api):
         for method, path, body in endpoints(ids):
             if not any(ids[k] in path for k in ids):
                 continue  # (a reading request names its study in the body: below)
-            if path.startswith("/api/v1/edge/"):
+            if path.startswith("/api/v1/edge/") or path.endswith("/objects"):
                 continue  # the edge's role alone: another clinic's edge is below
             status, problem, _ = await api.call(method, path, user=user, json=body)
             assert status == 404, (user, method, path, status, problem)
@@ -316,6 +320,27 @@ async def test_an_edge_cannot_complete_another_clinics_study(api):
     assert status == 404 and other["title"] == unknown["title"] and set(other) == set(unknown)
     status, done, _ = await api.call("POST", path.format(CG_CT), user="cg-edge", json={"instances": 1})
     assert status == 200 and done["study_uid"] == CG_CT
+
+
+async def test_an_edge_gets_only_its_clinics_results(api):
+    """Another clinic's result behind its own edge is as unknown to this edge as a made-up id: no
+    objects, no acknowledgement, the same answer field for field."""
+    result = {"id": "rp-dongba", "organization": "dongba-thc", "centre": "county-imaging", "critical": False,
+              "created_at": "2030-01-01T00:00:00.000Z", "sr_sop_instance_uid": "1.2.3", "pdf_sop_instance_uid": "1.2.4"}
+    async with api.rt.store.transaction() as tx:
+        await tx.insert("results", {**result, "version": 0})
+        await tx.insert("deliveries", new_delivery(result, "edge", {"ae_title": "DB_TERM", "host": "10.0.0.9",
+                                                                    "port": 104}, at=result["created_at"]))
+    answers = []
+    for rid in ("rp-dongba", "rp-unknown"):
+        status, objects, _ = await api.call("GET", f"/api/v1/results/{rid}/objects", user="cg-edge")
+        _, acked, _ = await api.call("POST", f"/api/v1/edge/results/{rid}/delivered", user="cg-edge", json={
+            "terminal": "CG_TERM@192.168.1.20:104", "sop_instance_uids": ["1.2.3", "1.2.4"]})
+        assert status == 404 and acked["status"] == 404
+        answers.append([{k: v.replace(rid, "ID") for k, v in doc.items() if isinstance(v, str)}
+                        for doc in (objects, acked)])
+    assert answers[0] == answers[1]
+    assert (await api.rt.store.get("deliveries", new_delivery(result, "edge", {}, at="")["id"]))["state"] == "pending"
 
 
 async def test_another_clinics_study_uid_is_answered_like_an_unknown_one(api):
@@ -350,6 +375,8 @@ async def test_another_centres_reader_and_coordinator_get_404_and_change_nothing
                 continue  # (a reading request names its study in the body: below)
             status, problem, _ = await api.call(method, path, user=user, json=body)
             assert status in (403, 404), (user, method, path, status)
+            if method == "GET" and path.endswith("/objects"):
+                continue  # the edge's role alone (403 whatever the id): test_an_edge_gets_only_its_clinics_results
             if method == "GET" or "/reading-requests/" in path or "/reports/" in path:
                 assert status == 404, (user, method, path, status, problem)
         assert (await api.ok("GET", "/api/v1/worklist", user))["items"] == []
@@ -409,6 +436,8 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     # an edge is a machine of one clinic: it forwards and reports its backlog, nothing else
     (("POST", "/api/v1/edge/heartbeat"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
     (("GET", "/api/v1/edges"), ("cg-clinic", "cg-edge", "dr-wang", "auditor")),
+    (("GET", "/api/v1/results/P/objects"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/edge/results/P/delivered"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
     (("GET", "/api/v1/studies"), ("cg-edge",)),
     (("GET", "/api/v1/results"), ("cg-edge",)),
     (("GET", "/api/v1/reading-requests"), ("cg-edge",)),

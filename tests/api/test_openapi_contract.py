@@ -6,6 +6,7 @@ that validates against the documented schema."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -16,6 +17,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from services.api.validation import spec
+from services.delivery.model import new_delivery
 from services.delivery.service import DELIVERIES, on_report_signed
 from services.monitor.service import MonitorService
 from services.workflow import template_store
@@ -428,6 +430,21 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("POST", f"/api/v1/edge/studies/{CG_CT}/complete", "cg-edge", {"instances": 10**6})  # 409
     await call("POST", "/api/v1/edge/studies/1.2.3.999/complete", "cg-edge", {"instances": 1})  # 404
     await call("GET", "/api/v1/edges", "coord-county")
+    # results back through the edge: chengguan-thc's terminal behind its edge, its PDF signed
+    result = await api.rt.store.get("results", result_id)
+    async with api.rt.store.transaction() as tx:
+        await tx.insert(DELIVERIES, new_delivery(result, "edge", {"ae_title": "CG_TERM", "host": "192.168.1.20",
+                                                                  "port": 104, "tls": False}, at=result["created_at"]))
+        await tx.insert("signed_pdfs", {"id": result_id, "pdf": base64.b64encode(b"%PDF-1.7\n%%EOF\n").decode(),
+                                        "sha256": "0" * 64})
+    await call("GET", f"/api/v1/results/{result_id}/objects", "cg-edge")
+    await call("GET", "/api/v1/results/nope/objects", "cg-edge")  # 404
+    stored = {"terminal": "CG_TERM@192.168.1.20:104",
+              "sop_instance_uids": [result["sr_sop_instance_uid"], result["pdf_sop_instance_uid"]]}
+    await call("POST", f"/api/v1/edge/results/{result_id}/delivered", "cg-edge", {**stored, "sop_instance_uids": []})
+    await call("POST", f"/api/v1/edge/results/{result_id}/delivered", "cg-edge", stored)
+    await call("POST", f"/api/v1/edge/results/{result_id}/delivered", "cg-edge", stored)  # again: the same
+    await call("GET", f"/api/v1/results/{result_id}/objects", "cg-edge")  # 409: at the terminal already
     # the OHIF Viewer's files and generated config (docs/desks.md)
     await call("GET", "/viewer", "dr-wang")
     await call("GET", "/viewer/app-config.js", "dr-wang")

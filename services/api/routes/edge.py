@@ -1,17 +1,26 @@
 """The centre's side of township edges (前置机): an edge says a study is complete, reports its
-heartbeat and backlog; coordinators see every edge and which went silent (docs/edge.md)."""
+heartbeat and backlog, fetches its clinic's results (SR + PDF) for the terminal on the clinic's LAN
+and says it stored them there; coordinators see every edge and which went silent (docs/edge.md)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ...core import held_studies
 from ...core.events import utc_now
-from ..context import record, require_role, runtime
+from ...delivery import service as delivery
+from ...delivery.model import delivery_id, public_delivery
+from ..context import record, remote, require_role, runtime
 from ..problems import Problem, json_response
 from ..validation import json_body
 
@@ -88,3 +97,82 @@ async def edges(request: web.Request) -> web.Response:
                       "seconds_since_heartbeat": round(age, 1), "silent": age > limit})
     await record(request, "edge.list", "edges")
     return json_response({"items": items, "silent_after_seconds": limit})
+
+
+# --- results back through the edge -----------------------------------------------------------
+
+async def _edge_delivery(request: web.Request, action: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The result and its ``edge`` delivery, if they are this edge's clinic's (else 404, as unknown)."""
+    who = require_role(request, "edge")
+    rid = request.match_info["result_id"]
+    rt = runtime(request)
+    d = await rt.store.get(delivery.DELIVERIES, delivery_id(rid, "edge"))
+    result = await rt.store.get(delivery.RESULTS, rid)
+    if d is None or result is None or d["organization"] != who.organization:
+        await record(request, action, f"result/{rid}", outcome="not_found")
+        raise Problem(404, f"no result {rid!r} for the terminal of {who.organization} here (a result goes to the "
+                           "edge only when its organisation's scp is via_edge and the centre holds the study)")
+    return result, d
+
+
+def part10(ds: Dataset) -> bytes:
+    """A dataset as a DICOM file (Part 10), as a terminal would have written it on receipt."""
+    ds = ds.copy()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@routes.get("/api/v1/results/{result_id}/objects")
+async def result_objects(request: web.Request) -> web.Response:
+    """The result's DICOM SR and Encapsulated PDF, exactly as the delivery service would C-STORE them
+    (same SOP Instance UIDs, the same signed PDF), for the edge to store at the clinic's terminal."""
+    result, d = await _edge_delivery(request, "result.objects")
+    rt = runtime(request)
+    if d["state"] == "delivered":  # an edge that lost its queue (or first started) must not store it twice
+        await record(request, "result.objects", f"result/{result['id']}", organization=result["organization"],
+                     outcome="conflict")
+        raise Problem(409, f"result {result['id']!r} is already stored at the terminal ({d.get('delivered_at')})")
+    kept = await rt.store.get(delivery.SIGNED_PDFS, result["id"])
+    if kept is None:  # the delivery worker signs it within moments of the result
+        raise Problem(503, f"result {result['id']!r} is being prepared (its PDF is not signed yet); try again",
+                      headers={"Retry-After": "2"})
+    study = await rt.store.get("studies", result["study_uid"] or "") or {}
+    objects = await delivery.result_objects(rt, result, study=study, signed=base64.b64decode(kept["pdf"]),
+                                            digest=kept["sha256"])
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10(ds) + b"\r\n"
+                    for ds in objects) + f"--{boundary}--\r\n".encode()
+    await record(request, "result.objects", f"result/{result['id']}", organization=result["organization"],
+                 detail={"sop_instance_uids": [ds.SOPInstanceUID for ds in objects], "delivery_state": d["state"]})
+    return web.Response(body=body, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Cache-Control": "private, no-store"})
+
+
+@routes.post("/api/v1/edge/results/{result_id}/delivered")
+async def result_delivered(request: web.Request) -> web.Response:
+    """The edge stored the result at the clinic's terminal: the delivery is done (once; repeating it
+    changes nothing)."""
+    result, _ = await _edge_delivery(request, "result.deliver")
+    who = require_role(request, "edge")
+    body = await json_body(request)
+    terminal = body.get("terminal")
+    if not isinstance(terminal, str) or not terminal.strip() or len(terminal) > 200:
+        raise Problem(422, "terminal must name the terminal that answered Success (AE@host:port)")
+    sent = body.get("sop_instance_uids")
+    expected = {result["sr_sop_instance_uid"], result["pdf_sop_instance_uid"]}
+    if not isinstance(sent, list) or set(sent) != expected:
+        raise Problem(422, "sop_instance_uids must be the SOP Instance UIDs of the result's SR and PDF "
+                           f"that the terminal accepted: {sorted(expected)}")
+    try:
+        done = await delivery.edge_delivered(runtime(request), result["id"], organization=who.organization,
+                                             actor=who.user_id, remote=remote(request), terminal=terminal.strip(),
+                                             sent=sorted(expected))
+    except delivery.Conflict as exc:
+        raise Problem(409, str(exc)) from None
+    return json_response(public_delivery(done))

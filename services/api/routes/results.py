@@ -36,9 +36,13 @@ PUSHED = ("result.delivered", "result.acknowledged", "critical.unacknowledged", 
 VIEWERS = ("clinic", "reader", "coordinator", "admin")
 
 
-# Results are scoped exactly like the reading requests they answer: a clinic its
-# organisation's, a centre's people the ones it signed, an admin all.
-sees = sees_request
+def sees(who: Principal, doc: dict[str, Any]) -> bool:
+    """Results are scoped exactly like the reading requests they answer: a clinic its
+    organisation's, a centre's people the ones it signed, an admin all; a clinic's edge (on the
+    stream only) its clinic's, to store them at the terminal."""
+    if who.role == "edge":
+        return doc.get("organization") == who.organization
+    return sees_request(who, doc)
 
 
 def _heartbeat_seconds() -> float:
@@ -166,7 +170,7 @@ async def list_results(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``result.delivered``, ``result.acknowledged``, ``critical.unacknowledged``,
     ``result.delivery_failed`` for what the caller may see; ``: heartbeat`` comments keep proxies open."""
-    who = require_role(request, "clinic", "coordinator", "admin")
+    who = require_role(request, "clinic", "coordinator", "admin", "edge")
     known_query(request, ())
 
     async def send(resp: web.StreamResponse, logged: LoggedEvent) -> None:
@@ -296,7 +300,7 @@ async def dead_letters(request: web.Request) -> web.Response:
     where: dict[str, Any] = {"state": "dead"}
     if who.role == "coordinator":
         where["centre"] = who.centre_where()
-    if channel := query_choice(request, "channel", ("dicom", "webhook", "inbox", "document")):
+    if channel := query_choice(request, "channel", ("dicom", "webhook", "inbox", "document", "edge")):
         where["channel"] = channel
     if organization := request.query.get("organization"):
         where["organization"] = organization

@@ -93,6 +93,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     # the edge's own forward queue, one document per local study (services/edge/outbox.py)
     "edge_studies": (Index(("state", "next_attempt_at")),),
     "edge_state": (),
+    # the edge's results for the clinic's terminal, one document per result (services/edge/results.py)
+    "edge_results": (Index(("state", "next_attempt_at")),),
     # monitor: its read model, fed only by events (services/monitor/readmodel.py)
     "monitor_requests": (Index(("centre", "state")), Index(("state",)), Index(("centre", "signed_at")),
                          Index(("organization", "state")), Index(("signed_at",)), Index(("overflow_to",)),

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ...core.cstore import Outcome
 
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    detail: str = ""
-    # Retrying cannot help (e.g. the clinic's SCP refuses the SOP class): dead-letter now.
-    permanent: bool = False
-    sent: tuple[str, ...] = field(default=())  # SOP Instance UIDs stored by this attempt
+__all__ = ["Outcome"]
