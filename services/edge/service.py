@@ -25,6 +25,7 @@ from .forwarder import Forwarder
 from .link import CentreLink, LinkError
 from .settings import EdgeSettings
 from .throttle import Throttle
+from .worklist import WorklistCopy, metrics
 
 log = logging.getLogger("yilian.edge")
 
@@ -46,6 +47,7 @@ class EdgeService:
         self.link = CentreLink(settings.centre_url, settings.token, ca_file=settings.ca_file,
                                throttle=Throttle(settings.bytes_per_second), compress=settings.compress)
         self.forwarder = Forwarder(rt, self.link, settings)
+        self.worklist = WorklistCopy(rt, self.link, settings)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -53,6 +55,7 @@ class EdgeService:
     async def start(self) -> None:
         await self.link.open()
         await self.forwarder.start()
+        await self.worklist.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="edge:heartbeat")
         app = web.Application()
         app.router.add_get("/", self._page)
@@ -70,6 +73,7 @@ class EdgeService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         await self.forwarder.stop()
+        await self.worklist.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.link.close()
@@ -81,6 +85,8 @@ class EdgeService:
                 await self.link.heartbeat({k: status[k] for k in ("backlog_studies", "backlog_instances",
                                                                    "bytes_pending", "rate_bytes_per_second",
                                                                    "last_success_at", "last_error")})
+                if self.worklist.failures:
+                    self.worklist.wake()  # the link is back: the copy need not wait for its backoff
             except LinkError as exc:
                 log.info("heartbeat not delivered", extra={"error": str(exc)})
             except Exception:
@@ -89,10 +95,12 @@ class EdgeService:
 
     # --- the local status: JSON, Prometheus, and a page for the clinic's technician ------------
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.forwarder.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        status = {**await self.forwarder.status(), "worklist": await self.worklist.status()}
+        return web.json_response(status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     async def _metrics(self, request: web.Request) -> web.Response:
         s = await self.forwarder.status()
+        w = await self.worklist.status()
         lines = [
             "# HELP yilian_edge_backlog_studies Studies not yet complete at the centre.",
             "# TYPE yilian_edge_backlog_studies gauge", f"yilian_edge_backlog_studies {s['backlog_studies']}",
@@ -103,6 +111,7 @@ class EdgeService:
             "# HELP yilian_edge_rate_bytes_per_second Wire rate of the last STOW request.",
             "# TYPE yilian_edge_rate_bytes_per_second gauge",
             f"yilian_edge_rate_bytes_per_second {s['rate_bytes_per_second']}",
+            *metrics(w),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -202,6 +202,9 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("POST", f"/api/v1/edge/studies/{study}/complete", {"instances": 1}),
         ("POST", "/api/v1/edge/heartbeat", {"backlog_studies": 0}),
         ("GET", "/api/v1/edges", None),
+        ("GET", "/api/v1/edge/worklist", None),
+        ("POST", "/api/v1/edge/procedure-steps", {"sop_instance_uid": "1.2.3", "status": "COMPLETED",
+                                                  "calling_ae": "CG_CT1"}),
     ]
 
 
@@ -409,6 +412,8 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     # an edge is a machine of one clinic: it forwards and reports its backlog, nothing else
     (("POST", "/api/v1/edge/heartbeat"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
     (("GET", "/api/v1/edges"), ("cg-clinic", "cg-edge", "dr-wang", "auditor")),
+    (("GET", "/api/v1/edge/worklist"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/edge/procedure-steps"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
     (("GET", "/api/v1/studies"), ("cg-edge",)),
     (("GET", "/api/v1/results"), ("cg-edge",)),
     (("GET", "/api/v1/reading-requests"), ("cg-edge",)),
