@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.backoff import Backoff
+from ..core.events import utc_now
 from ..core.runtime import Runtime
 from .link import CentreLink, LinkDown, LinkError, LinkRefused
 from .settings import EdgeSettings
@@ -37,10 +38,6 @@ OPEN = ("scheduled", "in_progress")
 STEP_STATES = {"IN PROGRESS": "in_progress", "COMPLETED": "completed", "DISCONTINUED": "discontinued"}
 REPORT_FIELDS = ("calling_ae", "status", "modality", "accession_numbers", "scheduled_step_ids",
                  "requested_procedure_ids", "study_uids")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _age(at: str | None) -> float | None:
@@ -114,7 +111,7 @@ class WorklistCopy:
             complete = bool(page.get("complete"))
             offset = page.get("next_offset")
         changed = await self._apply(items, complete)
-        await self._save({"cursor": cursor, "synced_at": _now(), "last_error": None})
+        await self._save({"cursor": cursor, "synced_at": utc_now(), "last_error": None})
         if changed:
             log.info("worklist copy updated", extra={"changed": changed, "complete": complete})
         return changed
@@ -197,7 +194,7 @@ class WorklistCopy:
                 await self._write_step(entry, {"attempts": entry.get("attempts", 0) + 1, "last_error": str(exc)})
                 raise
             await self._write_step(entry, {"pending": False, "forwarded": entry["status"], "last_error": None,
-                                           "forwarded_at": _now(), "outcome": answer.get("outcome")})
+                                           "forwarded_at": utc_now(), "outcome": answer.get("outcome")})
             sent += 1
             log.info("MPPS forwarded", extra={"sop_instance_uid": entry["id"], "status": entry["status"]})
         return sent

@@ -8,7 +8,7 @@ Role ``edge`` only, for its own organisation only; a read of the worklist is a r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +18,7 @@ from ...workflow.orders.model import OPEN_STATES
 from ...workflow.orders.service import ORDERS
 from ..context import record, require_role, runtime
 from ..problems import Problem, json_response
-from ..validation import json_body, known_query, query_int
+from ..validation import json_body, known_query, query_instant, query_int
 
 routes = web.RouteTableDef()
 
@@ -35,15 +35,8 @@ OVERLAP = timedelta(seconds=120)
 
 
 def _before(since: str) -> str:
-    try:
-        when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(422, f"query parameter 'since' must be the cursor of a previous answer, not {since!r}",
-                      slug="invalid-query") from None
-    if when.tzinfo is None:
-        raise Problem(422, "query parameter 'since' needs an offset (the cursor of a previous answer)",
-                      slug="invalid-query")
-    return (when.astimezone(UTC) - OVERLAP).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    when = datetime.fromisoformat(since.replace("Z", "+00:00")) - OVERLAP
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @routes.get("/api/v1/edge/worklist")
@@ -54,7 +47,7 @@ async def worklist(request: web.Request) -> web.Response:
     who = require_role(request, "edge")
     known_query(request, ("since", "limit", "offset"))
     limit, offset = query_int(request, "limit", 500, 1, 1000), query_int(request, "offset", 0, 0, 10**9)
-    since = request.query.get("since") or None
+    since = query_instant(request, "since")
     where: dict[str, Any] = {"organization": who.organization}
     if since is None:
         where["state"] = {"$in": list(OPEN_STATES)}
