@@ -21,7 +21,7 @@ class EdgeSettings:
     max_delay: float = 60.0  # no single wait longer: a link back is used within a minute
     poll_seconds: float = 1.0  # how often the local store is looked at for new studies
     heartbeat_seconds: float = 30.0
-    worklist_seconds: float = 60.0  # how often the worklist copy is brought up to date (and MPPS forwarded)
+    worklist_seconds: float = 60.0  # how often the worklist copy is brought up to date (MPPS go every poll)
     compress: bool = True  # gzip the STOW bodies
 
     @classmethod

@@ -9,9 +9,9 @@ order completed, discontinued or cancelled at the centre leaves the copy.  The c
 edge's store: it survives restarts and outages, and its age (since the last good sync) is shown.
 
 **MPPS.**  The local gateway keeps each MPPS a modality reports in ``performed_procedure_steps``.
-Each step's latest status is forwarded to the centre once, oldest first (``edge_steps`` remembers
-what the centre acknowledged; the centre takes a resend as a no-op), and the local copy of the order
-leaves the worklist at once, as it would at the centre.
+Each step's latest status is forwarded to the centre once, oldest first, within a poll while the
+link is up (``edge_steps`` remembers what the centre acknowledged; the centre takes a resend as a
+no-op), and the local copy of the order leaves the worklist at once, as it would at the centre.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,32 +70,41 @@ class WorklistCopy:
         self._wake.set()
 
     async def _run(self) -> None:
+        next_sync = 0.0
         while True:
+            error = None
             try:
-                await self.run_once()
-                self.failures, self.last_error = 0, None
-                wait = self.settings.worklist_seconds
+                # A local MPPS goes to the centre within a poll (the reading may be waiting on it);
+                # the copy is synced every worklist_seconds.
+                due = time.monotonic() >= next_sync
+                await self.run_once(sync=due)
+                if due:
+                    next_sync = time.monotonic() + self.settings.worklist_seconds
+                self.failures = 0
+                wait = self.settings.poll_seconds
             except LinkError as exc:
                 self.failures += 1
-                self.last_error = str(exc)
+                error, next_sync = str(exc), 0.0  # once the link is back, sync at once
                 wait = min(self.backoff.delay(self.failures), self.settings.worklist_seconds)
                 log.warning("worklist sync failed; will retry: %s", exc, extra={"attempt": self.failures,
                                                                                  "retry_in": round(wait, 2)})
             except Exception as exc:
                 self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                wait = self.settings.worklist_seconds
+                error, wait = f"{type(exc).__name__}: {exc}", self.settings.worklist_seconds
                 log.exception("worklist sync failed")
-            await self._save({"last_error": self.last_error})
+            if error != self.last_error:
+                self.last_error = error
+                await self._save({"last_error": error})
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def run_once(self) -> None:
+    async def run_once(self, *, sync: bool = True) -> None:
         """Forward the MPPS first (the centre then moves its orders), then bring the copy up to date."""
         await self.discover_steps()
         await self.forward_steps()
-        await self.sync()
+        if sync:
+            await self.sync()
 
     # --- the copy ------------------------------------------------------------------------------
     async def sync(self) -> int:

@@ -98,6 +98,12 @@ async def walk(centre, link_to, make_edge, tmp_path):
                                    headers={"Authorization": f"Bearer {centre.token('cg-clinic')}"}) as resp:
         assert resp.status == 200, await resp.text()
     await wait_for(lambda: copy_is({stat["id"], dx["id"]}), timeout=15, what="the cancelled order gone")
+    async with centre.session.get(f"{centre.base}/api/v1/edge/worklist", params={"since": "2026-01-01T00:00:00Z"},
+                                  headers={"Authorization": f"Bearer {centre.token('cg-edge')}"}) as resp:
+        answer = await resp.json()
+    assert {i["organization"] for i in answer["items"]} == {"chengguan-thc"}
+    cancelled = next(i for i in answer["items"] if i["id"] == dropped["id"])
+    assert cancelled["state"] == "cancelled" and "patient_name" not in cancelled, "a closed order: its id, no patient"
 
     # The link goes down; the modality queries the edge as usual, even after the edge restarts
     proxy.outage(True)

@@ -29,6 +29,8 @@ FIELDS = ("id", "organization", "state", "on_worklist", "patient_name", "patient
           "procedure_code", "procedure_description", "priority", "green_channel", "requesting_physician",
           "requesting_department", "clinical_question", "body_part", "station_ae", "modality", "scheduled_at",
           "scheduled_date", "scheduled_time", "updated_at")
+# A closed order only tells the edge to drop its copy: no patient data.
+CLOSED_FIELDS = ("id", "organization", "state", "on_worklist", "accession_number", "updated_at")
 # A change committed a little after a later one (its command started first) is still seen: a ``since``
 # query looks this far back.  Upserts at the edge make the overlap harmless.
 OVERLAP = timedelta(seconds=120)
@@ -42,8 +44,8 @@ def _before(since: str) -> str:
 @routes.get("/api/v1/edge/worklist")
 async def worklist(request: web.Request) -> web.Response:
     """Without ``since``: every open order of the edge's organisation (the whole copy).  With ``since``
-    (a previous answer's ``cursor``): every order changed since, closed ones included, so that the edge
-    drops what was completed or cancelled here."""
+    (a previous answer's ``cursor``): every order changed since, closed ones included (their ids and
+    state only), so that the edge drops what was completed or cancelled here."""
     who = require_role(request, "edge")
     known_query(request, ("since", "limit", "offset"))
     limit, offset = query_int(request, "limit", 500, 1, 1000), query_int(request, "offset", 0, 0, 10**9)
@@ -55,7 +57,7 @@ async def worklist(request: web.Request) -> web.Response:
         where["updated_at"] = {"$gte": _before(since)}
     rt = runtime(request)
     docs = await rt.store.find(ORDERS, where, sort=(("updated_at", 1), ("id", 1)), limit=limit, offset=offset)
-    items = [{k: d.get(k) for k in FIELDS} for d in docs]
+    items = [{k: d.get(k) for k in (FIELDS if d["state"] in OPEN_STATES else CLOSED_FIELDS)} for d in docs]
     cursor = max([since or "", *(d["updated_at"] or "" for d in items)]) or None
     if items:  # an empty answer discloses nothing; an edge asks every minute
         await record(request, "edge.worklist", "orders", organization=who.organization,
