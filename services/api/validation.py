@@ -8,6 +8,7 @@ every violation is reported with the field it concerns and why.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,19 @@ def known_query(request: web.Request, allowed: tuple[str, ...]) -> None:
     if unknown:
         raise Problem(422, f"unknown query parameter(s) {', '.join(map(repr, unknown))} "
                            f"(allowed: {', '.join(allowed) or 'none'})", slug="invalid-query")
+
+
+def query_instant(request: web.Request, name: str) -> str | None:
+    """An ISO 8601 instant query parameter, normalised to the stored ``...Z`` form so strings compare."""
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(422, f"query parameter {name!r} must be an ISO 8601 date-time, not {raw!r}",
+                      slug="invalid-query") from None
+    if moment.tzinfo is None:
+        raise Problem(422, f"query parameter {name!r} needs a time zone (e.g. 2026-11-23T10:00:00Z)",
+                      slug="invalid-query")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

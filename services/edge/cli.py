@@ -22,6 +22,7 @@ environment (besides the usual YILIAN_DATA_DIR, YILIAN_CONSORTIUM, YILIAN_DICOM_
   YILIAN_EDGE_RETRY_FIRST_SECONDS, YILIAN_EDGE_RETRY_MAX_SECONDS  backoff through outages (2 s, 60 s)
   YILIAN_EDGE_POLL_SECONDS   how often new local studies are looked for (default 1)
   YILIAN_EDGE_HEARTBEAT_SECONDS  heartbeat to the centre (default 30)
+  YILIAN_EDGE_WORKLIST_SECONDS   how often the worklist copy is synced with the centre (default 60)
   YILIAN_EDGE_COMPRESS       gzip on the wire (default true)
   YILIAN_EDGE_TERMINAL       the clinic's terminal for results, AE@host:port (default: the organisation's scp)
   YILIAN_EDGE_RESULTS_RETRY_MAX_SECONDS  longest wait to reconnect the result stream or retry a result (10)

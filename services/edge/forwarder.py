@@ -108,10 +108,12 @@ class Forwarder:
         return found
 
     async def _order_of(self, study: dict[str, Any]) -> dict[str, Any] | None:
-        accession = study.get("accession_number")
-        if not accession:
-            return None
-        found = await self.rt.store.find("orders", {"accession_number": accession}, limit=1)
+        """The study's order in the worklist copy: its Accession Number, or the Study Instance UID the
+        worklist gave (a modality may not copy the Accession Number)."""
+        where: list[dict[str, Any]] = [{"study_instance_uid": study["id"]}]
+        if study.get("accession_number"):
+            where.append({"accession_number": study["accession_number"]})
+        found = await self.rt.store.find("orders", {"$or": where}, limit=1)
         return found[0] if found else None
 
     async def _write(self, method: str, *args, **kw):

@@ -2,7 +2,8 @@
 
 Everything the edge asks of the centre goes through the centre's public API, as any client's
 would: QIDO-RS for what the centre already holds of a study, STOW-RS to send instances (gzip on
-the wire, under the bandwidth cap), and the edge endpoints (a study is complete; heartbeat).
+the wire, under the bandwidth cap), and the edge endpoints (a study is complete; heartbeat; the
+worklist copy; MPPS reported at the edge).
 A failure the next attempt may cure (no route, reset, timeout, 5xx, 429) is :class:`LinkDown`;
 a refusal that will not change (400, 401, 403, 409) is :class:`LinkRefused`.
 """
@@ -111,6 +112,17 @@ class CentreLink:
             return set()
         return {str(item[SOP_INSTANCE_UID]["Value"][0]) for item in json.loads(body)
                 if item.get(SOP_INSTANCE_UID, {}).get("Value")}
+
+    async def worklist(self, since: str | None, offset: int = 0) -> dict[str, Any]:
+        """A page of the organisation's orders: all open ones (``since`` None), or those changed since."""
+        params: dict[str, Any] = {"offset": offset, **({"since": since} if since else {})}
+        _, body = await self._request("GET", "/api/v1/edge/worklist", params=params)
+        return json.loads(body)
+
+    async def procedure_step(self, report: dict[str, Any]) -> dict[str, Any]:
+        """An MPPS status a local modality reported: the centre keeps it once (a resend is a no-op)."""
+        _, body = await self._request("POST", "/api/v1/edge/procedure-steps", json=report)
+        return json.loads(body)
 
     async def stow(self, study_uid: str, instances: Sequence[Outgoing]) -> StowOutcome:
         """STOW-RS ``instances`` into ``study_uid``; which were stored and which refused."""

@@ -26,6 +26,7 @@ from .link import CentreLink, LinkError
 from .results import ResultFollower
 from .settings import EdgeSettings
 from .throttle import Throttle
+from .worklist import WorklistCopy, metrics
 
 log = logging.getLogger("yilian.edge")
 
@@ -48,6 +49,7 @@ class EdgeService:
                                throttle=Throttle(settings.bytes_per_second), compress=settings.compress)
         self.forwarder = Forwarder(rt, self.link, settings)
         self.results = ResultFollower(rt, self.link, settings)
+        self.worklist = WorklistCopy(rt, self.link, settings)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -56,6 +58,7 @@ class EdgeService:
         await self.link.open()
         await self.forwarder.start()
         await self.results.start()
+        await self.worklist.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="edge:heartbeat")
         app = web.Application()
         app.router.add_get("/", self._page)
@@ -74,6 +77,7 @@ class EdgeService:
                 await self._heartbeat
         await self.forwarder.stop()
         await self.results.stop()
+        await self.worklist.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.link.close()
@@ -85,6 +89,8 @@ class EdgeService:
                 await self.link.heartbeat({k: status[k] for k in ("backlog_studies", "backlog_instances",
                                                                    "bytes_pending", "rate_bytes_per_second",
                                                                    "last_success_at", "last_error")})
+                if self.worklist.failures:
+                    self.worklist.wake()  # the link is back: the copy need not wait for its backoff
             except LinkError as exc:
                 log.info("heartbeat not delivered", extra={"error": str(exc)})
             except Exception:
@@ -93,7 +99,8 @@ class EdgeService:
 
     # --- the local status: JSON, Prometheus, and a page for the clinic's technician ------------
     async def status(self) -> dict[str, Any]:
-        return {**await self.forwarder.status(), **await self.results.status()}
+        return {**await self.forwarder.status(), **await self.results.status(),
+                "worklist": await self.worklist.status()}
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(await self.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
@@ -114,6 +121,7 @@ class EdgeService:
             "# TYPE yilian_edge_results_pending gauge", f"yilian_edge_results_pending {s['results_pending']}",
             "# HELP yilian_edge_results_delivered Results stored at the terminal and acknowledged to the centre.",
             "# TYPE yilian_edge_results_delivered gauge", f"yilian_edge_results_delivered {s['results_delivered']}",
+            *metrics(s["worklist"]),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

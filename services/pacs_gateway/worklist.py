@@ -287,6 +287,39 @@ async def set_step(rt: Any, uid: str, organization: str, modifications: Dataset)
         tx.emit(_reported(doc))
 
 
+async def forwarded_step(rt: Any, report: dict[str, Any], organization: str) -> str:
+    """An MPPS status a modality reported at a township edge, forwarded when the link allowed
+    (``POST /api/v1/edge/procedure-steps``): kept and emitted as if reported here.  The edge sends
+    each step's latest status, so a step may arrive COMPLETED without its IN PROGRESS.  A status
+    already held is ``unchanged`` (a resend after a cut connection); ``created`` or ``updated``."""
+    uid, status = report["sop_instance_uid"], report["status"]
+    if status not in STATUSES:
+        raise StepRefused(INVALID_ATTRIBUTE_VALUE, f"Performed Procedure Step Status {status} unknown")
+    now = iso(time.time())
+    async with rt.store.transaction() as tx:
+        doc = await tx.get(STEPS, uid)
+        if doc is not None and doc["organization"] != organization:
+            raise StepRefused(DUPLICATE_SOP_INSTANCE, "MPPS SOP Instance UID already exists")
+        if doc is not None and doc["status"] == status:
+            return "unchanged"
+        if doc is not None and doc["status"] != "IN PROGRESS":
+            raise StepRefused(PROCESSING_FAILURE, f"MPPS is {doc['status']} and may no longer be updated")
+        if doc is None:
+            refs = {k: [str(v) for v in report.get(k) or []] for k in
+                    ("accession_numbers", "scheduled_step_ids", "requested_procedure_ids", "study_uids")}
+            doc = {"id": uid, "organization": organization, "calling_ae": report["calling_ae"], "status": status,
+                   "modality": report.get("modality") or "", **refs, "via_edge": True, "created_at": now,
+                   "updated_at": now}
+            await tx.insert(STEPS, doc)
+            outcome = "created"
+        else:
+            doc = {**doc, "status": status, "updated_at": now}
+            await tx.update(STEPS, uid, {"status": status, "updated_at": now})
+            outcome = "updated"
+        tx.emit(_reported(doc))
+    return outcome
+
+
 def _reported(doc: dict[str, Any]) -> Event:
     data = {k: doc[k] for k in ("organization", "calling_ae", "status", "accession_numbers", "scheduled_step_ids",
                                 "requested_procedure_ids", "study_uids", "modality")}

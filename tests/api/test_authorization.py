@@ -206,6 +206,9 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, dict | None]]:
         ("GET", f"/api/v1/results/{report}/objects", None),  # a result's SR and PDF for the clinic's terminal
         ("POST", f"/api/v1/edge/results/{report}/delivered", {"terminal": "CG_TERM@192.168.1.20:104",
                                                              "sop_instance_uids": ["1.2.3", "1.2.4"]}),
+        ("GET", "/api/v1/edge/worklist", None),
+        ("POST", "/api/v1/edge/procedure-steps", {"sop_instance_uid": "1.2.3", "status": "COMPLETED",
+                                                  "calling_ae": "CG_CT1"}),
     ]
 
 
@@ -438,6 +441,8 @@ ROLE_ONLY = [  # (endpoint, users refused with 403: the endpoint is public knowl
     (("GET", "/api/v1/edges"), ("cg-clinic", "cg-edge", "dr-wang", "auditor")),
     (("GET", "/api/v1/results/P/objects"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
     (("POST", "/api/v1/edge/results/P/delivered"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
+    (("GET", "/api/v1/edge/worklist"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
+    (("POST", "/api/v1/edge/procedure-steps"), ("cg-clinic", "dr-wang", "coord-county", "admin", "auditor")),
     (("GET", "/api/v1/studies"), ("cg-edge",)),
     (("GET", "/api/v1/results"), ("cg-edge",)),
     (("GET", "/api/v1/reading-requests"), ("cg-edge",)),

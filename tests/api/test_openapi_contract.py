@@ -445,6 +445,15 @@ async def test_a_whole_flow_answers_as_documented(api, contract):  # noqa: F811
     await call("POST", f"/api/v1/edge/results/{result_id}/delivered", "cg-edge", stored)
     await call("POST", f"/api/v1/edge/results/{result_id}/delivered", "cg-edge", stored)  # again: the same
     await call("GET", f"/api/v1/results/{result_id}/objects", "cg-edge")  # 409: at the terminal already
+    await call("GET", "/api/v1/edge/worklist", "cg-edge")
+    await call("GET", "/api/v1/edge/worklist?since=2026-01-01T00:00:00.000Z&limit=10", "cg-edge")
+    await call("GET", "/api/v1/edge/worklist?since=yesterday", "cg-edge")  # 422
+    step = {"sop_instance_uid": "1.2.826.0.1.77.1", "status": "COMPLETED", "calling_ae": "CG_CT1", "modality": "CT",
+            "accession_numbers": ["NOSUCHACC"], "scheduled_step_ids": [], "requested_procedure_ids": [], "study_uids": []}
+    await call("POST", "/api/v1/edge/procedure-steps", "cg-edge", step)
+    await call("POST", "/api/v1/edge/procedure-steps", "cg-edge", step)  # unchanged: a resend
+    await call("POST", "/api/v1/edge/procedure-steps", "cg-edge", {**step, "status": "IN PROGRESS"})  # 409
+    await call("POST", "/api/v1/edge/procedure-steps", "cg-edge", {**step, "calling_ae": "DB_DR1"})  # 422
     # the OHIF Viewer's files and generated config (docs/desks.md)
     await call("GET", "/viewer", "dr-wang")
     await call("GET", "/viewer/app-config.js", "dr-wang")

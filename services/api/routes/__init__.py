@@ -20,6 +20,7 @@ from . import users  # users and passwords (admin; a user's own password)
 from . import quality  # image quality grading and peer review (docs/quality.md)
 from . import rosters  # duty rosters (排班管理) and who is on duty now
 from . import edge  # township edges (前置机): complete, heartbeat (docs/edge.md)
+from . import edge_worklist  # an edge's worklist copy and its MPPS (docs/edge.md)
 from . import referrals  # two-way referral (双向转诊, docs/referral.md)
 from . import recognition  # result mutual recognition (结果互认, docs/referral.md)
 
@@ -38,6 +39,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_routes(quality.routes)
     app.router.add_routes(rosters.routes)
     app.router.add_routes(edge.routes)
+    app.router.add_routes(edge_worklist.routes)
     app.router.add_routes(referrals.routes)
     app.router.add_routes(recognition.routes)
     app.router.add_routes(monitor.routes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +9,7 @@ from aiohttp import web
 from ...core import audit
 from ..context import page, record, require_role, runtime
 from ..problems import Problem, json_response
-from ..validation import known_query, query_int
+from ..validation import known_query, query_instant, query_int
 
 routes = web.RouteTableDef()
 
@@ -25,22 +24,6 @@ async def consortium(request: web.Request) -> web.Response:
     return json_response({"id": rt.consortium.id, "digest": rt.consortium.digest(), "document": rt.consortium.to_dict()})
 
 
-def _instant(request: web.Request, name: str) -> str | None:
-    """An ISO 8601 instant, normalised to the audit log's ``...Z`` form so strings compare."""
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(422, f"query parameter {name!r} must be an ISO 8601 date-time, not {raw!r}",
-                      slug="invalid-query") from None
-    if moment.tzinfo is None:
-        raise Problem(422, f"query parameter {name!r} needs a time zone (e.g. 2026-11-23T10:00:00Z)",
-                      slug="invalid-query")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @routes.get("/api/v1/audit")
 async def audit_log(request: web.Request) -> web.Response:
     """Newest first.  ``resource`` ending in ``*`` is a prefix (``study/*``)."""
@@ -53,7 +36,7 @@ async def audit_log(request: web.Request) -> web.Response:
             where[name] = value
     if resource := request.query.get("resource"):
         where["resource"] = {"$prefix": resource[:-1]} if resource.endswith("*") else resource
-    start, end = _instant(request, "from"), _instant(request, "to")
+    start, end = query_instant(request, "from"), query_instant(request, "to")
     if start and end and start >= end:
         raise Problem(422, f"'from' ({start}) must be before 'to' ({end})", slug="invalid-query")
     time: dict[str, str] = {}

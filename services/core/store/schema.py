@@ -83,7 +83,9 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
                Index(("organization", "state", "scheduled_at")), Index(("organization", "scheduled_step_id")),
                Index(("study_instance_uid",)),
                # the worklist: one organisation's scheduled items by scheduled date (PS3.4 K)
-               Index(("organization", "on_worklist", "scheduled_date"))),
+               Index(("organization", "on_worklist", "scheduled_date")),
+               # an edge's worklist copy: its organisation's orders changed since its cursor (api/routes/edge_worklist.py)
+               Index(("organization", "updated_at"))),
     # pacs_gateway: Modality Performed Procedure Steps (PS3.4 F), id = the MPPS SOP Instance UID
     "performed_procedure_steps": (Index(("organization",)),),
     # edges (前置机): studies held from study.received until their edge completes them (core/held_studies.py),
@@ -95,6 +97,8 @@ COLLECTIONS: dict[str, tuple[Index, ...]] = {
     "edge_state": (),
     # the edge's results for the clinic's terminal, one document per result (services/edge/results.py)
     "edge_results": (Index(("state", "next_attempt_at")),),
+    # the edge's MPPS queue: each local MPPS's latest status until the centre acknowledged it (services/edge/worklist.py)
+    "edge_steps": (Index(("pending", "queued_at")),),
     # monitor: its read model, fed only by events (services/monitor/readmodel.py)
     "monitor_requests": (Index(("centre", "state")), Index(("state",)), Index(("centre", "signed_at")),
                          Index(("organization", "state")), Index(("signed_at",)), Index(("overflow_to",)),
