@@ -31,8 +31,9 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIV
                                 reason="Debian chromium and chromium-driver are not installed (make debs)")
 
 
-def study_files(tmp: Path) -> tuple[str, list[Path]]:
-    """A DX study of 8 incompressible instances of 40 kB: ten seconds on a 30 kB/s link."""
+def study_files(tmp: Path) -> tuple[str, list[Path], Path]:
+    """A DX study of 8 incompressible instances of 40 kB: ten seconds on a 30 kB/s link; and, for the
+    centre, another study holding the last one's SOP Instance UID (so the centre refuses it for good)."""
     study, series = generate_uid(), generate_uid()
     (tmp / "src").mkdir()
     files = []
@@ -42,11 +43,12 @@ def study_files(tmp: Path) -> tuple[str, list[Path]]:
                                accession_number="CG20261203001", study_description="胸部正位 Chest PA")
         ds.PixelData = os.urandom(200 * 200)
         files.append(ds_.write(ds, tmp / "src" / f"{i}.dcm"))
-    return study, files
+    clash = ds_.make_instance(sop_instance_uid=ds.SOPInstanceUID, modality="DX", sop_class_uid=ds_.DX_IMAGE)
+    return study, files, ds_.write(clash, tmp / "clash.dcm")
 
 
-def storescu(port: int, files: list[Path]) -> None:
-    out = subprocess.run([ds_.STORESCU, "-aet", MODALITY, "-aec", "CG_EDGE", "127.0.0.1", str(port),
+def storescu(port: int, files: list[Path], called: str = "CG_EDGE") -> None:
+    out = subprocess.run([ds_.STORESCU, "-aet", MODALITY, "-aec", called, "127.0.0.1", str(port),
                           *map(str, files)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
@@ -80,7 +82,8 @@ async def test_the_dashboard_shows_the_edge_red_when_silent_and_the_edge_page_sh
         dashboard_tab = driver.current_window_handle
 
         # The technician sends a study; the link drops after the first instances got through.
-        uid, files = study_files(tmp_path)
+        uid, files, clash = study_files(tmp_path)
+        await asyncio.to_thread(storescu, centre.gateway.dicom_port, [clash], "YILIAN")
         await asyncio.to_thread(storescu, edge.dicom_port, files)
 
         async def partly_sent() -> bool:  # and a heartbeat with the backlog reached the centre
@@ -133,6 +136,10 @@ async def test_the_dashboard_shows_the_edge_red_when_silent_and_the_edge_page_sh
         assert await asyncio.to_thread(driver.execute_script, "return window.yilianMarker") == 1
         assert scrolled > 0 and await asyncio.to_thread(driver.execute_script, "return window.scrollY") == scrolled
         assert await asyncio.to_thread(attribute_of, driver, "[data-link]", "data-link") == "connected"
+        # the one instance the centre refused for good is shown with its reason; the rest completed
+        refused = await asyncio.to_thread(text_of, driver, f"#recent {study} .refused")
+        assert "0xA900" in refused and "数据集与SOP类不符" in refused, refused
+        assert await asyncio.to_thread(text_of, driver, f"#recent {study} [data-col=sent]") == f"{INSTANCES - 1}/{INSTANCES}"
         for size in ((1366, 768), (390, 844)):
             await asyncio.to_thread(shoot, driver, "edge-page-delivered", size)
 
