@@ -342,7 +342,7 @@
   const EDGE_BACKLOG = { backlog_studies: ["检查", "studies"], backlog_instances: ["图像", "instances"],
                          bytes_pending: ["数据", "bytes"], results_pending: ["待回传结果", "results"] };
   const EDGE_NOT_BACKLOG = new Set(["seconds_since_heartbeat", "rate_bytes_per_second"]);
-  let edges = null, edgesAt = 0, edgesPoll = null, edgesTick = null;
+  let edges = null, edgesAt = 0, edgesPoll = null, edgesTick = null, edgesOn = false;
 
   async function loadEdges() {
     clearTimeout(edgesPoll);
@@ -352,10 +352,12 @@
       edgesAt = performance.now();
       next = Math.min(10, Math.max(1, (edges.silent_after_seconds || 20) / 2));
     } catch (e) { /* keep the last answer; its rows go on ageing and turn red if it lasts */ }
+    if (!edgesOn) return;  // signed out meanwhile
     renderEdges();
     edgesPoll = setTimeout(loadEdges, next * 1000);
   }
-  function stopEdges() { clearTimeout(edgesPoll); clearInterval(edgesTick); edges = null; }
+  function startEdges() { edgesOn = true; loadEdges(); edgesTick = setInterval(renderEdges, 1000); }
+  function stopEdges() { edgesOn = false; clearTimeout(edgesPoll); clearInterval(edgesTick); edges = null; }
 
   function bytes(n) {
     const units = ["B", "kB", "MB", "GB"];
@@ -509,8 +511,7 @@
     $("who").textContent = who.name + " · " + (who.centre || who.role);
     $("login").hidden = true; $("board").hidden = false; $("logout").hidden = false;
     connect();
-    loadEdges();
-    edgesTick = setInterval(renderEdges, 1000);
+    startEdges();
   }
 
   async function signIn(candidate) {
