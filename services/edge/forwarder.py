@@ -131,6 +131,7 @@ class Forwarder:
             held = await self.link.held_instances(uid) | stored
             todo = outbox.missing(local, held, entry.get("refused", []))
             refused = list(entry.get("refused", []))
+            reasons = dict(entry.get("refused_reasons") or {})  # SOP Instance UID -> "0xA900": the page shows why
             for batch in outbox.batches(todo, self.settings.batch_bytes):
                 started = time.monotonic()
                 result = await self.link.stow(uid, [self._outgoing(d) for d in batch])
@@ -141,13 +142,15 @@ class Forwarder:
                 for sop, reason in result.failed.items():
                     if outbox.permanent(reason):
                         refused.append(sop)
+                        reasons[sop] = f"0x{reason:04X}"
                         log.warning("the centre refused an instance for good; set aside",
                                     extra={"study_uid": uid, "sop_instance_uid": sop, "status": f"0x{reason:04X}"})
                 self.last_success_at = _now()
                 entry = {**entry, "bytes": entry.get("bytes", 0) + sum(d["size"] for d in batch),
                          "wire_bytes": entry.get("wire_bytes", 0) + result.wire_bytes}
                 await self._write("update", EDGE_STUDIES, uid, {
-                    "sent": len(stored), "stored": sorted(stored), "refused": refused, "bytes": entry["bytes"],
+                    "sent": len(stored), "stored": sorted(stored), "refused": refused, "refused_reasons": reasons,
+                    "bytes": entry["bytes"],
                     "wire_bytes": entry["wire_bytes"], "last_success_at": self.last_success_at,
                     "attempts": 0, "last_error": None})
                 if any(not outbox.permanent(r) for r in result.failed.values()):
@@ -190,6 +193,6 @@ class Forwarder:
         return {"organization": self.settings.organization, "backlog_studies": len(pending),
                 "backlog_instances": instances, "bytes_pending": bytes_pending, "rate_bytes_per_second": round(self.rate),
                 "last_success_at": self.last_success_at, "last_error": self.last_error,
-                "studies": [{k: p.get(k) for k in ("id", "rank", "instances", "sent", "refused", "attempts",
+                "studies": [{k: p.get(k) for k in ("id", "rank", "instances", "sent", "refused", "refused_reasons", "attempts",
                                                   "last_error", "next_attempt_at", "first_received_at")}
                             for p in pending]}

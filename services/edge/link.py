@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from .linkstate import LinkWatch
 from .throttle import Throttle
 
 SOP_INSTANCE_UID = "00080018"
@@ -62,8 +63,10 @@ class StowOutcome:
 
 class CentreLink:
     def __init__(self, base_url: str, token: str, *, throttle: Throttle | None = None,
-                 ca_file: str | None = None, timeout: float = 300.0, compress: bool = True) -> None:
+                 ca_file: str | None = None, timeout: float = 300.0, compress: bool = True,
+                 watch: LinkWatch | None = None) -> None:
         self.base = base_url.rstrip("/")
+        self.watch = watch or LinkWatch()  # every request's outcome: the status page's link state
         self.token = token
         self.throttle = throttle or Throttle(None)
         self.compress = compress
@@ -96,7 +99,9 @@ class CentreLink:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.watch.saw(None, f"{type(exc).__name__}: {exc}")
             raise LinkDown(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        self.watch.saw(status, f"{method} {path}: HTTP {status}" if status >= 400 else None)
         if status >= 500 or status in (408, 429):
             raise LinkDown(f"{method} {path}: HTTP {status}: {_detail(body)}")
         if status >= 400 and status not in answers:

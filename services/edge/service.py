@@ -11,19 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import html
 import json
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
 
 from ..core.consortium import Consortium
-from ..core.localtime import LocalTime
+from ..core.events import utc_now
 from ..core.runtime import Runtime
+from . import page
 from .forwarder import Forwarder
 from .link import CentreLink, LinkError
 from .results import ResultFollower
+from .linkstate import CONNECTED
 from .settings import EdgeSettings
 from .throttle import Throttle
 from .worklist import WorklistCopy, metrics
@@ -64,6 +66,7 @@ class EdgeService:
         app.router.add_get("/", self._page)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/page.js", self._script)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.rt.settings.bind_host, self.rt.settings.http_port)
@@ -97,10 +100,11 @@ class EdgeService:
                 log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
-    # --- the local status: JSON, Prometheus, and a page for the clinic's technician ------------
+    # --- the local status: JSON, Prometheus, and a page for the clinic's technician (page.py) ----
     async def status(self) -> dict[str, Any]:
-        return {**await self.forwarder.status(), **await self.results.status(),
-                "worklist": await self.worklist.status()}
+        local = {**await self.forwarder.status(), **await self.results.status(),
+                 "worklist": await self.worklist.status()}
+        return await page.edge_status(self.rt.store, local, self.link.watch)
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(await self.status(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
@@ -122,28 +126,24 @@ class EdgeService:
             "# HELP yilian_edge_results_delivered Results stored at the terminal and acknowledged to the centre.",
             "# TYPE yilian_edge_results_delivered gauge", f"yilian_edge_results_delivered {s['results_delivered']}",
             *metrics(s["worklist"]),
+            "# HELP yilian_edge_link_up 1 while the centre answers the edge, 0 in an outage or when it refuses.",
+            "# TYPE yilian_edge_link_up gauge", f"yilian_edge_link_up {int(self.link.watch.state == CONNECTED)}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def _page(self, request: web.Request) -> web.Response:
-        s = await self.forwarder.status()
-        tz: LocalTime = self.rt.local_time
-        rows = "".join(
-            f"<tr><td>{html.escape(p['id'])}</td><td>{p['sent']}/{p['instances']}</td><td>{p['attempts']}</td>"
-            f"<td>{html.escape(p['last_error'] or '')}</td></tr>" for p in s["studies"])
-        last = tz.for_people(s["last_success_at"]) if s["last_success_at"] else "—"
-        body = f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="5">
-<title>医联前置机 Edge</title><style>body{{font-family:sans-serif;margin:1rem}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2rem .5rem}}.bad{{color:#b00}}</style></head><body>
-<h1>医联前置机 <small>Edge · {html.escape(self.settings.organization)}</small></h1>
-<p>待发检查 Studies pending: <b>{s['backlog_studies']}</b> · 待发图像 Instances: <b>{s['backlog_instances']}</b> ·
-待发字节 Bytes: <b>{s['bytes_pending']}</b> · 速率 Rate: <b>{s['rate_bytes_per_second']}</b> B/s ·
-最近成功 Last success: <b>{html.escape(last)}</b></p>
-<p class="bad">{html.escape(s['last_error'] or '')}</p>
-<table><tr><th>检查 Study</th><th>已发 Sent</th><th>重试 Attempts</th><th>错误 Error</th></tr>{rows}</table>
-</body></html>"""
-        return web.Response(text=body, content_type="text/html")
+        org = self.rt.consortium.organizations.get(self.settings.organization)
+        try:  # ?refresh=N: how often the page refreshes itself (seconds)
+            refresh = float(request.query.get("refresh", page.REFRESH_SECONDS))
+        except ValueError:
+            refresh = page.REFRESH_SECONDS
+        refresh = min(max(refresh, 1.0), 60.0) if math.isfinite(refresh) else page.REFRESH_SECONDS
+        body = page.render(await self.status(), tz=self.rt.local_time, now=utc_now(), refresh=refresh,
+                           organization_name=org.name if org else self.settings.organization)
+        return web.Response(text=body, content_type="text/html", headers=page.HEADERS)
+
+    async def _script(self, request: web.Request) -> web.Response:
+        return web.Response(text=page.SCRIPT, content_type="text/javascript", headers=page.HEADERS)
 
 
 async def run_edge(settings: Any, edge: EdgeSettings, *, ready: Any = None, stop: asyncio.Event | None = None) -> None:

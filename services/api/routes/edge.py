@@ -84,7 +84,9 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/edges")
 async def edges(request: web.Request) -> web.Response:
-    """Every edge's last heartbeat and backlog; ``silent`` when none came for YILIAN_EDGE_SILENT_SECONDS."""
+    """Every edge's last heartbeat and backlog; ``silent`` when none came for YILIAN_EDGE_SILENT_SECONDS.
+
+    Not audited, like the monitor's aggregates: the dashboard polls it all day and it names no patient."""
     require_role(request, "coordinator", "admin")
     rt = runtime(request)
     now = datetime.now(UTC)
@@ -93,9 +95,11 @@ async def edges(request: web.Request) -> web.Response:
     for doc in await rt.store.find(HEARTBEATS, sort=[("organization", 1), ("id", 1)]):
         seen = datetime.fromisoformat(doc["received_at"].replace("Z", "+00:00"))
         age = (now - seen).total_seconds()
+        org = rt.consortium.organizations.get(doc.get("organization") or "")
+        user = rt.consortium.users.get(doc["id"])
         items.append({**{k: v for k, v in doc.items() if k != "id"}, "edge": doc["id"],
+                      "organization_name": org.name if org else None, "edge_name": user.name if user else None,
                       "seconds_since_heartbeat": round(age, 1), "silent": age > limit})
-    await record(request, "edge.list", "edges")
     return json_response({"items": items, "silent_after_seconds": limit})
 
 

@@ -335,6 +335,86 @@
       tasksTable(c));
   }
 
+  // --- township edges (前置机) ------------------------------------------------------------
+  // Heartbeats are not events, so they are not in the monitor's stream: the panel polls
+  // GET /api/v1/edges (at most every 10 s, twice per silence period), and between polls each row
+  // ages here, so an edge turns red when its silence passes the limit, not at the next poll.
+  const EDGE_BACKLOG = { backlog_studies: ["检查", "studies"], backlog_instances: ["图像", "instances"],
+                         bytes_pending: ["数据", "bytes"], results_pending: ["待回传结果", "results"] };
+  const EDGE_NOT_BACKLOG = new Set(["seconds_since_heartbeat", "rate_bytes_per_second"]);
+  let edges = null, edgesAt = 0, edgesPoll = null, edgesTick = null, edgesOn = false;
+
+  async function loadEdges() {
+    clearTimeout(edgesPoll);
+    let next = 10;
+    try {
+      edges = await call("GET", "/api/v1/edges");
+      edgesAt = performance.now();
+      next = Math.min(10, Math.max(1, (edges.silent_after_seconds || 20) / 2));
+    } catch (e) { /* keep the last answer; its rows go on ageing and turn red if it lasts */ }
+    if (!edgesOn) return;  // signed out meanwhile
+    renderEdges();
+    edgesPoll = setTimeout(loadEdges, next * 1000);
+  }
+  function startEdges() { edgesOn = true; loadEdges(); edgesTick = setInterval(renderEdges, 1000); }
+  function stopEdges() { edgesOn = false; clearTimeout(edgesPoll); clearInterval(edgesTick); edges = null; }
+
+  function bytes(n) {
+    const units = ["B", "kB", "MB", "GB"];
+    let i = 0;
+    while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    return (i ? n.toFixed(1) : Math.round(n)) + " " + units[i];
+  }
+  function secondsTime(iso) {
+    if (!iso) return "—";
+    const options = { hourCycle: "h23", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" };
+    return format(options).format(new Date(iso)) + " " + zoneNote(iso).split(" ").pop();
+  }
+  function backlogOf(item) {
+    // Whatever numeric backlog the heartbeat carries: the known ones named, any newer one by its key.
+    const keys = Object.keys(EDGE_BACKLOG).filter((k) => k in item).concat(Object.keys(item).filter((k) =>
+      !(k in EDGE_BACKLOG) && !EDGE_NOT_BACKLOG.has(k) && typeof item[k] === "number" && Number.isFinite(item[k])));
+    return keys.filter((k) => typeof item[k] === "number").map((k) => {
+      const [zh, en] = EDGE_BACKLOG[k] || [k.replace(/_/g, " "), ""];
+      return el("span", { class: "backlog" + (item[k] > 0 ? " some" : ""), "data-backlog": k },
+        zh, " ", el("b", null, k === "bytes_pending" ? bytes(item[k]) : item[k]), en ? el("small", null, " " + en) : null);
+    });
+  }
+
+  function renderEdges() {
+    const panel = $("edges");
+    if (!edges || !zone) return;  // times wait for the consortium's zone (the first snapshot)
+    if (!edges.items.length) { panel.hidden = true; return; }
+    const elapsed = (performance.now() - edgesAt) / 1000, limit = edges.silent_after_seconds;
+    const rows = edges.items.map((item) => {
+      const age = item.seconds_since_heartbeat + elapsed, silent = item.silent || age > limit;
+      return { item, age, silent };
+    });
+    const silentCount = rows.filter((r) => r.silent).length;
+    panel.className = "panel edges" + (silentCount ? " alarm" : "");
+    panel.replaceChildren(
+      el("div", { class: "centre-head" }, el("h2", null, label("前置机", "Edges")),
+        el("small", null, edges.items.length + " 台 edges"),
+        silentCount ? el("span", { class: "silent-count", "data-silent": silentCount },
+          "失联 " + silentCount + " ", el("small", null, "silent")) : null,
+        el("small", null, "超过 " + duration(limit) + " 无心跳即为失联 silent after " + duration(limit))),
+      el("div", { class: "scroll-x" }, el("table", { class: "edge-list" },
+        el("thead", null, el("tr", null, el("th", null, label("机构", "site")), el("th", null, label("状态", "state")),
+          el("th", null, label("最近心跳", "last heartbeat")), el("th", null, label("积压", "backlog")),
+          el("th", { class: "n" }, label("速率", "rate")), el("th", null, label("最近成功", "last success")),
+          el("th", null, label("最近错误", "last error")))),
+        el("tbody", null, rows.map(({ item, age, silent }) => el("tr", { class: silent ? "silent" : "", "data-edge": item.edge,
+          "data-organization": item.organization },
+          el("td", { "data-col": "site" }, item.organization_name || item.organization, el("small", null, " " + item.edge)),
+          el("td", { "data-col": "state" }, silent ? label("失联", "silent") : label("正常", "alive")),
+          el("td", { "data-col": "heartbeat" }, secondsTime(item.received_at), el("small", null, " · " + duration(age) + " 前 ago")),
+          el("td", { "data-col": "backlog", class: "backlog-cell" }, backlogOf(item)),
+          el("td", { class: "n", "data-col": "rate" }, bytes(item.rate_bytes_per_second || 0) + "/s"),
+          el("td", { "data-col": "last_success" }, secondsTime(item.last_success_at)),
+          el("td", { "data-col": "error", class: "edge-error" }, item.last_error || "—")))))));
+    panel.hidden = false;
+  }
+
   // --- admin: consortium and sites --------------------------------------------------------
   function consortiumPanel(k) {
     const max = Math.max(1, ...k.remote_readings_per_township.map((t) => t.remote_readings));
@@ -378,6 +458,7 @@
     $("zone").textContent = zoneNote(data.now);
     $("zone").title = zone || "";
     document.body.dataset.updated = data.now;
+    renderEdges();
   }
 
   // --- the stream: SSE over fetch ----------------------------------------------------------
@@ -430,6 +511,7 @@
     $("who").textContent = who.name + " · " + (who.centre || who.role);
     $("login").hidden = true; $("board").hidden = false; $("logout").hidden = false;
     connect();
+    startEdges();
   }
 
   async function signIn(candidate) {
@@ -470,6 +552,7 @@
         .finally(() => location.assign("/signin"));
     }
     token = null;
+    stopEdges();
     if (controller) controller.abort();
     clearTimeout(retry);
     sessionStorage.removeItem("yilian.token");
