@@ -6,8 +6,9 @@ link, three ways, each timed until the centre holds every instance, with the byt
   resend loop: when an association fails he sends again what ``storescu`` did not see acknowledged
   (``--resend missing``, the default) or the whole study (``--resend whole``).
 * ``orthanc``: ``storescu`` → a local Orthanc with the DICOMweb plugin (Debian ``orthanc-dicomweb``)
-  whose STOW-RS client sends the study to the centre's ``/dicomweb`` through the link; a failed job
-  is resubmitted (``POST /jobs/{id}/resubmit``), the one retry Orthanc offers.
+  whose STOW-RS client sends the study to the centre's ``/dicomweb`` through the link (one chunked
+  request for the whole study); when the job fails, a new job sends the whole study again
+  (resubmitting the failed job does not work: the job does not rewind, it sends an empty body).
 
 The centre is one ``yilian up`` (embedded default, the example consortium) shared by the three;
 each variant has its own link (a ``tests/edge/faultproxy.py`` proxy with the same settings and
@@ -31,6 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -157,6 +159,16 @@ class Centre:
         return self._one("SELECT count(*) FROM event_log WHERE type = 'study.received' "
                          "AND json_extract(envelope, '$.data.study_uid') = ?", uid)
 
+    def first_received_at(self, uid: str) -> float | None:
+        """When the first ``study.received`` of ``uid`` was emitted (epoch seconds, from the event)."""
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("SELECT min(json_extract(envelope, '$.time')) FROM event_log WHERE type = "
+                              "'study.received' AND json_extract(envelope, '$.data.study_uid') = ?", (uid,)).fetchone()
+        finally:
+            con.close()
+        return datetime.fromisoformat(row[0].replace("Z", "+00:00")).timestamp() if row and row[0] else None
+
 
 class Process:
     """A server started in the background; ``ready()`` waits for its ready line (or port)."""
@@ -202,7 +214,8 @@ def start_edge(work: Path, link: Link, c: Centre, args: argparse.Namespace) -> P
     dicom = peers.free_port()
     env = _env(data_dir=work / "edge", ae_title=EDGE_AE, dicom_port=dicom, http_port=peers.free_port(),
                bind_host="127.0.0.1", consortium=EXAMPLE, jwt_secret="edge-local-" + "y" * 32, log_level="WARNING",
-               study_quiet_seconds=args.quiet, gateway_indexer="inline", edge_centre_url=f"http://127.0.0.1:{link.port}",
+               study_quiet_seconds=args.quiet, gateway_indexer="inline",
+               edge_centre_url=f"http://127.0.0.1:{link.port}",
                edge_token=c.tokens["cg-edge"], edge_organization=ORGANIZATION, edge_poll_seconds=args.edge_poll,
                edge_retry_first_seconds=args.edge_retry[0], edge_retry_max_seconds=args.edge_retry[1])
     return Process([sys.executable, "-m", "services.cli", "edge"], env, work / "edge.log", ports=(dicom,))
@@ -263,29 +276,33 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic()
 
 
-def _received_once(c: Centre, uid: str, timeout: float, settle: float) -> tuple[float | None, int]:
-    """When ``study.received`` was seen (monotonic), and how often it was announced so far."""
+def _announced(c: Centre, uid: str, started: float, held_seconds: float | None, timeout: float,
+               settle: float) -> dict[str, Any]:
+    """When the first ``study.received`` came (seconds after ``started``, epoch), how many came, and
+    whether the first came before the centre held every instance (a partial study announced)."""
     try:
-        at = wait_until(lambda: c.received(uid) >= 1, timeout, "study.received")
+        wait_until(lambda: c.received(uid) >= 1, timeout, "study.received")
     except TimeoutError:
-        return None, 0
+        return {"received_seconds": None, "study_received": 0, "announced_partial": False}
     time.sleep(settle)  # a second announcement would show here
-    return at, c.received(uid)
+    first = c.first_received_at(uid)
+    seconds = first - started if first else None
+    return {"received_seconds": seconds, "study_received": c.received(uid),
+            "announced_partial": bool(seconds is not None and held_seconds is not None and seconds < held_seconds)}
 
 
 def via_edge(c: Centre, files: list[Path], link: Link, proc: Process, args: argparse.Namespace) -> dict:
     uid, n = study_uid(files), len(files)
     link.begin()
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     sent = storescu(proc.info["dicom_port"], EDGE_AE, files)
     if not sent.ok:
         raise RuntimeError(f"storescu to the local edge failed: {sent.error}")
     modality = time.monotonic() - t0
     held_at = wait_until(lambda: c.held(uid) >= n, args.timeout, f"{n} instances via the edge")
     link_counters = link.counters()  # what it took to get them there (a heartbeat may add a little later)
-    received_at, announced = _received_once(c, uid, args.quiet * 2 + 120, args.settle)
-    return {"seconds": held_at - t0, "modality_seconds": modality,
-            "received_seconds": received_at - t0 if received_at else None, "study_received": announced,
+    announced = _announced(c, uid, wall0, held_at - t0, args.quiet * 2 + 120, args.settle)
+    return {"seconds": held_at - t0, "modality_seconds": modality, **announced,
             "attempts": None, "failures": None, "resent": None, "held": c.held(uid), **link_counters}
 
 
@@ -294,7 +311,7 @@ def via_storescu(c: Centre, files: list[Path], link: Link, proc: None, args: arg
     attempts = failures = requests = 0
     errors: list[str] = []
     link.begin()
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     pending = list(files)
     while pending and attempts < args.max_attempts:
         if attempts:
@@ -312,10 +329,9 @@ def via_storescu(c: Centre, files: list[Path], link: Link, proc: None, args: arg
     finished = not pending
     held_at = wait_until(lambda: c.held(uid) >= n, 120, f"{n} instances via storescu") if finished else None
     link_counters = link.counters()
-    received_at, announced = _received_once(c, uid, args.quiet * 2 + 30, args.settle)
     seconds = held_at - t0 if held_at else None
-    return {"seconds": seconds, "modality_seconds": seconds,
-            "received_seconds": received_at - t0 if received_at else None, "study_received": announced,
+    announced = _announced(c, uid, wall0, seconds, args.quiet * 2 + 30, args.settle)
+    return {"seconds": seconds, "modality_seconds": seconds, **announced,
             "attempts": attempts, "failures": failures, "resent": requests - n, "held": c.held(uid),
             "errors": errors[:5], "not_finished": None if finished else f"gave up after {attempts} attempts",
             **link_counters}
@@ -333,7 +349,7 @@ def via_orthanc(c: Centre, files: list[Path], link: Link, proc: Process, args: a
     errors: list[str] = []
     api = proc.info["api"]
     link.begin()
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     sent = storescu(proc.info["dicom_port"], "ORTHANC", files)
     if not sent.ok:
         raise RuntimeError(f"storescu to the local Orthanc failed: {sent.error}")
@@ -362,9 +378,9 @@ def via_orthanc(c: Centre, files: list[Path], link: Link, proc: Process, args: a
     finished = c.held(uid) >= n
     held_at = time.monotonic()
     link_counters = link.counters()
-    received_at, announced = _received_once(c, uid, args.quiet * 2 + 30, args.settle)
-    return {"seconds": held_at - t0 if finished else None, "modality_seconds": modality,
-            "received_seconds": received_at - t0 if received_at else None, "study_received": announced,
+    seconds = held_at - t0 if finished else None
+    announced = _announced(c, uid, wall0, seconds, args.quiet * 2 + 30, args.settle)
+    return {"seconds": seconds, "modality_seconds": modality, **announced,
             "attempts": attempts, "failures": failures, "resent": None, "held": c.held(uid), "errors": errors[:5],
             "not_finished": None if finished else f"{c.held(uid)}/{n} at the centre after {attempts} jobs",
             **link_counters}
@@ -385,12 +401,15 @@ def table(results: dict[str, Any]) -> str:
         if "skipped" in r:
             rows.append(f"  {name:<10}skipped: {r['skipped']}")
             continue
+        announced = f"{r['study_received']}{'*' if r['announced_partial'] else ''}"
         rows.append(f"  {name:<10}{_fmt(r['seconds']):>12}{_fmt(r['modality_seconds']):>11}"
-                    f"{_fmt(r['received_seconds']):>11}{r['study_received']:>10}{_fmt(r['attempts'], 'd'):>9}"
+                    f"{_fmt(r['received_seconds']):>11}{announced:>10}{_fmt(r['attempts'], 'd'):>9}"
                     f"{_fmt(r['failures'], 'd'):>7}{_fmt(r['resent'], 'd'):>7}{r['wire_bytes'] / 1e6:>9.2f}"
                     f"{r['bytes_up'] / 1e6:>8.2f}{r['bytes_down'] / 1e6:>8.2f}{r['connections_cut']:>5}")
         if r.get("not_finished"):
             rows.append(f"  {'':<10}not finished: {r['not_finished']}")
+    if any(r.get("announced_partial") for r in results["variants"].values()):
+        rows.append("  * the first study.received came before the centre held every instance (a partial study)")
     edge = results["variants"].get("edge", {})
     for name in ("storescu", "orthanc"):
         other = results["variants"].get(name, {})
@@ -418,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resend", choices=("missing", "whole"), default="missing",
                    help="storescu: the technician resends what was not acknowledged, or the whole study")
     p.add_argument("--resend-delay", type=float, default=None, help="storescu: seconds before he resends (10)")
-    p.add_argument("--orthanc-retry", type=float, default=None, help="Orthanc: seconds before resubmitting (2)")
+    p.add_argument("--orthanc-retry", type=float, default=None, help="Orthanc: seconds before a new STOW job (2)")
     p.add_argument("--max-attempts", type=int, default=50, help="give a variant up after this many attempts")
     p.add_argument("--quiet", type=float, default=None, help="YILIAN_STUDY_QUIET_SECONDS, centre and edge (10)")
     p.add_argument("--edge-poll", type=float, default=None, help="YILIAN_EDGE_POLL_SECONDS (1)")
@@ -451,11 +470,13 @@ def main(argv: list[str] | None = None) -> int:
         results |= {"instances": count, "study_bytes": size}
         print(f"edge benchmark: one study of {count} instances ({args.instances - args.dx - args.ecg} CT "
               f"{args.ct_rows}x{args.ct_rows}, {args.dx} DX {args.dx_rows}x{args.dx_rows}, {args.ecg} ECG), "
-              f"{size / 1e6:.2f} MB; link: {link_s.describe()}; storescu resends "
+              f"{size / 1e6:.2f} MB (small slices, not 512x512, so that a run at 2 Mbit/s takes minutes, "
+              f"not hours: --ct-rows); link: {link_s.describe()}; storescu resends "
               f"{'what was not acknowledged' if args.resend == 'missing' else 'the whole study'} "
-              f"{args.resend_delay:g} s after a failure; Orthanc resubmits a failed STOW job after "
-              f"{args.orthanc_retry:g} s; quiet period {args.quiet:g} s; {os.cpu_count()} cores, load average "
-              f"{' '.join(f'{x:.1f}' for x in results['load_before'])}", flush=True)
+              f"{args.resend_delay:g} s after a failure; Orthanc starts a new STOW job for the study "
+              f"{args.orthanc_retry:g} s after one failed; quiet period {args.quiet:g} s; "
+              f"{os.cpu_count()} cores, load average {' '.join(f'{x:.1f}' for x in results['load_before'])}",
+              flush=True)
         # Every process starts at once (starting is slow on a loaded machine); the variants then
         # run one after the other, each on its own link from its own start.
         with contextlib.ExitStack() as stack:
