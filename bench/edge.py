@@ -30,10 +30,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
