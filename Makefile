@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests drive as real peers (DCMTK tools, Orthanc) or use (fonts for PDF reports,
-# poppler-utils: pdftoppm renders the delivered PDF to PNG; zbar-tools: zbarimg reads its QR code back).
-DEBS   := dcmtk orthanc fonts-wqy-microhei chromium chromium-driver poppler-utils zbar-tools
+# poppler-utils: pdftoppm renders the delivered PDF to PNG; zbar-tools: zbarimg reads its QR code back;
+# orthanc-dicomweb: Orthanc's STOW-RS client, the third way in `python -m bench edge`).
+DEBS   := dcmtk orthanc orthanc-dicomweb fonts-wqy-microhei chromium chromium-driver poppler-utils zbar-tools
 PYTEST_ARGS ?=
 # The consortium file of `make run`: CONSORTIUM=PATH, else YILIAN_CONSORTIUM, else the example
 # (yilian's own rule: --consortium, then the variable, then deploy/consortium.example.yaml).

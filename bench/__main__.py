@@ -7,7 +7,8 @@ import importlib
 import sys
 
 BENCHMARKS = {"ingest": "bench.ingest", "worklist": "bench.worklist", "delivery": "bench.delivery",
-              "orders": "bench.orders", "pdf": "bench.pdf", "desks": "bench.desks"}
+              "orders": "bench.orders", "pdf": "bench.pdf", "desks": "bench.desks",
+              "edge": "bench.edge"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from services.core.auth import issue_token
 from services.pacs_gateway.announce import StudyAnnouncer
 
 from .conftest import SECRET, VIEWER_ORIGIN
-from .helpers import STOW_TYPE, multipart, sample_files
+from .helpers import BOUNDARY, STOW_TYPE, multipart, sample_files
 
 
 @pytest.fixture
@@ -119,6 +119,17 @@ async def test_another_clinic_and_other_centres_see_nothing(web, ct):
     assert retrieve["detail"]["sop_instance_uids"] == [ct.SOPInstanceUID]
 
 
+async def test_stow_takes_the_73_character_boundary_of_orthancs_stow_client(web, ct, tmp_path):
+    """Orthanc's DICOMweb plugin (1.7, Debian orthanc-dicomweb) sends two UUIDs joined by '-' as its
+    boundary, over RFC 2046's 70: refused, no Orthanc could forward to the centre."""
+    boundary = "083ca365-9d75-4ee3-9a29-b1bf9240feb5-083ca365-9d75-4ee3-9a29-b1bf9240feb5"
+    mr = sample_files(tmp_path / "orthanc")["mr"].read_bytes()
+    status, body, _ = await web.post("/studies", multipart([mr], boundary=boundary),
+                                     STOW_TYPE.replace(BOUNDARY, boundary), user="cg-clinic")
+    assert status == 200, body
+    assert await web.rt.store.count("instances") == 2
+
+
 async def test_stow_refusals(web, ct, tmp_path):
     files = sample_files(tmp_path / "more")
     mr = files["mr"].read_bytes()
@@ -138,6 +149,9 @@ async def test_stow_refusals(web, ct, tmp_path):
     assert status == 400 and b"boundary" in body
     status, _, _ = await web.post("/studies", b"no parts at all", STOW_TYPE, user="cg-clinic")
     assert status == 400
+    status, body, _ = await web.post("/studies", multipart([mr], boundary="b" * 201),
+                                     STOW_TYPE.replace(BOUNDARY, "b" * 201), user="cg-clinic")
+    assert status == 400 and b"too long" in body
     # a part that is not DICOM: 409 with its failure reason; next to a good one: 202
     status, body, headers = await web.post("/studies", multipart([b"hello, not dicom"]), STOW_TYPE, user="cg-clinic")
     assert status == 409 and headers["Content-Type"] == "application/dicom+json"

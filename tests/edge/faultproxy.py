@@ -1,6 +1,7 @@
 """A poor township link between two loopback ports: latency, a bandwidth cap, connections cut at
 random mid-transfer, and total outages.  A real TCP proxy; the edge and the centre talk through it
-as they would through a VPN that keeps failing."""
+as they would through a VPN that keeps failing.  Test and benchmark tooling (``bench/edge.py``
+imports it from here), never imported by the product."""
 
 from __future__ import annotations
 
@@ -35,11 +36,16 @@ class Bucket:
 
 class FaultProxy:
     def __init__(self, upstream_port: int, *, latency: float = 0.0, bytes_per_second: float | None = None,
-                 cut_every_bytes: tuple[int, int] | None = None, seed: int = 7) -> None:
+                 cut_every_bytes: tuple[int, int] | None = None, cut_mean_seconds: float | None = None,
+                 seed: int = 7) -> None:
         self.upstream_port = upstream_port
         self.latency = latency
         self.bucket = Bucket(bytes_per_second)
         self.cut_every = cut_every_bytes  # each connection is cut after a random byte count in this range
+        # The line drops at random moments (exponential gaps of this mean), cutting whatever is open:
+        # a transfer's chance to get through falls with its duration, as on a flaky VPN.
+        self.cut_mean_seconds = cut_mean_seconds
+        self.drops = 0  # random drops of the line (each cuts the connections open then)
         self.rng = random.Random(seed)
         self.down = False
         self.port = 0
@@ -48,12 +54,32 @@ class FaultProxy:
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._live: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._dropper: asyncio.Task[None] | None = None
+
+    @property
+    def wire_bytes(self) -> int:
+        return self.bytes["up"] + self.bytes["down"]
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.cut_mean_seconds:
+            self.drop_at_random(self.cut_mean_seconds)
+
+    def drop_at_random(self, mean_seconds: float, seed: int | None = None) -> None:
+        """From now on, drop the line at random moments (``seed``: the same schedule from now)."""
+        if self._dropper is not None:
+            self._dropper.cancel()
+        self.cut_mean_seconds = mean_seconds
+        if seed is not None:
+            self.rng = random.Random(seed)
+        self._dropper = asyncio.create_task(self._drop_at_random())
 
     async def stop(self) -> None:
+        if self._dropper is not None:
+            self._dropper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dropper
         self.outage(True)
         if self._server is not None:
             self._server.close()
@@ -63,10 +89,22 @@ class FaultProxy:
         """Down: new connections are dropped at once and the open ones cut."""
         self.down = down
         if down:
-            for a, b in list(self._live):
-                for w in (a, b):
-                    w.transport.abort()
-            self._live.clear()
+            self._cut_all()
+
+    def _cut_all(self) -> int:
+        live = list(self._live)
+        for a, b in live:
+            for w in (a, b):
+                w.transport.abort()
+        self._live.clear()
+        return len(live)
+
+    async def _drop_at_random(self) -> None:
+        assert self.cut_mean_seconds
+        while True:
+            await asyncio.sleep(self.rng.expovariate(1 / self.cut_mean_seconds))
+            self.drops += 1
+            self.cuts += self._cut_all()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:

@@ -38,6 +38,9 @@ log = logging.getLogger("yilian.api.dicomweb.stow")
 
 CALLING_AE = "STOW-RS"  # recorded as the instance's calling AE: the user is in the audit log
 CHUNK = 1 << 16
+# RFC 2046 caps a boundary at 70 characters and aiohttp enforces it, but common STOW-RS clients
+# exceed it (Orthanc's DICOMweb plugin sends two UUIDs: 73).  Longer ones are still refused.
+MAX_BOUNDARY = 200
 
 
 class StowError(Exception):
@@ -46,6 +49,16 @@ class StowError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status, self.detail = status, detail
+
+
+class _Parts(MultipartReader):
+    """aiohttp's multipart reader with a boundary of up to MAX_BOUNDARY characters."""
+
+    def _get_boundary(self) -> str:
+        boundary: str = self._mimetype.parameters["boundary"]
+        if len(boundary) > MAX_BOUNDARY:
+            raise ValueError(f"boundary {boundary[:80]!r}... is too long ({MAX_BOUNDARY} characters at most)")
+        return boundary
 
 
 @dataclass
@@ -96,7 +109,7 @@ async def store(request: web.Request, rt: Runtime, who: Principal, study_uid: st
     staging, limit = rt.blobs.staging_dir(), rt.settings.max_instance_bytes
     parts = 0
     try:
-        reader = await request.multipart()
+        reader = _Parts(request.headers, request.content)
         while (part := await reader.next()) is not None:
             parts += 1
             if isinstance(part, MultipartReader):
