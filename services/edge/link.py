@@ -10,10 +10,11 @@ a refusal that will not change (400, 401, 403, 409) is :class:`LinkRefused`.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ SOP_INSTANCE_UID = "00080018"
 FAILED_SOP_SEQUENCE, REFERENCED_SOP_SEQUENCE = "00081198", "00081199"
 REFERENCED_SOP_INSTANCE_UID, FAILURE_REASON = "00081155", "00081197"
 CHUNK = 1 << 16
+
+log = logging.getLogger("yilian.edge")
 
 
 class LinkError(Exception):
@@ -72,6 +75,20 @@ class CentreLink:
         self._ssl = ssl_ctx
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=15, sock_read=60)
         self._session: aiohttp.ClientSession | None = None
+        self.up: bool | None = None  # what the last call said of the link; None before the first
+        self._on_restored: list[Callable[[], None]] = []
+
+    def on_restored(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` when a call gets through after one found the link down."""
+        self._on_restored.append(callback)
+
+    def mark(self, up: bool) -> None:
+        """What a call found: the link up (any answer from the centre) or down."""
+        was, self.up = self.up, up
+        if up and was is False:
+            log.info("the link to the centre is back")
+            for callback in self._on_restored:
+                callback()
 
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -95,7 +112,9 @@ class CentreLink:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.mark(False)
             raise LinkDown(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        self.mark(True)  # the centre answered, whatever it said
         if status >= 500 or status in (408, 429):
             raise LinkDown(f"{method} {path}: HTTP {status}: {_detail(body)}")
         if status >= 400 and status not in answers:

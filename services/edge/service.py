@@ -14,6 +14,7 @@ import dataclasses
 import html
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -85,7 +86,13 @@ class EdgeService:
                 log.info("heartbeat not delivered", extra={"error": str(exc)})
             except Exception:
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+            # While the link is down the heartbeat is the probe that finds it back (then every
+            # waiting study goes at once): a link back is used within seconds.
+            beaten = time.monotonic()
+            while True:
+                await asyncio.sleep(min(self.settings.heartbeat_seconds, self.settings.probe_seconds))
+                if self.link.up is False or time.monotonic() - beaten >= self.settings.heartbeat_seconds:
+                    break
 
     # --- the local status: JSON, Prometheus, and a page for the clinic's technician ------------
     async def _status(self, request: web.Request) -> web.Response:

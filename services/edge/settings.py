@@ -21,6 +21,7 @@ class EdgeSettings:
     max_delay: float = 60.0  # no single wait longer: a link back is used within a minute
     poll_seconds: float = 1.0  # how often the local store is looked at for new studies
     heartbeat_seconds: float = 30.0
+    probe_seconds: float = 5.0  # while the link is down, a heartbeat this often finds it back
     compress: bool = True  # gzip the STOW bodies
 
     @classmethod
@@ -43,6 +44,7 @@ class EdgeSettings:
             max_delay=env_float("YILIAN_EDGE_RETRY_MAX_SECONDS", 60.0, minimum=0.01),
             poll_seconds=env_float("YILIAN_EDGE_POLL_SECONDS", 1.0, minimum=0.01),
             heartbeat_seconds=env_float("YILIAN_EDGE_HEARTBEAT_SECONDS", 30.0, minimum=0.05),
+            probe_seconds=env_float("YILIAN_EDGE_PROBE_SECONDS", 5.0, minimum=0.05),
             compress=(os.environ.get("YILIAN_EDGE_COMPRESS") or "true").strip().lower() not in ("0", "false", "no"),
         )
 
