@@ -77,7 +77,11 @@ def real_file_copy(name: str, directory: Path) -> Path:
 
 def dataset_bytes(path: Path) -> bytes:
     """The bytes of a Part 10 file after its File Meta Information: the dataset as sent on the wire."""
-    raw = Path(path).read_bytes()
+    return dataset_part(Path(path).read_bytes())
+
+
+def dataset_part(raw: bytes) -> bytes:
+    """The bytes of a Part 10 file (or a bare dataset) after its File Meta Information."""
     if raw[128:132] != b"DICM":
         return raw
     # (0002,0000) File Meta Information Group Length: UL, value starts at 132 + 8.

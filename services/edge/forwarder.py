@@ -46,6 +46,13 @@ class Forwarder:
         self.rate = 0.0  # bytes per second on the wire, over the last request
         self.last_success_at: str | None = None
         self.last_error: str | None = None
+        self._restored = False
+        link.on_restored(self._link_restored)
+
+    def _link_restored(self) -> None:
+        # Studies waiting out their backoff go now: the link is back, not in a minute.
+        self._restored = True
+        self.wake()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="edge:forward")
@@ -75,12 +82,24 @@ class Forwarder:
     async def run_once(self) -> bool:
         """Look for new local studies, then work on the most urgent due one; whether any was due."""
         await self.discover()
+        if self._restored:
+            self._restored = False
+            await self.retry_now()
         due = await self.rt.store.find(EDGE_STUDIES, {"state": "pending", "next_attempt_at": {"$lte": _now()}},
                                        sort=[("rank", 1), ("first_received_at", 1)], limit=1)
         if not due:
             return False
         await self.forward(due[0])
         return True
+
+    async def retry_now(self) -> int:
+        """Every pending study waiting out a backoff is due at once; how many."""
+        now = _now()
+        waiting = await self.rt.store.find(EDGE_STUDIES, {"state": "pending", "next_attempt_at": {"$gt": now}})
+        for entry in waiting:
+            await self._write("update", EDGE_STUDIES, entry["id"], {"next_attempt_at": now},
+                              where={"state": "pending"})
+        return len(waiting)
 
     async def discover(self) -> int:
         """Every local study changed since the last look gets (or re-opens) its queue entry."""

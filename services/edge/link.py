@@ -14,13 +14,13 @@ import json
 import ssl
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from .linkstate import LinkWatch
+from .linkstate import OUTAGE, LinkWatch
 from .throttle import Throttle
 
 SOP_INSTANCE_UID = "00080018"
@@ -76,6 +76,15 @@ class CentreLink:
         self._ssl = ssl_ctx
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=15, sock_read=60)
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def down(self) -> bool:
+        """The last call found no centre (no answer, or 5xx/408/429)."""
+        return self.watch.state == OUTAGE
+
+    def on_restored(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` when a call gets an answer after an outage."""
+        self.watch.on_restored(callback)
 
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(

@@ -8,10 +8,13 @@ but refuses this edge (its token revoked or wrong): a different fix, so a differ
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+log = logging.getLogger("yilian.edge")
 
 UNKNOWN, CONNECTED, OUTAGE, REFUSED = "unknown", "connected", "outage", "refused"
 
@@ -27,6 +30,11 @@ class LinkWatch:
         self.since: float | None = None  # when the current state began
         self.last_answer: float | None = None
         self.last_error: str | None = None
+        self._on_restored: list[Callable[[], None]] = []
+
+    def on_restored(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` at the first answer after an outage (the forwarder retries at once)."""
+        self._on_restored.append(callback)
 
     def saw(self, status: int | None, error: str | None = None) -> None:
         """One request's outcome: the HTTP status, or None when no answer came (``error`` says why)."""
@@ -42,7 +50,11 @@ class LinkWatch:
         if state != CONNECTED:
             self.last_error = error or f"HTTP {status}"
         if state != self.state:
-            self.state, self.since = state, now
+            was, self.state, self.since = self.state, state, now
+            if was == OUTAGE:
+                log.info("the link to the centre is back", extra={"state": state})
+                for callback in self._on_restored:
+                    callback()
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state, "since": _iso(self.since) if self.since else None,

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from typing import Any
 
 from aiohttp import web
@@ -24,8 +25,8 @@ from ..core.runtime import Runtime
 from . import page
 from .forwarder import Forwarder
 from .link import CentreLink, LinkError
-from .results import ResultFollower
 from .linkstate import CONNECTED
+from .results import ResultFollower
 from .settings import EdgeSettings
 from .throttle import Throttle
 from .worklist import WorklistCopy, metrics
@@ -88,17 +89,26 @@ class EdgeService:
     async def _beat(self) -> None:
         while True:
             try:
-                status = await self.forwarder.status()
-                await self.link.heartbeat({k: status[k] for k in ("backlog_studies", "backlog_instances",
-                                                                   "bytes_pending", "rate_bytes_per_second",
-                                                                   "last_success_at", "last_error")})
+                status = {**await self.forwarder.status(), **await self.results.status()}
+                steps = (await self.worklist.status())["steps_pending"]
+                await self.link.heartbeat({**{k: status[k] for k in ("backlog_studies", "backlog_instances",
+                                                                     "bytes_pending", "rate_bytes_per_second",
+                                                                     "results_pending", "last_success_at",
+                                                                     "last_error")},
+                                           "procedure_steps_pending": steps})
                 if self.worklist.failures:
                     self.worklist.wake()  # the link is back: the copy need not wait for its backoff
             except LinkError as exc:
                 log.info("heartbeat not delivered", extra={"error": str(exc)})
             except Exception:
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+            # While the link is down the heartbeat is the probe that finds it back (then every
+            # waiting study goes at once): a link back is used within seconds.
+            beaten = time.monotonic()
+            while True:
+                await asyncio.sleep(min(self.settings.heartbeat_seconds, self.settings.probe_seconds))
+                if self.link.down or time.monotonic() - beaten >= self.settings.heartbeat_seconds:
+                    break
 
     # --- the local status: JSON, Prometheus, and a page for the clinic's technician (page.py) ----
     async def status(self) -> dict[str, Any]:

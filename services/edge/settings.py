@@ -22,6 +22,7 @@ class EdgeSettings:
     poll_seconds: float = 1.0  # how often the local store is looked at for new studies
     heartbeat_seconds: float = 30.0
     worklist_seconds: float = 60.0  # how often the worklist copy is brought up to date (MPPS go every poll)
+    probe_seconds: float = 5.0  # while the link is down, a heartbeat this often finds it back
     compress: bool = True  # gzip the STOW bodies
     # Results back: the clinic's terminal (AE@host:port; default: the organisation's scp in the consortium
     # file), and the longest wait before the result stream reconnects or a result is tried again, so a
@@ -51,6 +52,7 @@ class EdgeSettings:
             poll_seconds=env_float("YILIAN_EDGE_POLL_SECONDS", 1.0, minimum=0.01),
             heartbeat_seconds=env_float("YILIAN_EDGE_HEARTBEAT_SECONDS", 30.0, minimum=0.05),
             worklist_seconds=env_float("YILIAN_EDGE_WORKLIST_SECONDS", 60.0, minimum=0.05),
+            probe_seconds=env_float("YILIAN_EDGE_PROBE_SECONDS", 5.0, minimum=0.05),
             compress=(os.environ.get("YILIAN_EDGE_COMPRESS") or "true").strip().lower() not in ("0", "false", "no"),
             terminal=(os.environ.get("YILIAN_EDGE_TERMINAL") or "").strip() or None,
             results_max_delay=env_float("YILIAN_EDGE_RESULTS_RETRY_MAX_SECONDS", 10.0, minimum=0.01),

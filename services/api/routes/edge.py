@@ -27,7 +27,8 @@ from ..validation import json_body
 routes = web.RouteTableDef()
 
 HEARTBEATS = "edge_heartbeats"
-BACKLOG_FIELDS = ("backlog_studies", "backlog_instances", "bytes_pending", "rate_bytes_per_second")
+BACKLOG_FIELDS = ("backlog_studies", "backlog_instances", "bytes_pending", "rate_bytes_per_second",
+                  "results_pending", "procedure_steps_pending")
 
 
 def silent_after() -> float:

@@ -340,7 +340,8 @@
   // GET /api/v1/edges (at most every 10 s, twice per silence period), and between polls each row
   // ages here, so an edge turns red when its silence passes the limit, not at the next poll.
   const EDGE_BACKLOG = { backlog_studies: ["检查", "studies"], backlog_instances: ["图像", "instances"],
-                         bytes_pending: ["数据", "bytes"], results_pending: ["待回传结果", "results"] };
+                         bytes_pending: ["数据", "bytes"], results_pending: ["待回传结果", "results"],
+                         procedure_steps_pending: ["待发MPPS", "MPPS"] };
   const EDGE_NOT_BACKLOG = new Set(["seconds_since_heartbeat", "rate_bytes_per_second"]);
   let edges = null, edgesAt = 0, edgesPoll = null, edgesTick = null, edgesOn = false;
 
