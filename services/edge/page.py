@@ -183,6 +183,7 @@ def render(status: dict[str, Any], *, tz: LocalTime, organization_name: str, now
         pending += f'<p class="empty">另有 {len(studies) - PAGE_STUDIES} 个检查 <small>more studies</small></p>'
     recent = "".join(_study(d, when, done=True) for d in status.get("recent", [])) or \
         '<p class="empty">暂无 <small>none yet</small></p>'
+    extra = _results_and_worklist(status, when)
     offset = tz.local(now).strftime("%z")
     zone = f"UTC{offset[:3]}:{offset[3:]}"
     return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
@@ -200,10 +201,43 @@ def render(status: dict[str, Any], *, tz: LocalTime, organization_name: str, now
 <div id="pending">{pending}</div>
 <h2>最近送达 <small>recently at the centre</small></h2>
 <div id="recent">{recent}</div>
+{extra}
 <p class="meta">更新于 updated {_e(when(now))}</p>
 </main>
 <footer>JSON: <a href="/status">/status</a> · Prometheus: <a href="/metrics">/metrics</a></footer>
 <script src="/page.js"></script></body></html>"""
+
+
+def _kpis(items: list[tuple[str, str, str, Any]]) -> str:
+    return '<div class="kpis">' + "".join(f'<div class="kpi" data-kpi="{key}"><b>{_e(v)}</b>{zh} <small>{en}</small></div>'
+                                          for zh, en, key, v in items) + "</div>"
+
+
+def _results_and_worklist(status: dict[str, Any], when: Any) -> str:
+    """Results on their way to the clinic's terminal, and the worklist copy the modalities query."""
+    out = ""
+    if "results_pending" in status:
+        out += ('<h2>报告回传 <small>signed results to the terminal</small></h2><div id="results">' + _kpis([
+            ("终端", "terminal", "terminal", status.get("terminal") or "—"),
+            ("待回传", "pending", "results_pending", status.get("results_pending", 0)),
+            ("已回传", "delivered", "results_delivered", status.get("results_delivered", 0)),
+            ("终端拒收", "refused", "results_refused", status.get("results_refused", 0)),
+            ("最近回传", "last delivered", "results_last", when(status.get("results_last_delivered_at")))]))
+        if status.get("results_last_error") and status.get("results_pending"):
+            out += f'<p class="error">错误 <small>error</small> {_e(status["results_last_error"])}</p>'
+        out += "</div>"
+    w = status.get("worklist")
+    if w:
+        out += ('<h2>工作列表副本 <small>worklist copy for the modalities</small></h2><div id="worklist">' + _kpis([
+            ("待检申请", "scheduled", "worklist_items", w.get("items", 0)),
+            ("同步于", "synced", "worklist_synced", when(w.get("synced_at"))),
+            ("待发MPPS", "MPPS pending", "steps_pending", w.get("steps_pending", 0)),
+            ("中心拒收MPPS", "MPPS refused", "steps_refused", w.get("steps_refused", 0))]))
+        if w.get("last_error"):
+            out += (f'<p class="error">同步失败，模态仍可查询本机副本 <small>sync failed; the modalities still query the '
+                    f'copy here</small> {_e(w["last_error"])}</p>')
+        out += "</div>"
+    return out
 
 
 def _study(p: dict[str, Any], when: Any, *, done: bool = False) -> str:

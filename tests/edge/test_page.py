@@ -70,3 +70,22 @@ def test_a_refusal_code_reads_as_words():
     assert page.refusal("0x0124") == "0x0124 不允许 refused: not authorized"
     assert page.refusal("0xC122").startswith("0xC122 中心无法处理")
     assert page.refusal("") == ""
+
+
+def test_the_page_shows_results_for_the_terminal_and_the_worklist_copy():
+    html = page.render(status(terminal="CG_TERM@192.168.1.20:104", results_pending=2, results_delivered=5,
+                              results_refused=0, results_last_delivered_at="2026-12-03T01:30:00Z",
+                              results_last_error="association refused <by> CG_TERM",
+                              worklist={"items": 4, "synced_at": "2026-12-03T01:59:00Z", "steps_pending": 1,
+                                        "steps_refused": 0, "last_error": "LinkDown: reset"}),
+                       tz=LocalTime.named(), organization_name="城关镇卫生院", now="2026-12-03T02:05:00Z")
+    results = html.split('<div id="results">')[1].split('<div id="worklist">')[0]
+    assert 'data-kpi="results_pending"><b>2</b>' in results and 'data-kpi="results_delivered"><b>5</b>' in results
+    assert "CG_TERM@192.168.1.20:104" in results and "association refused &lt;by&gt;" in results
+    assert "2026-12-03 09:30:00 +08:00" in results
+    worklist = html.split('<div id="worklist">')[1]
+    assert 'data-kpi="worklist_items"><b>4</b>' in worklist and 'data-kpi="steps_pending"><b>1</b>' in worklist
+    assert "2026-12-03 09:59:00 +08:00" in worklist and "LinkDown: reset" in worklist
+    # An edge status without them (an older status) renders without the sections.
+    assert 'id="results"' not in page.render(status(), tz=LocalTime.named(), organization_name="x",
+                                             now="2026-12-03T02:05:00Z")
