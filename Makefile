@@ -15,13 +15,14 @@ CONSORTIUM ?=
 # OHIF_TARBALL=PATH installs a copied tarball where the npm registry cannot be reached).
 OHIF_TARBALL ?=
 
-.PHONY: run test install install-test viewer debs bench clean help
+.PHONY: run test install install-test viewer debs bench proof-edge clean help
 
 help:
 	@echo "make run    - create $(VENV), install Yilian, start 'yilian up' (CONSORTIUM=PATH or YILIAN_CONSORTIUM; default the example)"
 	@echo "make test   - install test needs (pip extras + Debian packages) and run the whole suite"
 	@echo "make viewer - put the pinned OHIF Viewer in var/viewer (YILIAN_VIEWER_DIR; OHIF_TARBALL=PATH offline)"
 	@echo "make bench  - run the benchmarks in bench/ (see docs/performance.md)"
+	@echo "make proof-edge - the township edge at full scale: 500 instances, a poor link, a 3-minute outage (~7 min; docs/edge.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,10 @@ test: debs install-test viewer
 
 bench: debs install-test
 	$(BIN)/python -m bench
+
+# The edge's full-scale proof, skipped by `make test` for its length (YILIAN_TEST_EDGE_OUTAGE_SECONDS=N: a shorter outage).
+proof-edge: debs install-test
+	YILIAN_TEST_EDGE_SCALE=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/edge/test_scale.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-artifacts

@@ -164,7 +164,7 @@ class Forwarder:
                         reasons[sop] = f"0x{reason:04X}"
                         log.warning("the centre refused an instance for good; set aside",
                                     extra={"study_uid": uid, "sop_instance_uid": sop, "status": f"0x{reason:04X}"})
-                self.last_success_at = _now()
+                self.last_success_at, self.last_error = _now(), None  # the centre answered: no stale error shown
                 entry = {**entry, "bytes": entry.get("bytes", 0) + sum(d["size"] for d in batch),
                          "wire_bytes": entry.get("wire_bytes", 0) + result.wire_bytes}
                 await self._write("update", EDGE_STUDIES, uid, {
@@ -181,7 +181,11 @@ class Forwarder:
                 # Still receiving locally: the centre is told only when the local study is complete.
                 await self._write("update", EDGE_STUDIES, uid, {"next_attempt_at": _at(time.time() + self.settings.poll_seconds)})
                 return
-            await self.link.complete(uid, len(local) - len(refused))
+            if len(local) > len(refused):
+                await self.link.complete(uid, len(local) - len(refused))
+            else:  # the centre refused every instance: nothing there to announce; done here, its refusals shown
+                log.warning("the centre refused every instance of the study; nothing to announce",
+                            extra={"study_uid": uid, "instances": len(local)})
             done = await self._write("update", EDGE_STUDIES, uid, {"state": "done", "completed_at": _now(), "attempts": 0,
                                                            "last_error": None, "next_attempt_at": None},
                                       where={"seen_update": entry.get("seen_update")})

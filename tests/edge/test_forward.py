@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pydicom
 from pydicom.uid import generate_uid
 
 from services.core import held_studies
@@ -127,3 +128,32 @@ async def test_a_link_back_is_used_at_once_not_after_the_longest_backoff(centre,
     await wait_for(all_arrived, timeout=40, what="the studies at the centre after the link came back")
     # Without the probe, three studies each waiting uniform(0, 30) s all go within 8 s once in 50.
     assert time.monotonic() - back < 8, f"{time.monotonic() - back:.1f} s after the link came back"
+
+
+async def test_a_study_the_centre_refuses_whole_is_set_aside_not_retried_forever(centre, link_to, make_edge, tmp_path):
+    """The centre holds another object under the study's one SOP Instance UID (0xA900 for good):
+    nothing of it can be announced, so the edge does not ask to (the centre would answer 422 for
+    ever); the study is done at the edge with its refusal shown, and no error stays on the status."""
+    from .test_pages import storescu as store_as
+    proxy: FaultProxy = await link_to()
+    edge = await make_edge(proxy)
+    (tmp_path / "src").mkdir()
+    uid = generate_uid()
+    files = [random_instance(tmp_path / "src", study_uid=uid, series_uid=generate_uid(), number=1, rows=32,
+                             modality="CT", sop_class=ds_.CT_IMAGE)]
+    sop = str(pydicom.dcmread(files[0], stop_before_pixels=True).SOPInstanceUID)
+    clash = ds_.write(ds_.make_instance(sop_instance_uid=sop, modality="DX", sop_class_uid=ds_.DX_IMAGE),
+                      tmp_path / "clash.dcm")
+    await asyncio.to_thread(store_as, centre.gateway.dicom_port, [clash], "YILIAN")
+    await asyncio.to_thread(storescu, edge.dicom_port, files)
+
+    async def done() -> bool:
+        entry = await edge.rt.store.get("edge_studies", uid)
+        return entry is not None and entry.get("state") == "done"
+    await wait_for(done, timeout=30, what="the wholly refused study done at the edge")
+    entry = await edge.rt.store.get("edge_studies", uid)
+    assert entry["refused"] == [sop] and entry["refused_reasons"] == {sop: "0xA900"} and entry["attempts"] == 0
+    status = await edge.service.status()
+    assert status["backlog_studies"] == 0 and status["last_error"] is None
+    assert [r["id"] for r in status["recent"]] == [uid]
+    assert await centre.rt.store.get("studies", uid) is None  # nothing of it at the centre
