@@ -93,7 +93,8 @@ class EdgeService:
                 steps = (await self.worklist.status())["steps_pending"]
                 await self.link.heartbeat({**{k: status[k] for k in ("backlog_studies", "backlog_instances",
                                                                      "bytes_pending", "rate_bytes_per_second",
-                                                                     "results_pending", "last_success_at",
+                                                                     "results_pending", "results_refused",
+                                                                     "last_success_at",
                                                                      "last_error")},
                                            "procedure_steps_pending": steps})
                 if self.worklist.failures:

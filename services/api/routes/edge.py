@@ -28,7 +28,7 @@ routes = web.RouteTableDef()
 
 HEARTBEATS = "edge_heartbeats"
 BACKLOG_FIELDS = ("backlog_studies", "backlog_instances", "bytes_pending", "rate_bytes_per_second",
-                  "results_pending", "procedure_steps_pending")
+                  "results_pending", "results_refused", "procedure_steps_pending")
 
 
 def silent_after() -> float:

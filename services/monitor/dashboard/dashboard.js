@@ -341,6 +341,7 @@
   // ages here, so an edge turns red when its silence passes the limit, not at the next poll.
   const EDGE_BACKLOG = { backlog_studies: ["检查", "studies"], backlog_instances: ["图像", "instances"],
                          bytes_pending: ["数据", "bytes"], results_pending: ["待回传结果", "results"],
+                         results_refused: ["终端拒收", "refused by terminal"],
                          procedure_steps_pending: ["待发MPPS", "MPPS"] };
   const EDGE_NOT_BACKLOG = new Set(["seconds_since_heartbeat", "rate_bytes_per_second"]);
   let edges = null, edgesAt = 0, edgesPoll = null, edgesTick = null, edgesOn = false;
