@@ -85,7 +85,7 @@ h2{font-size:15px;margin:14px 0 6px}main{padding:8px 12px;max-width:1100px}
 .link.unknown{background:#fff4e0;color:#7a4a00}
 .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:6px}
 .kpi{background:#fff;border-radius:6px;padding:6px 8px}.kpi b{display:block;font-size:20px}
-.kpi:last-child b{font-size:15px;line-height:26px}
+.kpi.text b{font-size:15px;line-height:26px;overflow-wrap:anywhere}
 .study{background:#fff;border-radius:6px;padding:8px 10px;margin-bottom:8px}.study.urgent{border-left:4px solid #c62828}
 .what{font-weight:600}.meta{color:#4b5968;font-size:13px}
 progress{display:block;width:100%;height:14px;margin:5px 0;accent-color:#3f8f4a}
@@ -174,8 +174,6 @@ def render(status: dict[str, Any], *, tz: LocalTime, organization_name: str, now
             ("待发数据", "bytes pending", "bytes_pending", size(status.get("bytes_pending"))),
             ("速率", "rate", "rate", size(status.get("rate_bytes_per_second")) + "/s"),
             ("最近成功", "last success", "last_success", when(status.get("last_success_at")))]
-    kpi_html = "".join(f'<div class="kpi" data-kpi="{key}"><b>{_e(v)}</b>{zh} <small>{en}</small></div>'
-                       for zh, en, key, v in kpis)  # the last one is a time: .kpi:last-child b is smaller
     studies = status.get("studies", [])
     pending = "".join(_study(p, when) for p in studies[:PAGE_STUDIES]) or \
         '<p class="empty">没有待发检查 <small>nothing waiting: every study is at the centre</small></p>'
@@ -196,7 +194,7 @@ def render(status: dict[str, Any], *, tz: LocalTime, organization_name: str, now
 <main id="edge">
 <div class="link {_e(state)}" data-link="{_e(state)}">{banner}</div>
 {f'<p class="error">{error}</p>' if error else ''}
-<div class="kpis">{kpi_html}</div>
+{_kpis(kpis)}
 <h2>待发检查 <small>studies in progress</small></h2>
 <div id="pending">{pending}</div>
 <h2>最近送达 <small>recently at the centre</small></h2>
@@ -208,9 +206,13 @@ def render(status: dict[str, Any], *, tz: LocalTime, organization_name: str, now
 <script src="/page.js"></script></body></html>"""
 
 
+TEXT_KPIS = {"last_success", "terminal", "results_last", "worklist_synced"}  # a time or a name: smaller, wraps
+
+
 def _kpis(items: list[tuple[str, str, str, Any]]) -> str:
-    return '<div class="kpis">' + "".join(f'<div class="kpi" data-kpi="{key}"><b>{_e(v)}</b>{zh} <small>{en}</small></div>'
-                                          for zh, en, key, v in items) + "</div>"
+    return '<div class="kpis">' + "".join(
+        f'<div class="kpi{" text" if key in TEXT_KPIS else ""}" data-kpi="{key}"><b>{_e(v)}</b>{zh} <small>{en}</small></div>'
+        for zh, en, key, v in items) + "</div>"
 
 
 def _results_and_worklist(status: dict[str, Any], when: Any) -> str:

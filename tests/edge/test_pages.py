@@ -142,6 +142,12 @@ async def test_the_dashboard_shows_the_edge_red_when_silent_and_the_edge_page_sh
         assert await asyncio.to_thread(text_of, driver, f"#recent {study} [data-col=sent]") == f"{INSTANCES - 1}/{INSTANCES}"
         for size in ((1366, 768), (390, 844)):
             await asyncio.to_thread(shoot, driver, "edge-page-delivered", size)
+        # Below: the results on their way to the terminal and the worklist copy, as a phone shows them.
+        assert await asyncio.to_thread(text_of, driver, "[data-kpi=results_pending] b") == "0"
+        assert await asyncio.to_thread(text_of, driver, "[data-kpi=worklist_synced] b") != "—"  # synced
+        await asyncio.to_thread(driver.set_window_size, 390, 844)
+        await asyncio.to_thread(driver.execute_script, "document.getElementById('results').scrollIntoView()")
+        await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "edge-page-results-worklist-390x844.png"))
 
         # ... and the dashboard's row is no longer red.
         await asyncio.to_thread(driver.switch_to.window, dashboard_tab)
