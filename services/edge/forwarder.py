@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from ..core.backoff import Backoff
+from ..core.events import utc_now
 from ..core.runtime import Runtime
+from ..core.times import iso
 from . import outbox
 from .link import CentreLink, LinkDown, LinkRefused, Outgoing
 from .outbox import EDGE_STUDIES
@@ -29,12 +30,6 @@ log = logging.getLogger("yilian.edge")
 STATE = "edge_state"  # one document, "scan": how far the local studies were looked at
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _at(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Forwarder:
@@ -85,7 +80,7 @@ class Forwarder:
         if self._restored:
             self._restored = False
             await self.retry_now()
-        due = await self.rt.store.find(EDGE_STUDIES, {"state": "pending", "next_attempt_at": {"$lte": _now()}},
+        due = await self.rt.store.find(EDGE_STUDIES, {"state": "pending", "next_attempt_at": {"$lte": utc_now()}},
                                        sort=[("rank", 1), ("first_received_at", 1)], limit=1)
         if not due:
             return False
@@ -94,7 +89,7 @@ class Forwarder:
 
     async def retry_now(self) -> int:
         """Every pending study waiting out a backoff is due at once; how many."""
-        now = _now()
+        now = utc_now()
         waiting = await self.rt.store.find(EDGE_STUDIES, {"state": "pending", "next_attempt_at": {"$gt": now}})
         for entry in waiting:
             await self._write("update", EDGE_STUDIES, entry["id"], {"next_attempt_at": now},
@@ -114,11 +109,11 @@ class Forwarder:
             entry = await store.get(EDGE_STUDIES, study["id"])
             if entry is None:
                 order = await self._order_of(study)
-                await self._write("insert", EDGE_STUDIES, outbox.new_entry(study, rank_=outbox.rank(order), now=_now()))
+                await self._write("insert", EDGE_STUDIES, outbox.new_entry(study, rank_=outbox.rank(order), now=utc_now()))
                 found += 1
             elif outbox.reopened(entry, study):
                 await self._write("update", EDGE_STUDIES, study["id"], {
-                    "state": "pending", "seen_update": study.get("last_update_at"), "next_attempt_at": _now(),
+                    "state": "pending", "seen_update": study.get("last_update_at"), "next_attempt_at": utc_now(),
                     "instances": study.get("instance_count", 0), "version": entry["version"] + 1},
                     where={"version": entry["version"]})
                 found += 1
@@ -164,7 +159,7 @@ class Forwarder:
                         reasons[sop] = f"0x{reason:04X}"
                         log.warning("the centre refused an instance for good; set aside",
                                     extra={"study_uid": uid, "sop_instance_uid": sop, "status": f"0x{reason:04X}"})
-                self.last_success_at, self.last_error = _now(), None  # the centre answered: no stale error shown
+                self.last_success_at, self.last_error = utc_now(), None  # the centre answered: no stale error shown
                 entry = {**entry, "bytes": entry.get("bytes", 0) + sum(d["size"] for d in batch),
                          "wire_bytes": entry.get("wire_bytes", 0) + result.wire_bytes}
                 await self._write("update", EDGE_STUDIES, uid, {
@@ -179,14 +174,14 @@ class Forwarder:
                 raise LinkDown(f"{len(outstanding)} instance(s) not yet held by the centre")
             if study is None or study.get("state") != "received" or study.get("last_update_at") != entry.get("seen_update"):
                 # Still receiving locally: the centre is told only when the local study is complete.
-                await self._write("update", EDGE_STUDIES, uid, {"next_attempt_at": _at(time.time() + self.settings.poll_seconds)})
+                await self._write("update", EDGE_STUDIES, uid, {"next_attempt_at": iso(time.time() + self.settings.poll_seconds)})
                 return
             if len(local) > len(refused):
                 await self.link.complete(uid, len(local) - len(refused))
             else:  # the centre refused every instance: nothing there to announce; done here, its refusals shown
                 log.warning("the centre refused every instance of the study; nothing to announce",
                             extra={"study_uid": uid, "instances": len(local)})
-            done = await self._write("update", EDGE_STUDIES, uid, {"state": "done", "completed_at": _now(), "attempts": 0,
+            done = await self._write("update", EDGE_STUDIES, uid, {"state": "done", "completed_at": utc_now(), "attempts": 0,
                                                            "last_error": None, "next_attempt_at": None},
                                       where={"seen_update": entry.get("seen_update")})
             if done:
@@ -196,7 +191,7 @@ class Forwarder:
             self.last_error = str(exc)
             wait = self.backoff.delay(attempts)
             await self._write("update", EDGE_STUDIES, uid, {"attempts": attempts, "last_error": str(exc),
-                                                   "next_attempt_at": _at(time.time() + wait)})
+                                                   "next_attempt_at": iso(time.time() + wait)})
             log.warning("forwarding failed; will retry: %s", exc, extra={"study_uid": uid, "attempt": attempts,
                                                                "error": str(exc), "retry_in": round(wait, 2)})
 

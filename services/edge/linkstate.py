@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
+
+from ..core.times import iso
 
 log = logging.getLogger("yilian.edge")
 
 UNKNOWN, CONNECTED, OUTAGE, REFUSED = "unknown", "connected", "outage", "refused"
 
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class LinkWatch:
@@ -57,6 +55,6 @@ class LinkWatch:
                     callback()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "since": _iso(self.since) if self.since else None,
-                "last_answer_at": _iso(self.last_answer) if self.last_answer else None,
+        return {"state": self.state, "since": iso(self.since) if self.since else None,
+                "last_answer_at": iso(self.last_answer) if self.last_answer else None,
                 "last_error": self.last_error}

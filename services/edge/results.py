@@ -28,7 +28,6 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,10 @@ from pydicom import dcmread
 from ..core import cstore
 from ..core.backoff import Backoff
 from ..core.consortium import Consortium, Endpoint
+from ..core.events import utc_now
 from ..core.fsync import fsync_path
 from ..core.runtime import Runtime
+from ..core.times import iso
 from .link import CentreLink, LinkDown, LinkError, LinkRefused
 from .settings import EdgeSettings
 
@@ -53,12 +54,6 @@ IDLE_SECONDS = 45.0  # three of the centre's 15 s heartbeats missed: the link is
 Doc = dict[str, Any]
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _at(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- I/O-free pieces ----------------------------------------------------------------------------
@@ -189,7 +184,7 @@ class ResultFollower:
             if wanted(event, data, self.settings.organization) and await tx.get(RESULTS, data["result_id"]) is None:
                 await tx.insert(RESULTS, {"id": data["result_id"], "state": "fetch", "event_id": event_id,
                                           "critical": bool(data.get("critical")), "study_uid": data.get("study_uid"),
-                                          "queued_at": _now(), "next_attempt_at": _now(), "attempts": 0,
+                                          "queued_at": utc_now(), "next_attempt_at": utc_now(), "attempts": 0,
                                           "objects": [], "stored": [], "last_error": None, "delivered_at": None})
                 self._wake.set()
             await tx.put(STATE, {"id": STREAM, "last_event_id": event_id})
@@ -200,7 +195,7 @@ class ResultFollower:
         while True:
             try:
                 due = await self.rt.store.find(RESULTS, {"state": {"$in": list(WORKING)},
-                                                         "next_attempt_at": {"$lte": _now()}},
+                                                         "next_attempt_at": {"$lte": utc_now()}},
                                                sort=[("next_attempt_at", 1)], limit=1)
                 if due:
                     await self.work(due[0])
@@ -238,7 +233,7 @@ class ResultFollower:
         wait = self.backoff.delay(attempts)
         self.last_error = f"{entry['id']}: {error}"
         await self._write("update", RESULTS, entry["id"], {"attempts": attempts, "last_error": error,
-                                                           "next_attempt_at": _at(time.time() + wait)})
+                                                           "next_attempt_at": iso(time.time() + wait)})
         log.warning("result not yet at the terminal; will retry: %s", error,
                     extra={"result_id": entry["id"], "state": entry["state"], "attempt": attempts,
                            "retry_in": round(wait, 2)})
@@ -283,7 +278,7 @@ class ResultFollower:
         if not outcome.ok:
             raise _TerminalFailed(outcome.detail, permanent=outcome.permanent)
         changes = {"state": "ack", "attempts": 0, "last_error": None, "terminal": target_name(t),
-                   "stored_at": _now()}
+                   "stored_at": utc_now()}
         await self._write("update", RESULTS, rid, changes)
         log.info("result stored at the terminal", extra={"result_id": rid, "terminal": target_name(t)})
         return {**entry, **changes, "stored": sorted(set(stored))}
@@ -295,7 +290,7 @@ class ResultFollower:
             "sop_instance_uids": [o["sop_instance_uid"] for o in entry["objects"]]})
         # The terminal has them now; removed before ``done`` so a crash leaves no orphan (``ack`` needs only the UIDs).
         await asyncio.to_thread(shutil.rmtree, self.dir / rid, True)
-        self.last_delivered_at = _now()
+        self.last_delivered_at = utc_now()
         await self._write("update", RESULTS, rid, {"state": "done", "delivered_at": self.last_delivered_at,
                                                    "attempts": 0, "last_error": None, "next_attempt_at": None})
         log.info("result delivered at the terminal and acknowledged", extra={"result_id": rid})
