@@ -47,15 +47,18 @@ FAST = dict(first_delay=0.2, max_delay=1.0, horizon=60.0, lease_seconds=2.0, pol
             pdf_processes=0)  # in-process tests render in a thread; the crash test runs the default pool
 
 
-def consortium_file(directory: Path, *, scp_port: int | None, webhook_port: int | None) -> Path:
-    """``scp_port`` None: chengguan-thc has no DICOM terminal (inbox, webhook and the API only)."""
+def consortium_file(directory: Path, *, scp_port: int | None, webhook_port: int | None,
+                    via_edge: bool = False) -> Path:
+    """``scp_port`` None: chengguan-thc has no DICOM terminal (inbox, webhook and the API only);
+    ``via_edge``: its terminal is behind its edge (docs/edge.md)."""
     text = EXAMPLE_CONSORTIUM.read_text("utf-8")
     old_scp = "scp: {ae_title: CG_TERM, host: 127.0.0.1, port: 11221}"
     # the example has chengguan-thc's webhook commented out (nothing receives it out of the box)
     old_hook = '# webhook: {url: "http://127.0.0.1:18021/yilian/results", secret_env: YILIAN_WEBHOOK_SECRET_CHENGGUAN}'
     assert old_scp in text and old_hook in text, "example consortium changed: update tests/delivery/conftest.py"
     text = text.replace(old_scp, "" if scp_port is None else
-                        f"scp: {{ae_title: CG_TERM, host: 127.0.0.1, port: {scp_port}}}")
+                        f"scp: {{ae_title: CG_TERM, host: 127.0.0.1, port: {scp_port}"
+                        f"{', via_edge: true' if via_edge else ''}}}")
     new_hook = "" if webhook_port is None else \
         f'webhook: {{url: "http://127.0.0.1:{webhook_port}/yilian/results", secret_env: {WEBHOOK_ENV}}}'
     text = text.replace(old_hook, new_hook)
@@ -215,11 +218,13 @@ async def make_yilian(tmp_path: Path, tmp_path_factory, monkeypatch) -> AsyncIte
     monkeypatch.setenv(WEBHOOK_ENV, WEBHOOK_SECRET)
     started: list[tuple[Runtime, list[Any], aiohttp.ClientSession]] = []
 
-    async def make(*, scp_port: int | None, webhook_port: int | None = None, **delivery: Any) -> Yilian:
+    async def make(*, scp_port: int | None, webhook_port: int | None = None, via_edge: bool = False,
+                   **delivery: Any) -> Yilian:
         data_dir = tmp_path / "yilian"
         data_dir.mkdir(exist_ok=True)
         settings = Settings(
-            data_dir=data_dir, consortium_path=consortium_file(data_dir, scp_port=scp_port, webhook_port=webhook_port),
+            data_dir=data_dir, consortium_path=consortium_file(data_dir, scp_port=scp_port, webhook_port=webhook_port,
+                                                            via_edge=via_edge),
             store_url=f"sqlite:///{data_dir / 'yilian.db'}", bus_url="embedded:",
             blob_url=f"file://{data_dir / 'blobs'}", bind_host="127.0.0.1", http_port=free_port(),
             dicom_port=free_port(), ae_title="YILIAN", jwt_secret=SECRET, study_quiet_seconds=0.5)

@@ -7,7 +7,6 @@ a ``kill -9`` of a real ``yilian edge`` mid-delivery neither loses nor repeats i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import signal
@@ -16,22 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from pydicom import dcmread
 
-from services.api.service import ApiService
 from services.core.auth import issue_token
-from services.core.runtime import build_runtime
-from services.core.settings import Settings
-from services.delivery import DeliveryService
-from services.delivery.settings import DeliverySettings
 from services.edge.results import parts, terminal_of
 from services.edge.settings import EdgeSettings
-from services.pacs_gateway import GatewayService
-from services.workflow import WorkflowService
-from services.workflow.leases import WorkflowSettings
-from tests.delivery.conftest import FAST, SECRET, STORESCP, Yilian, consortium_file
+from tests.delivery.conftest import SECRET, STORESCP, Yilian, make_yilian  # noqa: F401 - a fixture
 from tests.e2e.process import YilianProcess
 from tests.support import free_port, wait_for
 
@@ -67,42 +57,15 @@ class Terminal:
 
 
 @pytest.fixture
-async def centre(request, tmp_path: Path, tmp_path_factory):
+async def centre(request, make_yilian, tmp_path: Path):
     """The whole centre, chengguan-thc's terminal behind its edge; yields (Yilian, Terminal).
     Indirect parameters override the delivery settings."""
     terminal = Terminal(tmp_path / "terminal")
-    data = tmp_path / "centre"
-    data.mkdir()
-    path = consortium_file(data, scp_port=terminal.port, webhook_port=None)
-    text = path.read_text("utf-8")
-    old = f"scp: {{ae_title: CG_TERM, host: 127.0.0.1, port: {terminal.port}}}"
-    assert old in text
-    path.write_text(text.replace(old, old[:-1] + ", via_edge: true}"), "utf-8")
-    settings = Settings(data_dir=data, consortium_path=path, store_url=f"sqlite:///{data / 'yilian.db'}",
-                        bus_url="embedded:", blob_url=f"file://{data / 'blobs'}", bind_host="127.0.0.1",
-                        http_port=free_port(), dicom_port=free_port(), ae_title="YILIAN", jwt_secret=SECRET,
-                        study_quiet_seconds=0.3)
-    rt = await build_runtime(settings)
-    font_cache = str(tmp_path_factory.getbasetemp() / "font-cache")
-    services = [GatewayService(rt), WorkflowService(rt, WorkflowSettings.from_env()), ApiService(rt),
-                DeliveryService(rt, DeliverySettings.from_env(**{**FAST, "font_cache": font_cache,
-                                                                  **getattr(request, "param", {})}))]
-    for s in services:
-        await s.start()
-    await rt.bus.start()
-    y = Yilian(rt, services[2], services[0], services[3], aiohttp.ClientSession(), tmp_path)
+    y = await make_yilian(scp_port=terminal.port, via_edge=True, **getattr(request, "param", {}))
     try:
         yield y, terminal
     finally:
         terminal.stop()
-        await y.session.close()
-        with contextlib.suppress(Exception):
-            await rt.bus.stop()
-        for s in reversed(services):
-            with contextlib.suppress(Exception):
-                await s.stop()
-        await rt.blobs.close()
-        await rt.store.close()
 
 
 async def edge_deliveries(y: Yilian, result_id: str) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from tests.support import wait_for
 from .faultproxy import FaultProxy
 from .test_crash import audit_outcomes
 from .test_forward import storescu
-from .test_results import assert_at_terminal_once, centre  # noqa: F401 - the whole centre, terminal behind the edge
+from .test_results import assert_at_terminal_once, centre, make_yilian  # noqa: F401 - the whole centre, terminal behind the edge
 
 pytestmark = pytest.mark.skipif(os.environ.get("YILIAN_TEST_EDGE_SCALE") != "1",
                                 reason="the full-scale edge proof takes ~6 min: make proof-edge")
