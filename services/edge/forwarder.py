@@ -30,8 +30,6 @@ log = logging.getLogger("yilian.edge")
 STATE = "edge_state"  # one document, "scan": how far the local studies were looked at
 
 
-
-
 class Forwarder:
     def __init__(self, rt: Runtime, link: CentreLink, settings: EdgeSettings) -> None:
         self.rt, self.link, self.settings = rt, link, settings

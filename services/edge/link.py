@@ -83,7 +83,7 @@ class CentreLink:
         return self.watch.state == OUTAGE
 
     def on_restored(self, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` when a call gets an answer after an outage."""
+        """Run ``callback()`` when a call is answered again after an outage or a refusal."""
         self.watch.on_restored(callback)
 
     async def open(self) -> None:

@@ -20,7 +20,6 @@ log = logging.getLogger("yilian.edge")
 UNKNOWN, CONNECTED, OUTAGE, REFUSED = "unknown", "connected", "outage", "refused"
 
 
-
 class LinkWatch:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -31,7 +30,8 @@ class LinkWatch:
         self._on_restored: list[Callable[[], None]] = []
 
     def on_restored(self, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` at the first answer after an outage (the forwarder retries at once)."""
+        """Run ``callback()`` when the centre takes the edge again after an outage or a refusal (the
+        forwarder and the worklist copy retry at once instead of waiting out their backoff)."""
         self._on_restored.append(callback)
 
     def saw(self, status: int | None, error: str | None = None) -> None:
@@ -49,7 +49,7 @@ class LinkWatch:
             self.last_error = error or f"HTTP {status}"
         if state != self.state:
             was, self.state, self.since = self.state, state, now
-            if was == OUTAGE:
+            if state == CONNECTED and was in (OUTAGE, REFUSED):
                 log.info("the link to the centre is back", extra={"state": state})
                 for callback in self._on_restored:
                     callback()

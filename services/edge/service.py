@@ -53,6 +53,7 @@ class EdgeService:
         self.forwarder = Forwarder(rt, self.link, settings)
         self.results = ResultFollower(rt, self.link, settings)
         self.worklist = WorklistCopy(rt, self.link, settings)
+        self.link.on_restored(self.worklist.wake)  # the link is back: the copy need not wait for its backoff
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -97,8 +98,6 @@ class EdgeService:
                                                                      "last_success_at",
                                                                      "last_error")},
                                            "procedure_steps_pending": steps})
-                if self.worklist.failures:
-                    self.worklist.wake()  # the link is back: the copy need not wait for its backoff
             except LinkError as exc:
                 log.info("heartbeat not delivered", extra={"error": str(exc)})
             except Exception:

@@ -20,12 +20,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from ..core.backoff import Backoff
 from ..core.events import utc_now
 from ..core.runtime import Runtime
+from ..core.times import parse_iso
 from .link import CentreLink, LinkDown, LinkError, LinkRefused
 from .settings import EdgeSettings
 
@@ -44,7 +44,7 @@ REPORT_FIELDS = ("calling_ae", "status", "modality", "accession_numbers", "sched
 def _age(at: str | None) -> float | None:
     if not at:
         return None
-    return round((datetime.now(UTC) - datetime.fromisoformat(at.replace("Z", "+00:00"))).total_seconds(), 1)
+    return round(time.time() - parse_iso(at), 1)
 
 
 class WorklistCopy:

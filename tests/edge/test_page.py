@@ -37,6 +37,22 @@ def test_an_outage_dates_from_its_first_failure_and_a_refusal_is_its_own_state()
     assert watch.as_dict()["state"] == "refused"
 
 
+def test_the_link_back_is_told_once_after_an_outage_or_a_refusal_not_at_the_first_answer():
+    restored: list[str] = []
+    watch = LinkWatch(Clock(1_796_263_200.0))
+    watch.on_restored(lambda: restored.append(watch.state))
+    watch.saw(200)  # the first answer of all: nothing was waiting
+    watch.saw(None, "reset")
+    watch.saw(503, "HTTP 503")
+    assert restored == []
+    watch.saw(404)  # answered again: once
+    watch.saw(200)
+    assert restored == ["connected"]
+    watch.saw(401, "revoked")
+    watch.saw(200)  # the token taken again
+    assert restored == ["connected", "connected"]
+
+
 def status(**over) -> dict:
     base = {"link": {"state": "outage", "since": "2026-12-03T02:00:00Z", "last_error": "reset <b>by</b> peer"},
             "backlog_studies": 1, "backlog_instances": 7, "bytes_pending": 2_500_000, "rate_bytes_per_second": 52_900,
