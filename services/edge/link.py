@@ -3,7 +3,7 @@
 Everything the edge asks of the centre goes through the centre's public API, as any client's
 would: QIDO-RS for what the centre already holds of a study, STOW-RS to send instances (gzip on
 the wire, under the bandwidth cap), and the edge endpoints (a study is complete; heartbeat; the
-worklist copy; MPPS reported at the edge).
+worklist copy; MPPS reported at the edge; a result's objects for the terminal and their delivery).
 A failure the next attempt may cure (no route, reset, timeout, 5xx, 429) is :class:`LinkDown`;
 a refusal that will not change (400, 401, 403, 409) is :class:`LinkRefused`.
 """
@@ -185,6 +185,18 @@ class CentreLink:
 
     async def heartbeat(self, status: dict[str, Any]) -> None:
         await self._request("POST", "/api/v1/edge/heartbeat", json=status)
+
+    async def result_objects(self, result_id: str) -> tuple[int, bytes]:
+        """A result's SR and PDF for the clinic's terminal (multipart/related); 404: nothing for the
+        terminal, 409: already stored there — both answers, not errors."""
+        return await self._request("GET", f"/api/v1/results/{result_id}/objects",
+                                   headers={"Accept": 'multipart/related; type="application/dicom"'},
+                                   answers=(404, 409))
+
+    async def result_delivered(self, result_id: str, terminal: str, sop_instance_uids: list[str]) -> None:
+        """The terminal stored the result's objects (Success): the centre marks its edge delivery delivered."""
+        await self._request("POST", f"/api/v1/edge/results/{result_id}/delivered",
+                            json={"terminal": terminal, "sop_instance_uids": sop_instance_uids})
 
 
 def _detail(body: bytes) -> str:

@@ -240,9 +240,7 @@ class ResultFollower:
 
     async def _fetch(self, entry: Doc) -> Doc:
         rid = entry["id"]
-        status, body = await self.link._request("GET", f"/api/v1/results/{rid}/objects",
-                                                headers={"Accept": 'multipart/related; type="application/dicom"'},
-                                                answers=(404, 409))
+        status, body = await self.link.result_objects(rid)
         if status in (404, 409):  # nothing for the terminal (no via_edge delivery), or already delivered
             detail = "nothing for the terminal" if status == 404 else "already stored at the terminal"
             await self._write("update", RESULTS, rid, {"state": "done" if status == 409 else "none",
@@ -285,9 +283,8 @@ class ResultFollower:
 
     async def _acknowledge(self, entry: Doc) -> None:
         rid = entry["id"]
-        await self.link._request("POST", f"/api/v1/edge/results/{rid}/delivered", json={
-            "terminal": entry.get("terminal") or target_name(self.terminal),  # type: ignore[arg-type]
-            "sop_instance_uids": [o["sop_instance_uid"] for o in entry["objects"]]})
+        await self.link.result_delivered(rid, entry.get("terminal") or target_name(self.terminal),  # type: ignore[arg-type]
+                                         [o["sop_instance_uid"] for o in entry["objects"]])
         # The terminal has them now; removed before ``done`` so a crash leaves no orphan (``ack`` needs only the UIDs).
         await asyncio.to_thread(shutil.rmtree, self.dir / rid, True)
         self.last_delivered_at = utc_now()
